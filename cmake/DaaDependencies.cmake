@@ -1,0 +1,46 @@
+# Finds every external dependency once and exposes it as an imported target.
+# Kokkos from Debian needs its include path repaired (DESIGN.md §10); HDF5 must be the parallel build.
+
+find_package(MPI REQUIRED COMPONENTS CXX)
+set_package_properties(MPI PROPERTIES TYPE REQUIRED PURPOSE "ranks, collectives (Open MPI)")
+
+set(HDF5_PREFER_PARALLEL TRUE)
+find_package(HDF5 REQUIRED COMPONENTS C)
+if(NOT HDF5_IS_PARALLEL)
+  message(FATAL_ERROR "daa-swarm: found a serial HDF5 (${HDF5_C_INCLUDE_DIRS}); install libhdf5-openmpi-dev")
+endif()
+set_package_properties(HDF5 PROPERTIES TYPE REQUIRED PURPOSE "parallel checkpoints (later issue)")
+
+find_package(Kokkos REQUIRED)
+# Debian's KokkosConfig points the imported target at /usr/lib/include; use the real header path,
+# as a SYSTEM include so Kokkos' own warnings do not trip -Werror.
+set_target_properties(Kokkos::kokkos PROPERTIES INTERFACE_INCLUDE_DIRECTORIES "")
+target_include_directories(Kokkos::kokkos SYSTEM INTERFACE ${Kokkos_INCLUDE_DIRS})
+set_package_properties(Kokkos PROPERTIES TYPE REQUIRED PURPOSE "performance-portable kernels")
+
+set(BLA_VENDOR OpenBLAS)
+find_package(BLAS REQUIRED)
+find_path(DAA_CBLAS_INCLUDE_DIR cblas.h PATH_SUFFIXES openblas-pthread openblas
+          PATHS /usr/include/x86_64-linux-gnu /usr/include/aarch64-linux-gnu REQUIRED)
+add_library(daa_blas INTERFACE)
+target_link_libraries(daa_blas INTERFACE BLAS::BLAS)
+target_include_directories(daa_blas SYSTEM INTERFACE ${DAA_CBLAS_INCLUDE_DIR})
+set_package_properties(BLAS PROPERTIES TYPE REQUIRED PURPOSE "host GEMM (OpenBLAS)")
+
+find_package(tomlplusplus REQUIRED)
+find_package(CLI11 REQUIRED)
+find_package(fmt REQUIRED)
+find_package(ZLIB REQUIRED)
+set_package_properties(tomlplusplus PROPERTIES TYPE REQUIRED PURPOSE "input files")
+set_package_properties(CLI11 PROPERTIES TYPE REQUIRED PURPOSE "command line")
+set_package_properties(fmt PROPERTIES TYPE REQUIRED PURPOSE "formatted output")
+set_package_properties(ZLIB PROPERTIES TYPE REQUIRED PURPOSE "gzipped IDX data")
+
+if(DAA_BUILD_TESTS)
+  find_package(GTest REQUIRED)
+  set_package_properties(GTest PROPERTIES TYPE REQUIRED PURPOSE "unit and MPI tests")
+endif()
+if(DAA_BUILD_BENCHMARKS)
+  find_package(benchmark REQUIRED)
+  set_package_properties(benchmark PROPERTIES TYPE REQUIRED PURPOSE "micro-benchmarks")
+endif()

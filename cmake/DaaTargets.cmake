@@ -1,0 +1,20 @@
+# Helpers that give every daa-swarm target the same warnings, standard and sanitizer flags.
+
+add_library(daa_warnings INTERFACE)
+target_compile_options(daa_warnings INTERFACE -Wall -Wextra -Werror)
+if(DAA_SANITIZE)
+  target_compile_options(daa_warnings INTERFACE -fsanitize=address,undefined -fno-omit-frame-pointer
+                                                -fno-sanitize-recover=undefined)
+  target_link_options(daa_warnings INTERFACE -fsanitize=address,undefined)
+endif()
+
+# daa_add_module(NAME SOURCES... DEPENDS...) : one static library per module of DESIGN.md §4.
+function(daa_add_module name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;DEPENDS" ${ARGN})
+  add_library(daa_${name} STATIC ${ARG_SOURCES})
+  add_library(daa::${name} ALIAS daa_${name})
+  target_include_directories(daa_${name} PUBLIC ${PROJECT_SOURCE_DIR}/include
+                                                ${PROJECT_BINARY_DIR}/include)
+  target_link_libraries(daa_${name} PUBLIC ${ARG_DEPENDS} PRIVATE daa_warnings)
+  target_compile_features(daa_${name} PUBLIC cxx_std_20)
+endfunction()

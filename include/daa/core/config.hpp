@@ -1,0 +1,99 @@
+// Typed run configuration, parsed from a TOML input file (plus `--set section.key=value`
+// overrides) and validated before any work starts. Unknown keys, wrong types and out-of-range
+// values are ConfigErrors that name `[section] key`; docs/inputs.md documents every key.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace daa::core {
+
+enum class NormKind { none, rmsnorm };
+enum class TokenMode { dropless, capacity };
+
+struct RunConfig {
+  std::string name = "fashion-mnist";  // run directory is <output_dir>/<name>
+  std::string output_dir = "runs";
+  std::uint64_t seed = 1234;
+};
+
+struct DataConfig {
+  std::string dataset = "fashion-mnist";  // only IDX image sets for now
+  std::string dir = "/usr/share/datasets/fashion-mnist";
+  std::int64_t train_limit = 0;  // 0: all training images; otherwise the first N
+  std::int64_t test_limit = 0;   // 0: all test images; otherwise the first N
+};
+
+struct ModelConfig {
+  int d_model = 128;    // width of the residual stream
+  int moe_layers = 2;   // number of MoE blocks
+  NormKind norm = NormKind::rmsnorm;  // pre-norm inside each MoE block
+  double init_std = 0.0;  // 0: scaled by fan-in (1/sqrt(fan_in)); otherwise this std for weights
+};
+
+struct MoeConfig {
+  int experts = 8;
+  int top_k = 2;
+  int d_ff = 256;  // hidden width of each expert FFN
+  bool normalize_gates = true;  // renormalize the top-k gate values to sum to 1
+  double aux_loss_coef = 0.01;  // Switch load-balancing loss weight
+  double z_loss_coef = 0.0;     // router z-loss weight (0: off)
+  TokenMode token_mode = TokenMode::dropless;
+  double capacity_factor = 1.25;  // used when token_mode = capacity
+};
+
+struct TrainConfig {
+  int epochs = 10;
+  std::int64_t max_steps = 0;  // 0: epochs decide; otherwise stop after this many steps
+  int global_batch = 256;      // samples per optimizer step over all ranks
+  double lr = 2e-3;            // peak learning rate
+  double min_lr = 2e-5;        // floor of the cosine decay
+  std::int64_t warmup_steps = 200;
+  double weight_decay = 0.01;  // decoupled (AdamW), on weight matrices only
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double grad_clip = 1.0;      // global-norm clip; 0: off
+  bool eval_each_epoch = true; // test accuracy after every epoch
+};
+
+struct LogConfig {
+  int every_steps = 50;  // progress line period
+};
+
+struct RuntimeConfig {
+  int blas_threads = 1;  // OpenBLAS threads per rank
+};
+
+struct Config {
+  RunConfig run;
+  DataConfig data;
+  ModelConfig model;
+  MoeConfig moe;
+  TrainConfig train;
+  LogConfig log;
+  RuntimeConfig runtime;
+
+  std::string source;  // file the config came from, for messages
+};
+
+// Parses and validates TOML text. `source` names the input in error messages; each override is
+// "section.key=value" with a TOML value ("lr=1e-3", "norm=\"none\"" or "norm=none").
+Config parse_config(const std::string& text, const std::string& source,
+                    const std::vector<std::string>& overrides = {});
+
+// Reads the file, then parse_config. A missing or unreadable file is a ConfigError naming it.
+Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+
+// Checks what depends on the number of ranks (global batch divisible by ranks, ...).
+void validate_layout(const Config& config, int ranks);
+
+// The fully resolved configuration (every key, defaults filled in) as commented TOML text that
+// parse_config accepts again and that yields the same Config.
+std::string to_toml(const Config& config);
+
+const char* to_string(NormKind kind);
+const char* to_string(TokenMode mode);
+
+}  // namespace daa::core

@@ -1,0 +1,32 @@
+// The one GEMM adapter: every matrix product of the model goes through `gemm`, which calls host
+// BLAS (OpenBLAS) here and will call cuBLAS in the CUDA build. Row-major, like the views.
+#pragma once
+
+#include <cstddef>
+
+namespace daa::kernels {
+
+enum class Trans { no, yes };
+
+// C[m,n] = alpha * op(A)[m,k] * op(B)[k,n] + beta * C, row-major with leading dimensions.
+// The caller fences the execution space before host BLAS reads device-written data (on the
+// host backends the fence is a no-op).
+void gemm(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_t k, float alpha,
+          const float* a, std::size_t lda, const float* b, std::size_t ldb, float beta, float* c,
+          std::size_t ldc);
+void gemm(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_t k, double alpha,
+          const double* a, std::size_t lda, const double* b, std::size_t ldb, double beta,
+          double* c, std::size_t ldc);
+
+// Sets the BLAS thread count of this process (one per rank unless configured).
+void set_blas_threads(int threads);
+int blas_threads();
+
+// Convenience for row-major 2-D views: C = alpha * op(A) op(B) + beta * C, shapes checked.
+template <class ViewA, class ViewB, class ViewC>
+void gemm(Trans trans_a, Trans trans_b, typename ViewC::value_type alpha, const ViewA& a,
+          const ViewB& b, typename ViewC::value_type beta, const ViewC& c);
+
+}  // namespace daa::kernels
+
+#include "daa/kernels/linalg_impl.hpp"

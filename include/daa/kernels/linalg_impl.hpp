@@ -1,0 +1,26 @@
+// Shape-checked view overload of gemm; included by linalg.hpp only.
+#pragma once
+
+#include <string>
+
+#include "daa/core/error.hpp"
+
+namespace daa::kernels {
+
+template <class ViewA, class ViewB, class ViewC>
+void gemm(Trans trans_a, Trans trans_b, typename ViewC::value_type alpha, const ViewA& a,
+          const ViewB& b, typename ViewC::value_type beta, const ViewC& c) {
+  const std::size_t m = trans_a == Trans::no ? a.extent(0) : a.extent(1);
+  const std::size_t k = trans_a == Trans::no ? a.extent(1) : a.extent(0);
+  const std::size_t kb = trans_b == Trans::no ? b.extent(0) : b.extent(1);
+  const std::size_t n = trans_b == Trans::no ? b.extent(1) : b.extent(0);
+  if (k != kb || c.extent(0) != m || c.extent(1) != n)
+    throw Error("kernels::gemm: shape mismatch (" + std::to_string(m) + "x" + std::to_string(k) +
+                ") * (" + std::to_string(kb) + "x" + std::to_string(n) + ") -> (" +
+                std::to_string(c.extent(0)) + "x" + std::to_string(c.extent(1)) + ")");
+  if (m == 0 || n == 0) return;
+  gemm(trans_a, trans_b, m, n, k, alpha, a.data(), a.stride(0), b.data(), b.stride(0), beta,
+       c.data(), c.stride(0));
+}
+
+}  // namespace daa::kernels

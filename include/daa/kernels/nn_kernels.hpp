@@ -1,0 +1,256 @@
+// Element-wise and row-wise neural-network kernels (bias, GELU, RMSNorm, softmax, top-k routing,
+// gather/combine, cross-entropy, AdamW). Written once as Kokkos lambdas over views so the same
+// source runs on the host backends and on CUDA. Every kernel is deterministic: reductions over a
+// row or a column run sequentially inside one thread, in a fixed order.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "daa/kernels/views.hpp"
+
+namespace daa::kernels {
+
+template <class T>
+KOKKOS_INLINE_FUNCTION T gelu(T x) {
+  return T(0.5) * x * (T(1) + std::erf(x * T(0.70710678118654752440)));
+}
+// d/dx [x * Phi(x)] = Phi(x) + x * phi(x)
+template <class T>
+KOKKOS_INLINE_FUNCTION T gelu_derivative(T x) {
+  const T cdf = T(0.5) * (T(1) + std::erf(x * T(0.70710678118654752440)));
+  const T pdf = T(0.39894228040143267794) * std::exp(T(-0.5) * x * x);
+  return cdf + x * pdf;
+}
+
+// y[i,:] += bias
+template <class T, class Y>
+void add_bias(const Y& y, const VectorRef<T>& bias) {
+  const int cols = y.extent(1);
+  Kokkos::parallel_for(
+      "add_bias", Range(0, y.extent(0)), KOKKOS_LAMBDA(const int i) {
+        for (int j = 0; j < cols; ++j) y(i, j) += bias(j);
+      });
+}
+
+// grad_bias[j] += sum_i dy[i,j]
+template <class T, class DY>
+void accumulate_bias_grad(const DY& dy, const VectorRef<T>& grad_bias) {
+  const int rows = dy.extent(0);
+  Kokkos::parallel_for(
+      "bias_grad", Range(0, dy.extent(1)), KOKKOS_LAMBDA(const int j) {
+        T sum = 0;
+        for (int i = 0; i < rows; ++i) sum += dy(i, j);
+        grad_bias(j) += sum;
+      });
+}
+
+// out = gelu(pre), element-wise; out may alias nothing.
+template <class In, class Out>
+void gelu_forward(const In& pre, const Out& out) {
+  const int cols = pre.extent(1);
+  Kokkos::parallel_for(
+      "gelu_forward", Range(0, pre.extent(0)), KOKKOS_LAMBDA(const int i) {
+        for (int j = 0; j < cols; ++j) out(i, j) = gelu(pre(i, j));
+      });
+}
+
+// grad (in place): grad *= gelu'(pre)
+template <class Pre, class Grad>
+void gelu_backward(const Pre& pre, const Grad& grad) {
+  const int cols = pre.extent(1);
+  Kokkos::parallel_for(
+      "gelu_backward", Range(0, pre.extent(0)), KOKKOS_LAMBDA(const int i) {
+        for (int j = 0; j < cols; ++j) grad(i, j) *= gelu_derivative(pre(i, j));
+      });
+}
+
+// RMSNorm: y = x / rms(x) * gain, rms = sqrt(mean(x^2) + eps); inv_rms saved for backward.
+template <class T>
+void rmsnorm_forward(const Matrix<T>& x, const VectorRef<T>& gain, T eps, const Matrix<T>& y,
+                     const Vector<T>& inv_rms) {
+  const int cols = x.extent(1);
+  Kokkos::parallel_for(
+      "rmsnorm_forward", Range(0, x.extent(0)), KOKKOS_LAMBDA(const int i) {
+        T ss = 0;
+        for (int j = 0; j < cols; ++j) ss += x(i, j) * x(i, j);
+        const T inv = T(1) / std::sqrt(ss / cols + eps);
+        inv_rms(i) = inv;
+        for (int j = 0; j < cols; ++j) y(i, j) = x(i, j) * inv * gain(j);
+      });
+}
+
+// dx += (g*dy)*inv - x * inv^3 * mean(x * g*dy); grad_gain[j] += sum_i dy*x*inv.
+template <class T>
+void rmsnorm_backward(const Matrix<T>& x, const VectorRef<T>& gain, const Vector<T>& inv_rms,
+                      const Matrix<T>& dy, const Matrix<T>& dx, const VectorRef<T>& grad_gain) {
+  const int rows = x.extent(0);
+  const int cols = x.extent(1);
+  Kokkos::parallel_for(
+      "rmsnorm_backward_x", Range(0, rows), KOKKOS_LAMBDA(const int i) {
+        const T inv = inv_rms(i);
+        T dot = 0;
+        for (int j = 0; j < cols; ++j) dot += x(i, j) * gain(j) * dy(i, j);
+        const T coef = inv * inv * inv * dot / cols;
+        for (int j = 0; j < cols; ++j) dx(i, j) += gain(j) * dy(i, j) * inv - x(i, j) * coef;
+      });
+  Kokkos::parallel_for(
+      "rmsnorm_backward_gain", Range(0, cols), KOKKOS_LAMBDA(const int j) {
+        T sum = 0;
+        for (int i = 0; i < rows; ++i) sum += dy(i, j) * x(i, j) * inv_rms(i);
+        grad_gain(j) += sum;
+      });
+}
+
+// Row softmax in place; log-sum-exp of each row's logits saved (router z-loss uses it).
+template <class T>
+void softmax_rows(const Matrix<T>& logits_to_probs, const Vector<T>& lse) {
+  const int cols = logits_to_probs.extent(1);
+  Kokkos::parallel_for(
+      "softmax_rows", Range(0, logits_to_probs.extent(0)), KOKKOS_LAMBDA(const int i) {
+        T mx = logits_to_probs(i, 0);
+        for (int j = 1; j < cols; ++j) mx = logits_to_probs(i, j) > mx ? logits_to_probs(i, j) : mx;
+        T sum = 0;
+        for (int j = 0; j < cols; ++j) {
+          const T e = std::exp(logits_to_probs(i, j) - mx);
+          logits_to_probs(i, j) = e;
+          sum += e;
+        }
+        for (int j = 0; j < cols; ++j) logits_to_probs(i, j) /= sum;
+        lse(i) = mx + std::log(sum);
+      });
+}
+
+// Top-k routing of each token on score = prob + bias (bias moves selection only). Ties break
+// toward the lower expert index. Gates are the chosen probs, renormalized if asked.
+template <class T>
+void top_k_route(const Matrix<T>& probs, const VectorRef<T>& bias, int k, bool normalize,
+                 const Kokkos::View<int**, Kokkos::LayoutRight, MemSpace>& choice,
+                 const Matrix<T>& gate) {
+  const int experts = probs.extent(1);
+  Kokkos::parallel_for(
+      "top_k_route", Range(0, probs.extent(0)), KOKKOS_LAMBDA(const int t) {
+        T total = 0;
+        for (int slot = 0; slot < k; ++slot) {
+          int best = -1;
+          T best_score = 0;
+          for (int e = 0; e < experts; ++e) {
+            bool taken = false;
+            for (int s = 0; s < slot; ++s) taken = taken || choice(t, s) == e;
+            if (taken) continue;
+            const T score = probs(t, e) + bias(e);
+            if (best < 0 || score > best_score) {
+              best = e;
+              best_score = score;
+            }
+          }
+          choice(t, slot) = best;
+          gate(t, slot) = probs(t, best);
+          total += probs(t, best);
+        }
+        if (normalize)
+          for (int slot = 0; slot < k; ++slot) gate(t, slot) /= total;
+      });
+}
+
+// packed[p,:] = x[token_of[p],:]
+template <class T>
+void gather_rows(const Matrix<T>& x, const Kokkos::View<int*, MemSpace>& token_of,
+                 const Matrix<T>& packed) {
+  const int cols = x.extent(1);
+  Kokkos::parallel_for(
+      "gather_rows", Range(0, packed.extent(0)), KOKKOS_LAMBDA(const int p) {
+        const int t = token_of(p);
+        for (int j = 0; j < cols; ++j) packed(p, j) = x(t, j);
+      });
+}
+
+// out[t,:] = sum_s gate[t,s] * y[slot_pos[t,s],:] over kept slots (slot_pos < 0: dropped).
+template <class T>
+void combine_rows(const Matrix<T>& y, const Kokkos::View<int**, Kokkos::LayoutRight, MemSpace>& slot_pos,
+                  const Matrix<T>& gate, const Matrix<T>& out) {
+  const int cols = out.extent(1);
+  const int k = gate.extent(1);
+  Kokkos::parallel_for(
+      "combine_rows", Range(0, out.extent(0)), KOKKOS_LAMBDA(const int t) {
+        for (int j = 0; j < cols; ++j) out(t, j) = 0;
+        for (int s = 0; s < k; ++s) {
+          const int p = slot_pos(t, s);
+          if (p < 0) continue;
+          const T g = gate(t, s);
+          for (int j = 0; j < cols; ++j) out(t, j) += g * y(p, j);
+        }
+      });
+}
+
+// Backward of combine_rows: dy[p,:] = gate * dout[t,:], dgate[t,s] = <dout[t,:], y[p,:]>.
+template <class T>
+void combine_rows_backward(const Matrix<T>& y, const Kokkos::View<int**, Kokkos::LayoutRight, MemSpace>& slot_pos,
+                           const Matrix<T>& gate, const Matrix<T>& dout, const Matrix<T>& dy,
+                           const Matrix<T>& dgate) {
+  const int cols = dout.extent(1);
+  const int k = gate.extent(1);
+  Kokkos::parallel_for(
+      "combine_rows_backward", Range(0, dout.extent(0)), KOKKOS_LAMBDA(const int t) {
+        for (int s = 0; s < k; ++s) {
+          const int p = slot_pos(t, s);
+          T dot = 0;
+          if (p >= 0) {
+            const T g = gate(t, s);
+            for (int j = 0; j < cols; ++j) {
+              dy(p, j) = g * dout(t, j);
+              dot += dout(t, j) * y(p, j);
+            }
+          }
+          dgate(t, s) = dot;
+        }
+      });
+}
+
+// dx[t,:] += sum_s dpacked[slot_pos[t,s],:] (the transpose of gather_rows), per token.
+template <class T>
+void scatter_add_rows(const Matrix<T>& dpacked,
+                      const Kokkos::View<int**, Kokkos::LayoutRight, MemSpace>& slot_pos,
+                      const Matrix<T>& dx) {
+  const int cols = dx.extent(1);
+  const int k = slot_pos.extent(1);
+  Kokkos::parallel_for(
+      "scatter_add_rows", Range(0, dx.extent(0)), KOKKOS_LAMBDA(const int t) {
+        for (int s = 0; s < k; ++s) {
+          const int p = slot_pos(t, s);
+          if (p < 0) continue;
+          for (int j = 0; j < cols; ++j) dx(t, j) += dpacked(p, j);
+        }
+      });
+}
+
+// Softmax cross-entropy per row: loss_sum += -log softmax(logits)[label]; dlogits (if given)
+// = (softmax - onehot) * scale; correct counts argmax hits (ties toward the lower class).
+template <class T>
+void cross_entropy(const Matrix<T>& logits, const Kokkos::View<int*, MemSpace>& labels,
+                   T grad_scale, const Matrix<T>& dlogits, const Vector<T>& row_loss,
+                   const Kokkos::View<int*, MemSpace>& row_correct) {
+  const int classes = logits.extent(1);
+  const bool want_grad = dlogits.extent(0) == logits.extent(0);
+  Kokkos::parallel_for(
+      "cross_entropy", Range(0, logits.extent(0)), KOKKOS_LAMBDA(const int i) {
+        int arg = 0;
+        T mx = logits(i, 0);
+        for (int c = 1; c < classes; ++c)
+          if (logits(i, c) > mx) {
+            mx = logits(i, c);
+            arg = c;
+          }
+        T sum = 0;
+        for (int c = 0; c < classes; ++c) sum += std::exp(logits(i, c) - mx);
+        const T lse = mx + std::log(sum);
+        const int y = labels(i);
+        row_loss(i) = lse - logits(i, y);
+        row_correct(i) = arg == y ? 1 : 0;
+        if (want_grad)
+          for (int c = 0; c < classes; ++c)
+            dlogits(i, c) = (std::exp(logits(i, c) - lse) - (c == y ? T(1) : T(0))) * grad_scale;
+      });
+}
+
+}  // namespace daa::kernels

@@ -1,0 +1,98 @@
+// The Mixture-of-Experts classifier with explicit forward and backward passes:
+//   input linear + GELU -> N x [pre-RMSNorm -> router -> top-k experts -> combine, + residual]
+//   -> classifier -> softmax cross-entropy (+ Switch load-balancing loss, + router z-loss).
+// Templated on the scalar so gradient checks run in double and training in float.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "daa/core/config.hpp"
+#include "daa/kernels/views.hpp"
+#include "daa/model/params.hpp"
+
+namespace daa::model {
+
+struct ModelShape {
+  int inputs = 784;
+  int classes = 10;
+  int d_model = 128;
+  int moe_layers = 2;
+  bool rmsnorm = true;
+  int experts = 8;
+  int top_k = 2;
+  int d_ff = 256;
+  bool normalize_gates = true;
+  double aux_loss_coef = 0.01;
+  double z_loss_coef = 0.0;
+  bool capacity_mode = false;
+  double capacity_factor = 1.25;
+  double init_std = 0.0;  // 0: 1/sqrt(fan_in)
+  std::uint64_t seed = 1;
+};
+
+ModelShape shape_from_config(const core::Config& config, int inputs, int classes);
+
+// Sums `count` doubles over the data-parallel group in place. The load-balancing loss needs
+// the global batch's routing fractions so that the optimization does not depend on the rank
+// count; a default-constructed reducer means "this process is the whole batch".
+using StatsReducer = std::function<void(double* values, std::size_t count)>;
+
+// Routing figures of one MoE layer for one batch (local tokens of this rank).
+struct LayerRoutingStats {
+  std::vector<std::int64_t> tokens_per_expert;  // kept token-slots per expert
+  std::int64_t dropped = 0;                     // token-slots dropped by capacity
+  double aux_loss = 0;                          // global-batch Switch loss (weighted)
+  double z_loss = 0;                            // local router z-loss (weighted)
+};
+
+struct BatchStats {
+  std::int64_t samples = 0;
+  double loss_sum = 0;       // sum over local samples of cross-entropy
+  double aux_loss = 0;       // sum over layers of weighted aux + z losses (this rank's objective)
+  std::int64_t correct = 0;  // argmax hits
+  double expert_seconds = 0; // time in expert FFNs (forward + backward)
+  double expert_flops = 0;   // GEMM flops of the expert FFNs
+  std::vector<LayerRoutingStats> layers;
+};
+
+template <class T>
+class MoeModel {
+ public:
+  explicit MoeModel(const ModelShape& shape);
+  ~MoeModel();
+  MoeModel(const MoeModel&) = delete;
+  MoeModel& operator=(const MoeModel&) = delete;
+
+  const ModelShape& shape() const { return shape_; }
+  ParamStore<T>& params() { return params_; }
+  const ParamStore<T>& params() const { return params_; }
+
+  // Writes the deterministic initial values (counter-based RNG keyed by parameter name).
+  void initialize();
+
+  // Forward pass and loss on a local batch x [n, inputs], labels [n]. With `train`, also the
+  // backward pass: gradients of (mean cross-entropy + aux losses) are accumulated into
+  // params().grads() (callers zero them first).
+  BatchStats run(const kernels::Matrix<T>& x, const Kokkos::View<int*, kernels::MemSpace>& labels,
+                 bool train, const StatsReducer& reduce_stats = {});
+
+  // Logits of the last run(), [n, classes].
+  kernels::Matrix<T> logits() const;
+
+  // Routing bias per layer (selection only, not gate values); zero until consensus rounds.
+  kernels::Vector<T> routing_bias(int layer) const;
+
+ private:
+  struct Workspace;
+  ModelShape shape_;
+  ParamStore<T> params_;
+  std::unique_ptr<Workspace> ws_;
+};
+
+extern template class MoeModel<float>;
+extern template class MoeModel<double>;
+
+}  // namespace daa::model

@@ -1,0 +1,63 @@
+// Parameter registry: every trainable tensor lives in one flat buffer (values) with a twin flat
+// buffer for gradients, so aggregation, clipping and the optimizer work on contiguous memory.
+// Each entry records whether it is dense (replicated over data-parallel ranks) or belongs to an
+// expert (layer, expert id): expert parallelism shards exactly those entries.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "daa/kernels/views.hpp"
+
+namespace daa::model {
+
+enum class ParamKind { dense, expert };
+
+struct ParamInfo {
+  std::string name;  // e.g. "moe1.expert3.w1"
+  ParamKind kind = ParamKind::dense;
+  int layer = -1;   // MoE layer index for expert (and router/norm) params, -1 otherwise
+  int expert = -1;  // expert id for expert params
+  std::size_t rows = 0;
+  std::size_t cols = 0;  // 1 for vectors
+  std::size_t offset = 0;
+  bool decay = false;  // weight decay applies (matrices yes, biases and gains no)
+  std::size_t size() const { return rows * cols; }
+};
+
+template <class T>
+class ParamStore {
+ public:
+  // Declares a tensor; returns its id. All declarations come before allocate().
+  int declare(ParamInfo info);
+  void allocate();
+
+  const std::vector<ParamInfo>& infos() const { return infos_; }
+  std::size_t size() const { return total_; }
+  // Elements [0, dense_size()) are dense parameters; the rest are expert parameters, provided
+  // dense ones were declared first (the model does this so the two are contiguous ranges).
+  std::size_t dense_size() const { return dense_total_; }
+
+  kernels::Vector<T> values() const { return values_; }
+  kernels::Vector<T> grads() const { return grads_; }
+
+  kernels::MatrixRef<T> value(int id) const { return matrix(values_, id); }
+  kernels::MatrixRef<T> grad(int id) const { return matrix(grads_, id); }
+  kernels::VectorRef<T> value_vec(int id) const { return vector(values_, id); }
+  kernels::VectorRef<T> grad_vec(int id) const { return vector(grads_, id); }
+
+  void zero_grads() const { Kokkos::deep_copy(grads_, T(0)); }
+
+ private:
+  kernels::MatrixRef<T> matrix(const kernels::Vector<T>& flat, int id) const;
+  kernels::VectorRef<T> vector(const kernels::Vector<T>& flat, int id) const;
+
+  std::vector<ParamInfo> infos_;
+  std::size_t total_ = 0;
+  std::size_t dense_total_ = 0;
+  kernels::Vector<T> values_;
+  kernels::Vector<T> grads_;
+};
+
+}  // namespace daa::model

@@ -1,0 +1,60 @@
+// What a run tells people: rank 0's progress lines (stdout and the run directory's log.txt) and
+// the final summary (a human-readable block and the `--summary-json` document).
+#pragma once
+
+#include <cstdint>
+#include <fstream>
+#include <string>
+#include <vector>
+
+namespace daa::obs {
+
+// Seconds spent per phase of the step loop, as measured on rank 0 (max over ranks for `total`).
+struct PhaseTimes {
+  double data = 0;     // batch assembly and host->device copies
+  double compute = 0;  // forward, backward, clipping, optimizer
+  double comm = 0;     // gradient aggregation and metric/statistics reductions
+  double eval = 0;     // test-set evaluation
+};
+
+struct RunSummary {
+  std::string name;
+  int ranks = 1;
+  std::int64_t steps = 0;
+  std::int64_t epochs = 0;
+  std::int64_t global_batch = 0;
+  double final_loss = 0;       // global training loss (cross-entropy + aux) of the last step
+  double train_accuracy = 0;   // over the training batches of the last epoch (or partial epoch)
+  double test_loss = 0;
+  double test_accuracy = 0;
+  double samples_per_s = 0;    // training samples per second, all ranks together
+  double train_seconds = 0;    // wall time of the step loop, excluding evaluation
+  double wall_seconds = 0;     // whole run including data loading and evaluation
+  PhaseTimes phases;
+  double expert_gflops = 0;    // GEMM FLOP rate inside the expert FFNs, per rank
+  std::int64_t parameters = 0;
+  std::string parameter_checksum;  // FNV-1a over all parameter bytes in registry order
+  std::vector<double> test_accuracy_per_epoch;
+};
+
+// Rank 0 prints; other ranks hold an inactive log. Lines also go to `log_path` when given.
+class ProgressLog {
+ public:
+  ProgressLog(bool active, const std::string& log_path);
+  void line(const std::string& text);
+  bool active() const { return active_; }
+
+ private:
+  bool active_;
+  std::ofstream file_;
+};
+
+std::string summary_text(const RunSummary& summary);
+std::string summary_json(const RunSummary& summary);
+// Writes atomically (temporary file, then rename). Throws daa::Error naming the path.
+void write_text_file(const std::string& path, const std::string& text);
+
+// "1:02:03" or "4:05" for a duration in seconds.
+std::string format_duration(double seconds);
+
+}  // namespace daa::obs

@@ -1,0 +1,68 @@
+// Checked MPI: every MPI call goes through DAA_MPI_CHECK, which turns a failure into a daa::Error
+// naming the call, file, line and rank. Communicator wraps one MPI communicator with a name that
+// appears in errors and traces ("world", "data-parallel", ...), and the collectives we use.
+#pragma once
+
+#include <mpi.h>
+
+#include <cstdint>
+#include <exception>
+#include <string>
+
+namespace daa::parallel {
+
+[[noreturn]] void throw_mpi_error(int code, const char* call, const char* file, int line);
+
+#define DAA_MPI_CHECK(call)                                                     \
+  do {                                                                          \
+    const int daa_mpi_rc_ = (call);                                             \
+    if (daa_mpi_rc_ != MPI_SUCCESS)                                             \
+      ::daa::parallel::throw_mpi_error(daa_mpi_rc_, #call, __FILE__, __LINE__); \
+  } while (0)
+
+class Communicator {
+ public:
+  // Borrows `comm` (not freed by this object); MPI_COMM_NULL means "not a member".
+  Communicator(MPI_Comm comm, std::string name);
+
+  MPI_Comm comm() const { return comm_; }
+  const std::string& name() const { return name_; }
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  bool is_root() const { return rank_ == 0; }
+
+  // In-place sums; fixed algorithm per (size, count), so repeatable run to run.
+  void allreduce_sum(float* data, std::size_t count) const;
+  void allreduce_sum(double* data, std::size_t count) const;
+  void allreduce_sum(std::int64_t* data, std::size_t count) const;
+  std::int64_t allreduce_max(std::int64_t value) const;
+  double allreduce_max(double value) const;
+  void barrier() const;
+
+  // Every rank calls this with the error it hit in a phase, or nullptr. If any rank failed, all
+  // of them learn it: the lowest failing rank prints its message, every rank throws
+  // AgreedFailure carrying that rank's exit code, and nobody is left waiting in a collective.
+  void agree_on_failure(std::exception_ptr local_error) const;
+
+ private:
+  MPI_Comm comm_;
+  std::string name_;
+  int rank_ = 0;
+  int size_ = 1;
+};
+
+// Thrown by agree_on_failure on every rank once the failure has been reported.
+class AgreedFailure : public std::exception {
+ public:
+  explicit AgreedFailure(int exit_code) : exit_code_(exit_code) {}
+  int exit_code() const { return exit_code_; }
+  const char* what() const noexcept override { return "failure reported by another rank"; }
+
+ private:
+  int exit_code_;
+};
+
+// Rank in MPI_COMM_WORLD, or -1 before MPI_Init: for error messages.
+int world_rank();
+
+}  // namespace daa::parallel

@@ -1,0 +1,48 @@
+// AdamW (decoupled weight decay) over the flat parameter buffer, the warmup + cosine learning-rate
+// schedule, and global-norm gradient clipping.
+#pragma once
+
+#include <cstdint>
+
+#include "daa/core/config.hpp"
+#include "daa/model/params.hpp"
+
+namespace daa::train {
+
+struct AdamWSettings {
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+};
+
+// Linear warmup from lr/warmup to lr over `warmup` steps, then cosine decay to min_lr at `total`.
+// `step` counts from 0 (the learning rate used by the first update is lr_at(0)).
+double learning_rate(std::int64_t step, std::int64_t total, std::int64_t warmup, double lr, double min_lr);
+
+template <class T>
+class AdamW {
+ public:
+  AdamW(const model::ParamStore<T>& params, const AdamWSettings& settings);
+
+  // One update with the gradients in params.grads(); `step` counts from 1 (bias correction).
+  void update(model::ParamStore<T>& params, double lr, std::int64_t step);
+
+  kernels::Vector<T> first_moment() const { return m_; }
+  kernels::Vector<T> second_moment() const { return v_; }
+
+ private:
+  AdamWSettings settings_;
+  kernels::Vector<T> m_, v_;
+  kernels::Vector<T> decay_mask_;  // 1 where weight decay applies, else 0
+};
+
+// Sum of squares of the whole gradient, accumulated in double in a fixed order.
+template <class T>
+double gradient_norm_squared(const kernels::Vector<T>& grads);
+
+// Scales gradients so that their global norm is at most max_norm; returns the norm before.
+template <class T>
+double clip_gradients(const kernels::Vector<T>& grads, double max_norm);
+
+}  // namespace daa::train

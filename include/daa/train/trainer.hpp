@@ -1,0 +1,33 @@
+// The step loop: data -> forward/backward -> aggregate over the data-parallel group -> clip ->
+// AdamW, with progress lines, per-epoch evaluation and the final summary. Every rank runs the same
+// sequence; every control decision (stop on NaN) comes from globally reduced values.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "daa/core/config.hpp"
+#include "daa/io/dataset.hpp"
+#include "daa/obs/report.hpp"
+#include "daa/parallel/communicator.hpp"
+
+namespace daa::train {
+
+struct TrainOptions {
+  bool write_run_directory = true;  // runs/<name>/config.toml and log.txt (rank 0)
+  bool print_progress = true;       // progress lines on rank 0's stdout
+  bool keep_parameters = false;     // copy the final parameters into TrainResult
+};
+
+struct TrainResult {
+  obs::RunSummary summary;
+  std::vector<float> parameters;  // when keep_parameters
+};
+
+TrainResult run_training(const core::Config& config, const io::Dataset& data,
+                         const parallel::Communicator& world, const TrainOptions& options);
+
+// FNV-1a 64-bit over the bytes of `values`, as 16 hex digits: equal iff bit-identical.
+std::string parameter_checksum(const std::vector<float>& values);
+
+}  // namespace daa::train

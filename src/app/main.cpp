@@ -1,0 +1,155 @@
+// daa-swarm command line: parses arguments with CLI11, sets up MPI and Kokkos, and hands over to
+// the train module. Errors end here: one line `daa-swarm: error: ...` from one rank and a
+// documented exit code (0 ok, 1 internal, 2 bad input, 3 diverged); never a hang.
+#include <CLI/CLI.hpp>
+#include <Kokkos_Core.hpp>
+#include <fmt/format.h>
+#include <mpi.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+
+#include "daa/build_config.hpp"
+#include "daa/core/config.hpp"
+#include "daa/core/error.hpp"
+#include "daa/io/dataset.hpp"
+#include "daa/obs/report.hpp"
+#include "daa/parallel/communicator.hpp"
+#include "daa/train/trainer.hpp"
+
+namespace {
+
+// Before MPI_Init the launcher's environment tells which rank we are, so that argument errors
+// under `mpirun -np 4` are printed once, not four times.
+bool launcher_rank_zero() {
+  for (const char* var : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"})
+    if (const char* v = std::getenv(var)) return std::atoi(v) == 0;
+  return true;
+}
+
+void print_error(const std::string& message, int rank = -1) {
+  if (rank >= 0) std::fprintf(stderr, "daa-swarm: error: rank %d: %s\n", rank, message.c_str());
+  else std::fprintf(stderr, "daa-swarm: error: %s\n", message.c_str());
+  std::fflush(stderr);
+}
+
+struct TrainArgs {
+  std::string input;
+  std::vector<std::string> overrides;
+  std::string summary_json;
+};
+
+int run_train(const TrainArgs& args) {
+  MPI_Init(nullptr, nullptr);
+  int code = 0;
+  {
+    daa::parallel::Communicator world(MPI_COMM_WORLD, "world");
+    Kokkos::InitArguments kokkos_args;
+    kokkos_args.disable_warnings = true;
+    Kokkos::initialize(kokkos_args);
+    try {
+      daa::core::Config config;
+      daa::io::Dataset data;
+      std::exception_ptr setup_error;
+      try {
+        config = daa::core::load_config(args.input, args.overrides);
+        daa::core::validate_layout(config, world.size());
+        data = daa::io::load_dataset(config.data);
+        if (!args.summary_json.empty() && world.is_root()) {
+          const auto parent = std::filesystem::absolute(args.summary_json).parent_path();
+          if (!std::filesystem::is_directory(parent))
+            throw daa::InputError("--summary-json: directory '" + parent.string() + "' does not exist");
+        }
+      } catch (...) {
+        setup_error = std::current_exception();
+      }
+      world.agree_on_failure(setup_error);
+
+      const daa::train::TrainResult result = daa::train::run_training(config, data, world, {});
+      if (world.is_root() && !args.summary_json.empty())
+        daa::obs::write_text_file(args.summary_json, daa::obs::summary_json(result.summary));
+    } catch (const daa::parallel::AgreedFailure& e) {
+      code = e.exit_code();
+    } catch (const daa::DivergenceError& e) {
+      // Decided from globally reduced values: every rank throws it at the same step.
+      if (world.is_root()) print_error(e.what());
+      code = int(e.exit_code());
+    } catch (const std::exception& e) {
+      // Possibly this rank alone: abort the job rather than leave the others waiting.
+      const int exit_code = dynamic_cast<const daa::Error*>(&e)
+                                ? int(static_cast<const daa::Error&>(e).exit_code())
+                                : int(daa::ExitCode::internal);
+      print_error(e.what(), world.rank());
+      MPI_Abort(MPI_COMM_WORLD, exit_code);
+    }
+    Kokkos::finalize();
+  }
+  MPI_Finalize();
+  return code;
+}
+
+int run_validate(const std::string& input, const std::vector<std::string>& overrides, int ranks) {
+  const daa::core::Config config = daa::core::load_config(input, overrides);
+  daa::core::validate_layout(config, ranks);
+  const daa::io::Dataset data = daa::io::load_dataset(config.data);
+  const int local = config.train.global_batch / ranks;
+  std::cout << fmt::format("{}: valid for {} ranks\n", input, ranks);
+  std::cout << fmt::format("layout: {} data-parallel ranks, global batch {} = {} ranks x {} samples\n", ranks,
+                           config.train.global_batch, ranks, local);
+  for (int r = 0; r < ranks; ++r)
+    std::cout << fmt::format("  rank {:>3}: data-parallel index {}, all {} experts of {} MoE layers\n", r, r,
+                             config.moe.experts, config.model.moe_layers);
+  std::cout << fmt::format("data: {} train and {} test images of {}x{} pixels, {} classes\n", data.train.count,
+                           data.test.count, data.train.rows, data.train.cols, data.train.classes);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"daa-swarm: distributed, Byzantine-robust Mixture-of-Experts training on MPI clusters",
+               "daa-swarm"};
+  app.set_version_flag("--version", std::string("daa-swarm ") + daa::kVersion + " (" + daa::kBuildType + ", " +
+                                        daa::kCompiler + ")");
+  app.require_subcommand(1);
+
+  TrainArgs train_args;
+  CLI::App* train = app.add_subcommand("train", "train a model as described by an input file (run under mpirun)");
+  train->add_option("input", train_args.input, "input file (TOML)")->required();
+  train->add_option("--set", train_args.overrides, "override one key: section.key=value (repeatable)")
+      ->type_name("KEY=VALUE");
+  train->add_option("--summary-json", train_args.summary_json, "write the final figures as JSON to this file");
+
+  std::string validate_input;
+  std::vector<std::string> validate_overrides;
+  int validate_ranks = 1;
+  CLI::App* validate = app.add_subcommand("validate", "check an input file and its layout for N ranks, without training");
+  validate->add_option("input", validate_input, "input file (TOML)")->required();
+  validate->add_option("--ranks", validate_ranks, "number of MPI ranks to check the layout for")
+      ->check(CLI::Range(1, 1 << 20));
+  validate->add_option("--set", validate_overrides, "override one key: section.key=value (repeatable)")
+      ->type_name("KEY=VALUE");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (!launcher_rank_zero()) return e.get_exit_code() == 0 ? 0 : int(daa::ExitCode::bad_input);
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    print_error(e.what());
+    std::fprintf(stderr, "run 'daa-swarm --help' for usage\n");
+    return int(daa::ExitCode::bad_input);
+  }
+
+  try {
+    if (*train) return run_train(train_args);
+    return run_validate(validate_input, validate_overrides, validate_ranks);
+  } catch (const daa::Error& e) {
+    print_error(e.what());
+    return int(e.exit_code());
+  } catch (const std::exception& e) {
+    print_error(e.what());
+    return int(daa::ExitCode::internal);
+  }
+}

@@ -1,0 +1,41 @@
+// Flat-buffer parameter registry (see params.hpp).
+#include "daa/model/params.hpp"
+
+#include "daa/core/error.hpp"
+
+namespace daa::model {
+
+template <class T>
+int ParamStore<T>::declare(ParamInfo info) {
+  if (values_.extent(0) != 0) throw Error("model::ParamStore::declare: '" + info.name + "' after allocate()");
+  if (info.kind == ParamKind::dense && total_ != dense_total_)
+    throw Error("model::ParamStore::declare: dense '" + info.name + "' declared after expert parameters");
+  info.offset = total_;
+  total_ += info.size();
+  if (info.kind == ParamKind::dense) dense_total_ = total_;
+  infos_.push_back(std::move(info));
+  return static_cast<int>(infos_.size()) - 1;
+}
+
+template <class T>
+void ParamStore<T>::allocate() {
+  values_ = kernels::Vector<T>("params", total_);
+  grads_ = kernels::Vector<T>("grads", total_);
+}
+
+template <class T>
+kernels::MatrixRef<T> ParamStore<T>::matrix(const kernels::Vector<T>& flat, int id) const {
+  const ParamInfo& p = infos_.at(id);
+  return kernels::MatrixRef<T>(flat.data() + p.offset, p.rows, p.cols);
+}
+
+template <class T>
+kernels::VectorRef<T> ParamStore<T>::vector(const kernels::Vector<T>& flat, int id) const {
+  const ParamInfo& p = infos_.at(id);
+  return kernels::VectorRef<T>(flat.data() + p.offset, p.size());
+}
+
+template class ParamStore<float>;
+template class ParamStore<double>;
+
+}  // namespace daa::model

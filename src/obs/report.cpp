@@ -1,0 +1,93 @@
+// Progress lines and run summaries (see report.hpp).
+#include "daa/obs/report.hpp"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+
+#include "daa/core/error.hpp"
+
+namespace daa::obs {
+
+ProgressLog::ProgressLog(bool active, const std::string& log_path) : active_(active) {
+  if (active_ && !log_path.empty()) {
+    file_.open(log_path, std::ios::out | std::ios::trunc);
+    if (!file_) throw Error("obs: cannot write log file '" + log_path + "'");
+  }
+}
+
+void ProgressLog::line(const std::string& text) {
+  if (!active_) return;
+  std::cout << text << '\n' << std::flush;
+  if (file_.is_open()) file_ << text << '\n' << std::flush;
+}
+
+std::string format_duration(double seconds) {
+  const auto total = std::int64_t(std::llround(std::max(seconds, 0.0)));
+  const auto h = total / 3600, m = (total / 60) % 60, s = total % 60;
+  return h > 0 ? fmt::format("{}:{:02}:{:02}", h, m, s) : fmt::format("{}:{:02}", m, s);
+}
+
+std::string summary_text(const RunSummary& s) {
+  std::string out;
+  out += fmt::format("summary: {} steps ({} epochs) on {} ranks, global batch {}\n", s.steps, s.epochs,
+                     s.ranks, s.global_batch);
+  out += fmt::format("summary: final loss {:.4f}, train accuracy {:.2f}%, test accuracy {:.2f}% (test loss {:.4f})\n",
+                     s.final_loss, 100 * s.train_accuracy, 100 * s.test_accuracy, s.test_loss);
+  out += fmt::format("summary: {:.0f} samples/s; training {:.1f} s, whole run {:.1f} s\n", s.samples_per_s,
+                     s.train_seconds, s.wall_seconds);
+  out += fmt::format("summary: time per phase: compute {:.1f} s, communication {:.1f} s, data {:.1f} s, eval {:.1f} s\n",
+                     s.phases.compute, s.phases.comm, s.phases.data, s.phases.eval);
+  out += fmt::format("summary: expert FFNs run at {:.1f} GFLOP/s per rank\n", s.expert_gflops);
+  out += fmt::format("summary: {} parameters, checksum {}", s.parameters, s.parameter_checksum);
+  return out;
+}
+
+namespace {
+std::string json_string(const std::string& text) {
+  std::string out = "\"";
+  for (char c : text) {
+    if (c == '"' || c == '\\') out += '\\', out += c;
+    else if (static_cast<unsigned char>(c) < 0x20) out += fmt::format("\\u{:04x}", int(c));
+    else out += c;
+  }
+  return out + "\"";
+}
+// JSON has no NaN/Inf; a diverged figure is written as null.
+std::string json_number(double v) { return std::isfinite(v) ? fmt::format("{}", v) : "null"; }
+}  // namespace
+
+std::string summary_json(const RunSummary& s) {
+  std::string epochs;
+  for (std::size_t i = 0; i < s.test_accuracy_per_epoch.size(); ++i)
+    epochs += (i ? ", " : "") + json_number(s.test_accuracy_per_epoch[i]);
+  return fmt::format(
+      "{{\n  \"name\": {},\n  \"ranks\": {},\n  \"steps\": {},\n  \"epochs\": {},\n  \"global_batch\": {},\n"
+      "  \"final_loss\": {},\n  \"train_accuracy\": {},\n  \"test_loss\": {},\n  \"test_accuracy\": {},\n"
+      "  \"test_accuracy_per_epoch\": [{}],\n  \"samples_per_s\": {},\n  \"train_seconds\": {},\n"
+      "  \"wall_seconds\": {},\n  \"phases\": {{\"data_s\": {}, \"compute_s\": {}, \"comm_s\": {}, \"eval_s\": {}}},\n"
+      "  \"expert_gflops\": {},\n  \"parameters\": {},\n  \"parameter_checksum\": {}\n}}\n",
+      json_string(s.name), s.ranks, s.steps, s.epochs, s.global_batch, json_number(s.final_loss),
+      json_number(s.train_accuracy), json_number(s.test_loss), json_number(s.test_accuracy), epochs,
+      json_number(s.samples_per_s), json_number(s.train_seconds), json_number(s.wall_seconds),
+      json_number(s.phases.data), json_number(s.phases.compute), json_number(s.phases.comm),
+      json_number(s.phases.eval), json_number(s.expert_gflops), s.parameters,
+      json_string(s.parameter_checksum));
+}
+
+void write_text_file(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::out | std::ios::trunc);
+    out << text;
+    if (!out.flush()) throw Error("obs: cannot write '" + path + "'");
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) throw Error("obs: cannot write '" + path + "': " + ec.message());
+}
+
+}  // namespace daa::obs

@@ -1,0 +1,79 @@
+// Checked MPI wrapper (see communicator.hpp).
+#include "daa/parallel/communicator.hpp"
+
+#include <cstdio>
+
+#include "daa/core/error.hpp"
+
+namespace daa::parallel {
+
+int world_rank() {
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (!initialized || finalized) return -1;
+  int rank = -1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  return rank;
+}
+
+void throw_mpi_error(int code, const char* call, const char* file, int line) {
+  char text[MPI_MAX_ERROR_STRING];
+  int length = 0;
+  if (MPI_Error_string(code, text, &length) != MPI_SUCCESS) length = 0;
+  throw Error("MPI: " + std::string(call) + " failed on rank " + std::to_string(world_rank()) + " at " +
+              file + ":" + std::to_string(line) + ": " + std::string(text, length));
+}
+
+Communicator::Communicator(MPI_Comm comm, std::string name) : comm_(comm), name_(std::move(name)) {
+  if (comm_ == MPI_COMM_NULL) return;
+  DAA_MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
+  DAA_MPI_CHECK(MPI_Comm_size(comm_, &size_));
+}
+
+void Communicator::allreduce_sum(float* data, std::size_t count) const {
+  DAA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data, int(count), MPI_FLOAT, MPI_SUM, comm_));
+}
+void Communicator::allreduce_sum(double* data, std::size_t count) const {
+  DAA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data, int(count), MPI_DOUBLE, MPI_SUM, comm_));
+}
+void Communicator::allreduce_sum(std::int64_t* data, std::size_t count) const {
+  DAA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data, int(count), MPI_INT64_T, MPI_SUM, comm_));
+}
+std::int64_t Communicator::allreduce_max(std::int64_t value) const {
+  DAA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &value, 1, MPI_INT64_T, MPI_MAX, comm_));
+  return value;
+}
+double Communicator::allreduce_max(double value) const {
+  DAA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &value, 1, MPI_DOUBLE, MPI_MAX, comm_));
+  return value;
+}
+void Communicator::barrier() const { DAA_MPI_CHECK(MPI_Barrier(comm_)); }
+
+void Communicator::agree_on_failure(std::exception_ptr local_error) const {
+  int code = 0;
+  std::string message;
+  if (local_error) {
+    try {
+      std::rethrow_exception(local_error);
+    } catch (const Error& e) {
+      code = int(e.exit_code());
+      message = e.what();
+    } catch (const std::exception& e) {
+      code = int(ExitCode::internal);
+      message = e.what();
+    }
+  }
+  // Lowest failing rank (size_ if none), then its exit code.
+  int failing = local_error ? rank_ : size_;
+  DAA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &failing, 1, MPI_INT, MPI_MIN, comm_));
+  if (failing == size_) return;
+  DAA_MPI_CHECK(MPI_Bcast(&code, 1, MPI_INT, failing, comm_));
+  if (rank_ == failing) {
+    std::fprintf(stderr, "daa-swarm: error: %s\n", message.c_str());
+    std::fflush(stderr);
+  }
+  throw AgreedFailure(code);
+}
+
+}  // namespace daa::parallel

@@ -1,0 +1,20 @@
+// Mean aggregation over a communicator (see aggregator.hpp).
+#include "daa/robust/aggregator.hpp"
+
+#include "daa/core/error.hpp"
+
+namespace daa::robust {
+
+void MeanAggregator::aggregate(std::span<float> gradient, const parallel::Communicator& group) {
+  if (group.size() == 1) return;
+  group.allreduce_sum(gradient.data(), gradient.size());
+  const float scale = 1.0f / float(group.size());
+  for (float& g : gradient) g *= scale;
+}
+
+std::unique_ptr<GradientAggregator> make_aggregator(const std::string& rule) {
+  if (rule == "mean") return std::make_unique<MeanAggregator>();
+  throw ConfigError("unknown aggregation rule '" + rule + "'");
+}
+
+}  // namespace daa::robust

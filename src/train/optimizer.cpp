@@ -1,0 +1,79 @@
+// AdamW, schedule and clipping (see optimizer.hpp).
+#include "daa/train/optimizer.hpp"
+
+#include <cmath>
+#include <numbers>
+
+namespace daa::train {
+
+double learning_rate(std::int64_t step, std::int64_t total, std::int64_t warmup, double lr, double min_lr) {
+  if (step < warmup) return lr * double(step + 1) / double(warmup);
+  if (total <= warmup) return lr;
+  const double progress = std::min(1.0, double(step - warmup) / double(total - warmup));
+  return min_lr + 0.5 * (lr - min_lr) * (1.0 + std::cos(std::numbers::pi * progress));
+}
+
+template <class T>
+AdamW<T>::AdamW(const model::ParamStore<T>& params, const AdamWSettings& settings)
+    : settings_(settings),
+      m_("adam_m", params.size()),
+      v_("adam_v", params.size()),
+      decay_mask_("decay_mask", params.size()) {
+  auto mask = Kokkos::create_mirror_view(decay_mask_);
+  for (const auto& p : params.infos())
+    for (std::size_t i = 0; i < p.size(); ++i) mask(p.offset + i) = p.decay ? T(1) : T(0);
+  Kokkos::deep_copy(decay_mask_, mask);
+}
+
+template <class T>
+void AdamW<T>::update(model::ParamStore<T>& params, double lr, std::int64_t step) {
+  const T b1 = T(settings_.beta1), b2 = T(settings_.beta2), eps = T(settings_.eps);
+  const T step_lr = T(lr);
+  const T decay = T(lr * settings_.weight_decay);
+  const T correction1 = T(1.0 - std::pow(settings_.beta1, double(step)));
+  const T correction2 = T(1.0 - std::pow(settings_.beta2, double(step)));
+  auto w = params.values();
+  auto g = params.grads();
+  auto m = m_;
+  auto v = v_;
+  auto mask = decay_mask_;
+  Kokkos::parallel_for(
+      "adamw", kernels::Range(0, w.extent(0)), KOKKOS_LAMBDA(const std::size_t i) {
+        const T grad = g(i);
+        m(i) = b1 * m(i) + (T(1) - b1) * grad;
+        v(i) = b2 * v(i) + (T(1) - b2) * grad * grad;
+        const T m_hat = m(i) / correction1;
+        const T v_hat = v(i) / correction2;
+        w(i) -= decay * mask(i) * w(i) + step_lr * m_hat / (std::sqrt(v_hat) + eps);
+      });
+}
+
+template <class T>
+double gradient_norm_squared(const kernels::Vector<T>& grads) {
+  // A host loop in index order: the same sum on every rank and every run.
+  Kokkos::fence();
+  auto host = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), grads);
+  double sum = 0;
+  for (std::size_t i = 0; i < host.extent(0); ++i) sum += double(host(i)) * double(host(i));
+  return sum;
+}
+
+template <class T>
+double clip_gradients(const kernels::Vector<T>& grads, double max_norm) {
+  const double norm = std::sqrt(gradient_norm_squared(grads));
+  if (max_norm > 0 && norm > max_norm) {
+    const T scale = T(max_norm / (norm + 1e-6));
+    Kokkos::parallel_for(
+        "clip", kernels::Range(0, grads.extent(0)), KOKKOS_LAMBDA(const std::size_t i) { grads(i) *= scale; });
+  }
+  return norm;
+}
+
+template class AdamW<float>;
+template class AdamW<double>;
+template double gradient_norm_squared<float>(const kernels::Vector<float>&);
+template double gradient_norm_squared<double>(const kernels::Vector<double>&);
+template double clip_gradients<float>(const kernels::Vector<float>&, double);
+template double clip_gradients<double>(const kernels::Vector<double>&, double);
+
+}  // namespace daa::train

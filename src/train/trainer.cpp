@@ -1,0 +1,258 @@
+// The training loop (see trainer.hpp). Phases are timed separately so the progress line and the
+// summary can split a step into compute and communication.
+#include "daa/train/trainer.hpp"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <optional>
+
+#include "daa/core/error.hpp"
+#include "daa/kernels/linalg.hpp"
+#include "daa/model/moe_model.hpp"
+#include "daa/robust/aggregator.hpp"
+#include "daa/train/optimizer.hpp"
+
+namespace daa::train {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+using Model = model::MoeModel<float>;
+using HostMatrix = Kokkos::View<float**, Kokkos::LayoutRight, Kokkos::HostSpace>;
+using HostLabels = Kokkos::View<int*, Kokkos::HostSpace>;
+
+// Device batch buffers plus their host staging twins (the same memory on host backends).
+struct Batch {
+  kernels::Matrix<float> x{"batch_x", 0, 0};
+  Kokkos::View<int*, kernels::MemSpace> y{"batch_y", 0};
+
+  void load(const io::ImageSet& set, std::span<const std::int64_t> indices) {
+    kernels::ensure_extent(x, indices.size(), std::size_t(set.features()));
+    kernels::ensure_extent(y, indices.size());
+    auto x_host = Kokkos::create_mirror_view(x);
+    auto y_host = Kokkos::create_mirror_view(y);
+    io::fill_batch(set, indices, x_host.data(), y_host.data());
+    Kokkos::deep_copy(x, x_host);
+    Kokkos::deep_copy(y, y_host);
+  }
+};
+
+struct EvalResult {
+  double loss = 0;
+  double accuracy = 0;
+};
+
+// Test-set evaluation: each rank takes a contiguous slice, in chunks; sums are reduced once.
+EvalResult evaluate(Model& model, const io::ImageSet& set, const parallel::Communicator& world) {
+  const std::int64_t begin = set.count * world.rank() / world.size();
+  const std::int64_t end = set.count * (world.rank() + 1) / world.size();
+  constexpr std::int64_t chunk = 1000;
+  std::vector<std::int64_t> indices;
+  Batch batch;
+  double sums[3] = {0, 0, 0};  // loss, correct, samples
+  for (std::int64_t start = begin; start < end; start += chunk) {
+    indices.clear();
+    for (std::int64_t i = start; i < std::min(end, start + chunk); ++i) indices.push_back(i);
+    batch.load(set, indices);
+    const model::BatchStats stats = model.run(batch.x, batch.y, /*train=*/false);
+    sums[0] += stats.loss_sum;
+    sums[1] += double(stats.correct);
+    sums[2] += double(stats.samples);
+  }
+  world.allreduce_sum(sums, 3);
+  return {sums[0] / sums[2], sums[1] / sums[2]};
+}
+
+std::vector<float> host_copy(const kernels::Vector<float>& v) {
+  auto host = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), v);
+  return std::vector<float>(host.data(), host.data() + host.extent(0));
+}
+
+}  // namespace
+
+std::string parameter_checksum(const std::vector<float>& values) {
+  std::uint64_t h = 0xcbf29ce484222325ULL;
+  const auto* bytes = reinterpret_cast<const unsigned char*>(values.data());
+  for (std::size_t i = 0; i < values.size() * sizeof(float); ++i) h = (h ^ bytes[i]) * 0x100000001b3ULL;
+  return fmt::format("{:016x}", h);
+}
+
+TrainResult run_training(const core::Config& config, const io::Dataset& data,
+                         const parallel::Communicator& world, const TrainOptions& options) {
+  const auto run_start = Clock::now();
+  core::validate_layout(config, world.size());
+  kernels::set_blas_threads(config.runtime.blas_threads);
+
+  const bool root = world.is_root();
+  std::string log_path;
+  // Only rank 0 touches the run directory; a failure there must still end every rank.
+  std::exception_ptr setup_error;
+  std::optional<obs::ProgressLog> log;
+  try {
+    if (options.write_run_directory && root) {
+      const auto dir = std::filesystem::path(config.run.output_dir) / config.run.name;
+      std::error_code ec;
+      std::filesystem::create_directories(dir, ec);
+      if (ec) throw InputError("cannot create run directory '" + dir.string() + "': " + ec.message());
+      obs::write_text_file((dir / "config.toml").string(), core::to_toml(config));
+      log_path = (dir / "log.txt").string();
+    }
+    log.emplace(root && options.print_progress, log_path);
+  } catch (...) {
+    setup_error = std::current_exception();
+  }
+  world.agree_on_failure(setup_error);
+
+  const io::ImageSet& train_set = data.train;
+  const int global_batch = config.train.global_batch;
+  const std::int64_t steps_per_epoch = train_set.count / global_batch;
+  if (steps_per_epoch == 0)
+    throw ConfigError(fmt::format("[train] global_batch = {} exceeds the {} training samples", global_batch,
+                                  train_set.count));
+  const std::int64_t total_steps =
+      config.train.max_steps > 0 ? config.train.max_steps : config.train.epochs * steps_per_epoch;
+
+  Model model(model::shape_from_config(config, train_set.features(), train_set.classes));
+  auto& params = model.params();
+  AdamW<float> optimizer(params, {config.train.beta1, config.train.beta2, config.train.eps,
+                                  config.train.weight_decay});
+  robust::MeanAggregator aggregator;
+  obs::RunSummary summary;
+  summary.name = config.run.name;
+  summary.ranks = world.size();
+  summary.global_batch = global_batch;
+  summary.parameters = std::int64_t(params.size());
+
+  log->line(fmt::format("daa-swarm: {} on {} ranks | {} parameters ({} dense, {} in experts) | "
+                       "{} train / {} test samples | {} steps of {} samples",
+                       config.run.name, world.size(), params.size(), params.dense_size(),
+                       params.size() - params.dense_size(), train_set.count, data.test.count, total_steps,
+                       global_batch));
+
+  obs::PhaseTimes phases;
+  double expert_seconds = 0, expert_flops = 0;
+  // Reductions inside the model (load-balancing statistics) count as communication.
+  const model::StatsReducer reduce_stats = [&](double* values, std::size_t count) {
+    const auto t = Clock::now();
+    world.allreduce_sum(values, count);
+    phases.comm += since(t);
+  };
+
+  Batch batch;
+  std::vector<std::int64_t> order;
+  std::int64_t epoch = -1;
+  double epoch_correct = 0, epoch_samples = 0;
+  double window_loss = 0, window_correct = 0, window_samples = 0, window_compute = 0, window_comm = 0;
+  auto window_start = Clock::now();
+  const auto loop_start = Clock::now();
+  double last_loss = 0;
+
+  for (std::int64_t step = 0; step < total_steps; ++step) {
+    const std::int64_t step_epoch = step / steps_per_epoch;
+    if (step_epoch != epoch) {
+      epoch = step_epoch;
+      order = io::epoch_permutation(train_set.count, config.run.seed, epoch);
+      epoch_correct = epoch_samples = 0;
+    }
+    auto t = Clock::now();
+    batch.load(train_set, io::local_batch(order, step % steps_per_epoch, global_batch, world.rank(), world.size()));
+    phases.data += since(t);
+
+    const double comm_before = phases.comm;
+    t = Clock::now();
+    params.zero_grads();
+    const model::BatchStats stats = model.run(batch.x, batch.y, /*train=*/true, reduce_stats);
+    Kokkos::fence();
+    double compute = since(t) - (phases.comm - comm_before);
+    expert_seconds += stats.expert_seconds;
+    expert_flops += stats.expert_flops;
+
+    t = Clock::now();
+    auto grads = params.grads();
+    aggregator.aggregate(std::span<float>(grads.data(), grads.extent(0)), world);
+    // Global loss and accuracy of this step: [cross-entropy sum, aux loss sum over ranks, correct, samples].
+    double metrics[4] = {stats.loss_sum, stats.aux_loss, double(stats.correct), double(stats.samples)};
+    world.allreduce_sum(metrics, 4);
+    phases.comm += since(t);
+
+    const double loss = metrics[0] / metrics[3] + metrics[1] / world.size();
+    if (!std::isfinite(loss))
+      throw DivergenceError(fmt::format("training diverged: loss is {} at step {}", loss, step + 1));
+
+    t = Clock::now();
+    clip_gradients(grads, config.train.grad_clip);
+    const double lr = learning_rate(step, total_steps, config.train.warmup_steps, config.train.lr, config.train.min_lr);
+    optimizer.update(params, lr, step + 1);
+    Kokkos::fence();
+    compute += since(t);
+    phases.compute += compute;
+
+    last_loss = loss;
+    epoch_correct += metrics[2];
+    epoch_samples += metrics[3];
+    window_loss += loss;
+    window_correct += metrics[2];
+    window_samples += metrics[3];
+    window_compute += compute;
+    window_comm += phases.comm - comm_before;
+    const std::int64_t done = step + 1;
+    const bool epoch_end = done % steps_per_epoch == 0;
+    if (done % config.log.every_steps == 0 || done == total_steps) {
+      const double elapsed = since(window_start);
+      const auto window_steps = double(window_samples / global_batch);
+      const double per_step = elapsed / window_steps;
+      log->line(fmt::format(
+          "step {:>{}}/{} | epoch {} | loss {:.4f} | acc {:5.1f}% | lr {:.2e} | {:.0f} samples/s | "
+          "{:.1f} ms/step (compute {:.1f}, comm {:.1f}) | ETA {}",
+          done, std::to_string(total_steps).size(), total_steps, epoch + 1, window_loss / window_steps,
+          100 * window_correct / window_samples, lr, window_samples / elapsed, 1e3 * per_step,
+          1e3 * window_compute / window_steps, 1e3 * window_comm / window_steps,
+          obs::format_duration(per_step * double(total_steps - done))));
+      window_loss = window_correct = window_samples = window_compute = window_comm = 0;
+      window_start = Clock::now();
+    }
+    if (epoch_end && config.train.eval_each_epoch && done != total_steps) {
+      t = Clock::now();
+      const EvalResult test = evaluate(model, data.test, world);
+      phases.eval += since(t);
+      summary.test_accuracy_per_epoch.push_back(test.accuracy);
+      log->line(fmt::format("epoch {} done | test loss {:.4f} | test accuracy {:.2f}%", epoch + 1, test.loss,
+                           100 * test.accuracy));
+      window_start = Clock::now();
+    }
+  }
+  summary.train_seconds = since(loop_start) - phases.eval;
+
+  auto t = Clock::now();
+  const EvalResult test = evaluate(model, data.test, world);
+  phases.eval += since(t);
+  summary.test_accuracy_per_epoch.push_back(test.accuracy);
+  log->line(fmt::format("final | test loss {:.4f} | test accuracy {:.2f}%", test.loss, 100 * test.accuracy));
+
+  summary.steps = total_steps;
+  summary.epochs = (total_steps + steps_per_epoch - 1) / steps_per_epoch;
+  summary.final_loss = last_loss;
+  summary.train_accuracy = epoch_samples > 0 ? epoch_correct / epoch_samples : 0;
+  summary.test_loss = test.loss;
+  summary.test_accuracy = test.accuracy;
+  // The slowest rank sets the pace of a bulk-synchronous program.
+  summary.train_seconds = world.allreduce_max(summary.train_seconds);
+  summary.samples_per_s = double(total_steps) * global_batch / summary.train_seconds;
+  summary.phases = phases;
+  summary.expert_gflops = expert_seconds > 0 ? expert_flops / expert_seconds * 1e-9 : 0;
+
+  TrainResult result;
+  std::vector<float> values = host_copy(params.values());
+  summary.parameter_checksum = parameter_checksum(values);
+  summary.wall_seconds = world.allreduce_max(since(run_start));
+  log->line(obs::summary_text(summary));
+  if (options.keep_parameters) result.parameters = std::move(values);
+  result.summary = std::move(summary);
+  return result;
+}
+
+}  // namespace daa::train
