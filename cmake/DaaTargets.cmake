@@ -2,6 +2,12 @@
 
 add_library(daa_warnings INTERFACE)
 target_compile_options(daa_warnings INTERFACE -Wall -Wextra -Werror)
+# No code of ours reads errno after a math call; without it sqrt and friends vectorize.
+target_compile_options(daa_warnings INTERFACE -fno-math-errno)
+if(DAA_NATIVE_ARCH)
+  # Element-wise kernels (GELU, AdamW) vectorize only with the machine's full instruction set.
+  target_compile_options(daa_warnings INTERFACE -march=native)
+endif()
 if(DAA_SANITIZE)
   target_compile_options(daa_warnings INTERFACE -fsanitize=address,undefined -fno-omit-frame-pointer
                                                 -fno-sanitize-recover=undefined)

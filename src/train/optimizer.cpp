@@ -50,11 +50,25 @@ void AdamW<T>::update(model::ParamStore<T>& params, double lr, std::int64_t step
 
 template <class T>
 double gradient_norm_squared(const kernels::Vector<T>& grads) {
-  // A host loop in index order: the same sum on every rank and every run.
-  Kokkos::fence();
-  auto host = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), grads);
+  // Fixed chunks, each summed in a fixed order with 8 interleaved accumulators (vectorizable),
+  // then the chunk sums added in index order: the same result for any thread count.
+  constexpr std::size_t chunk = 4096;
+  const std::size_t n = grads.extent(0);
+  const std::size_t chunks = (n + chunk - 1) / chunk;
+  kernels::Vector<double> partial("grad_norm_partial", chunks);
+  Kokkos::parallel_for(
+      "grad_norm_partial", kernels::Range(0, chunks), KOKKOS_LAMBDA(const std::size_t c) {
+        const std::size_t begin = c * chunk, end = begin + chunk < n ? begin + chunk : n;
+        double acc[8] = {};
+        std::size_t i = begin;
+        for (; i + 8 <= end; i += 8)
+          for (int lane = 0; lane < 8; ++lane) acc[lane] += double(grads(i + lane)) * double(grads(i + lane));
+        for (; i < end; ++i) acc[0] += double(grads(i)) * double(grads(i));
+        partial(c) = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+      });
+  auto host = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), partial);
   double sum = 0;
-  for (std::size_t i = 0; i < host.extent(0); ++i) sum += double(host(i)) * double(host(i));
+  for (std::size_t c = 0; c < chunks; ++c) sum += host(c);
   return sum;
 }
 
