@@ -53,11 +53,20 @@ class IdxFile {
     return (std::uint32_t(b[0]) << 24) | (std::uint32_t(b[1]) << 16) | (std::uint32_t(b[2]) << 8) | b[3];
   }
 
-  // Trailing bytes mean the header lies about the size.
+  // Trailing bytes mean the header lies about the size. Reaching the end also makes zlib check
+  // the gzip trailer: a bad checksum, or a stream cut inside the trailer, is an error too.
   void expect_end() {
     unsigned char extra;
-    if (gzread(file_.get(), &extra, 1) > 0)
+    const int got = gzread(file_.get(), &extra, 1);
+    if (got > 0)
       throw DataError("'" + path_ + "' has data past the end announced by its header");
+    int code = Z_OK;
+    const char* message = gzerror(file_.get(), &code);
+    if (got < 0)
+      throw DataError("'" + path_ + "': corrupt compressed data at its end: " + message);
+    if (code == Z_BUF_ERROR)  // zlib's "unexpected end of file"
+      throw DataError("'" + path_ + "' is truncated: the compressed stream ends early (" +
+                      message + ")");
   }
 
  private:
