@@ -6,7 +6,10 @@ target_compile_options(daa_warnings INTERFACE -Wall -Wextra -Werror)
 target_compile_options(daa_warnings INTERFACE -fno-math-errno)
 if(DAA_NATIVE_ARCH)
   # Element-wise kernels (GELU, AdamW) vectorize only with the machine's full instruction set.
-  target_compile_options(daa_warnings INTERFACE -march=native)
+  # GCC 12.2 with AVX-512 miscompiles small constant initializers in its SLP vectorizer
+  # ({10, 10, 0, 0} becomes all 10s); loop vectorization is unaffected, so SLP is turned off.
+  # tests/unit/test_toolchain.cpp guards against this class of wrong code.
+  target_compile_options(daa_warnings INTERFACE -march=native -fno-tree-slp-vectorize)
 endif()
 if(DAA_SANITIZE)
   target_compile_options(daa_warnings INTERFACE -fsanitize=address,undefined -fno-omit-frame-pointer
