@@ -35,15 +35,6 @@ void print_error(const std::string& message, int rank = -1) {
   std::fflush(stderr);
 }
 
-// A global batch larger than the training set leaves no step in an epoch. The trainer checks
-// this too, but only after the ranks' agreement point; checking here reports it once, and in
-// `validate` as well.
-void check_batch_fits(const daa::core::Config& config, const daa::io::Dataset& data) {
-  if (data.train.count < config.train.global_batch)
-    throw daa::ConfigError(fmt::format("[train] global_batch = {} exceeds the {} training samples",
-                                       config.train.global_batch, data.train.count));
-}
-
 struct TrainArgs {
   std::string input;
   std::vector<std::string> overrides;
@@ -66,7 +57,7 @@ int run_train(const TrainArgs& args) {
         config = daa::core::load_config(args.input, args.overrides);
         daa::core::validate_layout(config, world.size());
         data = daa::io::load_dataset(config.data);
-        check_batch_fits(config, data);
+        daa::train::check_data_fits(config, data);
         if (!args.summary_json.empty() && world.is_root()) {
           const auto parent = std::filesystem::absolute(args.summary_json).parent_path();
           if (!std::filesystem::is_directory(parent))
@@ -104,7 +95,7 @@ int run_validate(const std::string& input, const std::vector<std::string>& overr
   const daa::core::Config config = daa::core::load_config(input, overrides);
   daa::core::validate_layout(config, ranks);
   const daa::io::Dataset data = daa::io::load_dataset(config.data);
-  check_batch_fits(config, data);
+  daa::train::check_data_fits(config, data);
   const int local = config.train.global_batch / ranks;
   std::cout << fmt::format("{}: valid for {} ranks\n", input, ranks);
   std::cout << fmt::format("layout: {} data-parallel ranks, global batch {} = {} ranks x {} samples\n", ranks,

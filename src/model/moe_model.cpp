@@ -94,10 +94,11 @@ MoeModel<T>::MoeModel(const ModelShape& shape) : shape_(shape), ws_(std::make_un
                 std::to_string(shape.experts) + "]");
   const std::size_t d = shape.d_model;
   auto matrix = [](std::string name, std::size_t r, std::size_t c, int layer = -1) {
-    return ParamInfo{std::move(name), ParamKind::dense, layer, -1, r, c, 0, true};
+    return ParamInfo{.name = std::move(name), .layer = layer, .rows = r, .cols = c, .decay = true,
+                     .init = ParamInit::normal};
   };
-  auto vector = [](std::string name, std::size_t n, int layer = -1) {
-    return ParamInfo{std::move(name), ParamKind::dense, layer, -1, n, 1, 0, false};
+  auto vector = [](std::string name, std::size_t n, int layer = -1, ParamInit init = ParamInit::zeros) {
+    return ParamInfo{.name = std::move(name), .layer = layer, .rows = n, .cols = 1, .init = init};
   };
   Workspace& w = *ws_;
   // Dense parameters first, then experts, so each is one contiguous range of the flat buffer.
@@ -106,7 +107,7 @@ MoeModel<T>::MoeModel(const ModelShape& shape) : shape_(shape), ws_(std::make_un
   w.layers.resize(shape.moe_layers);
   for (int l = 0; l < shape.moe_layers; ++l) {
     const std::string prefix = "moe" + std::to_string(l) + ".";
-    if (shape.rmsnorm) w.layers[l].norm_gain = params_.declare(vector(prefix + "norm.gain", d, l));
+    if (shape.rmsnorm) w.layers[l].norm_gain = params_.declare(vector(prefix + "norm.gain", d, l, ParamInit::ones));
     w.layers[l].router = params_.declare(matrix(prefix + "router.w", d, shape.experts, l));
   }
   w.w_out = params_.declare(matrix("classifier.w", d, shape.classes));
@@ -115,8 +116,10 @@ MoeModel<T>::MoeModel(const ModelShape& shape) : shape_(shape), ws_(std::make_un
     auto& layer = w.layers[l];
     for (int e = 0; e < shape.experts; ++e) {
       const std::string prefix = "moe" + std::to_string(l) + ".expert" + std::to_string(e) + ".";
-      auto expert = [&](const std::string& name, std::size_t r, std::size_t c, bool decay) {
-        return params_.declare(ParamInfo{prefix + name, ParamKind::expert, l, e, r, c, 0, decay});
+      auto expert = [&](const std::string& name, std::size_t r, std::size_t c, bool matrix) {
+        return params_.declare(ParamInfo{.name = prefix + name, .kind = ParamKind::expert, .layer = l,
+                                         .expert = e, .rows = r, .cols = c, .decay = matrix,
+                                         .init = matrix ? ParamInit::normal : ParamInit::zeros});
       };
       layer.w1.push_back(expert("w1", d, shape.d_ff, true));
       layer.b1.push_back(expert("b1", shape.d_ff, 1, false));
@@ -138,12 +141,11 @@ void MoeModel<T>::initialize() {
   auto host = Kokkos::create_mirror_view(params_.values());
   for (const ParamInfo& p : params_.infos()) {
     const std::uint64_t stream = core::name_hash(p.name.c_str());
-    const bool is_gain = p.name.ends_with("norm.gain");
     const double std_dev = shape_.init_std > 0 ? shape_.init_std : 1.0 / std::sqrt(double(p.rows));
     for (std::size_t i = 0; i < p.size(); ++i) {
-      double v = 0;
-      if (is_gain) v = 1;
-      else if (p.cols > 1) v = std_dev * core::counter_normal(shape_.seed, core::RngPurpose::init, stream, i);
+      double v = p.init == ParamInit::ones ? 1.0 : 0.0;
+      if (p.init == ParamInit::normal)
+        v = std_dev * core::counter_normal(shape_.seed, core::RngPurpose::init, stream, i);
       host(p.offset + i) = static_cast<T>(v);
     }
   }

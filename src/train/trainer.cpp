@@ -81,6 +81,12 @@ std::string parameter_checksum(const std::vector<float>& values) {
   return fmt::format("{:016x}", h);
 }
 
+void check_data_fits(const core::Config& config, const io::Dataset& data) {
+  if (data.train.count < config.train.global_batch)
+    throw ConfigError(fmt::format("[train] global_batch = {} exceeds the {} training samples",
+                                  config.train.global_batch, data.train.count));
+}
+
 TrainResult run_training(const core::Config& config, const io::Dataset& data,
                          const parallel::Communicator& world, const TrainOptions& options) {
   const auto run_start = Clock::now();
@@ -110,9 +116,7 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
   const io::ImageSet& train_set = data.train;
   const int global_batch = config.train.global_batch;
   const std::int64_t steps_per_epoch = train_set.count / global_batch;
-  if (steps_per_epoch == 0)
-    throw ConfigError(fmt::format("[train] global_batch = {} exceeds the {} training samples", global_batch,
-                                  train_set.count));
+  if (steps_per_epoch == 0) throw Error("train::run_training: no full batch per epoch; call check_data_fits first");
   const std::int64_t total_steps =
       config.train.max_steps > 0 ? config.train.max_steps : config.train.epochs * steps_per_epoch;
 

@@ -13,6 +13,8 @@
 namespace daa::model {
 
 enum class ParamKind { dense, expert };
+// Initial values: weight matrices from a scaled normal, biases zero, norm gains one.
+enum class ParamInit { normal, zeros, ones };
 
 struct ParamInfo {
   std::string name;  // e.g. "moe1.expert3.w1"
@@ -23,6 +25,7 @@ struct ParamInfo {
   std::size_t cols = 0;  // 1 for vectors
   std::size_t offset = 0;
   bool decay = false;  // weight decay applies (matrices yes, biases and gains no)
+  ParamInit init = ParamInit::zeros;
   std::size_t size() const { return rows * cols; }
 };
 

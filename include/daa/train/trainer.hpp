@@ -24,6 +24,10 @@ struct TrainResult {
   std::vector<float> parameters;  // when keep_parameters
 };
 
+// Checks what the input and the loaded data must agree on (a global batch no larger than the
+// training set). Callers run it in their collective setup phase; run_training relies on it.
+void check_data_fits(const core::Config& config, const io::Dataset& data);
+
 TrainResult run_training(const core::Config& config, const io::Dataset& data,
                          const parallel::Communicator& world, const TrainOptions& options);
 
