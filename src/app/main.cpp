@@ -1,10 +1,10 @@
 // daa-swarm command line: parses arguments with CLI11, sets up MPI and Kokkos, and hands over to
 // the train module. Errors end here: one line `daa-swarm: error: ...` from one rank and a
 // documented exit code (0 ok, 1 internal, 2 bad input, 3 diverged); never a hang.
-#include <CLI/CLI.hpp>
-#include <Kokkos_Core.hpp>
 #include <fmt/format.h>
 #include <mpi.h>
+#include <CLI/CLI.hpp>
+#include <Kokkos_Core.hpp>
 
 #include <cstdio>
 #include <cstdlib>
@@ -30,8 +30,10 @@ bool launcher_rank_zero() {
 }
 
 void print_error(const std::string& message, int rank = -1) {
-  if (rank >= 0) std::fprintf(stderr, "daa-swarm: error: rank %d: %s\n", rank, message.c_str());
-  else std::fprintf(stderr, "daa-swarm: error: %s\n", message.c_str());
+  if (rank >= 0)
+    std::fprintf(stderr, "daa-swarm: error: rank %d: %s\n", rank, message.c_str());
+  else
+    std::fprintf(stderr, "daa-swarm: error: %s\n", message.c_str());
   std::fflush(stderr);
 }
 
@@ -61,7 +63,8 @@ int run_train(const TrainArgs& args) {
         if (!args.summary_json.empty() && world.is_root()) {
           const auto parent = std::filesystem::absolute(args.summary_json).parent_path();
           if (!std::filesystem::is_directory(parent))
-            throw daa::InputError("--summary-json: directory '" + parent.string() + "' does not exist");
+            throw daa::InputError("--summary-json: directory '" + parent.string() +
+                                  "' does not exist");
         }
       } catch (...) {
         setup_error = std::current_exception();
@@ -98,40 +101,50 @@ int run_validate(const std::string& input, const std::vector<std::string>& overr
   daa::train::check_data_fits(config, data);
   const int local = config.train.global_batch / ranks;
   std::cout << fmt::format("{}: valid for {} ranks\n", input, ranks);
-  std::cout << fmt::format("layout: {} data-parallel ranks, global batch {} = {} ranks x {} samples\n", ranks,
-                           config.train.global_batch, ranks, local);
+  std::cout << fmt::format(
+      "layout: {} data-parallel ranks, global batch {} = {} ranks x {} samples\n", ranks,
+      config.train.global_batch, ranks, local);
   for (int r = 0; r < ranks; ++r)
-    std::cout << fmt::format("  rank {:>3}: data-parallel index {}, all {} experts of {} MoE layers\n", r, r,
-                             config.moe.experts, config.model.moe_layers);
-  std::cout << fmt::format("data: {} train and {} test images of {}x{} pixels, {} classes\n", data.train.count,
-                           data.test.count, data.train.rows, data.train.cols, data.train.classes);
+    std::cout << fmt::format(
+        "  rank {:>3}: data-parallel index {}, all {} experts of {} MoE layers\n", r, r,
+        config.moe.experts, config.model.moe_layers);
+  std::cout << fmt::format("data: {} train and {} test images of {}x{} pixels, {} classes\n",
+                           data.train.count, data.test.count, data.train.rows, data.train.cols,
+                           data.train.classes);
   return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"daa-swarm: distributed, Byzantine-robust Mixture-of-Experts training on MPI clusters",
-               "daa-swarm"};
-  app.set_version_flag("--version", std::string("daa-swarm ") + daa::kVersion + " (" + daa::kBuildType + ", " +
-                                        daa::kCompiler + ")");
+  CLI::App app{
+      "daa-swarm: distributed, Byzantine-robust Mixture-of-Experts training on MPI clusters",
+      "daa-swarm"};
+  app.set_version_flag("--version", std::string("daa-swarm ") + daa::kVersion + " (" +
+                                        daa::kBuildType + ", " + daa::kCompiler + ")");
   app.require_subcommand(1);
 
   TrainArgs train_args;
-  CLI::App* train = app.add_subcommand("train", "train a model as described by an input file (run under mpirun)");
+  CLI::App* train =
+      app.add_subcommand("train", "train a model as described by an input file (run under mpirun)");
   train->add_option("input", train_args.input, "input file (TOML)")->required();
-  train->add_option("--set", train_args.overrides, "override one key: section.key=value (repeatable)")
+  train
+      ->add_option("--set", train_args.overrides,
+                   "override one key: section.key=value (repeatable)")
       ->type_name("KEY=VALUE");
-  train->add_option("--summary-json", train_args.summary_json, "write the final figures as JSON to this file");
+  train->add_option("--summary-json", train_args.summary_json,
+                    "write the final figures as JSON to this file");
 
   std::string validate_input;
   std::vector<std::string> validate_overrides;
   int validate_ranks = 1;
-  CLI::App* validate = app.add_subcommand("validate", "check an input file and its layout for N ranks, without training");
+  CLI::App* validate = app.add_subcommand(
+      "validate", "check an input file and its layout for N ranks, without training");
   validate->add_option("input", validate_input, "input file (TOML)")->required();
   validate->add_option("--ranks", validate_ranks, "number of MPI ranks to check the layout for")
       ->check(CLI::Range(1, 1 << 20));
-  validate->add_option("--set", validate_overrides, "override one key: section.key=value (repeatable)")
+  validate
+      ->add_option("--set", validate_overrides, "override one key: section.key=value (repeatable)")
       ->type_name("KEY=VALUE");
 
   try {

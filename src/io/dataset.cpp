@@ -24,7 +24,8 @@ using GzHandle = std::unique_ptr<std::remove_pointer_t<gzFile>, GzCloser>;
 class IdxFile {
  public:
   explicit IdxFile(const std::string& path) : path_(path) {
-    if (!std::filesystem::exists(path)) throw DataError("cannot open '" + path + "': file does not exist");
+    if (!std::filesystem::exists(path))
+      throw DataError("cannot open '" + path + "': file does not exist");
     file_.reset(gzopen(path.c_str(), "rb"));
     if (!file_) throw DataError("cannot open '" + path + "': " + std::strerror(errno));
   }
@@ -41,8 +42,8 @@ class IdxFile {
                         gzerror(file_.get(), &code));
       }
       if (got == 0)
-        throw DataError("'" + path_ + "' is truncated: " + what + " needs " + std::to_string(bytes) +
-                        " bytes, found " + std::to_string(done));
+        throw DataError("'" + path_ + "' is truncated: " + what + " needs " +
+                        std::to_string(bytes) + " bytes, found " + std::to_string(done));
       done += std::size_t(got);
     }
   }
@@ -50,7 +51,8 @@ class IdxFile {
   std::uint32_t read_u32(const char* what) {
     unsigned char b[4];
     read(b, 4, what);
-    return (std::uint32_t(b[0]) << 24) | (std::uint32_t(b[1]) << 16) | (std::uint32_t(b[2]) << 8) | b[3];
+    return (std::uint32_t(b[0]) << 24) | (std::uint32_t(b[1]) << 16) | (std::uint32_t(b[2]) << 8) |
+           b[3];
   }
 
   // Trailing bytes mean the header lies about the size. Reaching the end also makes zlib check
@@ -58,15 +60,13 @@ class IdxFile {
   void expect_end() {
     unsigned char extra;
     const int got = gzread(file_.get(), &extra, 1);
-    if (got > 0)
-      throw DataError("'" + path_ + "' has data past the end announced by its header");
+    if (got > 0) throw DataError("'" + path_ + "' has data past the end announced by its header");
     int code = Z_OK;
     const char* message = gzerror(file_.get(), &code);
-    if (got < 0)
-      throw DataError("'" + path_ + "': corrupt compressed data at its end: " + message);
+    if (got < 0) throw DataError("'" + path_ + "': corrupt compressed data at its end: " + message);
     if (code == Z_BUF_ERROR)  // zlib's "unexpected end of file"
-      throw DataError("'" + path_ + "' is truncated: the compressed stream ends early (" +
-                      message + ")");
+      throw DataError("'" + path_ + "' is truncated: the compressed stream ends early (" + message +
+                      ")");
   }
 
  private:
@@ -149,32 +149,38 @@ Dataset load_dataset(const core::DataConfig& config) {
   return data;
 }
 
-std::vector<std::int64_t> epoch_permutation(std::int64_t n, std::uint64_t seed, std::int64_t epoch) {
+std::vector<std::int64_t> epoch_permutation(std::int64_t n, std::uint64_t seed,
+                                            std::int64_t epoch) {
   std::vector<std::int64_t> order(n);
   for (std::int64_t i = 0; i < n; ++i) order[i] = i;
   for (std::int64_t i = n - 1; i > 0; --i) {
-    const double u = core::counter_uniform(seed, core::RngPurpose::shuffle, std::uint64_t(epoch), std::uint64_t(i));
+    const double u = core::counter_uniform(seed, core::RngPurpose::shuffle, std::uint64_t(epoch),
+                                           std::uint64_t(i));
     const auto j = std::min<std::int64_t>(std::int64_t(u * double(i + 1)), i);
     std::swap(order[i], order[j]);
   }
   return order;
 }
 
-std::span<const std::int64_t> local_batch(const std::vector<std::int64_t>& order, std::int64_t batch,
-                                          int global_batch, int rank, int ranks) {
+std::span<const std::int64_t> local_batch(const std::vector<std::int64_t>& order,
+                                          std::int64_t batch, int global_batch, int rank,
+                                          int ranks) {
   const std::int64_t local = global_batch / ranks;
   const std::int64_t start = batch * global_batch + rank * local;
   if (start + local > std::int64_t(order.size()))
-    throw Error("io::local_batch: batch " + std::to_string(batch) + " is past the end of the epoch");
+    throw Error("io::local_batch: batch " + std::to_string(batch) +
+                " is past the end of the epoch");
   return {order.data() + start, std::size_t(local)};
 }
 
 template <class T>
-static void fill_batch_impl(const ImageSet& set, std::span<const std::int64_t> indices, T* x, int* labels) {
+static void fill_batch_impl(const ImageSet& set, std::span<const std::int64_t> indices, T* x,
+                            int* labels) {
   const std::size_t f = set.features();
   for (std::size_t r = 0; r < indices.size(); ++r) {
     const std::uint8_t* src = set.pixels.data() + std::size_t(indices[r]) * f;
-    for (std::size_t j = 0; j < f; ++j) x[r * f + j] = (T(src[j]) / T(255) - T(kPixelMean)) / T(kPixelStd);
+    for (std::size_t j = 0; j < f; ++j)
+      x[r * f + j] = (T(src[j]) / T(255) - T(kPixelMean)) / T(kPixelStd);
     labels[r] = set.labels[indices[r]];
   }
 }
@@ -182,7 +188,8 @@ static void fill_batch_impl(const ImageSet& set, std::span<const std::int64_t> i
 void fill_batch(const ImageSet& set, std::span<const std::int64_t> indices, float* x, int* labels) {
   fill_batch_impl(set, indices, x, labels);
 }
-void fill_batch(const ImageSet& set, std::span<const std::int64_t> indices, double* x, int* labels) {
+void fill_batch(const ImageSet& set, std::span<const std::int64_t> indices, double* x,
+                int* labels) {
   fill_batch_impl(set, indices, x, labels);
 }
 

@@ -8,10 +8,14 @@
 namespace daa::kernels {
 namespace {
 
-CBLAS_TRANSPOSE to_cblas(Trans t) { return t == Trans::no ? CblasNoTrans : CblasTrans; }
+CBLAS_TRANSPOSE to_cblas(Trans t) {
+  return t == Trans::no ? CblasNoTrans : CblasTrans;
+}
 
 // BLAS rejects a leading dimension of 0 even for empty operands.
-int ld(std::size_t v) { return static_cast<int>(std::max<std::size_t>(v, 1)); }
+int ld(std::size_t v) {
+  return static_cast<int>(std::max<std::size_t>(v, 1));
+}
 
 }  // namespace
 
@@ -33,7 +37,11 @@ void gemm(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_
               ld(ldc));
 }
 
-void set_blas_threads(int threads) { openblas_set_num_threads(std::max(threads, 1)); }
-int blas_threads() { return openblas_get_num_threads(); }
+void set_blas_threads(int threads) {
+  openblas_set_num_threads(std::max(threads, 1));
+}
+int blas_threads() {
+  return openblas_get_num_threads();
+}
 
 }  // namespace daa::kernels

@@ -94,10 +94,15 @@ MoeModel<T>::MoeModel(const ModelShape& shape) : shape_(shape), ws_(std::make_un
                 std::to_string(shape.experts) + "]");
   const std::size_t d = shape.d_model;
   auto matrix = [](std::string name, std::size_t r, std::size_t c, int layer = -1) {
-    return ParamInfo{.name = std::move(name), .layer = layer, .rows = r, .cols = c, .decay = true,
+    return ParamInfo{.name = std::move(name),
+                     .layer = layer,
+                     .rows = r,
+                     .cols = c,
+                     .decay = true,
                      .init = ParamInit::normal};
   };
-  auto vector = [](std::string name, std::size_t n, int layer = -1, ParamInit init = ParamInit::zeros) {
+  auto vector = [](std::string name, std::size_t n, int layer = -1,
+                   ParamInit init = ParamInit::zeros) {
     return ParamInfo{.name = std::move(name), .layer = layer, .rows = n, .cols = 1, .init = init};
   };
   Workspace& w = *ws_;
@@ -107,7 +112,8 @@ MoeModel<T>::MoeModel(const ModelShape& shape) : shape_(shape), ws_(std::make_un
   w.layers.resize(shape.moe_layers);
   for (int l = 0; l < shape.moe_layers; ++l) {
     const std::string prefix = "moe" + std::to_string(l) + ".";
-    if (shape.rmsnorm) w.layers[l].norm_gain = params_.declare(vector(prefix + "norm.gain", d, l, ParamInit::ones));
+    if (shape.rmsnorm)
+      w.layers[l].norm_gain = params_.declare(vector(prefix + "norm.gain", d, l, ParamInit::ones));
     w.layers[l].router = params_.declare(matrix(prefix + "router.w", d, shape.experts, l));
   }
   w.w_out = params_.declare(matrix("classifier.w", d, shape.classes));
@@ -117,8 +123,13 @@ MoeModel<T>::MoeModel(const ModelShape& shape) : shape_(shape), ws_(std::make_un
     for (int e = 0; e < shape.experts; ++e) {
       const std::string prefix = "moe" + std::to_string(l) + ".expert" + std::to_string(e) + ".";
       auto expert = [&](const std::string& name, std::size_t r, std::size_t c, bool matrix) {
-        return params_.declare(ParamInfo{.name = prefix + name, .kind = ParamKind::expert, .layer = l,
-                                         .expert = e, .rows = r, .cols = c, .decay = matrix,
+        return params_.declare(ParamInfo{.name = prefix + name,
+                                         .kind = ParamKind::expert,
+                                         .layer = l,
+                                         .expert = e,
+                                         .rows = r,
+                                         .cols = c,
+                                         .decay = matrix,
                                          .init = matrix ? ParamInit::normal : ParamInit::zeros});
       };
       layer.w1.push_back(expert("w1", d, shape.d_ff, true));
@@ -170,7 +181,8 @@ BatchStats MoeModel<T>::run(const Matrix<T>& x, const IntVector& labels, bool tr
   const std::size_t n = x.extent(0), d = s.d_model, E = s.experts, k = s.top_k, F = s.d_ff;
   if (x.extent(1) != std::size_t(s.inputs) || labels.extent(0) != n)
     throw Error("model::MoeModel::run: batch shape [" + std::to_string(n) + ", " +
-                std::to_string(x.extent(1)) + "] does not match inputs " + std::to_string(s.inputs));
+                std::to_string(x.extent(1)) + "] does not match inputs " +
+                std::to_string(s.inputs));
   BatchStats stats;
   stats.samples = n;
   stats.layers.resize(s.moe_layers);
@@ -189,8 +201,10 @@ BatchStats MoeModel<T>::run(const Matrix<T>& x, const IntVector& labels, bool tr
     const Matrix<T>& h = w.residual[l];
     kernels::ensure_extent(L.normed, n, d);
     kernels::ensure_extent(L.inv_rms, n);
-    if (s.rmsnorm) kernels::rmsnorm_forward(h, P.value_vec(L.norm_gain), T(1e-5), L.normed, L.inv_rms);
-    else Kokkos::deep_copy(L.normed, h);
+    if (s.rmsnorm)
+      kernels::rmsnorm_forward(h, P.value_vec(L.norm_gain), T(1e-5), L.normed, L.inv_rms);
+    else
+      Kokkos::deep_copy(L.normed, h);
 
     kernels::ensure_extent(L.probs, n, E);
     kernels::ensure_extent(L.lse, n);
@@ -198,8 +212,8 @@ BatchStats MoeModel<T>::run(const Matrix<T>& x, const IntVector& labels, bool tr
     kernels::softmax_rows(L.probs, L.lse);
     kernels::ensure_extent(L.choice, n, k);
     kernels::ensure_extent(L.gate, n, k);
-    kernels::top_k_route(L.probs, kernels::VectorRef<T>(L.bias.data(), E), int(k), s.normalize_gates,
-                         L.choice, L.gate);
+    kernels::top_k_route(L.probs, kernels::VectorRef<T>(L.bias.data(), E), int(k),
+                         s.normalize_gates, L.choice, L.gate);
     Kokkos::fence();
 
     // Counting sort of token-slots by expert, slot-major (all first choices in token order,
@@ -278,7 +292,8 @@ BatchStats MoeModel<T>::run(const Matrix<T>& x, const IntVector& labels, bool tr
         });
   }
   kernels::ensure_extent(w.logits, n, s.classes);
-  kernels::gemm(Trans::no, Trans::no, T(1), w.residual[s.moe_layers], P.value(w.w_out), T(0), w.logits);
+  kernels::gemm(Trans::no, Trans::no, T(1), w.residual[s.moe_layers], P.value(w.w_out), T(0),
+                w.logits);
   kernels::add_bias(w.logits, P.value_vec(w.b_out));
 
   kernels::ensure_extent(w.row_loss, n);
@@ -327,7 +342,8 @@ BatchStats MoeModel<T>::run(const Matrix<T>& x, const IntVector& labels, bool tr
 
   // ---- backward ----
   kernels::ensure_extent(w.dres, n, d);
-  kernels::gemm(Trans::yes, Trans::no, T(1), w.residual[s.moe_layers], w.dlogits, T(1), P.grad(w.w_out));
+  kernels::gemm(Trans::yes, Trans::no, T(1), w.residual[s.moe_layers], w.dlogits, T(1),
+                P.grad(w.w_out));
   kernels::accumulate_bias_grad(w.dlogits, P.grad_vec(w.b_out));
   kernels::gemm(Trans::no, Trans::yes, T(1), w.dlogits, P.value(w.w_out), T(0), w.dres);
 
@@ -341,7 +357,8 @@ BatchStats MoeModel<T>::run(const Matrix<T>& x, const IntVector& labels, bool tr
     kernels::ensure_extent(w.dhidden, packed_rows, F);
     kernels::ensure_extent(w.dpacked, packed_rows, d);
     // dres is the gradient w.r.t. residual[l+1] = residual[l] + moe(norm(residual[l])).
-    kernels::combine_rows_backward(L.expert_out, L.slot_pos, L.gate, w.dres, w.dexpert_out, w.dgate);
+    kernels::combine_rows_backward(L.expert_out, L.slot_pos, L.gate, w.dres, w.dexpert_out,
+                                   w.dgate);
     Kokkos::fence();
     const auto expert_start = std::chrono::steady_clock::now();
     for (std::size_t e = 0; e < E; ++e) {
@@ -395,11 +412,13 @@ BatchStats MoeModel<T>::run(const Matrix<T>& x, const IntVector& labels, bool tr
               total += probs(t, choice(t, j));
               weighted += dgate(t, j) * gate(t, j);
             }
-            for (std::size_t j = 0; j < k; ++j) dprobs(t, choice(t, j)) += (dgate(t, j) - weighted) / total;
+            for (std::size_t j = 0; j < k; ++j)
+              dprobs(t, choice(t, j)) += (dgate(t, j) - weighted) / total;
           } else {
             for (std::size_t j = 0; j < k; ++j) dprobs(t, choice(t, j)) += dgate(t, j);
           }
-          // softmax backward in place: dr_e = p_e (dp_e - sum_j p_j dp_j), plus z-loss 2 c lse p_e / n
+          // softmax backward in place: dr_e = p_e (dp_e - sum_j p_j dp_j), plus z-loss 2 c lse p_e
+          // / n
           T dot = 0;
           for (std::size_t e = 0; e < E; ++e) dot += probs(t, e) * dprobs(t, e);
           for (std::size_t e = 0; e < E; ++e)
@@ -410,8 +429,8 @@ BatchStats MoeModel<T>::run(const Matrix<T>& x, const IntVector& labels, bool tr
 
     // Through the norm into the residual stream: dres (for residual[l]) += norm'(dnormed).
     if (s.rmsnorm)
-      kernels::rmsnorm_backward(w.residual[l], P.value_vec(L.norm_gain), L.inv_rms, w.dnormed, w.dres,
-                                P.grad_vec(L.norm_gain));
+      kernels::rmsnorm_backward(w.residual[l], P.value_vec(L.norm_gain), L.inv_rms, w.dnormed,
+                                w.dres, P.grad_vec(L.norm_gain));
     else {
       auto dres = w.dres;
       auto dn = w.dnormed;

@@ -7,9 +7,11 @@ namespace daa::model {
 
 template <class T>
 int ParamStore<T>::declare(ParamInfo info) {
-  if (values_.extent(0) != 0) throw Error("model::ParamStore::declare: '" + info.name + "' after allocate()");
+  if (values_.extent(0) != 0)
+    throw Error("model::ParamStore::declare: '" + info.name + "' after allocate()");
   if (info.kind == ParamKind::dense && total_ != dense_total_)
-    throw Error("model::ParamStore::declare: dense '" + info.name + "' declared after expert parameters");
+    throw Error("model::ParamStore::declare: dense '" + info.name +
+                "' declared after expert parameters");
   info.offset = total_;
   total_ += info.size();
   if (info.kind == ParamKind::dense) dense_total_ = total_;

@@ -33,14 +33,18 @@ std::string format_duration(double seconds) {
 
 std::string summary_text(const RunSummary& s) {
   std::string out;
-  out += fmt::format("summary: {} steps ({} epochs) on {} ranks, global batch {}\n", s.steps, s.epochs,
-                     s.ranks, s.global_batch);
-  out += fmt::format("summary: final loss {:.4f}, train accuracy {:.2f}%, test accuracy {:.2f}% (test loss {:.4f})\n",
-                     s.final_loss, 100 * s.train_accuracy, 100 * s.test_accuracy, s.test_loss);
-  out += fmt::format("summary: {:.0f} samples/s; training {:.1f} s, whole run {:.1f} s\n", s.samples_per_s,
-                     s.train_seconds, s.wall_seconds);
-  out += fmt::format("summary: time per phase: compute {:.1f} s, communication {:.1f} s, data {:.1f} s, eval {:.1f} s\n",
-                     s.phases.compute, s.phases.comm, s.phases.data, s.phases.eval);
+  out += fmt::format("summary: {} steps ({} epochs) on {} ranks, global batch {}\n", s.steps,
+                     s.epochs, s.ranks, s.global_batch);
+  out += fmt::format(
+      "summary: final loss {:.4f}, train accuracy {:.2f}%, test accuracy {:.2f}% (test loss "
+      "{:.4f})\n",
+      s.final_loss, 100 * s.train_accuracy, 100 * s.test_accuracy, s.test_loss);
+  out += fmt::format("summary: {:.0f} samples/s; training {:.1f} s, whole run {:.1f} s\n",
+                     s.samples_per_s, s.train_seconds, s.wall_seconds);
+  out += fmt::format(
+      "summary: time per phase: compute {:.1f} s, communication {:.1f} s, data {:.1f} s, eval "
+      "{:.1f} s\n",
+      s.phases.compute, s.phases.comm, s.phases.data, s.phases.eval);
   out += fmt::format("summary: expert FFNs run at {:.1f} GFLOP/s per rank\n", s.expert_gflops);
   out += fmt::format("summary: {} parameters, checksum {}", s.parameters, s.parameter_checksum);
   return out;
@@ -50,14 +54,19 @@ namespace {
 std::string json_string(const std::string& text) {
   std::string out = "\"";
   for (char c : text) {
-    if (c == '"' || c == '\\') out += '\\', out += c;
-    else if (static_cast<unsigned char>(c) < 0x20) out += fmt::format("\\u{:04x}", int(c));
-    else out += c;
+    if (c == '"' || c == '\\')
+      out += '\\', out += c;
+    else if (static_cast<unsigned char>(c) < 0x20)
+      out += fmt::format("\\u{:04x}", int(c));
+    else
+      out += c;
   }
   return out + "\"";
 }
 // JSON has no NaN/Inf; a diverged figure is written as null.
-std::string json_number(double v) { return std::isfinite(v) ? fmt::format("{}", v) : "null"; }
+std::string json_number(double v) {
+  return std::isfinite(v) ? fmt::format("{}", v) : "null";
+}
 }  // namespace
 
 std::string summary_json(const RunSummary& s) {
@@ -65,10 +74,13 @@ std::string summary_json(const RunSummary& s) {
   for (std::size_t i = 0; i < s.test_accuracy_per_epoch.size(); ++i)
     epochs += (i ? ", " : "") + json_number(s.test_accuracy_per_epoch[i]);
   return fmt::format(
-      "{{\n  \"name\": {},\n  \"ranks\": {},\n  \"steps\": {},\n  \"epochs\": {},\n  \"global_batch\": {},\n"
-      "  \"final_loss\": {},\n  \"train_accuracy\": {},\n  \"test_loss\": {},\n  \"test_accuracy\": {},\n"
+      "{{\n  \"name\": {},\n  \"ranks\": {},\n  \"steps\": {},\n  \"epochs\": {},\n  "
+      "\"global_batch\": {},\n"
+      "  \"final_loss\": {},\n  \"train_accuracy\": {},\n  \"test_loss\": {},\n  "
+      "\"test_accuracy\": {},\n"
       "  \"test_accuracy_per_epoch\": [{}],\n  \"samples_per_s\": {},\n  \"train_seconds\": {},\n"
-      "  \"wall_seconds\": {},\n  \"phases\": {{\"data_s\": {}, \"compute_s\": {}, \"comm_s\": {}, \"eval_s\": {}}},\n"
+      "  \"wall_seconds\": {},\n  \"phases\": {{\"data_s\": {}, \"compute_s\": {}, \"comm_s\": {}, "
+      "\"eval_s\": {}}},\n"
       "  \"expert_gflops\": {},\n  \"parameters\": {},\n  \"parameter_checksum\": {}\n}}\n",
       json_string(s.name), s.ranks, s.steps, s.epochs, s.global_batch, json_number(s.final_loss),
       json_number(s.train_accuracy), json_number(s.test_loss), json_number(s.test_accuracy), epochs,

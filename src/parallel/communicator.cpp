@@ -21,8 +21,8 @@ void throw_mpi_error(int code, const char* call, const char* file, int line) {
   char text[MPI_MAX_ERROR_STRING];
   int length = 0;
   if (MPI_Error_string(code, text, &length) != MPI_SUCCESS) length = 0;
-  throw Error("MPI: " + std::string(call) + " failed on rank " + std::to_string(world_rank()) + " at " +
-              file + ":" + std::to_string(line) + ": " + std::string(text, length));
+  throw Error("MPI: " + std::string(call) + " failed on rank " + std::to_string(world_rank()) +
+              " at " + file + ":" + std::to_string(line) + ": " + std::string(text, length));
 }
 
 Communicator::Communicator(MPI_Comm comm, std::string name) : comm_(comm), name_(std::move(name)) {
@@ -48,7 +48,9 @@ double Communicator::allreduce_max(double value) const {
   DAA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &value, 1, MPI_DOUBLE, MPI_MAX, comm_));
   return value;
 }
-void Communicator::barrier() const { DAA_MPI_CHECK(MPI_Barrier(comm_)); }
+void Communicator::barrier() const {
+  DAA_MPI_CHECK(MPI_Barrier(comm_));
+}
 
 void Communicator::agree_on_failure(std::exception_ptr local_error) const {
   int code = 0;

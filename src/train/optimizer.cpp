@@ -6,7 +6,8 @@
 
 namespace daa::train {
 
-double learning_rate(std::int64_t step, std::int64_t total, std::int64_t warmup, double lr, double min_lr) {
+double learning_rate(std::int64_t step, std::int64_t total, std::int64_t warmup, double lr,
+                     double min_lr) {
   if (step < warmup) return lr * double(step + 1) / double(warmup);
   if (total <= warmup) return lr;
   const double progress = std::min(1.0, double(step - warmup) / double(total - warmup));
@@ -62,9 +63,11 @@ double gradient_norm_squared(const kernels::Vector<T>& grads) {
         double acc[8] = {};
         std::size_t i = begin;
         for (; i + 8 <= end; i += 8)
-          for (int lane = 0; lane < 8; ++lane) acc[lane] += double(grads(i + lane)) * double(grads(i + lane));
+          for (int lane = 0; lane < 8; ++lane)
+            acc[lane] += double(grads(i + lane)) * double(grads(i + lane));
         for (; i < end; ++i) acc[0] += double(grads(i)) * double(grads(i));
-        partial(c) = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+        partial(c) =
+            ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
       });
   auto host = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), partial);
   double sum = 0;
@@ -78,7 +81,8 @@ double clip_gradients(const kernels::Vector<T>& grads, double max_norm) {
   if (max_norm > 0 && norm > max_norm) {
     const T scale = T(max_norm / (norm + 1e-6));
     Kokkos::parallel_for(
-        "clip", kernels::Range(0, grads.extent(0)), KOKKOS_LAMBDA(const std::size_t i) { grads(i) *= scale; });
+        "clip", kernels::Range(0, grads.extent(0)),
+        KOKKOS_LAMBDA(const std::size_t i) { grads(i) *= scale; });
   }
   return norm;
 }

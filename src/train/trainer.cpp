@@ -19,7 +19,9 @@ namespace daa::train {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
 using Model = model::MoeModel<float>;
 using HostMatrix = Kokkos::View<float**, Kokkos::LayoutRight, Kokkos::HostSpace>;
@@ -77,7 +79,8 @@ std::vector<float> host_copy(const kernels::Vector<float>& v) {
 std::string parameter_checksum(const std::vector<float>& values) {
   std::uint64_t h = 0xcbf29ce484222325ULL;
   const auto* bytes = reinterpret_cast<const unsigned char*>(values.data());
-  for (std::size_t i = 0; i < values.size() * sizeof(float); ++i) h = (h ^ bytes[i]) * 0x100000001b3ULL;
+  for (std::size_t i = 0; i < values.size() * sizeof(float); ++i)
+    h = (h ^ bytes[i]) * 0x100000001b3ULL;
   return fmt::format("{:016x}", h);
 }
 
@@ -103,7 +106,8 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
       const auto dir = std::filesystem::path(config.run.output_dir) / config.run.name;
       std::error_code ec;
       std::filesystem::create_directories(dir, ec);
-      if (ec) throw InputError("cannot create run directory '" + dir.string() + "': " + ec.message());
+      if (ec)
+        throw InputError("cannot create run directory '" + dir.string() + "': " + ec.message());
       obs::write_text_file((dir / "config.toml").string(), core::to_toml(config));
       log_path = (dir / "log.txt").string();
     }
@@ -116,7 +120,8 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
   const io::ImageSet& train_set = data.train;
   const int global_batch = config.train.global_batch;
   const std::int64_t steps_per_epoch = train_set.count / global_batch;
-  if (steps_per_epoch == 0) throw Error("train::run_training: no full batch per epoch; call check_data_fits first");
+  if (steps_per_epoch == 0)
+    throw Error("train::run_training: no full batch per epoch; call check_data_fits first");
   const std::int64_t total_steps =
       config.train.max_steps > 0 ? config.train.max_steps : config.train.epochs * steps_per_epoch;
 
@@ -131,11 +136,12 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
   summary.global_batch = global_batch;
   summary.parameters = std::int64_t(params.size());
 
-  log->line(fmt::format("daa-swarm: {} on {} ranks | {} parameters ({} dense, {} in experts) | "
-                       "{} train / {} test samples | {} steps of {} samples",
-                       config.run.name, world.size(), params.size(), params.dense_size(),
-                       params.size() - params.dense_size(), train_set.count, data.test.count, total_steps,
-                       global_batch));
+  log->line(
+      fmt::format("daa-swarm: {} on {} ranks | {} parameters ({} dense, {} in experts) | "
+                  "{} train / {} test samples | {} steps of {} samples",
+                  config.run.name, world.size(), params.size(), params.dense_size(),
+                  params.size() - params.dense_size(), train_set.count, data.test.count,
+                  total_steps, global_batch));
 
   obs::PhaseTimes phases;
   double expert_seconds = 0, expert_flops = 0;
@@ -150,7 +156,8 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
   std::vector<std::int64_t> order;
   std::int64_t epoch = -1;
   double epoch_correct = 0, epoch_samples = 0;
-  double window_loss = 0, window_correct = 0, window_samples = 0, window_compute = 0, window_comm = 0;
+  double window_loss = 0, window_correct = 0, window_samples = 0, window_compute = 0,
+         window_comm = 0;
   auto window_start = Clock::now();
   const auto loop_start = Clock::now();
   double last_loss = 0;
@@ -163,7 +170,8 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
       epoch_correct = epoch_samples = 0;
     }
     auto t = Clock::now();
-    batch.load(train_set, io::local_batch(order, step % steps_per_epoch, global_batch, world.rank(), world.size()));
+    batch.load(train_set, io::local_batch(order, step % steps_per_epoch, global_batch, world.rank(),
+                                          world.size()));
     phases.data += since(t);
 
     const double comm_before = phases.comm;
@@ -178,18 +186,22 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
     t = Clock::now();
     auto grads = params.grads();
     aggregator.aggregate(std::span<float>(grads.data(), grads.extent(0)), world);
-    // Global loss and accuracy of this step: [cross-entropy sum, aux loss sum over ranks, correct, samples].
-    double metrics[4] = {stats.loss_sum, stats.aux_loss, double(stats.correct), double(stats.samples)};
+    // Global loss and accuracy of this step: [cross-entropy sum, aux loss sum over ranks, correct,
+    // samples].
+    double metrics[4] = {stats.loss_sum, stats.aux_loss, double(stats.correct),
+                         double(stats.samples)};
     world.allreduce_sum(metrics, 4);
     phases.comm += since(t);
 
     const double loss = metrics[0] / metrics[3] + metrics[1] / world.size();
     if (!std::isfinite(loss))
-      throw DivergenceError(fmt::format("training diverged: loss is {} at step {}", loss, step + 1));
+      throw DivergenceError(
+          fmt::format("training diverged: loss is {} at step {}", loss, step + 1));
 
     t = Clock::now();
     clip_gradients(grads, config.train.grad_clip);
-    const double lr = learning_rate(step, total_steps, config.train.warmup_steps, config.train.lr, config.train.min_lr);
+    const double lr = learning_rate(step, total_steps, config.train.warmup_steps, config.train.lr,
+                                    config.train.min_lr);
     optimizer.update(params, lr, step + 1);
     Kokkos::fence();
     compute += since(t);
@@ -212,9 +224,10 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
       log->line(fmt::format(
           "step {:>{}}/{} | epoch {} | loss {:.4f} | acc {:5.1f}% | lr {:.2e} | {:.0f} samples/s | "
           "{:.1f} ms/step (compute {:.1f}, comm {:.1f}) | ETA {}",
-          done, std::to_string(total_steps).size(), total_steps, epoch + 1, window_loss / window_steps,
-          100 * window_correct / window_samples, lr, window_samples / elapsed, 1e3 * per_step,
-          1e3 * window_compute / window_steps, 1e3 * window_comm / window_steps,
+          done, std::to_string(total_steps).size(), total_steps, epoch + 1,
+          window_loss / window_steps, 100 * window_correct / window_samples, lr,
+          window_samples / elapsed, 1e3 * per_step, 1e3 * window_compute / window_steps,
+          1e3 * window_comm / window_steps,
           obs::format_duration(per_step * double(total_steps - done))));
       window_loss = window_correct = window_samples = window_compute = window_comm = 0;
       window_start = Clock::now();
@@ -224,8 +237,8 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
       const EvalResult test = evaluate(model, data.test, world);
       phases.eval += since(t);
       summary.test_accuracy_per_epoch.push_back(test.accuracy);
-      log->line(fmt::format("epoch {} done | test loss {:.4f} | test accuracy {:.2f}%", epoch + 1, test.loss,
-                           100 * test.accuracy));
+      log->line(fmt::format("epoch {} done | test loss {:.4f} | test accuracy {:.2f}%", epoch + 1,
+                            test.loss, 100 * test.accuracy));
       window_start = Clock::now();
     }
   }
@@ -235,7 +248,8 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
   const EvalResult test = evaluate(model, data.test, world);
   phases.eval += since(t);
   summary.test_accuracy_per_epoch.push_back(test.accuracy);
-  log->line(fmt::format("final | test loss {:.4f} | test accuracy {:.2f}%", test.loss, 100 * test.accuracy));
+  log->line(fmt::format("final | test loss {:.4f} | test accuracy {:.2f}%", test.loss,
+                        100 * test.accuracy));
 
   summary.steps = total_steps;
   summary.epochs = (total_steps + steps_per_epoch - 1) / steps_per_epoch;

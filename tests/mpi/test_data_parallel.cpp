@@ -17,12 +17,13 @@ namespace {
 const std::string kInput = std::string(DAA_SOURCE_DIR) + "/inputs/fashion-mnist-ci.toml";
 
 daa::core::Config twenty_step_config() {
-  return daa::core::load_config(kInput, {"train.max_steps=20", "train.eval_each_epoch=false",
-                                         "train.warmup_steps=5", "moe.aux_loss_coef=0.05",
-                                         "moe.z_loss_coef=0.001"});
+  return daa::core::load_config(
+      kInput, {"train.max_steps=20", "train.eval_each_epoch=false", "train.warmup_steps=5",
+               "moe.aux_loss_coef=0.05", "moe.z_loss_coef=0.001"});
 }
 
-daa::train::TrainResult train_on(const daa::core::Config& config, const daa::parallel::Communicator& comm) {
+daa::train::TrainResult train_on(const daa::core::Config& config,
+                                 const daa::parallel::Communicator& comm) {
   static const daa::io::Dataset data = daa::io::load_dataset(config.data);
   daa::train::TrainOptions options;
   options.write_run_directory = false;
@@ -57,7 +58,8 @@ TEST(DataParallel, SameParametersAsOneRank) {
   if (world.rank() == 0) {
     ASSERT_EQ(all.parameters.size(), reference.size());
     const double rel = relative_difference(all.parameters, reference);
-    std::printf("[ info ] %d ranks vs 1 rank after 20 steps: relative difference %.3e\n", world.size(), rel);
+    std::printf("[ info ] %d ranks vs 1 rank after 20 steps: relative difference %.3e\n",
+                world.size(), rel);
     EXPECT_LT(rel, 1e-5);
     if (world.size() == 1) {
       EXPECT_EQ(all.parameters, reference) << "one rank must be bit-exact run to run";

@@ -7,9 +7,15 @@
 
 namespace {
 
-__attribute__((noinline)) std::vector<std::int64_t> four_int64() { return {10, 10, 0, 0}; }
-__attribute__((noinline)) std::vector<double> four_double() { return {1.5, 1.5, 0.0, 0.0}; }
-__attribute__((noinline)) std::vector<int> eight_int() { return {10, 10, 10, 10, 0, 0, 0, 0}; }
+__attribute__((noinline)) std::vector<std::int64_t> four_int64() {
+  return {10, 10, 0, 0};
+}
+__attribute__((noinline)) std::vector<double> four_double() {
+  return {1.5, 1.5, 0.0, 0.0};
+}
+__attribute__((noinline)) std::vector<int> eight_int() {
+  return {10, 10, 10, 10, 0, 0, 0, 0};
+}
 
 TEST(Toolchain, SmallConstantInitializersSurvive) {
   const std::vector<std::int64_t> a = four_int64();

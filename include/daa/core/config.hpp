@@ -26,8 +26,8 @@ struct DataConfig {
 };
 
 struct ModelConfig {
-  int d_model = 128;    // width of the residual stream
-  int moe_layers = 2;   // number of MoE blocks
+  int d_model = 128;                  // width of the residual stream
+  int moe_layers = 2;                 // number of MoE blocks
   NormKind norm = NormKind::rmsnorm;  // pre-norm inside each MoE block
   double init_std = 0.0;  // 0: scaled by fan-in (1/sqrt(fan_in)); otherwise this std for weights
 };
@@ -35,7 +35,7 @@ struct ModelConfig {
 struct MoeConfig {
   int experts = 8;
   int top_k = 2;
-  int d_ff = 256;  // hidden width of each expert FFN
+  int d_ff = 256;               // hidden width of each expert FFN
   bool normalize_gates = true;  // renormalize the top-k gate values to sum to 1
   double aux_loss_coef = 0.01;  // Switch load-balancing loss weight
   double z_loss_coef = 0.0;     // router z-loss weight (0: off)
@@ -54,8 +54,8 @@ struct TrainConfig {
   double beta1 = 0.9;
   double beta2 = 0.999;
   double eps = 1e-8;
-  double grad_clip = 1.0;      // global-norm clip; 0: off
-  bool eval_each_epoch = true; // test accuracy after every epoch
+  double grad_clip = 1.0;       // global-norm clip; 0: off
+  bool eval_each_epoch = true;  // test accuracy after every epoch
 };
 
 struct LogConfig {

@@ -18,9 +18,9 @@ struct ImageSet {
   std::int64_t count = 0;
   int rows = 0;
   int cols = 0;
-  int classes = 0;                    // 1 + largest label
-  std::vector<std::uint8_t> pixels;   // count * rows * cols
-  std::vector<std::uint8_t> labels;   // count
+  int classes = 0;                   // 1 + largest label
+  std::vector<std::uint8_t> pixels;  // count * rows * cols
+  std::vector<std::uint8_t> labels;  // count
   int features() const { return rows * cols; }
 };
 
@@ -34,7 +34,8 @@ struct Dataset {
   ImageSet test;
 };
 
-// Loads the data set named by [data] (Fashion-MNIST: {train,t10k}-{images-idx3,labels-idx1}-ubyte.gz).
+// Loads the data set named by [data] (Fashion-MNIST:
+// {train,t10k}-{images-idx3,labels-idx1}-ubyte.gz).
 Dataset load_dataset(const core::DataConfig& config);
 
 // Fashion-MNIST pixel statistics used for normalization: x = (p/255 - mean) / std.
@@ -47,8 +48,9 @@ std::vector<std::int64_t> epoch_permutation(std::int64_t n, std::uint64_t seed, 
 
 // Sample indices of this rank's share of global batch `batch` in an epoch order:
 // order[batch*global + rank*local .. + local), local = global / ranks.
-std::span<const std::int64_t> local_batch(const std::vector<std::int64_t>& order, std::int64_t batch,
-                                          int global_batch, int rank, int ranks);
+std::span<const std::int64_t> local_batch(const std::vector<std::int64_t>& order,
+                                          std::int64_t batch, int global_batch, int rank,
+                                          int ranks);
 
 // Writes normalized pixels [indices.size(), features] row-major and labels into host buffers.
 void fill_batch(const ImageSet& set, std::span<const std::int64_t> indices, float* x, int* labels);

@@ -61,8 +61,10 @@ KOKKOS_INLINE_FUNCTION T erf_rational_derivative(T x) {
 template <class T>
 KOKKOS_INLINE_FUNCTION T gelu(T x) {
   constexpr T inv_sqrt2 = T(0.70710678118654752440);
-  if constexpr (std::is_same_v<T, float>) return T(0.5) * x * (T(1) + erf_rational(x * inv_sqrt2));
-  else return T(0.5) * x * (T(1) + std::erf(x * inv_sqrt2));
+  if constexpr (std::is_same_v<T, float>)
+    return T(0.5) * x * (T(1) + erf_rational(x * inv_sqrt2));
+  else
+    return T(0.5) * x * (T(1) + std::erf(x * inv_sqrt2));
 }
 // d/dx [x * Phi(x)] = Phi(x) + x * phi(x)
 template <class T>
@@ -233,7 +235,8 @@ void gather_rows(const Matrix<T>& x, const Kokkos::View<int*, MemSpace>& token_o
 
 // out[t,:] = sum_s gate[t,s] * y[slot_pos[t,s],:] over kept slots (slot_pos < 0: dropped).
 template <class T>
-void combine_rows(const Matrix<T>& y, const Kokkos::View<int**, Kokkos::LayoutRight, MemSpace>& slot_pos,
+void combine_rows(const Matrix<T>& y,
+                  const Kokkos::View<int**, Kokkos::LayoutRight, MemSpace>& slot_pos,
                   const Matrix<T>& gate, const Matrix<T>& out) {
   const int cols = out.extent(1);
   const int k = gate.extent(1);
@@ -251,7 +254,8 @@ void combine_rows(const Matrix<T>& y, const Kokkos::View<int**, Kokkos::LayoutRi
 
 // Backward of combine_rows: dy[p,:] = gate * dout[t,:], dgate[t,s] = <dout[t,:], y[p,:]>.
 template <class T>
-void combine_rows_backward(const Matrix<T>& y, const Kokkos::View<int**, Kokkos::LayoutRight, MemSpace>& slot_pos,
+void combine_rows_backward(const Matrix<T>& y,
+                           const Kokkos::View<int**, Kokkos::LayoutRight, MemSpace>& slot_pos,
                            const Matrix<T>& gate, const Matrix<T>& dout, const Matrix<T>& dy,
                            const Matrix<T>& dgate) {
   const int cols = dout.extent(1);

@@ -28,7 +28,8 @@ void ensure_extent(View& view, std::size_t rows, std::size_t cols) {
 }
 template <class View>
 void ensure_extent(View& view, std::size_t n) {
-  if (view.extent(0) != n) view = View(Kokkos::view_alloc(view.label(), Kokkos::WithoutInitializing), n);
+  if (view.extent(0) != n)
+    view = View(Kokkos::view_alloc(view.label(), Kokkos::WithoutInitializing), n);
 }
 
 }  // namespace daa::kernels

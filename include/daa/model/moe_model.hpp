@@ -50,11 +50,11 @@ struct LayerRoutingStats {
 
 struct BatchStats {
   std::int64_t samples = 0;
-  double loss_sum = 0;       // sum over local samples of cross-entropy
-  double aux_loss = 0;       // sum over layers of weighted aux + z losses (this rank's objective)
-  std::int64_t correct = 0;  // argmax hits
-  double expert_seconds = 0; // time in expert FFNs (forward + backward)
-  double expert_flops = 0;   // GEMM flops of the expert FFNs
+  double loss_sum = 0;        // sum over local samples of cross-entropy
+  double aux_loss = 0;        // sum over layers of weighted aux + z losses (this rank's objective)
+  std::int64_t correct = 0;   // argmax hits
+  double expert_seconds = 0;  // time in expert FFNs (forward + backward)
+  double expert_flops = 0;    // GEMM flops of the expert FFNs
   std::vector<LayerRoutingStats> layers;
 };
 

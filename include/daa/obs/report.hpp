@@ -23,15 +23,15 @@ struct RunSummary {
   std::int64_t steps = 0;
   std::int64_t epochs = 0;
   std::int64_t global_batch = 0;
-  double final_loss = 0;       // global training loss (cross-entropy + aux) of the last step
-  double train_accuracy = 0;   // over the training batches of the last epoch (or partial epoch)
+  double final_loss = 0;      // global training loss (cross-entropy + aux) of the last step
+  double train_accuracy = 0;  // over the training batches of the last epoch (or partial epoch)
   double test_loss = 0;
   double test_accuracy = 0;
-  double samples_per_s = 0;    // training samples per second, all ranks together
-  double train_seconds = 0;    // wall time of the step loop, excluding evaluation
-  double wall_seconds = 0;     // whole run including data loading and evaluation
+  double samples_per_s = 0;  // training samples per second, all ranks together
+  double train_seconds = 0;  // wall time of the step loop, excluding evaluation
+  double wall_seconds = 0;   // whole run including data loading and evaluation
   PhaseTimes phases;
-  double expert_gflops = 0;    // GEMM FLOP rate inside the expert FFNs, per rank
+  double expert_gflops = 0;  // GEMM FLOP rate inside the expert FFNs, per rank
   std::int64_t parameters = 0;
   std::string parameter_checksum;  // FNV-1a over all parameter bytes in registry order
   std::vector<double> test_accuracy_per_epoch;

@@ -18,7 +18,8 @@ struct AdamWSettings {
 
 // Linear warmup from lr/warmup to lr over `warmup` steps, then cosine decay to min_lr at `total`.
 // `step` counts from 0 (the learning rate used by the first update is lr_at(0)).
-double learning_rate(std::int64_t step, std::int64_t total, std::int64_t warmup, double lr, double min_lr);
+double learning_rate(std::int64_t step, std::int64_t total, std::int64_t warmup, double lr,
+                     double min_lr);
 
 template <class T>
 class AdamW {
