@@ -40,8 +40,5 @@ void gemm(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_
 void set_blas_threads(int threads) {
   openblas_set_num_threads(std::max(threads, 1));
 }
-int blas_threads() {
-  return openblas_get_num_threads();
-}
 
 }  // namespace daa::kernels

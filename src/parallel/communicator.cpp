@@ -48,9 +48,6 @@ double Communicator::allreduce_max(double value) const {
   DAA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &value, 1, MPI_DOUBLE, MPI_MAX, comm_));
   return value;
 }
-void Communicator::barrier() const {
-  DAA_MPI_CHECK(MPI_Barrier(comm_));
-}
 
 void Communicator::agree_on_failure(std::exception_ptr local_error) const {
   int code = 0;

@@ -1,8 +1,6 @@
 // Mean aggregation over a communicator (see aggregator.hpp).
 #include "daa/robust/aggregator.hpp"
 
-#include "daa/core/error.hpp"
-
 namespace daa::robust {
 
 void MeanAggregator::aggregate(std::span<float> gradient, const parallel::Communicator& group) {
@@ -10,11 +8,6 @@ void MeanAggregator::aggregate(std::span<float> gradient, const parallel::Commun
   group.allreduce_sum(gradient.data(), gradient.size());
   const float scale = 1.0f / float(group.size());
   for (float& g : gradient) g *= scale;
-}
-
-std::unique_ptr<GradientAggregator> make_aggregator(const std::string& rule) {
-  if (rule == "mean") return std::make_unique<MeanAggregator>();
-  throw ConfigError("unknown aggregation rule '" + rule + "'");
 }
 
 }  // namespace daa::robust

@@ -20,7 +20,6 @@ void gemm(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_
 
 // Sets the BLAS thread count of this process (one per rank unless configured).
 void set_blas_threads(int threads);
-int blas_threads();
 
 // Convenience for row-major 2-D views: C = alpha * op(A) op(B) + beta * C, shapes checked.
 template <class ViewA, class ViewB, class ViewC>

@@ -37,7 +37,6 @@ class Communicator {
   void allreduce_sum(std::int64_t* data, std::size_t count) const;
   std::int64_t allreduce_max(std::int64_t value) const;
   double allreduce_max(double value) const;
-  void barrier() const;
 
   // Every rank calls this with the error it hit in a phase, or nullptr. If any rank failed, all
   // of them learn it: the lowest failing rank prints its message, every rank throws

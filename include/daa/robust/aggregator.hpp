@@ -27,6 +27,4 @@ class MeanAggregator final : public GradientAggregator {
   void aggregate(std::span<float> gradient, const parallel::Communicator& group) override;
 };
 
-std::unique_ptr<GradientAggregator> make_aggregator(const std::string& rule);
-
 }  // namespace daa::robust
