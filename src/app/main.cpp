@@ -17,6 +17,7 @@
 #include "daa/io/dataset.hpp"
 #include "daa/obs/report.hpp"
 #include "daa/parallel/communicator.hpp"
+#include "daa/parallel/topology.hpp"
 #include "daa/train/trainer.hpp"
 
 namespace {
@@ -96,18 +97,16 @@ int run_train(const TrainArgs& args) {
 
 int run_validate(const std::string& input, const std::vector<std::string>& overrides, int ranks) {
   const daa::core::Config config = daa::core::load_config(input, overrides);
-  daa::core::validate_layout(config, ranks);
+  const daa::parallel::Layout layout = daa::parallel::make_layout(config, ranks);
   const daa::io::Dataset data = daa::io::load_dataset(config.data);
   daa::train::check_data_fits(config, data);
-  const int local = config.train.global_batch / ranks;
   std::cout << fmt::format("{}: valid for {} ranks\n", input, ranks);
+  for (const std::string& line : layout.describe()) std::cout << line << '\n';
+  const int local = config.train.global_batch / ranks;
   std::cout << fmt::format(
-      "layout: {} data-parallel ranks, global batch {} = {} ranks x {} samples\n", ranks,
-      config.train.global_batch, ranks, local);
-  for (int r = 0; r < ranks; ++r)
-    std::cout << fmt::format(
-        "  rank {:>3}: data-parallel index {}, all {} experts of {} MoE layers\n", r, r,
-        config.moe.experts, config.model.moe_layers);
+      "batch: global {} = {} ranks x {} samples, in {} micro-batch{} of {} per rank\n",
+      config.train.global_batch, ranks, local, config.parallel.micro_batches,
+      config.parallel.micro_batches == 1 ? "" : "es", local / config.parallel.micro_batches);
   std::cout << fmt::format("data: {} train and {} test images of {}x{} pixels, {} classes\n",
                            data.train.count, data.test.count, data.train.rows, data.train.cols,
                            data.train.classes);

@@ -220,6 +220,15 @@ const std::vector<Key>& schema() {
                           false, "clip the global gradient norm to this value; 0 turns it off"));
     k.push_back(bool_key("train", "eval_each_epoch", &C::train, &TrainConfig::eval_each_epoch,
                          "measure test accuracy after every epoch"));
+    // [parallel]
+    k.push_back(int_key("parallel", "expert_parallel", &C::parallel,
+                        &ParallelConfig::expert_parallel, 1, 65536,
+                        "ranks that share one MoE layer's experts (EP); divides the rank count "
+                        "and [moe] experts"));
+    k.push_back(int_key("parallel", "micro_batches", &C::parallel, &ParallelConfig::micro_batches,
+                        1, 65536,
+                        "micro-batches per global batch, gradients accumulated; divides the "
+                        "per-rank batch"));
     // [log]
     k.push_back(int_key("log", "every_steps", &C::log, &LogConfig::every_steps, 1, 1000000000,
                         "print a progress line every this many steps"));
@@ -697,6 +706,23 @@ void validate_layout(const Config& config, int ranks) {
   if (batch % ranks != 0) {
     throw ConfigError(
         fmt::format("[train] global_batch = {} is not divisible by {} ranks", batch, ranks));
+  }
+  const int ep = config.parallel.expert_parallel;
+  if (ranks % ep != 0) {
+    throw ConfigError(fmt::format(
+        "[parallel] expert_parallel = {} does not divide the {} data-parallel ranks", ep, ranks));
+  }
+  if (config.moe.experts % ep != 0) {
+    throw ConfigError(
+        fmt::format("[parallel] expert_parallel = {} does not divide [moe] experts = {}", ep,
+                    config.moe.experts));
+  }
+  const int local = batch / ranks, micro = config.parallel.micro_batches;
+  if (local % micro != 0) {
+    throw ConfigError(fmt::format(
+        "[parallel] micro_batches = {} does not divide the per-rank batch of {} samples "
+        "([train] global_batch = {} over {} ranks)",
+        micro, local, batch, ranks));
   }
 }
 

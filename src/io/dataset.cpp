@@ -163,10 +163,11 @@ std::vector<std::int64_t> epoch_permutation(std::int64_t n, std::uint64_t seed,
 }
 
 std::span<const std::int64_t> local_batch(const std::vector<std::int64_t>& order,
-                                          std::int64_t batch, int global_batch, int rank,
-                                          int ranks) {
-  const std::int64_t local = global_batch / ranks;
-  const std::int64_t start = batch * global_batch + rank * local;
+                                          std::int64_t batch, int global_batch, int rank, int ranks,
+                                          int micro, int micro_batches) {
+  const std::int64_t micro_size = global_batch / micro_batches;
+  const std::int64_t local = micro_size / ranks;
+  const std::int64_t start = batch * global_batch + micro * micro_size + rank * local;
   if (start + local > std::int64_t(order.size()))
     throw Error("io::local_batch: batch " + std::to_string(batch) +
                 " is past the end of the epoch");

@@ -4,14 +4,18 @@
 // and the per-expert token counts are needed on the host anyway to size the expert GEMMs.
 #include "daa/model/moe_model.hpp"
 
+#include <fmt/format.h>
+
 #include <chrono>
 #include <cmath>
+#include <optional>
 #include <string>
 
 #include "daa/core/error.hpp"
 #include "daa/core/rng.hpp"
 #include "daa/kernels/linalg.hpp"
 #include "daa/kernels/nn_kernels.hpp"
+#include "daa/parallel/token_dispatcher.hpp"
 
 namespace daa::model {
 
@@ -22,8 +26,11 @@ using kernels::Vector;
 using IntMatrix = Kokkos::View<int**, Kokkos::LayoutRight, MemSpace>;
 using IntVector = Kokkos::View<int*, MemSpace>;
 
-ModelShape shape_from_config(const core::Config& config, int inputs, int classes) {
+ModelShape shape_from_config(const core::Config& config, int inputs, int classes, int ep_size,
+                             int ep_rank) {
   ModelShape s;
+  s.ep_size = ep_size;
+  s.ep_rank = ep_rank;
   s.inputs = inputs;
   s.classes = classes;
   s.d_model = config.model.d_model;
@@ -54,7 +61,7 @@ template <class T>
 struct MoeModel<T>::Workspace {
   struct Layer {
     int norm_gain = -1, router = -1;
-    std::vector<int> w1, b1, w2, b2;  // per expert
+    std::vector<int> w1, b1, w2, b2;  // per local expert
     Vector<T> bias{"routing_bias", 0};
     // Saved activations of the last forward.
     Matrix<T> normed{"normed", 0, 0};
@@ -65,13 +72,19 @@ struct MoeModel<T>::Workspace {
     Matrix<T> gate{"gate", 0, 0};
     IntMatrix slot_pos{"slot_pos", 0, 0};
     IntVector token_of{"token_of", 0};
-    std::vector<std::size_t> expert_offset;  // host: packed rows [offset[e], offset[e+1])
-    std::vector<double> routed;              // host: token-slots routed per expert, pre-drop
-    std::vector<double> prob_sum;            // host: sum over tokens of probs per expert
-    Matrix<T> packed_in{"packed_in", 0, 0};
+    std::vector<std::size_t> expert_offset;    // host: packed rows [offset[e], offset[e+1])
+    std::vector<double> routed;                // host: token-slots routed per expert, pre-drop
+    std::vector<double> prob_sum;              // host: sum over tokens of probs per expert
+    Matrix<T> packed_in{"packed_in", 0, 0};    // this rank's token rows, by global expert
+    Matrix<T> expert_out{"expert_out", 0, 0};  // their expert outputs, same order
+    // Rows this rank's experts process: rows [local_offset[j], local_offset[j+1]) go to local
+    // expert j. Without expert parallelism these alias packed_in / expert_out.
+    std::optional<parallel::DispatchPlan> plan;
+    std::vector<std::size_t> local_offset;
+    Matrix<T> local_in{"local_in", 0, 0};
+    Matrix<T> local_out{"local_out", 0, 0};
     Matrix<T> hidden_pre{"hidden_pre", 0, 0};
     Matrix<T> hidden_act{"hidden_act", 0, 0};
-    Matrix<T> expert_out{"expert_out", 0, 0};
   };
   int w_in = -1, b_in = -1, w_out = -1, b_out = -1;
   std::vector<Layer> layers;
@@ -82,13 +95,23 @@ struct MoeModel<T>::Workspace {
   // Backward scratch, shared by the layers.
   Matrix<T> dlogits{"dlogits", 0, 0}, dres{"dres", 0, 0}, dnormed{"dnormed", 0, 0};
   Matrix<T> dprobs{"dprobs", 0, 0}, dgate{"dgate", 0, 0};
-  Matrix<T> dexpert_out{"dexpert_out", 0, 0}, dhidden{"dhidden", 0, 0}, dpacked{"dpacked", 0, 0};
+  Matrix<T> dexpert_out{"dexpert_out", 0, 0}, dpacked{"dpacked", 0, 0};  // packed order
+  Matrix<T> dlocal_out{"dlocal_out", 0, 0}, dlocal_in{"dlocal_in", 0, 0}, dhidden{"dhidden", 0, 0};
+  parallel::TokenDispatcher dispatcher;
   Vector<T> row_loss{"row_loss", 0};
   IntVector row_correct{"row_correct", 0};
 };
 
 template <class T>
-MoeModel<T>::MoeModel(const ModelShape& shape) : shape_(shape), ws_(std::make_unique<Workspace>()) {
+MoeModel<T>::MoeModel(const ModelShape& shape, const parallel::Communicator* expert_group)
+    : shape_(shape), expert_group_(expert_group), ws_(std::make_unique<Workspace>()) {
+  if (shape.ep_size < 1 || shape.experts % shape.ep_size != 0 || shape.ep_rank < 0 ||
+      shape.ep_rank >= shape.ep_size)
+    throw Error(fmt::format("model::MoeModel: {} experts cannot be sharded as rank {} of {}",
+                            shape.experts, shape.ep_rank, shape.ep_size));
+  if (shape.ep_size > 1 && (!expert_group || expert_group->size() != shape.ep_size ||
+                            expert_group->rank() != shape.ep_rank))
+    throw Error("model::MoeModel: expert parallelism needs the expert-parallel communicator");
   if (shape.top_k < 1 || shape.top_k > shape.experts)
     throw Error("model::MoeModel: top_k " + std::to_string(shape.top_k) + " outside [1, " +
                 std::to_string(shape.experts) + "]");
@@ -120,7 +143,8 @@ MoeModel<T>::MoeModel(const ModelShape& shape) : shape_(shape), ws_(std::make_un
   w.b_out = params_.declare(vector("classifier.b", shape.classes));
   for (int l = 0; l < shape.moe_layers; ++l) {
     auto& layer = w.layers[l];
-    for (int e = 0; e < shape.experts; ++e) {
+    for (int e = shape.first_local_expert(); e < shape.first_local_expert() + shape.local_experts();
+         ++e) {
       const std::string prefix = "moe" + std::to_string(l) + ".expert" + std::to_string(e) + ".";
       auto expert = [&](const std::string& name, std::size_t r, std::size_t c, bool matrix) {
         return params_.declare(ParamInfo{.name = prefix + name,
@@ -260,28 +284,50 @@ BatchStats MoeModel<T>::run(const Matrix<T>& x, const IntVector& labels, bool tr
     Kokkos::deep_copy(L.token_of, token_of_h);
 
     kernels::ensure_extent(L.packed_in, packed_rows, d);
-    kernels::ensure_extent(L.hidden_pre, packed_rows, F);
-    kernels::ensure_extent(L.hidden_act, packed_rows, F);
-    kernels::ensure_extent(L.expert_out, packed_rows, d);
     kernels::gather_rows(L.normed, L.token_of, L.packed_in);
+    // Expert parallelism: rows travel to the ranks holding their experts (collective over the
+    // expert-parallel group, even for zero rows).
+    if (shape_.ep_size > 1) {
+      const auto t = std::chrono::steady_clock::now();
+      L.plan = parallel::DispatchPlan::build(*expert_group_, kept);
+      w.dispatcher.to_experts(*L.plan, L.packed_in, L.local_in);
+      L.local_offset.assign(L.plan->local_expert_offset().begin(),
+                            L.plan->local_expert_offset().end());
+      stats.dispatch_seconds += seconds_since(t);
+    } else {
+      L.local_in = L.packed_in;
+      L.local_offset = L.expert_offset;
+    }
+    const std::size_t local_rows = L.local_offset.back();
+    kernels::ensure_extent(L.hidden_pre, local_rows, F);
+    kernels::ensure_extent(L.hidden_act, local_rows, F);
+    kernels::ensure_extent(L.local_out, local_rows, d);
     Kokkos::fence();
     const auto expert_start = std::chrono::steady_clock::now();
-    for (std::size_t e = 0; e < E; ++e) {
-      const auto rows = std::make_pair(L.expert_offset[e], L.expert_offset[e + 1]);
+    for (int j = 0; j < s.local_experts(); ++j) {
+      const auto rows = std::make_pair(L.local_offset[j], L.local_offset[j + 1]);
       if (rows.first == rows.second) continue;
-      auto in = Kokkos::subview(L.packed_in, rows, Kokkos::ALL);
+      auto in = Kokkos::subview(L.local_in, rows, Kokkos::ALL);
       auto pre = Kokkos::subview(L.hidden_pre, rows, Kokkos::ALL);
       auto act = Kokkos::subview(L.hidden_act, rows, Kokkos::ALL);
-      auto out = Kokkos::subview(L.expert_out, rows, Kokkos::ALL);
-      kernels::gemm(Trans::no, Trans::no, T(1), in, P.value(L.w1[e]), T(0), pre);
-      kernels::add_bias(pre, P.value_vec(L.b1[e]));
+      auto out = Kokkos::subview(L.local_out, rows, Kokkos::ALL);
+      kernels::gemm(Trans::no, Trans::no, T(1), in, P.value(L.w1[j]), T(0), pre);
+      kernels::add_bias(pre, P.value_vec(L.b1[j]));
       kernels::gelu_forward(pre, act);
-      kernels::gemm(Trans::no, Trans::no, T(1), act, P.value(L.w2[e]), T(0), out);
-      kernels::add_bias(out, P.value_vec(L.b2[e]));
+      kernels::gemm(Trans::no, Trans::no, T(1), act, P.value(L.w2[j]), T(0), out);
+      kernels::add_bias(out, P.value_vec(L.b2[j]));
     }
     Kokkos::fence();
     stats.expert_seconds += seconds_since(expert_start);
-    stats.expert_flops += 4.0 * double(packed_rows) * double(d) * double(F);
+    stats.expert_flops += 4.0 * double(local_rows) * double(d) * double(F);
+    if (shape_.ep_size > 1) {
+      const auto t = std::chrono::steady_clock::now();
+      kernels::ensure_extent(L.expert_out, packed_rows, d);
+      w.dispatcher.to_sources(*L.plan, L.local_out, L.expert_out);
+      stats.dispatch_seconds += seconds_since(t);
+    } else {
+      L.expert_out = L.local_out;
+    }
     kernels::combine_rows(L.expert_out, L.slot_pos, L.gate, w.block_out);
     // residual[l+1] = residual[l] + block_out
     auto next = w.residual[l + 1];
@@ -353,34 +399,50 @@ BatchStats MoeModel<T>::run(const Matrix<T>& x, const IntVector& labels, bool tr
   for (int l = s.moe_layers - 1; l >= 0; --l) {
     auto& L = w.layers[l];
     const std::size_t packed_rows = L.expert_offset[E];
+    const std::size_t local_rows = L.local_offset.back();
     kernels::ensure_extent(w.dexpert_out, packed_rows, d);
-    kernels::ensure_extent(w.dhidden, packed_rows, F);
-    kernels::ensure_extent(w.dpacked, packed_rows, d);
     // dres is the gradient w.r.t. residual[l+1] = residual[l] + moe(norm(residual[l])).
     kernels::combine_rows_backward(L.expert_out, L.slot_pos, L.gate, w.dres, w.dexpert_out,
                                    w.dgate);
+    if (shape_.ep_size > 1) {
+      const auto t = std::chrono::steady_clock::now();
+      w.dispatcher.to_experts(*L.plan, w.dexpert_out, w.dlocal_out);
+      stats.dispatch_seconds += seconds_since(t);
+    } else {
+      w.dlocal_out = w.dexpert_out;
+    }
+    kernels::ensure_extent(w.dhidden, local_rows, F);
+    kernels::ensure_extent(w.dlocal_in, local_rows, d);
     Kokkos::fence();
     const auto expert_start = std::chrono::steady_clock::now();
-    for (std::size_t e = 0; e < E; ++e) {
-      const auto rows = std::make_pair(L.expert_offset[e], L.expert_offset[e + 1]);
+    for (int j = 0; j < s.local_experts(); ++j) {
+      const auto rows = std::make_pair(L.local_offset[j], L.local_offset[j + 1]);
       if (rows.first == rows.second) continue;
-      auto in = Kokkos::subview(L.packed_in, rows, Kokkos::ALL);
+      auto in = Kokkos::subview(L.local_in, rows, Kokkos::ALL);
       auto pre = Kokkos::subview(L.hidden_pre, rows, Kokkos::ALL);
       auto act = Kokkos::subview(L.hidden_act, rows, Kokkos::ALL);
-      auto dout = Kokkos::subview(w.dexpert_out, rows, Kokkos::ALL);
+      auto dout = Kokkos::subview(w.dlocal_out, rows, Kokkos::ALL);
       auto dhid = Kokkos::subview(w.dhidden, rows, Kokkos::ALL);
-      auto din = Kokkos::subview(w.dpacked, rows, Kokkos::ALL);
-      kernels::gemm(Trans::yes, Trans::no, T(1), act, dout, T(1), P.grad(L.w2[e]));
-      kernels::accumulate_bias_grad(dout, P.grad_vec(L.b2[e]));
-      kernels::gemm(Trans::no, Trans::yes, T(1), dout, P.value(L.w2[e]), T(0), dhid);
+      auto din = Kokkos::subview(w.dlocal_in, rows, Kokkos::ALL);
+      kernels::gemm(Trans::yes, Trans::no, T(1), act, dout, T(1), P.grad(L.w2[j]));
+      kernels::accumulate_bias_grad(dout, P.grad_vec(L.b2[j]));
+      kernels::gemm(Trans::no, Trans::yes, T(1), dout, P.value(L.w2[j]), T(0), dhid);
       kernels::gelu_backward(pre, dhid);
-      kernels::gemm(Trans::yes, Trans::no, T(1), in, dhid, T(1), P.grad(L.w1[e]));
-      kernels::accumulate_bias_grad(dhid, P.grad_vec(L.b1[e]));
-      kernels::gemm(Trans::no, Trans::yes, T(1), dhid, P.value(L.w1[e]), T(0), din);
+      kernels::gemm(Trans::yes, Trans::no, T(1), in, dhid, T(1), P.grad(L.w1[j]));
+      kernels::accumulate_bias_grad(dhid, P.grad_vec(L.b1[j]));
+      kernels::gemm(Trans::no, Trans::yes, T(1), dhid, P.value(L.w1[j]), T(0), din);
     }
     Kokkos::fence();
     stats.expert_seconds += seconds_since(expert_start);
-    stats.expert_flops += 8.0 * double(packed_rows) * double(d) * double(F);
+    stats.expert_flops += 8.0 * double(local_rows) * double(d) * double(F);
+    if (shape_.ep_size > 1) {
+      const auto t = std::chrono::steady_clock::now();
+      kernels::ensure_extent(w.dpacked, packed_rows, d);
+      w.dispatcher.to_sources(*L.plan, w.dlocal_in, w.dpacked);
+      stats.dispatch_seconds += seconds_since(t);
+    } else {
+      w.dpacked = w.dlocal_in;
+    }
 
     // dnormed = scatter of the experts' input gradients + router path.
     Kokkos::deep_copy(w.dnormed, T(0));

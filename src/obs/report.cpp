@@ -42,9 +42,9 @@ std::string summary_text(const RunSummary& s) {
   out += fmt::format("summary: {:.0f} samples/s; training {:.1f} s, whole run {:.1f} s\n",
                      s.samples_per_s, s.train_seconds, s.wall_seconds);
   out += fmt::format(
-      "summary: time per phase: compute {:.1f} s, communication {:.1f} s, data {:.1f} s, eval "
-      "{:.1f} s\n",
-      s.phases.compute, s.phases.comm, s.phases.data, s.phases.eval);
+      "summary: time per phase: compute {:.1f} s, communication {:.1f} s (of which token "
+      "all-to-all {:.1f} s), data {:.1f} s, eval {:.1f} s\n",
+      s.phases.compute, s.phases.comm, s.phases.dispatch, s.phases.data, s.phases.eval);
   out += fmt::format("summary: expert FFNs run at {:.1f} GFLOP/s per rank\n", s.expert_gflops);
   out += fmt::format("summary: {} parameters, checksum {}", s.parameters, s.parameter_checksum);
   return out;
@@ -80,14 +80,14 @@ std::string summary_json(const RunSummary& s) {
       "\"test_accuracy\": {},\n"
       "  \"test_accuracy_per_epoch\": [{}],\n  \"samples_per_s\": {},\n  \"train_seconds\": {},\n"
       "  \"wall_seconds\": {},\n  \"phases\": {{\"data_s\": {}, \"compute_s\": {}, \"comm_s\": {}, "
-      "\"eval_s\": {}}},\n"
+      "\"dispatch_s\": {}, \"eval_s\": {}}},\n"
       "  \"expert_gflops\": {},\n  \"parameters\": {},\n  \"parameter_checksum\": {}\n}}\n",
       json_string(s.name), s.ranks, s.steps, s.epochs, s.global_batch, json_number(s.final_loss),
       json_number(s.train_accuracy), json_number(s.test_loss), json_number(s.test_accuracy), epochs,
       json_number(s.samples_per_s), json_number(s.train_seconds), json_number(s.wall_seconds),
       json_number(s.phases.data), json_number(s.phases.compute), json_number(s.phases.comm),
-      json_number(s.phases.eval), json_number(s.expert_gflops), s.parameters,
-      json_string(s.parameter_checksum));
+      json_number(s.phases.dispatch), json_number(s.phases.eval), json_number(s.expert_gflops),
+      s.parameters, json_string(s.parameter_checksum));
 }
 
 void write_text_file(const std::string& path, const std::string& text) {

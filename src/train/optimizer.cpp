@@ -1,6 +1,7 @@
 // AdamW, schedule and clipping (see optimizer.hpp).
 #include "daa/train/optimizer.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <numbers>
 
@@ -50,22 +51,22 @@ void AdamW<T>::update(model::ParamStore<T>& params, double lr, std::int64_t step
 }
 
 template <class T>
-double gradient_norm_squared(const kernels::Vector<T>& grads) {
+double gradient_norm_squared(const kernels::Vector<T>& grads, std::size_t begin, std::size_t end) {
   // Fixed chunks, each summed in a fixed order with 8 interleaved accumulators (vectorizable),
   // then the chunk sums added in index order: the same result for any thread count.
   constexpr std::size_t chunk = 4096;
-  const std::size_t n = grads.extent(0);
-  const std::size_t chunks = (n + chunk - 1) / chunk;
+  const std::size_t chunks = (end - begin + chunk - 1) / chunk;
   kernels::Vector<double> partial("grad_norm_partial", chunks);
   Kokkos::parallel_for(
       "grad_norm_partial", kernels::Range(0, chunks), KOKKOS_LAMBDA(const std::size_t c) {
-        const std::size_t begin = c * chunk, end = begin + chunk < n ? begin + chunk : n;
+        const std::size_t first = begin + c * chunk,
+                          last = first + chunk < end ? first + chunk : end;
         double acc[8] = {};
-        std::size_t i = begin;
-        for (; i + 8 <= end; i += 8)
+        std::size_t i = first;
+        for (; i + 8 <= last; i += 8)
           for (int lane = 0; lane < 8; ++lane)
             acc[lane] += double(grads(i + lane)) * double(grads(i + lane));
-        for (; i < end; ++i) acc[0] += double(grads(i)) * double(grads(i));
+        for (; i < last; ++i) acc[0] += double(grads(i)) * double(grads(i));
         partial(c) =
             ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
       });
@@ -76,8 +77,17 @@ double gradient_norm_squared(const kernels::Vector<T>& grads) {
 }
 
 template <class T>
-double clip_gradients(const kernels::Vector<T>& grads, double max_norm) {
-  const double norm = std::sqrt(gradient_norm_squared(grads));
+double gradient_norm_squared(const kernels::Vector<T>& grads) {
+  return gradient_norm_squared(grads, 0, grads.extent(0));
+}
+
+template <class T>
+double clip_gradients(const kernels::Vector<T>& grads, double max_norm, std::size_t dense_size,
+                      const parallel::Communicator* expert_group) {
+  dense_size = std::min(dense_size, grads.extent(0));
+  double expert_sq = gradient_norm_squared(grads, dense_size, grads.extent(0));
+  if (expert_group && expert_group->size() > 1) expert_group->allreduce_sum(&expert_sq, 1);
+  const double norm = std::sqrt(gradient_norm_squared(grads, 0, dense_size) + expert_sq);
   if (max_norm > 0 && norm > max_norm) {
     const T scale = T(max_norm / (norm + 1e-6));
     Kokkos::parallel_for(
@@ -91,7 +101,9 @@ template class AdamW<float>;
 template class AdamW<double>;
 template double gradient_norm_squared<float>(const kernels::Vector<float>&);
 template double gradient_norm_squared<double>(const kernels::Vector<double>&);
-template double clip_gradients<float>(const kernels::Vector<float>&, double);
-template double clip_gradients<double>(const kernels::Vector<double>&, double);
+template double clip_gradients<float>(const kernels::Vector<float>&, double, std::size_t,
+                                      const parallel::Communicator*);
+template double clip_gradients<double>(const kernels::Vector<double>&, double, std::size_t,
+                                       const parallel::Communicator*);
 
 }  // namespace daa::train

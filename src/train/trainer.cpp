@@ -12,6 +12,7 @@
 #include "daa/core/error.hpp"
 #include "daa/kernels/linalg.hpp"
 #include "daa/model/moe_model.hpp"
+#include "daa/parallel/topology.hpp"
 #include "daa/robust/aggregator.hpp"
 #include "daa/train/optimizer.hpp"
 
@@ -24,8 +25,6 @@ double since(Clock::time_point t) {
 }
 
 using Model = model::MoeModel<float>;
-using HostMatrix = Kokkos::View<float**, Kokkos::LayoutRight, Kokkos::HostSpace>;
-using HostLabels = Kokkos::View<int*, Kokkos::HostSpace>;
 
 // Device batch buffers plus their host staging twins (the same memory on host backends).
 struct Batch {
@@ -49,16 +48,21 @@ struct EvalResult {
 };
 
 // Test-set evaluation: each rank takes a contiguous slice, in chunks; sums are reduced once.
+// Every rank makes the same number of model calls (some with zero rows), because with expert
+// parallelism each call is collective over the expert-parallel group.
 EvalResult evaluate(Model& model, const io::ImageSet& set, const parallel::Communicator& world) {
   const std::int64_t begin = set.count * world.rank() / world.size();
   const std::int64_t end = set.count * (world.rank() + 1) / world.size();
   constexpr std::int64_t chunk = 1000;
+  const std::int64_t largest_slice = (set.count + world.size() - 1) / world.size();
+  const std::int64_t calls = (largest_slice + chunk - 1) / chunk;
   std::vector<std::int64_t> indices;
   Batch batch;
   double sums[3] = {0, 0, 0};  // loss, correct, samples
-  for (std::int64_t start = begin; start < end; start += chunk) {
+  for (std::int64_t c = 0; c < calls; ++c) {
     indices.clear();
-    for (std::int64_t i = start; i < std::min(end, start + chunk); ++i) indices.push_back(i);
+    for (std::int64_t i = begin + c * chunk; i < std::min(end, begin + (c + 1) * chunk); ++i)
+      indices.push_back(i);
     batch.load(set, indices);
     const model::BatchStats stats = model.run(batch.x, batch.y, /*train=*/false);
     sums[0] += stats.loss_sum;
@@ -69,9 +73,42 @@ EvalResult evaluate(Model& model, const io::ImageSet& set, const parallel::Commu
   return {sums[0] / sums[2], sums[1] / sums[2]};
 }
 
-std::vector<float> host_copy(const kernels::Vector<float>& v) {
-  auto host = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), v);
-  return std::vector<float>(host.data(), host.data() + host.extent(0));
+// All parameters in the order a one-rank model holds them, on rank 0 of `topology` (empty
+// elsewhere): dense parameters from rank 0, each expert shard from the first rank holding it.
+// Independent of the layout, so checksums and comparisons work across layouts.
+std::vector<float> gather_parameters(const model::ParamStore<float>& params,
+                                     const parallel::Topology& topology) {
+  auto host = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), params.values());
+  const parallel::Communicator& world = topology.world();
+  const std::size_t dense = params.dense_size(), shard = params.size() - dense;
+  const bool owns_shard = topology.place().edp_index == 0;
+  const int ep = topology.layout().expert_parallel;
+  // Each rank's contribution: rank 0 its dense block, shard owners their expert block.
+  std::vector<float> send;
+  if (world.rank() == 0) send.insert(send.end(), host.data(), host.data() + dense);
+  if (owns_shard) send.insert(send.end(), host.data() + dense, host.data() + dense + shard);
+  std::vector<int> counts(world.size()), displs(world.size());
+  for (int r = 0; r < world.size(); ++r) {
+    const parallel::RankPlace p = topology.layout().place(r);
+    counts[r] = int((r == 0 ? dense : 0) + (p.edp_index == 0 ? shard : 0));
+    displs[r] = r == 0 ? 0 : displs[r - 1] + counts[r - 1];
+  }
+  std::vector<float> received(world.rank() == 0 ? dense + shard * ep : 0);
+  DAA_MPI_CHECK(MPI_Gatherv(send.data(), int(send.size()), MPI_FLOAT, received.data(),
+                            counts.data(), displs.data(), MPI_FLOAT, 0, world.comm()));
+  if (world.rank() != 0) return {};
+  // Shard owners are the ranks with edp_index 0: data-parallel indices 0..ep-1, in rank order.
+  // Each shard holds, per MoE layer, its local experts' blocks; interleave them by layer.
+  const int layers = int(params.infos().back().layer) + 1;
+  std::vector<float> global(received.begin(), received.begin() + dense);
+  if (shard == 0) return global;
+  const std::size_t per_layer = shard / std::size_t(layers);
+  for (int l = 0; l < layers; ++l)
+    for (int p = 0; p < ep; ++p) {
+      const float* block = received.data() + dense + std::size_t(p) * shard + l * per_layer;
+      global.insert(global.end(), block, block + per_layer);
+    }
+  return global;
 }
 
 }  // namespace
@@ -93,7 +130,10 @@ void check_data_fits(const core::Config& config, const io::Dataset& data) {
 TrainResult run_training(const core::Config& config, const io::Dataset& data,
                          const parallel::Communicator& world, const TrainOptions& options) {
   const auto run_start = Clock::now();
-  core::validate_layout(config, world.size());
+  const parallel::Topology topology(world, config);  // validates the layout
+  const parallel::RankPlace& place = topology.place();
+  const int ep = topology.layout().expert_parallel;
+  const int micro_batches = config.parallel.micro_batches;
   kernels::set_blas_threads(config.runtime.blas_threads);
 
   const bool root = world.is_root();
@@ -125,7 +165,9 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
   const std::int64_t total_steps =
       config.train.max_steps > 0 ? config.train.max_steps : config.train.epochs * steps_per_epoch;
 
-  Model model(model::shape_from_config(config, train_set.features(), train_set.classes));
+  Model model(
+      model::shape_from_config(config, train_set.features(), train_set.classes, ep, place.ep_rank),
+      &topology.expert_parallel());
   auto& params = model.params();
   AdamW<float> optimizer(params, {config.train.beta1, config.train.beta2, config.train.eps,
                                   config.train.weight_decay});
@@ -134,21 +176,21 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
   summary.name = config.run.name;
   summary.ranks = world.size();
   summary.global_batch = global_batch;
-  summary.parameters = std::int64_t(params.size());
+  const std::size_t expert_parameters = (params.size() - params.dense_size()) * std::size_t(ep);
+  summary.parameters = std::int64_t(params.dense_size() + expert_parameters);
 
-  log->line(
-      fmt::format("daa-swarm: {} on {} ranks | {} parameters ({} dense, {} in experts) | "
-                  "{} train / {} test samples | {} steps of {} samples",
-                  config.run.name, world.size(), params.size(), params.dense_size(),
-                  params.size() - params.dense_size(), train_set.count, data.test.count,
-                  total_steps, global_batch));
+  log->line(fmt::format(
+      "daa-swarm: {} on {} ranks (expert parallelism {}) | {} parameters ({} dense, {} in "
+      "experts) | {} train / {} test samples | {} steps of {} samples",
+      config.run.name, world.size(), ep, summary.parameters, params.dense_size(), expert_parameters,
+      train_set.count, data.test.count, total_steps, global_batch));
 
   obs::PhaseTimes phases;
-  double expert_seconds = 0, expert_flops = 0;
+  double expert_seconds = 0, expert_flops = 0, dispatch_seconds = 0;
   // Reductions inside the model (load-balancing statistics) count as communication.
   const model::StatsReducer reduce_stats = [&](double* values, std::size_t count) {
     const auto t = Clock::now();
-    world.allreduce_sum(values, count);
+    topology.data_parallel().allreduce_sum(values, count);
     phases.comm += since(t);
   };
 
@@ -169,37 +211,62 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
       order = io::epoch_permutation(train_set.count, config.run.seed, epoch);
       epoch_correct = epoch_samples = 0;
     }
-    auto t = Clock::now();
-    batch.load(train_set, io::local_batch(order, step % steps_per_epoch, global_batch, world.rank(),
-                                          world.size()));
-    phases.data += since(t);
-
+    // Micro-batches accumulate gradients; the load-balancing statistics are per global
+    // micro-batch, so the optimization does not depend on the layout.
+    double metrics[4] = {0, 0, 0, 0};  // cross-entropy sum, aux losses summed, correct, samples
+    double compute = 0;
     const double comm_before = phases.comm;
-    t = Clock::now();
     params.zero_grads();
-    const model::BatchStats stats = model.run(batch.x, batch.y, /*train=*/true, reduce_stats);
-    Kokkos::fence();
-    double compute = since(t) - (phases.comm - comm_before);
-    expert_seconds += stats.expert_seconds;
-    expert_flops += stats.expert_flops;
+    for (int micro = 0; micro < micro_batches; ++micro) {
+      auto t = Clock::now();
+      batch.load(train_set,
+                 io::local_batch(order, step % steps_per_epoch, global_batch, place.dp_index,
+                                 topology.data_parallel().size(), micro, micro_batches));
+      phases.data += since(t);
 
-    t = Clock::now();
+      const double comm_inside = phases.comm;
+      t = Clock::now();
+      const model::BatchStats stats = model.run(batch.x, batch.y, /*train=*/true, reduce_stats);
+      Kokkos::fence();
+      compute += since(t) - (phases.comm - comm_inside) - stats.dispatch_seconds;
+      phases.comm += stats.dispatch_seconds;
+      expert_seconds += stats.expert_seconds;
+      expert_flops += stats.expert_flops;
+      dispatch_seconds += stats.dispatch_seconds;
+      metrics[0] += stats.loss_sum;
+      metrics[1] += stats.aux_loss;
+      metrics[2] += double(stats.correct);
+      metrics[3] += double(stats.samples);
+    }
+
+    auto t = Clock::now();
     auto grads = params.grads();
-    aggregator.aggregate(std::span<float>(grads.data(), grads.extent(0)), world);
-    // Global loss and accuracy of this step: [cross-entropy sum, aux loss sum over ranks, correct,
-    // samples].
-    double metrics[4] = {stats.loss_sum, stats.aux_loss, double(stats.correct),
-                         double(stats.samples)};
+    const std::size_t dense = params.dense_size();
+    // Dense parameters are replicated over the data-parallel group, expert parameters over the
+    // expert-data-parallel group.
+    aggregator.aggregate(std::span<float>(grads.data(), dense), topology.data_parallel());
+    aggregator.aggregate(std::span<float>(grads.data() + dense, grads.extent(0) - dense),
+                         topology.expert_data_parallel());
     world.allreduce_sum(metrics, 4);
     phases.comm += since(t);
+    // Each rank's gradient is a sum over micro-batches of mean-loss gradients, and an expert's
+    // gradient on its home rank also sums the contributions of all ep ranks that sent it tokens.
+    if (micro_batches > 1 || ep > 1) {
+      const float dense_scale = 1.0f / float(micro_batches);
+      const float expert_scale = 1.0f / float(micro_batches * ep);
+      Kokkos::parallel_for(
+          "gradient_scale", kernels::Range(0, grads.extent(0)), KOKKOS_LAMBDA(const std::size_t i) {
+            grads(i) *= i < dense ? dense_scale : expert_scale;
+          });
+    }
 
-    const double loss = metrics[0] / metrics[3] + metrics[1] / world.size();
+    const double loss = metrics[0] / metrics[3] + metrics[1] / (world.size() * micro_batches);
     if (!std::isfinite(loss))
       throw DivergenceError(
           fmt::format("training diverged: loss is {} at step {}", loss, step + 1));
 
     t = Clock::now();
-    clip_gradients(grads, config.train.grad_clip);
+    clip_gradients(grads, config.train.grad_clip, dense, &topology.expert_parallel());
     const double lr = learning_rate(step, total_steps, config.train.warmup_steps, config.train.lr,
                                     config.train.min_lr);
     optimizer.update(params, lr, step + 1);
@@ -263,9 +330,16 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
   summary.phases = phases;
   summary.expert_gflops = expert_seconds > 0 ? expert_flops / expert_seconds * 1e-9 : 0;
 
+  summary.phases.dispatch = dispatch_seconds;
+
   TrainResult result;
-  std::vector<float> values = host_copy(params.values());
-  summary.parameter_checksum = parameter_checksum(values);
+  {
+    auto local = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), params.values());
+    result.local_checksum =
+        parameter_checksum(std::vector<float>(local.data(), local.data() + local.extent(0)));
+  }
+  std::vector<float> values = gather_parameters(params, topology);
+  if (world.is_root()) summary.parameter_checksum = parameter_checksum(values);
   summary.wall_seconds = world.allreduce_max(since(run_start));
   log->line(obs::summary_text(summary));
   if (options.keep_parameters) result.parameters = std::move(values);

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # End-to-end check of `daa-swarm train` on the CI input: mpirun with N ranks, then the summary
 # JSON, the run directory (resolved config that validates again, progress log) and the accuracy.
-# Usage: train_ci.sh RANKS MPIEXEC DAA_SWARM INPUT        (exit 77: data set not installed)
+# Usage: train_ci.sh RANKS MPIEXEC DAA_SWARM INPUT [--set k=v ...]   (exit 77: no data set)
 set -euo pipefail
 ranks=$1 mpiexec=$2 daa_swarm=$3 input=$4
+shift 4
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || exit 77
 
 work=$(mktemp -d)
@@ -12,7 +13,7 @@ fail() { echo "train_ci: $*" >&2; exit 1; }
 
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 timeout --kill-after=10 120 "$mpiexec" -n "$ranks" "$daa_swarm" train "$input" \
-  --set run.output_dir="$work/runs" --set run.name=e2e --summary-json "$work/summary.json" \
+  --set run.output_dir="$work/runs" --set run.name=e2e --summary-json "$work/summary.json" "$@" \
   > "$work/stdout" 2> "$work/stderr" || { cat "$work/stdout" "$work/stderr" >&2; fail "train exited $?"; }
 cat "$work/stdout"
 
@@ -23,7 +24,7 @@ for key in steps final_loss train_accuracy test_accuracy samples_per_s train_sec
 done
 grep -qE '"parameter_checksum": "[0-9a-f]{16}"' "$summary" || fail "summary has no 16-hex-digit checksum"
 grep -qE "\"ranks\": $ranks," "$summary" || fail "summary does not say $ranks ranks"
-grep -qE '"phases": \{"data_s": [0-9.e+-]+, "compute_s": [0-9.e+-]+, "comm_s": [0-9.e+-]+, "eval_s": [0-9.e+-]+\}' "$summary" \
+grep -qE '"phases": \{"data_s": [0-9.e+-]+, "compute_s": [0-9.e+-]+, "comm_s": [0-9.e+-]+, "dispatch_s": [0-9.e+-]+, "eval_s": [0-9.e+-]+\}' "$summary" \
   || fail "summary lacks the time per phase"
 # 2 epochs of 2048 samples on the tiny model: far above chance (10 %) when training works.
 awk -v a="$(number test_accuracy)" 'BEGIN { exit !(a >= 0.6) }' || fail "test accuracy $(number test_accuracy) < 0.6"

@@ -1,11 +1,11 @@
-// Data-parallel equivalence: with the same seed and global batch, training on 1, 2 or 4 ranks
-// reaches the same parameters after 20 steps. Not bit-exact across rank counts because each rank
-// sums its share of the batch before the all-reduce adds the shares: float addition is reordered.
-// Within one rank count it is bit-exact, and parameters are identical on every rank.
+// Layout equivalence: with the same seed and global batch, training on 1, 2 or 4 ranks, with
+// experts sharded over 1, 2 or 4 of them and with micro-batches, reaches the same parameters
+// after 20 steps as one rank. Not bit-exact across layouts: each rank sums its share of the batch
+// before the all-reduce adds the shares, and an expert sums the rows of several ranks, so float
+// additions are reordered. Within one layout it is bit-exact, and replicas hold equal parameters.
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <filesystem>
 
 #include "daa/core/config.hpp"
 #include "daa/io/dataset.hpp"
@@ -16,10 +16,12 @@ namespace {
 
 const std::string kInput = std::string(DAA_SOURCE_DIR) + "/inputs/fashion-mnist-ci.toml";
 
-daa::core::Config twenty_step_config() {
-  return daa::core::load_config(
-      kInput, {"train.max_steps=20", "train.eval_each_epoch=false", "train.warmup_steps=5",
-               "moe.aux_loss_coef=0.05", "moe.z_loss_coef=0.001"});
+daa::core::Config twenty_step_config(std::vector<std::string> extra = {}) {
+  std::vector<std::string> overrides = {"train.max_steps=20", "train.eval_each_epoch=false",
+                                        "train.warmup_steps=5", "moe.aux_loss_coef=0.05",
+                                        "moe.z_loss_coef=0.001"};
+  overrides.insert(overrides.end(), extra.begin(), extra.end());
+  return daa::core::load_config(kInput, overrides);
 }
 
 daa::train::TrainResult train_on(const daa::core::Config& config,
@@ -41,49 +43,76 @@ double relative_difference(const std::vector<float>& a, const std::vector<float>
   return std::sqrt(diff / norm);
 }
 
-TEST(DataParallel, SameParametersAsOneRank) {
-  const daa::core::Config config = twenty_step_config();
-  const daa::parallel::Communicator world(MPI_COMM_WORLD, "world");
-
-  // Reference: rank 0 alone.
+// Parameters of rank 0 training alone (the reference), on rank 0; empty elsewhere.
+std::vector<float> one_rank_parameters(const daa::core::Config& config) {
+  const int rank = daa::parallel::world_rank();
   MPI_Comm solo_comm;
-  MPI_Comm_split(MPI_COMM_WORLD, world.rank() == 0 ? 0 : MPI_UNDEFINED, 0, &solo_comm);
+  MPI_Comm_split(MPI_COMM_WORLD, rank == 0 ? 0 : MPI_UNDEFINED, 0, &solo_comm);
   std::vector<float> reference;
   if (solo_comm != MPI_COMM_NULL) {
     reference = train_on(config, daa::parallel::Communicator(solo_comm, "solo")).parameters;
     MPI_Comm_free(&solo_comm);
   }
+  return reference;
+}
 
-  const daa::train::TrainResult all = train_on(config, world);
-  if (world.rank() == 0) {
-    ASSERT_EQ(all.parameters.size(), reference.size());
-    const double rel = relative_difference(all.parameters, reference);
-    std::printf("[ info ] %d ranks vs 1 rank after 20 steps: relative difference %.3e\n",
-                world.size(), rel);
-    EXPECT_LT(rel, 1e-5);
-    if (world.size() == 1) {
-      EXPECT_EQ(all.parameters, reference) << "one rank must be bit-exact run to run";
+// Trains on all ranks with each expert-parallel size that divides the rank count (and with the
+// given extra keys) and compares with one rank.
+void expect_layouts_match_one_rank(const std::vector<std::string>& extra) {
+  const daa::parallel::Communicator world(MPI_COMM_WORLD, "world");
+  const std::vector<float> reference = one_rank_parameters(twenty_step_config(extra));
+  for (int ep : {1, 2, 4}) {
+    if (world.size() % ep != 0) continue;
+    std::vector<std::string> keys = extra;
+    keys.push_back("parallel.expert_parallel=" + std::to_string(ep));
+    const daa::train::TrainResult all = train_on(twenty_step_config(keys), world);
+    if (world.rank() == 0) {
+      ASSERT_EQ(all.parameters.size(), reference.size()) << "EP " << ep;
+      const double rel = relative_difference(all.parameters, reference);
+      std::printf(
+          "[ info ] %d ranks, expert parallelism %d vs 1 rank after 20 steps: relative "
+          "difference %.3e\n",
+          world.size(), ep, rel);
+      EXPECT_LT(rel, 1e-5) << "EP " << ep;
+      if (world.size() == 1) {
+        EXPECT_EQ(all.parameters, reference) << "one rank must be bit-exact run to run";
+      }
     }
   }
 }
 
-TEST(DataParallel, ParametersIdenticalOnEveryRank) {
-  const daa::parallel::Communicator world(MPI_COMM_WORLD, "world");
-  const daa::train::TrainResult result = train_on(twenty_step_config(), world);
-  // Everyone compares against rank 0's checksum.
-  char checksum[17] = {};
-  result.summary.parameter_checksum.copy(checksum, 16);
-  char root_checksum[17] = {};
-  std::copy(checksum, checksum + 17, root_checksum);
-  MPI_Bcast(root_checksum, 17, MPI_CHAR, 0, MPI_COMM_WORLD);
-  EXPECT_STREQ(checksum, root_checksum) << "rank " << world.rank();
+TEST(Layouts, SameParametersAsOneRank) {
+  expect_layouts_match_one_rank({});
 }
 
-TEST(DataParallel, RepeatedRunIsBitExact) {
+TEST(Layouts, SameParametersAsOneRankWithMicroBatches) {
+  expect_layouts_match_one_rank({"parallel.micro_batches=4"});
+}
+
+TEST(Layouts, ReplicasHoldIdenticalParameters) {
   const daa::parallel::Communicator world(MPI_COMM_WORLD, "world");
-  const auto first = train_on(twenty_step_config(), world);
-  const auto second = train_on(twenty_step_config(), world);
-  EXPECT_EQ(first.summary.parameter_checksum, second.summary.parameter_checksum);
+  for (int ep : {1, 2}) {
+    if (world.size() % ep != 0) continue;
+    const auto result =
+        train_on(twenty_step_config({"parallel.expert_parallel=" + std::to_string(ep)}), world);
+    // Ranks r and r + ep hold the same expert shard (and every rank the same dense parameters).
+    std::vector<char> all(std::size_t(world.size()) * 16);
+    MPI_Allgather(result.local_checksum.data(), 16, MPI_CHAR, all.data(), 16, MPI_CHAR,
+                  MPI_COMM_WORLD);
+    for (int r = ep; r < world.size(); ++r)
+      EXPECT_EQ(std::string(&all[std::size_t(r) * 16], 16),
+                std::string(&all[std::size_t(r % ep) * 16], 16))
+          << "rank " << r << " vs rank " << r % ep << " with EP " << ep;
+  }
+}
+
+TEST(Layouts, RepeatedRunIsBitExact) {
+  const daa::parallel::Communicator world(MPI_COMM_WORLD, "world");
+  const int ep = world.size() >= 2 ? 2 : 1;
+  const auto config = twenty_step_config({"parallel.expert_parallel=" + std::to_string(ep)});
+  const auto first = train_on(config, world);
+  const auto second = train_on(config, world);
+  EXPECT_EQ(first.local_checksum, second.local_checksum);
   EXPECT_EQ(first.parameters, second.parameters);
 }
 

@@ -235,7 +235,7 @@ TEST(Config, UnknownSectionSuggestsClosest) {
 TEST(Config, UnknownSectionFarFromAllListsSections) {
   EXPECT_THAT(parse_error("[optimizerzzz]\n"),
               HasSubstr("unknown section [optimizerzzz]; sections are [run], [data], [model], "
-                        "[moe], [train], [log], [runtime]"));
+                        "[moe], [train], [parallel], [log], [runtime]"));
 }
 
 TEST(Config, TopLevelKeyIsAnError) {
@@ -495,6 +495,34 @@ TEST(Config, LayoutNeedsOneSamplePerRank) {
               HasSubstr("[train] global_batch = 2 leaves no samples per rank with 4 ranks"));
 }
 
+TEST(Config, LayoutChecksExpertParallelism) {
+  Config c;  // 8 experts, global batch 256
+  c.parallel.expert_parallel = 4;
+  EXPECT_NO_THROW(validate_layout(c, 4));
+  EXPECT_NO_THROW(validate_layout(c, 8));
+  EXPECT_EQ(error_of([&] { validate_layout(c, 2); }),
+            "config: [parallel] expert_parallel = 4 does not divide the 2 data-parallel ranks");
+  c.parallel.expert_parallel = 3;
+  EXPECT_EQ(error_of([&] {
+              validate_layout(c, 64);
+            }).rfind("config: [parallel] expert_parallel = 3 does not divide the 64", 0),
+            0u);
+  c.moe.experts = 6;
+  c.parallel.expert_parallel = 4;
+  EXPECT_EQ(error_of([&] { validate_layout(c, 4); }),
+            "config: [parallel] expert_parallel = 4 does not divide [moe] experts = 6");
+}
+
+TEST(Config, LayoutChecksMicroBatches) {
+  Config c;  // global batch 256
+  c.parallel.micro_batches = 4;
+  EXPECT_NO_THROW(validate_layout(c, 4));  // 64 per rank, 16 per micro-batch
+  c.parallel.micro_batches = 3;
+  EXPECT_EQ(error_of([&] { validate_layout(c, 4); }),
+            "config: [parallel] micro_batches = 3 does not divide the per-rank batch of 64 "
+            "samples ([train] global_batch = 256 over 4 ranks)");
+}
+
 TEST(Config, LayoutNeedsARank) {
   EXPECT_THAT(error_of([] { validate_layout(Config{}, 0); }), HasSubstr("at least 1 rank"));
   EXPECT_THAT(error_of([] { validate_layout(Config{}, -2); }), HasSubstr("at least 1 rank"));
@@ -585,7 +613,7 @@ TEST(Config, ToTomlRoundTripsEveryField) {
 TEST(Config, ToTomlListsEveryKeyWithItsDoc) {
   const std::string text = to_toml(Config{});
   const auto keys = schema_keys();
-  EXPECT_EQ(keys.size(), 33u);
+  EXPECT_EQ(keys.size(), 35u);
   std::istringstream in(text);
   std::string line, previous;
   int values = 0;
@@ -597,7 +625,7 @@ TEST(Config, ToTomlListsEveryKeyWithItsDoc) {
     }
     previous = line;
   }
-  EXPECT_EQ(values, 33);
+  EXPECT_EQ(values, 35);
   const toml::table t = toml::parse(text);
   for (const auto& [section, key, value] : keys) {
     EXPECT_TRUE(t.at_path(section + "." + key)) << section << "." << key;

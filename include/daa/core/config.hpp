@@ -58,6 +58,13 @@ struct TrainConfig {
   bool eval_each_epoch = true;  // test accuracy after every epoch
 };
 
+// The rank layout (DESIGN.md §3): data parallelism takes the ranks; expert parallelism shards each
+// MoE layer's experts over `expert_parallel` consecutive data-parallel ranks.
+struct ParallelConfig {
+  int expert_parallel = 1;  // EP: divides the data-parallel rank count and the expert count
+  int micro_batches = 1;    // each global batch runs as this many micro-batches (accumulated)
+};
+
 struct LogConfig {
   int every_steps = 50;  // progress line period
 };
@@ -72,6 +79,7 @@ struct Config {
   ModelConfig model;
   MoeConfig moe;
   TrainConfig train;
+  ParallelConfig parallel;
   LogConfig log;
   RuntimeConfig runtime;
 
@@ -86,7 +94,8 @@ Config parse_config(const std::string& text, const std::string& source,
 // Reads the file, then parse_config. A missing or unreadable file is a ConfigError naming it.
 Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
 
-// Checks what depends on the number of ranks (global batch divisible by ranks, ...).
+// Checks what depends on the number of ranks: the global batch splits into micro-batches and
+// then over the data-parallel ranks; expert parallelism divides the ranks and the experts.
 void validate_layout(const Config& config, int ranks);
 
 // The fully resolved configuration (every key, defaults filled in) as commented TOML text that

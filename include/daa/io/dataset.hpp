@@ -46,11 +46,14 @@ inline constexpr float kPixelStd = 0.3530f;
 // epoch, i), so it depends only on (seed, epoch, n).
 std::vector<std::int64_t> epoch_permutation(std::int64_t n, std::uint64_t seed, std::int64_t epoch);
 
-// Sample indices of this rank's share of global batch `batch` in an epoch order:
-// order[batch*global + rank*local .. + local), local = global / ranks.
+// Sample indices of this rank's share of micro-batch `micro` of global batch `batch` in an epoch
+// order. The global batch splits into `micro_batches` contiguous micro-batches first, and each of
+// those over the ranks, so the samples of a global micro-batch do not depend on the rank count:
+// order[batch*global + micro*(global/micro_batches) + rank*local .. + local),
+// local = global / micro_batches / ranks.
 std::span<const std::int64_t> local_batch(const std::vector<std::int64_t>& order,
-                                          std::int64_t batch, int global_batch, int rank,
-                                          int ranks);
+                                          std::int64_t batch, int global_batch, int rank, int ranks,
+                                          int micro = 0, int micro_batches = 1);
 
 // Writes normalized pixels [indices.size(), features] row-major and labels into host buffers.
 void fill_batch(const ImageSet& set, std::span<const std::int64_t> indices, float* x, int* labels);

@@ -12,6 +12,7 @@
 #include "daa/core/config.hpp"
 #include "daa/kernels/views.hpp"
 #include "daa/model/params.hpp"
+#include "daa/parallel/communicator.hpp"
 
 namespace daa::model {
 
@@ -31,9 +32,16 @@ struct ModelShape {
   double capacity_factor = 1.25;
   double init_std = 0.0;  // 0: 1/sqrt(fan_in)
   std::uint64_t seed = 1;
+  // Expert parallelism: this rank holds experts [ep_rank * experts / ep_size, ...) of each layer.
+  int ep_size = 1;
+  int ep_rank = 0;
+  int local_experts() const { return experts / ep_size; }
+  int first_local_expert() const { return ep_rank * local_experts(); }
 };
 
-ModelShape shape_from_config(const core::Config& config, int inputs, int classes);
+// The shape for one rank; ep_size and ep_rank describe its expert shard.
+ModelShape shape_from_config(const core::Config& config, int inputs, int classes, int ep_size = 1,
+                             int ep_rank = 0);
 
 // Sums `count` doubles over the data-parallel group in place. The load-balancing loss needs
 // the global batch's routing fractions so that the optimization does not depend on the rank
@@ -42,7 +50,7 @@ using StatsReducer = std::function<void(double* values, std::size_t count)>;
 
 // Routing figures of one MoE layer for one batch (local tokens of this rank).
 struct LayerRoutingStats {
-  std::vector<std::int64_t> tokens_per_expert;  // kept token-slots per expert
+  std::vector<std::int64_t> tokens_per_expert;  // kept token-slots this rank sends per expert
   std::int64_t dropped = 0;                     // token-slots dropped by capacity
   double aux_loss = 0;                          // global-batch Switch loss (weighted)
   double z_loss = 0;                            // local router z-loss (weighted)
@@ -53,15 +61,19 @@ struct BatchStats {
   double loss_sum = 0;        // sum over local samples of cross-entropy
   double aux_loss = 0;        // sum over layers of weighted aux + z losses (this rank's objective)
   std::int64_t correct = 0;   // argmax hits
-  double expert_seconds = 0;  // time in expert FFNs (forward + backward)
-  double expert_flops = 0;    // GEMM flops of the expert FFNs
+  double expert_seconds = 0;  // time in this rank's expert FFNs (forward + backward)
+  double expert_flops = 0;    // GEMM flops of this rank's expert FFNs
+  double dispatch_seconds = 0;  // token all-to-all of expert parallelism
   std::vector<LayerRoutingStats> layers;
 };
 
 template <class T>
 class MoeModel {
  public:
-  explicit MoeModel(const ModelShape& shape);
+  // With shape.ep_size > 1, `expert_group` is the expert-parallel communicator (ep_size ranks,
+  // this one at index ep_rank); tokens then travel to their experts' ranks and back. The model
+  // keeps a reference: the communicator must outlive it.
+  explicit MoeModel(const ModelShape& shape, const parallel::Communicator* expert_group = nullptr);
   ~MoeModel();
   MoeModel(const MoeModel&) = delete;
   MoeModel& operator=(const MoeModel&) = delete;
@@ -73,7 +85,8 @@ class MoeModel {
   // Writes the deterministic initial values (counter-based RNG keyed by parameter name).
   void initialize();
 
-  // Forward pass and loss on a local batch x [n, inputs], labels [n]. With `train`, also the
+  // Forward pass and loss on a local batch x [n, inputs], labels [n] (n may be 0: with expert
+  // parallelism every rank of the group must make the same calls). With `train`, also the
   // backward pass: gradients of (mean cross-entropy + aux losses) are accumulated into
   // params().grads() (callers zero them first).
   BatchStats run(const kernels::Matrix<T>& x, const Kokkos::View<int*, kernels::MemSpace>& labels,
@@ -88,6 +101,7 @@ class MoeModel {
  private:
   struct Workspace;
   ModelShape shape_;
+  const parallel::Communicator* expert_group_;
   ParamStore<T> params_;
   std::unique_ptr<Workspace> ws_;
 };

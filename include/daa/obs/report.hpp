@@ -11,10 +11,11 @@ namespace daa::obs {
 
 // Seconds spent per phase of the step loop, as measured on rank 0 (max over ranks for `total`).
 struct PhaseTimes {
-  double data = 0;     // batch assembly and host->device copies
-  double compute = 0;  // forward, backward, clipping, optimizer
-  double comm = 0;     // gradient aggregation and metric/statistics reductions
-  double eval = 0;     // test-set evaluation
+  double data = 0;      // batch assembly and host->device copies
+  double compute = 0;   // forward, backward, clipping, optimizer
+  double comm = 0;      // all communication: aggregation, reductions, token all-to-all
+  double dispatch = 0;  // of which the expert-parallel token all-to-all
+  double eval = 0;      // test-set evaluation
 };
 
 struct RunSummary {

@@ -6,6 +6,7 @@
 
 #include "daa/core/config.hpp"
 #include "daa/model/params.hpp"
+#include "daa/parallel/communicator.hpp"
 
 namespace daa::train {
 
@@ -42,8 +43,13 @@ class AdamW {
 template <class T>
 double gradient_norm_squared(const kernels::Vector<T>& grads);
 
-// Scales gradients so that their global norm is at most max_norm; returns the norm before.
+// Scales gradients so that their global norm is at most max_norm (0: never); returns the norm
+// before. Elements [0, dense_size) are replicated on every rank; the rest are this rank's shard of
+// the expert parameters, whose squares are summed over `expert_group`, so every rank computes the
+// norm of the whole model.
 template <class T>
-double clip_gradients(const kernels::Vector<T>& grads, double max_norm);
+double clip_gradients(const kernels::Vector<T>& grads, double max_norm,
+                      std::size_t dense_size = std::size_t(-1),
+                      const parallel::Communicator* expert_group = nullptr);
 
 }  // namespace daa::train

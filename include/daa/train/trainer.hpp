@@ -20,8 +20,9 @@ struct TrainOptions {
 };
 
 struct TrainResult {
-  obs::RunSummary summary;
-  std::vector<float> parameters;  // when keep_parameters
+  obs::RunSummary summary;        // parameter_checksum on rank 0 only
+  std::vector<float> parameters;  // when keep_parameters: all parameters, on rank 0 only
+  std::string local_checksum;     // of this rank's own parameters: equal within a replica group
 };
 
 // Checks what the input and the loaded data must agree on (a global batch no larger than the

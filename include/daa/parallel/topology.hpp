@@ -1,0 +1,65 @@
+// The rank layout of DESIGN.md §3 and its communicators. Today world = data-parallel ranks; expert
+// parallelism (EP) groups `expert_parallel` consecutive ranks, each holding experts/EP experts of
+// every MoE layer; ranks holding the same experts form the expert-data-parallel (EDP) group.
+#pragma once
+
+#include <mpi.h>
+
+#include <string>
+#include <vector>
+
+#include "daa/core/config.hpp"
+#include "daa/parallel/communicator.hpp"
+
+namespace daa::parallel {
+
+// Where one rank sits in the layout; a pure function of (config, ranks, rank).
+struct RankPlace {
+  int rank = 0;
+  int dp_index = 0;      // index in the data-parallel group
+  int ep_rank = 0;       // index in its expert-parallel group
+  int edp_index = 0;     // index in its expert-data-parallel group
+  int first_expert = 0;  // global id of its first local expert
+  int local_experts = 0;
+};
+
+struct Layout {
+  int ranks = 1;
+  int data_parallel = 1;
+  int expert_parallel = 1;
+  int experts = 1;
+  RankPlace place(int rank) const;
+  int expert_data_parallel() const { return data_parallel / expert_parallel; }
+  // Human-readable lines: the groups and, per rank, which experts it holds.
+  std::vector<std::string> describe() const;
+};
+
+// Checks the config against `ranks` (core::validate_layout) and returns the layout.
+Layout make_layout(const core::Config& config, int ranks);
+
+// The communicators of one rank, built once (collective over `world`) and freed on destruction.
+class Topology {
+ public:
+  Topology(const Communicator& world, const core::Config& config);
+  ~Topology();
+  Topology(const Topology&) = delete;
+  Topology& operator=(const Topology&) = delete;
+
+  const Layout& layout() const { return layout_; }
+  const RankPlace& place() const { return place_; }
+  const Communicator& world() const { return world_; }
+  const Communicator& data_parallel() const { return data_parallel_; }
+  const Communicator& expert_parallel() const { return expert_parallel_; }
+  const Communicator& expert_data_parallel() const { return expert_data_parallel_; }
+
+ private:
+  static MPI_Comm split(const Communicator& world, int color, int key);
+  Layout layout_;
+  RankPlace place_;
+  Communicator world_;
+  Communicator data_parallel_;
+  Communicator expert_parallel_;
+  Communicator expert_data_parallel_;
+};
+
+}  // namespace daa::parallel

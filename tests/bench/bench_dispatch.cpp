@@ -1,0 +1,165 @@
+// bench_dispatch: the token dispatcher's to_experts + to_sources round trip against a raw
+// MPI_Alltoallv of exactly the same bytes there and back (same counts, preallocated buffers, no
+// permutation), so the printed ratio is the dispatcher's overhead. Run under mpirun (see
+// scripts/bench-dispatch); plain std::chrono timing, since Google Benchmark is awkward under MPI.
+#include <mpi.h>
+
+#include <Kokkos_Core.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "daa/core/rng.hpp"
+#include "daa/parallel/token_dispatcher.hpp"
+
+namespace {
+
+using daa::kernels::Matrix;
+using daa::parallel::Communicator;
+using daa::parallel::DispatchPlan;
+using daa::parallel::TokenDispatcher;
+using Clock = std::chrono::steady_clock;
+
+constexpr std::size_t kExperts = 8;
+
+struct Options {
+  int iterations = 300;
+  int warmup = 30;
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// One timed round trip: seconds of the slowest rank (the step waits for it), after a barrier
+// so that every rank starts together.
+template <class F>
+double timed(const Communicator& world, F&& body) {
+  DAA_MPI_CHECK(MPI_Barrier(world.comm()));
+  const auto start = Clock::now();
+  body();
+  double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  DAA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &seconds, 1, MPI_DOUBLE, MPI_MAX, world.comm()));
+  return seconds;
+}
+
+void run_case(const Communicator& world, std::size_t rows, std::size_t width,
+              const Options& options) {
+  // Uniform random routing over the experts, different on every rank, same on every run.
+  std::vector<std::size_t> counts(kExperts, 0);
+  for (std::size_t i = 0; i < rows; ++i)
+    ++counts[std::size_t(daa::core::counter_uniform(99, daa::core::RngPurpose::test,
+                                                    std::uint64_t(world.rank()), i) *
+                         double(kExperts))];
+  const DispatchPlan plan = DispatchPlan::build(world, counts);
+  const std::size_t P = plan.send_rows(), R = plan.recv_rows();
+
+  Matrix<float> packed("packed", P, width), expert_rows("expert_rows", R, width),
+      back("back", P, width);
+  Kokkos::deep_copy(packed, 1.5f);
+  TokenDispatcher dispatcher;
+
+  // The raw baseline: the same element counts in both directions, its own buffers.
+  const int ep = world.size();
+  std::vector<int> sc(ep), sd(ep), rc(ep), rd(ep);
+  for (int p = 0; p < ep; ++p) {
+    sc[p] = int(plan.send_counts()[p] * width);
+    sd[p] = int(plan.send_displs()[p] * width);
+    rc[p] = int(plan.recv_counts()[p] * width);
+    rd[p] = int(plan.recv_displs()[p] * width);
+  }
+  std::vector<float> raw_send(P * width + 1, 1.5f), raw_recv(R * width + 1),
+      raw_back(P * width + 1);
+  const auto raw_round_trip = [&] {
+    DAA_MPI_CHECK(MPI_Alltoallv(raw_send.data(), sc.data(), sd.data(), MPI_FLOAT, raw_recv.data(),
+                                rc.data(), rd.data(), MPI_FLOAT, world.comm()));
+    DAA_MPI_CHECK(MPI_Alltoallv(raw_recv.data(), rc.data(), rd.data(), MPI_FLOAT, raw_back.data(),
+                                sc.data(), sd.data(), MPI_FLOAT, world.comm()));
+  };
+  const auto dispatch_round_trip = [&] {
+    dispatcher.to_experts(plan, packed, expert_rows);
+    dispatcher.to_sources(plan, expert_rows, back);
+  };
+
+  for (int i = 0; i < options.warmup; ++i) {
+    dispatch_round_trip();
+    raw_round_trip();
+  }
+  dispatcher.reset_total_stats();
+  std::vector<double> t_dispatch, t_raw;
+  for (int i = 0; i < options.iterations; ++i) {
+    // Alternate which goes first, so neither always runs on a cache warmed by the other.
+    if (i % 2 == 0) {
+      t_dispatch.push_back(timed(world, dispatch_round_trip));
+      t_raw.push_back(timed(world, raw_round_trip));
+    } else {
+      t_raw.push_back(timed(world, raw_round_trip));
+      t_dispatch.push_back(timed(world, dispatch_round_trip));
+    }
+  }
+
+  // Bytes handed to MPI per round trip, summed over ranks: every row goes out and comes back.
+  double bytes = double(P + R) * double(width) * sizeof(float);
+  DAA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &bytes, 1, MPI_DOUBLE, MPI_SUM, world.comm()));
+  // Where the dispatcher's time goes (mean per round trip over ranks, from its own statistics).
+  const auto& stats = dispatcher.total_stats();
+  double split[2] = {stats.mpi_seconds, stats.permute_seconds};
+  DAA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, split, 2, MPI_DOUBLE, MPI_SUM, world.comm()));
+  const double per_trip = 1e6 / (double(ep) * options.iterations);
+
+  const double md = median(t_dispatch), mr = median(t_raw);
+  if (world.is_root())
+    std::printf(
+        "ranks %d  rows/rank %4zu x %zu floats  E %zu | dispatcher %7.1f us %6.2f GB/s "
+        "(MPI %6.1f us, permute %5.1f us) | raw Alltoallv %7.1f us %6.2f GB/s | ratio %.2f\n",
+        ep, rows, width, kExperts, md * 1e6, bytes / md * 1e-9, split[0] * per_trip,
+        split[1] * per_trip, mr * 1e6, bytes / mr * 1e-9, mr / md);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  MPI_Init(&argc, &argv);
+  Options options;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--quick") {
+      options.iterations = 40;
+      options.warmup = 5;
+    } else if (arg.rfind("--iterations=", 0) == 0) {
+      options.iterations = std::max(1, std::atoi(arg.c_str() + 13));
+    } else {
+      std::fprintf(stderr, "bench_dispatch: unknown argument '%s' (--quick, --iterations=N)\n",
+                   arg.c_str());
+      MPI_Abort(MPI_COMM_WORLD, 2);
+    }
+  }
+  Kokkos::InitArguments args;
+  args.disable_warnings = true;
+  Kokkos::initialize(args);
+  int rc = 0;
+  try {
+    const Communicator world(MPI_COMM_WORLD, "world");
+    if (kExperts % std::size_t(world.size()) != 0) {
+      if (world.is_root())
+        std::fprintf(stderr, "bench_dispatch: %zu experts need a rank count dividing them\n",
+                     kExperts);
+      rc = 2;
+    } else {
+      // Top-2 routing of 256 tokens per rank, and a larger batch.
+      run_case(world, 256 * 2, 128, options);
+      run_case(world, 4096, 128, options);
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_dispatch: error: %s\n", e.what());
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+  Kokkos::finalize();
+  MPI_Finalize();
+  return rc;
+}
