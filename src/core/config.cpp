@@ -195,6 +195,13 @@ const std::vector<Key>& schema() {
                           64, false,
                           "expert capacity as a multiple of tokens * top_k / experts; used when "
                           "token_mode = \"capacity\""));
+    k.push_back(int_key("moe", "expert_groups", &C::moe, &MoeConfig::expert_groups, 0, 64,
+                        "experts form this many contiguous groups; 0: one group per "
+                        "expert-parallel rank"));
+    k.push_back(int_key("moe", "max_groups_per_token", &C::moe, &MoeConfig::max_groups_per_token, 0,
+                        64,
+                        "group-limited routing: a token picks its top_k experts from at most this "
+                        "many groups, chosen by their best score; 0: no limit"));
     // [train]
     k.push_back(int_key("train", "epochs", &C::train, &TrainConfig::epochs, 1, 100000,
                         "passes over the training set"));
@@ -669,6 +676,11 @@ Config parse_config(const std::string& text, const std::string& source,
                                   pair_origin("moe", "top_k", "experts"), config.moe.top_k,
                                   config.moe.experts));
   }
+  if (config.moe.expert_groups > 0 && config.moe.experts % config.moe.expert_groups != 0) {
+    throw ConfigError(fmt::format("{}: [moe] expert_groups = {} does not divide [moe] experts = {}",
+                                  pair_origin("moe", "expert_groups", "experts"),
+                                  config.moe.expert_groups, config.moe.experts));
+  }
   if (config.train.min_lr > config.train.lr) {
     throw ConfigError(fmt::format("{}: [train] min_lr = {} exceeds [train] lr = {}",
                                   pair_origin("train", "min_lr", "lr"), config.train.min_lr,
@@ -716,6 +728,20 @@ void validate_layout(const Config& config, int ranks) {
     throw ConfigError(
         fmt::format("[parallel] expert_parallel = {} does not divide [moe] experts = {}", ep,
                     config.moe.experts));
+  }
+  // Group-limited routing, with the groups that this layout gives (0 groups: one per EP rank).
+  const int groups = config.moe.expert_groups > 0 ? config.moe.expert_groups : ep;
+  const int max_groups = config.moe.max_groups_per_token;
+  if (max_groups > groups) {
+    throw ConfigError(
+        fmt::format("[moe] max_groups_per_token = {} exceeds the {} expert groups{}", max_groups,
+                    groups, config.moe.expert_groups > 0 ? "" : " (one per expert-parallel rank)"));
+  }
+  if (max_groups > 0 && config.moe.top_k > max_groups * (config.moe.experts / groups)) {
+    throw ConfigError(fmt::format(
+        "[moe] top_k = {} exceeds the {} experts in [moe] max_groups_per_token = {} groups of {}",
+        config.moe.top_k, max_groups * (config.moe.experts / groups), max_groups,
+        config.moe.experts / groups));
   }
   const int local = batch / ranks, micro = config.parallel.micro_batches;
   if (local % micro != 0) {

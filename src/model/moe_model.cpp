@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <optional>
@@ -46,6 +47,9 @@ ModelShape shape_from_config(const core::Config& config, int inputs, int classes
   s.capacity_mode = config.moe.token_mode == core::TokenMode::capacity;
   s.capacity_factor = config.moe.capacity_factor;
   s.seed = config.run.seed;
+  // 0 groups: one group per expert-parallel rank, so a token visits at most that many ranks.
+  s.expert_groups = config.moe.expert_groups > 0 ? config.moe.expert_groups : ep_size;
+  s.max_groups_per_token = config.moe.max_groups_per_token;
   return s;
 }
 
@@ -109,6 +113,14 @@ MoeModel<T>::MoeModel(const ModelShape& shape, const parallel::Communicator* exp
       shape.ep_rank >= shape.ep_size)
     throw Error(fmt::format("model::MoeModel: {} experts cannot be sharded as rank {} of {}",
                             shape.experts, shape.ep_rank, shape.ep_size));
+  if (shape.expert_groups < 1 || shape.expert_groups > 64 ||
+      shape.experts % shape.expert_groups != 0 ||
+      (shape.max_groups_per_token > 0 &&
+       shape.top_k > shape.max_groups_per_token * (shape.experts / shape.expert_groups)))
+    throw Error(
+        fmt::format("model::MoeModel: {} experts in {} groups cannot route top-{} within {} "
+                    "groups",
+                    shape.experts, shape.expert_groups, shape.top_k, shape.max_groups_per_token));
   if (shape.ep_size > 1 && (!expert_group || expert_group->size() != shape.ep_size ||
                             expert_group->rank() != shape.ep_rank))
     throw Error("model::MoeModel: expert parallelism needs the expert-parallel communicator");
@@ -237,7 +249,8 @@ BatchStats MoeModel<T>::run(const Matrix<T>& x, const IntVector& labels, bool tr
     kernels::ensure_extent(L.choice, n, k);
     kernels::ensure_extent(L.gate, n, k);
     kernels::top_k_route(L.probs, kernels::VectorRef<T>(L.bias.data(), E), int(k),
-                         s.normalize_gates, L.choice, L.gate);
+                         s.normalize_gates, L.choice, L.gate, s.expert_groups,
+                         s.max_groups_per_token);
     Kokkos::fence();
 
     // Counting sort of token-slots by expert, slot-major (all first choices in token order,
@@ -374,14 +387,16 @@ BatchStats MoeModel<T>::run(const Matrix<T>& x, const IntVector& labels, bool tr
   const double n_global = global.back();
   std::vector<std::vector<double>> fraction(s.moe_layers, std::vector<double>(E));
   for (int l = 0; l < s.moe_layers; ++l) {
-    double aux = 0;
+    double aux = 0, largest = 0;
     for (std::size_t e = 0; e < E; ++e) {
-      fraction[l][e] = global[l * 2 * E + e] / (n_global * double(k));
-      aux += fraction[l][e] * global[l * 2 * E + E + e] / n_global;
+      fraction[l][e] = n_global > 0 ? global[l * 2 * E + e] / (n_global * double(k)) : 0.0;
+      aux += n_global > 0 ? fraction[l][e] * global[l * 2 * E + E + e] / n_global : 0.0;
+      largest = std::max(largest, fraction[l][e]);
     }
     LayerRoutingStats& rs = stats.layers[l];
     rs.aux_loss = s.aux_loss_coef * double(E) * aux;
-    rs.z_loss = s.z_loss_coef * lse_sq_sum[l] / double(n);
+    rs.imbalance = largest * double(E);
+    rs.z_loss = n > 0 ? s.z_loss_coef * lse_sq_sum[l] / double(n) : 0.0;
     stats.aux_loss += rs.aux_loss + rs.z_loss;
   }
   if (!train) return stats;

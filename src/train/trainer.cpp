@@ -199,7 +199,7 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
   std::int64_t epoch = -1;
   double epoch_correct = 0, epoch_samples = 0;
   double window_loss = 0, window_correct = 0, window_samples = 0, window_compute = 0,
-         window_comm = 0;
+         window_comm = 0, window_imbalance = 0, window_dropped = 0;
   auto window_start = Clock::now();
   const auto loop_start = Clock::now();
   double last_loss = 0;
@@ -213,7 +213,9 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
     }
     // Micro-batches accumulate gradients; the load-balancing statistics are per global
     // micro-batch, so the optimization does not depend on the layout.
-    double metrics[4] = {0, 0, 0, 0};  // cross-entropy sum, aux losses summed, correct, samples
+    // cross-entropy sum, aux losses summed, correct, samples, dropped token-slots
+    double metrics[5] = {0, 0, 0, 0, 0};
+    double step_imbalance = 0;  // worst layer's max/mean expert load, averaged over micro-batches
     double compute = 0;
     const double comm_before = phases.comm;
     params.zero_grads();
@@ -237,6 +239,12 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
       metrics[1] += stats.aux_loss;
       metrics[2] += double(stats.correct);
       metrics[3] += double(stats.samples);
+      double worst = 0;
+      for (const model::LayerRoutingStats& layer : stats.layers) {
+        metrics[4] += double(layer.dropped);
+        worst = std::max(worst, layer.imbalance);
+      }
+      step_imbalance += worst / micro_batches;
     }
 
     auto t = Clock::now();
@@ -247,7 +255,7 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
     aggregator.aggregate(std::span<float>(grads.data(), dense), topology.data_parallel());
     aggregator.aggregate(std::span<float>(grads.data() + dense, grads.extent(0) - dense),
                          topology.expert_data_parallel());
-    world.allreduce_sum(metrics, 4);
+    world.allreduce_sum(metrics, 5);
     phases.comm += since(t);
     // Each rank's gradient is a sum over micro-batches of mean-loss gradients, and an expert's
     // gradient on its home rank also sums the contributions of all ep ranks that sent it tokens.
@@ -282,6 +290,8 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
     window_samples += metrics[3];
     window_compute += compute;
     window_comm += phases.comm - comm_before;
+    window_imbalance += step_imbalance;
+    window_dropped += metrics[4];
     const std::int64_t done = step + 1;
     const bool epoch_end = done % steps_per_epoch == 0;
     if (done % config.log.every_steps == 0 || done == total_steps) {
@@ -289,14 +299,16 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
       const auto window_steps = double(window_samples / global_batch);
       const double per_step = elapsed / window_steps;
       log->line(fmt::format(
-          "step {:>{}}/{} | epoch {} | loss {:.4f} | acc {:5.1f}% | lr {:.2e} | {:.0f} samples/s | "
-          "{:.1f} ms/step (compute {:.1f}, comm {:.1f}) | ETA {}",
+          "step {:>{}}/{} | epoch {} | loss {:.4f} | acc {:5.1f}% | lr {:.2e} | expert load "
+          "max/mean {:.2f}, dropped {:.0f} | {:.0f} samples/s | {:.1f} ms/step (compute {:.1f}, "
+          "comm {:.1f}) | ETA {}",
           done, std::to_string(total_steps).size(), total_steps, epoch + 1,
           window_loss / window_steps, 100 * window_correct / window_samples, lr,
-          window_samples / elapsed, 1e3 * per_step, 1e3 * window_compute / window_steps,
-          1e3 * window_comm / window_steps,
+          window_imbalance / window_steps, window_dropped / window_steps, window_samples / elapsed,
+          1e3 * per_step, 1e3 * window_compute / window_steps, 1e3 * window_comm / window_steps,
           obs::format_duration(per_step * double(total_steps - done))));
       window_loss = window_correct = window_samples = window_compute = window_comm = 0;
+      window_imbalance = window_dropped = 0;
       window_start = Clock::now();
     }
     if (epoch_end && config.train.eval_each_epoch && done != total_steps) {

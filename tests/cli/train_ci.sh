@@ -32,7 +32,7 @@ awk -v l="$(number final_loss)" 'BEGIN { exit !(l > 0 && l < 1.5) }' || fail "fi
 
 run=$work/runs/e2e
 [ -s "$run/log.txt" ] || fail "no log.txt in the run directory"
-grep -qE '^step +[0-9]+/[0-9]+ \| epoch [0-9]+ \| loss [0-9.]+ \| acc +[0-9.]+% \| lr [0-9.e+-]+ \| [0-9]+ samples/s \| [0-9.]+ ms/step \(compute [0-9.]+, comm [0-9.]+\) \| ETA [0-9:]+$' "$run/log.txt" \
+grep -qE '^step +[0-9]+/[0-9]+ \| epoch [0-9]+ \| loss [0-9.]+ \| acc +[0-9.]+% \| lr [0-9.e+-]+ \| expert load max/mean [0-9.]+, dropped [0-9]+ \| [0-9]+ samples/s \| [0-9.]+ ms/step \(compute [0-9.]+, comm [0-9.]+\) \| ETA [0-9:]+$' "$run/log.txt" \
   || fail "log.txt has no well-formed progress line"
 grep -qE '^epoch 1 done \| test loss [0-9.]+ \| test accuracy [0-9.]+%$' "$run/log.txt" || fail "no per-epoch test accuracy"
 cmp -s "$run/log.txt" <(grep -vE '^$' "$work/stdout") || fail "log.txt differs from what rank 0 printed"

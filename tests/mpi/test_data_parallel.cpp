@@ -89,6 +89,12 @@ TEST(Layouts, SameParametersAsOneRankWithMicroBatches) {
   expect_layouts_match_one_rank({"parallel.micro_batches=4"});
 }
 
+// Group-limited routing with groups fixed by the input (not by the layout): 4 experts in 2 groups,
+// each token's top-2 from 1 group.
+TEST(Layouts, SameParametersAsOneRankWithGroupLimitedRouting) {
+  expect_layouts_match_one_rank({"moe.expert_groups=2", "moe.max_groups_per_token=1"});
+}
+
 TEST(Layouts, ReplicasHoldIdenticalParameters) {
   const daa::parallel::Communicator world(MPI_COMM_WORLD, "world");
   for (int ep : {1, 2}) {

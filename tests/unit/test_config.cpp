@@ -523,6 +523,31 @@ TEST(Config, LayoutChecksMicroBatches) {
             "samples ([train] global_batch = 256 over 4 ranks)");
 }
 
+TEST(Config, GroupLimitedRoutingIsChecked) {
+  EXPECT_EQ(parse_error("[moe]\nexpert_groups = 3\n"),
+            "config: inputs/x.toml: [moe] expert_groups = 3 does not divide [moe] experts = 8");
+  Config c;  // 8 experts, top_k 2
+  c.moe.expert_groups = 4;
+  c.moe.max_groups_per_token = 1;
+  EXPECT_NO_THROW(validate_layout(c, 1));  // 2 experts per group, top-2 fits in one group
+  c.moe.top_k = 3;
+  EXPECT_EQ(error_of([&] { validate_layout(c, 1); }),
+            "config: [moe] top_k = 3 exceeds the 2 experts in [moe] max_groups_per_token = 1 "
+            "groups of 2");
+  c.moe.max_groups_per_token = 5;
+  EXPECT_EQ(error_of([&] { validate_layout(c, 1); }),
+            "config: [moe] max_groups_per_token = 5 exceeds the 4 expert groups");
+  c.moe.expert_groups = 0;  // one group per expert-parallel rank
+  c.moe.max_groups_per_token = 2;
+  c.moe.top_k = 2;
+  c.parallel.expert_parallel = 4;
+  EXPECT_NO_THROW(validate_layout(c, 4));
+  c.parallel.expert_parallel = 1;
+  EXPECT_EQ(error_of([&] { validate_layout(c, 4); }),
+            "config: [moe] max_groups_per_token = 2 exceeds the 1 expert groups (one per "
+            "expert-parallel rank)");
+}
+
 TEST(Config, LayoutNeedsARank) {
   EXPECT_THAT(error_of([] { validate_layout(Config{}, 0); }), HasSubstr("at least 1 rank"));
   EXPECT_THAT(error_of([] { validate_layout(Config{}, -2); }), HasSubstr("at least 1 rank"));
@@ -613,7 +638,7 @@ TEST(Config, ToTomlRoundTripsEveryField) {
 TEST(Config, ToTomlListsEveryKeyWithItsDoc) {
   const std::string text = to_toml(Config{});
   const auto keys = schema_keys();
-  EXPECT_EQ(keys.size(), 35u);
+  EXPECT_EQ(keys.size(), 37u);
   std::istringstream in(text);
   std::string line, previous;
   int values = 0;
@@ -625,7 +650,7 @@ TEST(Config, ToTomlListsEveryKeyWithItsDoc) {
     }
     previous = line;
   }
-  EXPECT_EQ(values, 35);
+  EXPECT_EQ(values, 37);
   const toml::table t = toml::parse(text);
   for (const auto& [section, key, value] : keys) {
     EXPECT_TRUE(t.at_path(section + "." + key)) << section << "." << key;

@@ -44,7 +44,7 @@ struct Routed {
 };
 
 Routed route(const std::vector<std::vector<double>>& probs, int k, bool normalize,
-             const std::vector<double>& bias = {}) {
+             const std::vector<double>& bias = {}, int groups = 1, int max_groups = 0) {
   const int n = int(probs.size()), experts = int(probs.at(0).size());
   Matrix<double> p("probs", n, experts), gate("gate", n, k);
   IntMatrix choice("choice", n, k);
@@ -58,7 +58,8 @@ Routed route(const std::vector<std::vector<double>>& probs, int k, bool normaliz
     for (int e = 0; e < experts; ++e) b_h(e) = bias.at(e);
     Kokkos::deep_copy(b, b_h);
   }
-  kernels::top_k_route(p, VectorRef<double>(b.data(), experts), k, normalize, choice, gate);
+  kernels::top_k_route(p, VectorRef<double>(b.data(), experts), k, normalize, choice, gate, groups,
+                       max_groups);
   auto choice_h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), choice);
   auto gate_h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), gate);
   Routed r{std::vector<std::vector<int>>(n), std::vector<std::vector<double>>(n)};
@@ -72,6 +73,27 @@ Routed route(const std::vector<std::vector<double>>& probs, int k, bool normaliz
 
 double sum(const std::vector<double>& v) {
   return std::accumulate(v.begin(), v.end(), 0.0);
+}
+
+// 8 experts in 4 groups of 2: {0,1} {2,3} {4,5} {6,7}.
+TEST(TopKRoute, GroupLimitedRoutingStaysInsideTheBestGroups) {
+  const std::vector<std::vector<double>> probs = {
+      // unlimited top-2 would be experts 2 and 6 (groups 1 and 3); group 1 has the best score
+      {0.05, 0.05, 0.30, 0.10, 0.05, 0.05, 0.25, 0.15},
+      // group scores tie between groups 0 and 2 (0.3): the lower group wins
+      {0.30, 0.05, 0.05, 0.05, 0.30, 0.05, 0.10, 0.10}};
+  EXPECT_THAT(route(probs, 2, false).choice, ElementsAre(ElementsAre(2, 6), ElementsAre(0, 4)));
+  const Routed one_group = route(probs, 2, false, {}, 4, 1);
+  EXPECT_THAT(one_group.choice, ElementsAre(ElementsAre(2, 3), ElementsAre(0, 1)));
+  EXPECT_THAT(one_group.gate[0], ElementsAre(0.30, 0.10));  // gates stay the raw probs
+  const Routed two_groups = route(probs, 2, false, {}, 4, 2);
+  EXPECT_THAT(two_groups.choice, ElementsAre(ElementsAre(2, 6), ElementsAre(0, 4)));
+  // max_groups == groups is no limit.
+  EXPECT_THAT(route(probs, 2, false, {}, 4, 4).choice,
+              ElementsAre(ElementsAre(2, 6), ElementsAre(0, 4)));
+  // The bias counts in the group score: push group 3 above group 1 for token 0.
+  const Routed biased = route(probs, 2, false, {0, 0, 0, 0, 0, 0, 0.1, 0}, 4, 1);
+  EXPECT_THAT(biased.choice[0], ElementsAre(6, 7));
 }
 
 TEST(TopKRoute, TiesGoToTheLowerExpertIndex) {

@@ -40,6 +40,8 @@ struct MoeConfig {
   double aux_loss_coef = 0.01;  // Switch load-balancing loss weight
   double z_loss_coef = 0.0;     // router z-loss weight (0: off)
   TokenMode token_mode = TokenMode::dropless;
+  int expert_groups = 0;          // contiguous expert groups; 0: one per expert-parallel rank
+  int max_groups_per_token = 0;   // group-limited routing: groups a token may use; 0: no limit
   double capacity_factor = 1.25;  // used when token_mode = capacity
 };
 

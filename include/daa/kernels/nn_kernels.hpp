@@ -191,18 +191,44 @@ void softmax_rows(const Matrix<T>& logits_to_probs, const Vector<T>& lse) {
 
 // Top-k routing of each token on score = prob + bias (bias moves selection only). Ties break
 // toward the lower expert index. Gates are the chosen probs, renormalized if asked.
+// Group-limited routing: with 0 < max_groups < groups, the experts form `groups` contiguous
+// groups (at most 64), each token first keeps the `max_groups` groups with the best single
+// score (ties toward the lower group), and picks its k experts inside them only.
 template <class T>
 void top_k_route(const Matrix<T>& probs, const VectorRef<T>& bias, int k, bool normalize,
                  const Kokkos::View<int**, Kokkos::LayoutRight, MemSpace>& choice,
-                 const Matrix<T>& gate) {
+                 const Matrix<T>& gate, int groups = 1, int max_groups = 0) {
   const int experts = probs.extent(1);
+  const bool limited = max_groups > 0 && max_groups < groups;
+  const int group_size = experts / (groups > 0 ? groups : 1);
   Kokkos::parallel_for(
       "top_k_route", Range(0, probs.extent(0)), KOKKOS_LAMBDA(const int t) {
+        std::uint64_t allowed = ~std::uint64_t(0);
+        if (limited) {
+          allowed = 0;
+          for (int m = 0; m < max_groups; ++m) {
+            int best_group = -1;
+            T best_group_score = 0;
+            for (int g = 0; g < groups; ++g) {
+              if (allowed >> g & 1) continue;
+              T group_score = probs(t, g * group_size) + bias(g * group_size);
+              for (int e = g * group_size + 1; e < (g + 1) * group_size; ++e)
+                group_score =
+                    probs(t, e) + bias(e) > group_score ? probs(t, e) + bias(e) : group_score;
+              if (best_group < 0 || group_score > best_group_score) {
+                best_group = g;
+                best_group_score = group_score;
+              }
+            }
+            allowed |= std::uint64_t(1) << best_group;
+          }
+        }
         T total = 0;
         for (int slot = 0; slot < k; ++slot) {
           int best = -1;
           T best_score = 0;
           for (int e = 0; e < experts; ++e) {
+            if (limited && !(allowed >> (e / group_size) & 1)) continue;
             bool taken = false;
             for (int s = 0; s < slot; ++s) taken = taken || choice(t, s) == e;
             if (taken) continue;

@@ -35,6 +35,10 @@ struct ModelShape {
   // Expert parallelism: this rank holds experts [ep_rank * experts / ep_size, ...) of each layer.
   int ep_size = 1;
   int ep_rank = 0;
+  // Group-limited routing: experts in `expert_groups` contiguous groups; each token uses at most
+  // max_groups_per_token of them (0: no limit).
+  int expert_groups = 1;
+  int max_groups_per_token = 0;
   int local_experts() const { return experts / ep_size; }
   int first_local_expert() const { return ep_rank * local_experts(); }
 };
@@ -53,7 +57,8 @@ struct LayerRoutingStats {
   std::vector<std::int64_t> tokens_per_expert;  // kept token-slots this rank sends per expert
   std::int64_t dropped = 0;                     // token-slots dropped by capacity
   double aux_loss = 0;                          // global-batch Switch loss (weighted)
-  double z_loss = 0;                            // local router z-loss (weighted)
+  double imbalance = 0;  // max expert load / mean load over the global (micro-)batch, pre-drop
+  double z_loss = 0;     // local router z-loss (weighted)
 };
 
 struct BatchStats {
