@@ -17,6 +17,7 @@
 #include "daa/io/dataset.hpp"
 #include "daa/obs/report.hpp"
 #include "daa/parallel/communicator.hpp"
+#include "daa/parallel/expert_registry.hpp"
 #include "daa/parallel/topology.hpp"
 #include "daa/train/trainer.hpp"
 
@@ -102,6 +103,10 @@ int run_validate(const std::string& input, const std::vector<std::string>& overr
   daa::train::check_data_fits(config, data);
   std::cout << fmt::format("{}: valid for {} ranks\n", input, ranks);
   for (const std::string& line : layout.describe()) std::cout << line << '\n';
+  std::cout << "expert registry (home ranks):\n";
+  for (const std::string& line :
+       daa::parallel::ExpertRegistry::from_layout(layout, config.model.moe_layers).describe_homes())
+    std::cout << line << '\n';
   const int local = config.train.global_batch / ranks;
   std::cout << fmt::format(
       "batch: global {} = {} ranks x {} samples, in {} micro-batch{} of {} per rank\n",

@@ -281,6 +281,8 @@ BatchStats MoeModel<T>::run(const Matrix<T>& x, const IntVector& labels, bool tr
     auto token_of_h = Kokkos::create_mirror_view(L.token_of);
     LayerRoutingStats& rs = stats.layers[l];
     rs.tokens_per_expert.assign(kept.begin(), kept.end());
+    rs.gate_sum_per_expert.assign(E, 0.0);
+    auto gate_h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), L.gate);
     for (std::size_t t = 0; t < n; ++t)
       for (std::size_t slot = 0; slot < k; ++slot) {
         const int r = rank_in_expert[t * k + slot];
@@ -292,6 +294,7 @@ BatchStats MoeModel<T>::run(const Matrix<T>& x, const IntVector& labels, bool tr
         const std::size_t pos = L.expert_offset[choice_h(t, slot)] + r;
         slot_pos_h(t, slot) = int(pos);
         token_of_h(pos) = int(t);
+        rs.gate_sum_per_expert[choice_h(t, slot)] += double(gate_h(t, slot));
       }
     Kokkos::deep_copy(L.slot_pos, slot_pos_h);
     Kokkos::deep_copy(L.token_of, token_of_h);

@@ -12,6 +12,7 @@
 #include "daa/core/error.hpp"
 #include "daa/kernels/linalg.hpp"
 #include "daa/model/moe_model.hpp"
+#include "daa/parallel/expert_registry.hpp"
 #include "daa/parallel/topology.hpp"
 #include "daa/robust/aggregator.hpp"
 #include "daa/train/optimizer.hpp"
@@ -200,6 +201,18 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
   double epoch_correct = 0, epoch_samples = 0;
   double window_loss = 0, window_correct = 0, window_samples = 0, window_compute = 0,
          window_comm = 0, window_imbalance = 0, window_dropped = 0;
+  // This rank's rows of the expert registry for the current log window: what its tokens sent to
+  // every expert, and itself as a home of its local experts.
+  std::vector<parallel::ExpertEntry> registry_rows;
+  for (int l = 0; l < config.model.moe_layers; ++l)
+    for (int e = 0; e < config.moe.experts; ++e) {
+      parallel::ExpertEntry row;
+      row.layer = l;
+      row.expert = e;
+      if (e >= place.first_expert && e < place.first_expert + place.local_experts)
+        row.home_ranks.push_back(world.rank());
+      registry_rows.push_back(std::move(row));
+    }
   auto window_start = Clock::now();
   const auto loop_start = Clock::now();
   double last_loss = 0;
@@ -240,9 +253,15 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
       metrics[2] += double(stats.correct);
       metrics[3] += double(stats.samples);
       double worst = 0;
-      for (const model::LayerRoutingStats& layer : stats.layers) {
+      for (std::size_t l = 0; l < stats.layers.size(); ++l) {
+        const model::LayerRoutingStats& layer = stats.layers[l];
         metrics[4] += double(layer.dropped);
         worst = std::max(worst, layer.imbalance);
+        for (int e = 0; e < config.moe.experts; ++e) {
+          parallel::ExpertEntry& row = registry_rows[l * config.moe.experts + e];
+          row.tokens += layer.tokens_per_expert[e];
+          row.gate_sum += layer.gate_sum_per_expert[e];
+        }
       }
       step_imbalance += worst / micro_batches;
     }
@@ -309,6 +328,10 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
           obs::format_duration(per_step * double(total_steps - done))));
       window_loss = window_correct = window_samples = window_compute = window_comm = 0;
       window_imbalance = window_dropped = 0;
+      // Every rank reaches this step: the registry exchange is collective.
+      const auto registry = parallel::ExpertRegistry::all_gather(world, registry_rows);
+      if (config.model.moe_layers > 0) log->line(registry.summary_line());
+      for (parallel::ExpertEntry& row : registry_rows) row.tokens = 0, row.gate_sum = 0;
       window_start = Clock::now();
     }
     if (epoch_end && config.train.eval_each_epoch && done != total_steps) {

@@ -34,6 +34,8 @@ run=$work/runs/e2e
 [ -s "$run/log.txt" ] || fail "no log.txt in the run directory"
 grep -qE '^step +[0-9]+/[0-9]+ \| epoch [0-9]+ \| loss [0-9.]+ \| acc +[0-9.]+% \| lr [0-9.e+-]+ \| expert load max/mean [0-9.]+, dropped [0-9]+ \| [0-9]+ samples/s \| [0-9.]+ ms/step \(compute [0-9.]+, comm [0-9.]+\) \| ETA [0-9:]+$' "$run/log.txt" \
   || fail "log.txt has no well-formed progress line"
+grep -qE '^experts: layer 0 load max/mean [0-9.]+, busiest expert [0-9]+ \([0-9]+ token-slots, mean gate [0-9.]+\); layer 1 ' "$run/log.txt" \
+  || fail "log.txt has no expert registry summary"
 grep -qE '^epoch 1 done \| test loss [0-9.]+ \| test accuracy [0-9.]+%$' "$run/log.txt" || fail "no per-epoch test accuracy"
 cmp -s "$run/log.txt" <(grep -vE '^$' "$work/stdout") || fail "log.txt differs from what rank 0 printed"
 # The resolved configuration is a complete input in its own right.

@@ -55,6 +55,7 @@ using StatsReducer = std::function<void(double* values, std::size_t count)>;
 // Routing figures of one MoE layer for one batch (local tokens of this rank).
 struct LayerRoutingStats {
   std::vector<std::int64_t> tokens_per_expert;  // kept token-slots this rank sends per expert
+  std::vector<double> gate_sum_per_expert;      // sum of their gate values
   std::int64_t dropped = 0;                     // token-slots dropped by capacity
   double aux_loss = 0;                          // global-batch Switch loss (weighted)
   double imbalance = 0;  // max expert load / mean load over the global (micro-)batch, pre-drop

@@ -1,0 +1,130 @@
+// Expert registry (see expert_registry.hpp). Binary archives keep the messages small; all ranks of
+// one job run the same build, so the archive format needs no portability across machines.
+#include "daa/parallel/expert_registry.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <boost/archive/binary_iarchive.hpp>
+#include <boost/archive/binary_oarchive.hpp>
+#include <boost/serialization/vector.hpp>
+#include <map>
+#include <sstream>
+
+#include "daa/core/error.hpp"
+
+namespace daa::parallel {
+
+ExpertRegistry ExpertRegistry::from_layout(const Layout& layout, int moe_layers) {
+  ExpertRegistry registry;
+  for (int l = 0; l < moe_layers; ++l)
+    for (int e = 0; e < layout.experts; ++e) {
+      ExpertEntry entry;
+      entry.layer = l;
+      entry.expert = e;
+      for (int r = 0; r < layout.ranks; ++r) {
+        const RankPlace p = layout.place(r);
+        if (e >= p.first_expert && e < p.first_expert + p.local_experts)
+          entry.home_ranks.push_back(r);
+      }
+      registry.entries_.push_back(std::move(entry));
+    }
+  return registry;
+}
+
+std::string ExpertRegistry::encode(const std::vector<ExpertEntry>& rows) {
+  std::ostringstream out(std::ios::binary);
+  {
+    boost::archive::binary_oarchive archive(out, boost::archive::no_header);
+    archive << rows;
+  }
+  return out.str();
+}
+
+std::vector<ExpertEntry> ExpertRegistry::decode(const std::string& bytes) {
+  std::vector<ExpertEntry> rows;
+  try {
+    std::istringstream in(bytes, std::ios::binary);
+    boost::archive::binary_iarchive archive(in, boost::archive::no_header);
+    archive >> rows;
+  } catch (const std::exception& e) {
+    throw Error(std::string("parallel::ExpertRegistry: cannot decode a registry message: ") +
+                e.what());
+  }
+  return rows;
+}
+
+ExpertRegistry ExpertRegistry::all_gather(const Communicator& group,
+                                          const std::vector<ExpertEntry>& rows) {
+  const std::string mine = encode(rows);
+  int my_size = int(mine.size());
+  std::vector<int> sizes(group.size()), displs(group.size());
+  DAA_MPI_CHECK(MPI_Allgather(&my_size, 1, MPI_INT, sizes.data(), 1, MPI_INT, group.comm()));
+  for (int r = 1; r < group.size(); ++r) displs[r] = displs[r - 1] + sizes[r - 1];
+  std::string all(std::size_t(displs.back() + sizes.back()), '\0');
+  DAA_MPI_CHECK(MPI_Allgatherv(mine.data(), my_size, MPI_CHAR, all.data(), sizes.data(),
+                               displs.data(), MPI_CHAR, group.comm()));
+  // Merge in rank order, so sums are formed in the same order on every rank.
+  std::map<std::pair<int, int>, ExpertEntry> merged;
+  for (int r = 0; r < group.size(); ++r)
+    for (const ExpertEntry& row :
+         decode(all.substr(std::size_t(displs[r]), std::size_t(sizes[r])))) {
+      auto [it, fresh] = merged.try_emplace({row.layer, row.expert}, row);
+      if (fresh) continue;
+      ExpertEntry& into = it->second;
+      into.tokens += row.tokens;
+      into.gate_sum += row.gate_sum;
+      into.home_ranks.insert(into.home_ranks.end(), row.home_ranks.begin(), row.home_ranks.end());
+    }
+  ExpertRegistry registry;
+  for (auto& [key, entry] : merged) {
+    std::sort(entry.home_ranks.begin(), entry.home_ranks.end());
+    entry.home_ranks.erase(std::unique(entry.home_ranks.begin(), entry.home_ranks.end()),
+                           entry.home_ranks.end());
+    registry.entries_.push_back(std::move(entry));
+  }
+  return registry;
+}
+
+std::vector<double> ExpertRegistry::imbalance_per_layer() const {
+  std::map<int, std::pair<std::int64_t, std::int64_t>> per_layer;  // layer -> (max, total)
+  std::map<int, int> experts;
+  for (const ExpertEntry& e : entries_) {
+    auto& [largest, total] = per_layer[e.layer];
+    largest = std::max(largest, e.tokens);
+    total += e.tokens;
+    ++experts[e.layer];
+  }
+  std::vector<double> out;
+  for (const auto& [layer, figures] : per_layer)
+    out.push_back(
+        figures.second > 0 ? double(figures.first) * experts[layer] / double(figures.second) : 0.0);
+  return out;
+}
+
+std::vector<std::string> ExpertRegistry::describe_homes() const {
+  std::vector<std::string> lines;
+  for (const ExpertEntry& e : entries_) {
+    std::string ranks;
+    for (int r : e.home_ranks) ranks += fmt::format(" {}", r);
+    lines.push_back(fmt::format("  layer {} expert {}: ranks{}", e.layer, e.expert, ranks));
+  }
+  return lines;
+}
+
+std::string ExpertRegistry::summary_line() const {
+  const std::vector<double> imbalance = imbalance_per_layer();
+  std::string out = "experts:";
+  for (std::size_t l = 0; l < imbalance.size(); ++l) {
+    const ExpertEntry* busiest = nullptr;
+    for (const ExpertEntry& e : entries_)
+      if (e.layer == int(l) && (!busiest || e.tokens > busiest->tokens)) busiest = &e;
+    out += fmt::format(
+        "{} layer {} load max/mean {:.2f}, busiest expert {} ({} token-slots, mean "
+        "gate {:.3f})",
+        l ? ";" : "", l, imbalance[l], busiest->expert, busiest->tokens, busiest->mean_gate());
+  }
+  return out;
+}
+
+}  // namespace daa::parallel
