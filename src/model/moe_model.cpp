@@ -63,11 +63,14 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 
 template <class T>
 struct MoeModel<T>::Workspace {
-  struct Layer {
+  // Parameter ids of one MoE block this rank holds.
+  struct LayerParams {
     int norm_gain = -1, router = -1;
     std::vector<int> w1, b1, w2, b2;  // per local expert
     Vector<T> bias{"routing_bias", 0};
-    // Saved activations of the last forward.
+  };
+  // What one block's forward saves for its backward.
+  struct LayerState {
     Matrix<T> normed{"normed", 0, 0};
     Vector<T> inv_rms{"inv_rms", 0};
     Matrix<T> probs{"probs", 0, 0};
@@ -79,6 +82,7 @@ struct MoeModel<T>::Workspace {
     std::vector<std::size_t> expert_offset;    // host: packed rows [offset[e], offset[e+1])
     std::vector<double> routed;                // host: token-slots routed per expert, pre-drop
     std::vector<double> prob_sum;              // host: sum over tokens of probs per expert
+    std::vector<double> fraction;              // host: global routed fraction per expert
     Matrix<T> packed_in{"packed_in", 0, 0};    // this rank's token rows, by global expert
     Matrix<T> expert_out{"expert_out", 0, 0};  // their expert outputs, same order
     // Rows this rank's experts process: rows [local_offset[j], local_offset[j+1]) go to local
@@ -90,20 +94,34 @@ struct MoeModel<T>::Workspace {
     Matrix<T> hidden_pre{"hidden_pre", 0, 0};
     Matrix<T> hidden_act{"hidden_act", 0, 0};
   };
+  // One micro-batch in flight: its input and everything its backward needs.
+  struct Slot {
+    std::size_t n = 0;
+    Matrix<T> input{"input", 0, 0};  // x (first stage) or the previous stage's output
+    std::vector<LayerState> layers;
+    std::vector<Matrix<T>> residual;  // residual[l]: input of held block l; [blocks]: output
+    Matrix<T> input_pre{"input_pre", 0, 0};
+    Matrix<T> logits{"logits", 0, 0};
+    Matrix<T> dlogits{"dlogits", 0, 0};
+    Matrix<T> input_grad{"input_grad", 0, 0};  // gradient sent to the previous stage
+  };
   int w_in = -1, b_in = -1, w_out = -1, b_out = -1;
-  std::vector<Layer> layers;
-  std::vector<Matrix<T>> residual;  // residual[l]: input of block l; residual[L]: classifier input
-  Matrix<T> input_pre{"input_pre", 0, 0};
-  Matrix<T> logits{"logits", 0, 0};
+  std::vector<LayerParams> layers;
+  std::vector<Slot> slots;
   Matrix<T> block_out{"block_out", 0, 0};
   // Backward scratch, shared by the layers.
-  Matrix<T> dlogits{"dlogits", 0, 0}, dres{"dres", 0, 0}, dnormed{"dnormed", 0, 0};
+  Matrix<T> dres{"dres", 0, 0}, dnormed{"dnormed", 0, 0};
   Matrix<T> dprobs{"dprobs", 0, 0}, dgate{"dgate", 0, 0};
   Matrix<T> dexpert_out{"dexpert_out", 0, 0}, dpacked{"dpacked", 0, 0};  // packed order
   Matrix<T> dlocal_out{"dlocal_out", 0, 0}, dlocal_in{"dlocal_in", 0, 0}, dhidden{"dhidden", 0, 0};
   parallel::TokenDispatcher dispatcher;
   Vector<T> row_loss{"row_loss", 0};
   IntVector row_correct{"row_correct", 0};
+
+  Slot& slot(std::size_t i) {
+    if (slots.size() <= i) slots.resize(i + 1);
+    return slots[i];
+  }
 };
 
 template <class T>
@@ -141,20 +159,27 @@ MoeModel<T>::MoeModel(const ModelShape& shape, const parallel::Communicator* exp
     return ParamInfo{.name = std::move(name), .layer = layer, .rows = n, .cols = 1, .init = init};
   };
   Workspace& w = *ws_;
+  const int blocks = shape.held_blocks();
   // Dense parameters first, then experts, so each is one contiguous range of the flat buffer.
-  w.w_in = params_.declare(matrix("input.w", shape.inputs, d));
-  w.b_in = params_.declare(vector("input.b", d));
-  w.layers.resize(shape.moe_layers);
-  for (int l = 0; l < shape.moe_layers; ++l) {
+  if (shape.has_input()) {
+    w.w_in = params_.declare(matrix("input.w", shape.inputs, d));
+    w.b_in = params_.declare(vector("input.b", d));
+  }
+  w.layers.resize(blocks);
+  for (int b = 0; b < blocks; ++b) {
+    const int l = shape.first_block + b;
     const std::string prefix = "moe" + std::to_string(l) + ".";
     if (shape.rmsnorm)
-      w.layers[l].norm_gain = params_.declare(vector(prefix + "norm.gain", d, l, ParamInit::ones));
-    w.layers[l].router = params_.declare(matrix(prefix + "router.w", d, shape.experts, l));
+      w.layers[b].norm_gain = params_.declare(vector(prefix + "norm.gain", d, l, ParamInit::ones));
+    w.layers[b].router = params_.declare(matrix(prefix + "router.w", d, shape.experts, l));
   }
-  w.w_out = params_.declare(matrix("classifier.w", d, shape.classes));
-  w.b_out = params_.declare(vector("classifier.b", shape.classes));
-  for (int l = 0; l < shape.moe_layers; ++l) {
-    auto& layer = w.layers[l];
+  if (shape.has_classifier()) {
+    w.w_out = params_.declare(matrix("classifier.w", d, shape.classes));
+    w.b_out = params_.declare(vector("classifier.b", shape.classes));
+  }
+  for (int b = 0; b < blocks; ++b) {
+    const int l = shape.first_block + b;
+    auto& layer = w.layers[b];
     for (int e = shape.first_local_expert(); e < shape.first_local_expert() + shape.local_experts();
          ++e) {
       const std::string prefix = "moe" + std::to_string(l) + ".expert" + std::to_string(e) + ".";
@@ -176,7 +201,6 @@ MoeModel<T>::MoeModel(const ModelShape& shape, const parallel::Communicator* exp
     layer.bias = Vector<T>("routing_bias", shape.experts);
   }
   params_.allocate();
-  w.residual.resize(shape.moe_layers + 1);
   initialize();
 }
 
@@ -201,54 +225,87 @@ void MoeModel<T>::initialize() {
 
 template <class T>
 kernels::Matrix<T> MoeModel<T>::logits() const {
-  return ws_->logits;
+  return ws_->slot(0).logits;
 }
 
 template <class T>
 kernels::Vector<T> MoeModel<T>::routing_bias(int layer) const {
-  return ws_->layers.at(layer).bias;
+  return ws_->layers.at(layer - shape_.first_block).bias;
+}
+
+template <class T>
+kernels::Matrix<T> MoeModel<T>::output(int slot) const {
+  return ws_->slot(slot).residual.back();
+}
+
+template <class T>
+kernels::Matrix<T> MoeModel<T>::input_grad(int slot) const {
+  return ws_->slot(slot).input_grad;
 }
 
 template <class T>
 BatchStats MoeModel<T>::run(const Matrix<T>& x, const IntVector& labels, bool train,
                             const StatsReducer& reduce_stats) {
+  if (!shape_.has_input() || !shape_.has_classifier())
+    throw Error("model::MoeModel::run: a pipeline stage runs forward() and backward()");
+  BatchStats stats = forward(0, x, labels, train, reduce_stats);
+  if (train) backward(0, Matrix<T>("none", 0, 0), stats);
+  return stats;
+}
+
+template <class T>
+BatchStats MoeModel<T>::forward(int slot_index, const Matrix<T>& input, const IntVector& labels,
+                                bool train, const StatsReducer& reduce_stats) {
   Workspace& w = *ws_;
   const ModelShape& s = shape_;
-  const std::size_t n = x.extent(0), d = s.d_model, E = s.experts, k = s.top_k, F = s.d_ff;
-  if (x.extent(1) != std::size_t(s.inputs) || labels.extent(0) != n)
-    throw Error("model::MoeModel::run: batch shape [" + std::to_string(n) + ", " +
-                std::to_string(x.extent(1)) + "] does not match inputs " +
-                std::to_string(s.inputs));
+  auto& slot = w.slot(std::size_t(slot_index));
+  const std::size_t n = input.extent(0), d = s.d_model, E = s.experts, k = s.top_k, F = s.d_ff;
+  const std::size_t width = s.has_input() ? std::size_t(s.inputs) : d;
+  if (input.extent(1) != width || (s.has_classifier() && labels.extent(0) != n))
+    throw Error("model::MoeModel::forward: batch shape [" + std::to_string(n) + ", " +
+                std::to_string(input.extent(1)) + "] does not match the stage's input width " +
+                std::to_string(width));
+  const int blocks = s.held_blocks();
   BatchStats stats;
-  stats.samples = n;
-  stats.layers.resize(s.moe_layers);
+  stats.samples = s.has_classifier() ? std::int64_t(n) : 0;
+  stats.layers.resize(blocks);
   const auto& P = params_;
+  slot.n = n;
+  slot.input = input;
+  slot.layers.resize(blocks);
+  slot.residual.resize(blocks + 1);
 
   // ---- forward ----
-  kernels::ensure_extent(w.input_pre, n, d);
-  for (auto& r : w.residual) kernels::ensure_extent(r, n, d);
-  kernels::gemm(Trans::no, Trans::no, T(1), x, P.value(w.w_in), T(0), w.input_pre);
-  kernels::add_bias(w.input_pre, P.value_vec(w.b_in));
-  kernels::gelu_forward(w.input_pre, w.residual[0]);
+  for (std::size_t r = s.has_input() ? 0 : 1; r < slot.residual.size(); ++r)
+    kernels::ensure_extent(slot.residual[r], n, d);
+  if (s.has_input()) {
+    kernels::ensure_extent(slot.input_pre, n, d);
+    kernels::gemm(Trans::no, Trans::no, T(1), input, P.value(w.w_in), T(0), slot.input_pre);
+    kernels::add_bias(slot.input_pre, P.value_vec(w.b_in));
+    kernels::gelu_forward(slot.input_pre, slot.residual[0]);
+  } else {
+    slot.residual[0] = input;  // the previous stage's output, kept alive by the caller
+  }
 
   kernels::ensure_extent(w.block_out, n, d);
-  for (int l = 0; l < s.moe_layers; ++l) {
-    auto& L = w.layers[l];
-    const Matrix<T>& h = w.residual[l];
+  for (int l = 0; l < blocks; ++l) {
+    auto& Lp = w.layers[l];
+    auto& L = slot.layers[l];
+    const Matrix<T>& h = slot.residual[l];
     kernels::ensure_extent(L.normed, n, d);
     kernels::ensure_extent(L.inv_rms, n);
     if (s.rmsnorm)
-      kernels::rmsnorm_forward(h, P.value_vec(L.norm_gain), T(1e-5), L.normed, L.inv_rms);
+      kernels::rmsnorm_forward(h, P.value_vec(Lp.norm_gain), T(1e-5), L.normed, L.inv_rms);
     else
       Kokkos::deep_copy(L.normed, h);
 
     kernels::ensure_extent(L.probs, n, E);
     kernels::ensure_extent(L.lse, n);
-    kernels::gemm(Trans::no, Trans::no, T(1), L.normed, P.value(L.router), T(0), L.probs);
+    kernels::gemm(Trans::no, Trans::no, T(1), L.normed, P.value(Lp.router), T(0), L.probs);
     kernels::softmax_rows(L.probs, L.lse);
     kernels::ensure_extent(L.choice, n, k);
     kernels::ensure_extent(L.gate, n, k);
-    kernels::top_k_route(L.probs, kernels::VectorRef<T>(L.bias.data(), E), int(k),
+    kernels::top_k_route(L.probs, kernels::VectorRef<T>(Lp.bias.data(), E), int(k),
                          s.normalize_gates, L.choice, L.gate, s.expert_groups,
                          s.max_groups_per_token);
     Kokkos::fence();
@@ -280,6 +337,7 @@ BatchStats MoeModel<T>::run(const Matrix<T>& x, const IntVector& labels, bool tr
     auto slot_pos_h = Kokkos::create_mirror_view(L.slot_pos);
     auto token_of_h = Kokkos::create_mirror_view(L.token_of);
     LayerRoutingStats& rs = stats.layers[l];
+    rs.layer = s.first_block + l;
     rs.tokens_per_expert.assign(kept.begin(), kept.end());
     rs.gate_sum_per_expert.assign(E, 0.0);
     auto gate_h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), L.gate);
@@ -327,11 +385,11 @@ BatchStats MoeModel<T>::run(const Matrix<T>& x, const IntVector& labels, bool tr
       auto pre = Kokkos::subview(L.hidden_pre, rows, Kokkos::ALL);
       auto act = Kokkos::subview(L.hidden_act, rows, Kokkos::ALL);
       auto out = Kokkos::subview(L.local_out, rows, Kokkos::ALL);
-      kernels::gemm(Trans::no, Trans::no, T(1), in, P.value(L.w1[j]), T(0), pre);
-      kernels::add_bias(pre, P.value_vec(L.b1[j]));
+      kernels::gemm(Trans::no, Trans::no, T(1), in, P.value(Lp.w1[j]), T(0), pre);
+      kernels::add_bias(pre, P.value_vec(Lp.b1[j]));
       kernels::gelu_forward(pre, act);
-      kernels::gemm(Trans::no, Trans::no, T(1), act, P.value(L.w2[j]), T(0), out);
-      kernels::add_bias(out, P.value_vec(L.b2[j]));
+      kernels::gemm(Trans::no, Trans::no, T(1), act, P.value(Lp.w2[j]), T(0), out);
+      kernels::add_bias(out, P.value_vec(Lp.b2[j]));
     }
     Kokkos::fence();
     stats.expert_seconds += seconds_since(expert_start);
@@ -346,24 +404,25 @@ BatchStats MoeModel<T>::run(const Matrix<T>& x, const IntVector& labels, bool tr
     }
     kernels::combine_rows(L.expert_out, L.slot_pos, L.gate, w.block_out);
     // residual[l+1] = residual[l] + block_out
-    auto next = w.residual[l + 1];
+    auto next = slot.residual[l + 1];
     auto out = w.block_out;
     Kokkos::parallel_for(
         "residual_add", kernels::Range(0, n), KOKKOS_LAMBDA(const int t) {
           for (std::size_t j = 0; j < d; ++j) next(t, j) = h(t, j) + out(t, j);
         });
   }
-  kernels::ensure_extent(w.logits, n, s.classes);
-  kernels::gemm(Trans::no, Trans::no, T(1), w.residual[s.moe_layers], P.value(w.w_out), T(0),
-                w.logits);
-  kernels::add_bias(w.logits, P.value_vec(w.b_out));
+  if (s.has_classifier()) {
+    kernels::ensure_extent(slot.logits, n, s.classes);
+    kernels::gemm(Trans::no, Trans::no, T(1), slot.residual[blocks], P.value(w.w_out), T(0),
+                  slot.logits);
+    kernels::add_bias(slot.logits, P.value_vec(w.b_out));
 
-  kernels::ensure_extent(w.row_loss, n);
-  kernels::ensure_extent(w.row_correct, n);
-  if (train) kernels::ensure_extent(w.dlogits, n, s.classes);
-  kernels::cross_entropy(w.logits, labels, T(1) / T(n), train ? w.dlogits : Matrix<T>("none", 0, 0),
-                         w.row_loss, w.row_correct);
-  {
+    kernels::ensure_extent(w.row_loss, n);
+    kernels::ensure_extent(w.row_correct, n);
+    if (train) kernels::ensure_extent(slot.dlogits, n, s.classes);
+    kernels::cross_entropy(slot.logits, labels, T(1) / T(n),
+                           train ? slot.dlogits : Matrix<T>("none", 0, 0), w.row_loss,
+                           w.row_correct);
     auto loss_h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), w.row_loss);
     auto correct_h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), w.row_correct);
     for (std::size_t t = 0; t < n; ++t) {
@@ -373,28 +432,29 @@ BatchStats MoeModel<T>::run(const Matrix<T>& x, const IntVector& labels, bool tr
   }
 
   // Router z-loss (local mean over tokens) and the global-batch load-balancing statistics.
-  std::vector<double> lse_sq_sum(s.moe_layers, 0.0);
-  for (int l = 0; l < s.moe_layers && s.z_loss_coef > 0; ++l) {
-    auto lse_h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), w.layers[l].lse);
+  std::vector<double> lse_sq_sum(blocks, 0.0);
+  for (int l = 0; l < blocks && s.z_loss_coef > 0; ++l) {
+    auto lse_h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), slot.layers[l].lse);
     for (std::size_t t = 0; t < n; ++t) lse_sq_sum[l] += double(lse_h(t)) * double(lse_h(t));
   }
-  // Global fractions f_e (routed slots) and mean probs P_e: one reduction for all layers.
-  std::vector<double> global(std::size_t(s.moe_layers) * 2 * E + 1, 0.0);
-  for (int l = 0; l < s.moe_layers; ++l)
+  // Global fractions f_e (routed slots) and mean probs P_e: one reduction for all held blocks.
+  std::vector<double> global(std::size_t(blocks) * 2 * E + 1, 0.0);
+  for (int l = 0; l < blocks; ++l)
     for (std::size_t e = 0; e < E; ++e) {
-      global[l * 2 * E + e] = w.layers[l].routed[e];
-      global[l * 2 * E + E + e] = w.layers[l].prob_sum[e];
+      global[l * 2 * E + e] = slot.layers[l].routed[e];
+      global[l * 2 * E + E + e] = slot.layers[l].prob_sum[e];
     }
   global.back() = double(n);
-  if (train && reduce_stats) reduce_stats(global.data(), global.size());
+  if (train && reduce_stats && blocks > 0) reduce_stats(global.data(), global.size());
   const double n_global = global.back();
-  std::vector<std::vector<double>> fraction(s.moe_layers, std::vector<double>(E));
-  for (int l = 0; l < s.moe_layers; ++l) {
+  for (int l = 0; l < blocks; ++l) {
+    std::vector<double>& fraction = slot.layers[l].fraction;
+    fraction.assign(E, 0.0);
     double aux = 0, largest = 0;
     for (std::size_t e = 0; e < E; ++e) {
-      fraction[l][e] = n_global > 0 ? global[l * 2 * E + e] / (n_global * double(k)) : 0.0;
-      aux += n_global > 0 ? fraction[l][e] * global[l * 2 * E + E + e] / n_global : 0.0;
-      largest = std::max(largest, fraction[l][e]);
+      fraction[e] = n_global > 0 ? global[l * 2 * E + e] / (n_global * double(k)) : 0.0;
+      aux += n_global > 0 ? fraction[e] * global[l * 2 * E + E + e] / n_global : 0.0;
+      largest = std::max(largest, fraction[e]);
     }
     LayerRoutingStats& rs = stats.layers[l];
     rs.aux_loss = s.aux_loss_coef * double(E) * aux;
@@ -402,20 +462,40 @@ BatchStats MoeModel<T>::run(const Matrix<T>& x, const IntVector& labels, bool tr
     rs.z_loss = n > 0 ? s.z_loss_coef * lse_sq_sum[l] / double(n) : 0.0;
     stats.aux_loss += rs.aux_loss + rs.z_loss;
   }
-  if (!train) return stats;
+  return stats;
+}
 
-  // ---- backward ----
+template <class T>
+void MoeModel<T>::backward(int slot_index, const Matrix<T>& grad_output, BatchStats& stats) {
+  Workspace& w = *ws_;
+  const ModelShape& s = shape_;
+  auto& slot = w.slot(std::size_t(slot_index));
+  const std::size_t n = slot.n, d = s.d_model, E = s.experts, k = s.top_k, F = s.d_ff;
+  const int blocks = s.held_blocks();
+  const auto& P = params_;
+
+  // ---- backward ---- (dres: the gradient w.r.t. the stage's output)
   kernels::ensure_extent(w.dres, n, d);
-  kernels::gemm(Trans::yes, Trans::no, T(1), w.residual[s.moe_layers], w.dlogits, T(1),
-                P.grad(w.w_out));
-  kernels::accumulate_bias_grad(w.dlogits, P.grad_vec(w.b_out));
-  kernels::gemm(Trans::no, Trans::yes, T(1), w.dlogits, P.value(w.w_out), T(0), w.dres);
+  if (s.has_classifier()) {
+    kernels::gemm(Trans::yes, Trans::no, T(1), slot.residual[blocks], slot.dlogits, T(1),
+                  P.grad(w.w_out));
+    kernels::accumulate_bias_grad(slot.dlogits, P.grad_vec(w.b_out));
+    kernels::gemm(Trans::no, Trans::yes, T(1), slot.dlogits, P.value(w.w_out), T(0), w.dres);
+  } else {
+    if (grad_output.extent(0) != n || grad_output.extent(1) != d)
+      throw Error("model::MoeModel::backward: output gradient is [" +
+                  std::to_string(grad_output.extent(0)) + ", " +
+                  std::to_string(grad_output.extent(1)) + "], expected [" + std::to_string(n) +
+                  ", " + std::to_string(d) + "]");
+    Kokkos::deep_copy(w.dres, grad_output);
+  }
 
   kernels::ensure_extent(w.dnormed, n, d);
   kernels::ensure_extent(w.dprobs, n, E);
   kernels::ensure_extent(w.dgate, n, k);
-  for (int l = s.moe_layers - 1; l >= 0; --l) {
-    auto& L = w.layers[l];
+  for (int l = blocks - 1; l >= 0; --l) {
+    auto& Lp = w.layers[l];
+    auto& L = slot.layers[l];
     const std::size_t packed_rows = L.expert_offset[E];
     const std::size_t local_rows = L.local_offset.back();
     kernels::ensure_extent(w.dexpert_out, packed_rows, d);
@@ -442,13 +522,13 @@ BatchStats MoeModel<T>::run(const Matrix<T>& x, const IntVector& labels, bool tr
       auto dout = Kokkos::subview(w.dlocal_out, rows, Kokkos::ALL);
       auto dhid = Kokkos::subview(w.dhidden, rows, Kokkos::ALL);
       auto din = Kokkos::subview(w.dlocal_in, rows, Kokkos::ALL);
-      kernels::gemm(Trans::yes, Trans::no, T(1), act, dout, T(1), P.grad(L.w2[j]));
-      kernels::accumulate_bias_grad(dout, P.grad_vec(L.b2[j]));
-      kernels::gemm(Trans::no, Trans::yes, T(1), dout, P.value(L.w2[j]), T(0), dhid);
+      kernels::gemm(Trans::yes, Trans::no, T(1), act, dout, T(1), P.grad(Lp.w2[j]));
+      kernels::accumulate_bias_grad(dout, P.grad_vec(Lp.b2[j]));
+      kernels::gemm(Trans::no, Trans::yes, T(1), dout, P.value(Lp.w2[j]), T(0), dhid);
       kernels::gelu_backward(pre, dhid);
-      kernels::gemm(Trans::yes, Trans::no, T(1), in, dhid, T(1), P.grad(L.w1[j]));
-      kernels::accumulate_bias_grad(dhid, P.grad_vec(L.b1[j]));
-      kernels::gemm(Trans::no, Trans::yes, T(1), dhid, P.value(L.w1[j]), T(0), din);
+      kernels::gemm(Trans::yes, Trans::no, T(1), in, dhid, T(1), P.grad(Lp.w1[j]));
+      kernels::accumulate_bias_grad(dhid, P.grad_vec(Lp.b1[j]));
+      kernels::gemm(Trans::no, Trans::yes, T(1), dhid, P.value(Lp.w1[j]), T(0), din);
     }
     Kokkos::fence();
     stats.expert_seconds += seconds_since(expert_start);
@@ -477,7 +557,7 @@ BatchStats MoeModel<T>::run(const Matrix<T>& x, const IntVector& labels, bool tr
     {
       auto aux_h = Kokkos::create_mirror_view(aux_grad);
       for (std::size_t e = 0; e < E; ++e)
-        aux_h(e) = T(s.aux_loss_coef * double(E) * fraction[l][e] / double(n));
+        aux_h(e) = T(s.aux_loss_coef * double(E) * L.fraction[e] / double(n));
       Kokkos::deep_copy(aux_grad, aux_h);
     }
     const bool normalize = s.normalize_gates;
@@ -504,13 +584,13 @@ BatchStats MoeModel<T>::run(const Matrix<T>& x, const IntVector& labels, bool tr
           for (std::size_t e = 0; e < E; ++e)
             dprobs(t, e) = probs(t, e) * (dprobs(t, e) - dot) + z_scale * lse(t) * probs(t, e);
         });
-    kernels::gemm(Trans::yes, Trans::no, T(1), L.normed, w.dprobs, T(1), P.grad(L.router));
-    kernels::gemm(Trans::no, Trans::yes, T(1), w.dprobs, P.value(L.router), T(1), w.dnormed);
+    kernels::gemm(Trans::yes, Trans::no, T(1), L.normed, w.dprobs, T(1), P.grad(Lp.router));
+    kernels::gemm(Trans::no, Trans::yes, T(1), w.dprobs, P.value(Lp.router), T(1), w.dnormed);
 
     // Through the norm into the residual stream: dres (for residual[l]) += norm'(dnormed).
     if (s.rmsnorm)
-      kernels::rmsnorm_backward(w.residual[l], P.value_vec(L.norm_gain), L.inv_rms, w.dnormed,
-                                w.dres, P.grad_vec(L.norm_gain));
+      kernels::rmsnorm_backward(slot.residual[l], P.value_vec(Lp.norm_gain), L.inv_rms, w.dnormed,
+                                w.dres, P.grad_vec(Lp.norm_gain));
     else {
       auto dres = w.dres;
       auto dn = w.dnormed;
@@ -520,12 +600,17 @@ BatchStats MoeModel<T>::run(const Matrix<T>& x, const IntVector& labels, bool tr
           });
     }
   }
-  // Input layer: dres is now d(residual[0]) = d gelu(input_pre).
-  kernels::gelu_backward(w.input_pre, w.dres);
-  kernels::gemm(Trans::yes, Trans::no, T(1), x, w.dres, T(1), P.grad(w.w_in));
-  kernels::accumulate_bias_grad(w.dres, P.grad_vec(w.b_in));
+  if (s.has_input()) {
+    // Input layer: dres is now d(residual[0]) = d gelu(input_pre).
+    kernels::gelu_backward(slot.input_pre, w.dres);
+    kernels::gemm(Trans::yes, Trans::no, T(1), slot.input, w.dres, T(1), P.grad(w.w_in));
+    kernels::accumulate_bias_grad(w.dres, P.grad_vec(w.b_in));
+  } else {
+    // For the previous stage; a copy per slot, since its send may still be in flight.
+    kernels::ensure_extent(slot.input_grad, n, d);
+    Kokkos::deep_copy(slot.input_grad, w.dres);
+  }
   Kokkos::fence();
-  return stats;
 }
 
 template class MoeModel<float>;

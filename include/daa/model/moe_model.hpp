@@ -39,6 +39,13 @@ struct ModelShape {
   // max_groups_per_token of them (0: no limit).
   int expert_groups = 1;
   int max_groups_per_token = 0;
+  // Pipeline parallelism: this rank holds MoE blocks [first_block, last_block); the first stage
+  // also holds the input layer, the last the classifier and the loss.
+  int first_block = 0;
+  int last_block = -1;  // -1: all blocks (set from moe_layers by shape_from_config)
+  int held_blocks() const { return (last_block < 0 ? moe_layers : last_block) - first_block; }
+  bool has_input() const { return first_block == 0; }
+  bool has_classifier() const { return last_block < 0 || last_block == moe_layers; }
   int local_experts() const { return experts / ep_size; }
   int first_local_expert() const { return ep_rank * local_experts(); }
 };
@@ -54,6 +61,7 @@ using StatsReducer = std::function<void(double* values, std::size_t count)>;
 
 // Routing figures of one MoE layer for one batch (local tokens of this rank).
 struct LayerRoutingStats {
+  int layer = 0;                                // global MoE layer index
   std::vector<std::int64_t> tokens_per_expert;  // kept token-slots this rank sends per expert
   std::vector<double> gate_sum_per_expert;      // sum of their gate values
   std::int64_t dropped = 0;                     // token-slots dropped by capacity
@@ -94,11 +102,23 @@ class MoeModel {
   // Forward pass and loss on a local batch x [n, inputs], labels [n] (n may be 0: with expert
   // parallelism every rank of the group must make the same calls). With `train`, also the
   // backward pass: gradients of (mean cross-entropy + aux losses) are accumulated into
-  // params().grads() (callers zero them first).
+  // params().grads() (callers zero them first). Only for a model that is a whole pipeline.
   BatchStats run(const kernels::Matrix<T>& x, const Kokkos::View<int*, kernels::MemSpace>& labels,
                  bool train, const StatsReducer& reduce_stats = {});
 
-  // Logits of the last run(), [n, classes].
+  // One pipeline stage on micro-batch `slot` (slots let several micro-batches be in flight).
+  // `input` is x [n, inputs] on the first stage, else the previous stage's output [n, d_model],
+  // which must stay alive until backward(slot). The last stage computes the loss with `labels`.
+  BatchStats forward(int slot, const kernels::Matrix<T>& input,
+                     const Kokkos::View<int*, kernels::MemSpace>& labels, bool train,
+                     const StatsReducer& reduce_stats = {});
+  // Backward of forward(slot): the last stage starts from its loss (grad_output unused), other
+  // stages from the gradient of their output. Adds expert and dispatch times to `stats`.
+  void backward(int slot, const kernels::Matrix<T>& grad_output, BatchStats& stats);
+  kernels::Matrix<T> output(int slot) const;      // this stage's output of forward(slot)
+  kernels::Matrix<T> input_grad(int slot) const;  // gradient w.r.t. its input (not first stage)
+
+  // Logits of the last run() or forward(0) on the last stage, [n, classes].
   kernels::Matrix<T> logits() const;
 
   // Routing bias per layer (selection only, not gate values); zero until consensus rounds.
