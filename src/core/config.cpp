@@ -228,6 +228,10 @@ const std::vector<Key>& schema() {
     k.push_back(bool_key("train", "eval_each_epoch", &C::train, &TrainConfig::eval_each_epoch,
                          "measure test accuracy after every epoch"));
     // [parallel]
+    k.push_back(int_key("parallel", "pipeline_stages", &C::parallel,
+                        &ParallelConfig::pipeline_stages, 1, 64,
+                        "pipeline stages (PP); the rank count is PP x data-parallel ranks; at most "
+                        "[model] moe_layers"));
     k.push_back(int_key("parallel", "expert_parallel", &C::parallel,
                         &ParallelConfig::expert_parallel, 1, 65536,
                         "ranks that share one MoE layer's experts (EP); divides the rank count "
@@ -709,15 +713,31 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
 
 void validate_layout(const Config& config, int ranks) {
   if (ranks < 1) throw ConfigError(fmt::format("the layout needs at least 1 rank, got {}", ranks));
+  const int stages = config.parallel.pipeline_stages;
+  if (stages > 1 && stages > config.model.moe_layers) {
+    throw ConfigError(fmt::format(
+        "[parallel] pipeline_stages = {} exceeds [model] moe_layers = {} (each stage needs an MoE "
+        "block)",
+        stages, config.model.moe_layers));
+  }
+  if (ranks % stages != 0) {
+    throw ConfigError(fmt::format("{} rank{} {} not a multiple of [parallel] pipeline_stages = {}",
+                                  ranks, ranks == 1 ? "" : "s", ranks == 1 ? "is" : "are", stages));
+  }
+  // From here on, `ranks` counts the data-parallel ranks of one stage.
+  const std::string over = stages == 1 ? fmt::format("{} rank{}", ranks, ranks == 1 ? "" : "s")
+                                       : fmt::format(
+                                             "{} data-parallel ranks ({} ranks / {} "
+                                             "pipeline stages)",
+                                             ranks / stages, ranks, stages);
+  ranks /= stages;
   const int batch = config.train.global_batch;
   if (batch / ranks < 1) {
     throw ConfigError(
-        fmt::format("[train] global_batch = {} leaves no samples per rank with {} rank{}", batch,
-                    ranks, ranks == 1 ? "" : "s"));
+        fmt::format("[train] global_batch = {} leaves no samples per rank with {}", batch, over));
   }
   if (batch % ranks != 0) {
-    throw ConfigError(
-        fmt::format("[train] global_batch = {} is not divisible by {} ranks", batch, ranks));
+    throw ConfigError(fmt::format("[train] global_batch = {} is not divisible by {}", batch, over));
   }
   const int ep = config.parallel.expert_parallel;
   if (ranks % ep != 0) {
@@ -747,8 +767,8 @@ void validate_layout(const Config& config, int ranks) {
   if (local % micro != 0) {
     throw ConfigError(fmt::format(
         "[parallel] micro_batches = {} does not divide the per-rank batch of {} samples "
-        "([train] global_batch = {} over {} ranks)",
-        micro, local, batch, ranks));
+        "([train] global_batch = {} over {})",
+        micro, local, batch, over));
   }
 }
 

@@ -24,7 +24,8 @@ ExpertRegistry ExpertRegistry::from_layout(const Layout& layout, int moe_layers)
       entry.expert = e;
       for (int r = 0; r < layout.ranks; ++r) {
         const RankPlace p = layout.place(r);
-        if (e >= p.first_expert && e < p.first_expert + p.local_experts)
+        const bool holds_layer = l >= p.first_block && l < p.last_block;
+        if (holds_layer && e >= p.first_expert && e < p.first_expert + p.local_experts)
           entry.home_ranks.push_back(r);
       }
       registry.entries_.push_back(std::move(entry));

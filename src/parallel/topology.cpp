@@ -3,11 +3,23 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <tuple>
+
 namespace daa::parallel {
+
+std::pair<int, int> Layout::stage_blocks(int stage) const {
+  const int base = moe_layers / pipeline_stages, extra = moe_layers % pipeline_stages;
+  const int first_long = pipeline_stages - extra;  // stages from here on get base + 1 blocks
+  const int first = stage * base + std::max(0, stage - first_long);
+  return {first, first + base + (stage >= first_long ? 1 : 0)};
+}
 
 RankPlace Layout::place(int rank) const {
   RankPlace p;
   p.rank = rank;
+  p.stage = rank / data_parallel;
+  std::tie(p.first_block, p.last_block) = stage_blocks(p.stage);
   p.dp_index = rank % data_parallel;
   p.ep_rank = p.dp_index % expert_parallel;
   p.edp_index = p.dp_index / expert_parallel;
@@ -18,27 +30,41 @@ RankPlace Layout::place(int rank) const {
 
 std::vector<std::string> Layout::describe() const {
   std::vector<std::string> lines;
-  lines.push_back(fmt::format(
-      "layout: {} ranks = {} data-parallel; expert parallelism {} ({} experts per rank per MoE "
-      "layer), expert-data-parallel groups of {}",
-      ranks, data_parallel, expert_parallel, experts / expert_parallel, expert_data_parallel()));
-  for (int g = 0; g < data_parallel / expert_parallel; ++g) {
-    std::string members;
-    for (int j = 0; j < expert_parallel; ++j)
-      members += fmt::format("{}{}", j ? " " : "", g * expert_parallel + j);
-    lines.push_back(fmt::format("  expert-parallel group {}: ranks {}", g, members));
-  }
-  for (int j = 0; j < expert_parallel; ++j) {
-    std::string members;
-    for (int g = 0; g < data_parallel / expert_parallel; ++g)
-      members += fmt::format("{}{}", g ? " " : "", g * expert_parallel + j);
-    lines.push_back(fmt::format("  expert-data-parallel group {}: ranks {}", j, members));
+  lines.push_back(
+      fmt::format("layout: {} ranks = {} pipeline stage{} x {} data-parallel; expert parallelism "
+                  "{} ({} experts "
+                  "per rank per MoE layer), expert-data-parallel groups of {}",
+                  ranks, pipeline_stages, pipeline_stages == 1 ? "" : "s", data_parallel,
+                  expert_parallel, experts / expert_parallel, expert_data_parallel()));
+  const int groups = data_parallel / expert_parallel;
+  for (int s = 0; s < pipeline_stages; ++s) {
+    const auto [first, last] = stage_blocks(s);
+    const std::string prefix = pipeline_stages == 1 ? "" : fmt::format("stage {} ", s);
+    if (pipeline_stages > 1)
+      lines.push_back(fmt::format("  stage {}: MoE blocks {}..{}{}{}", s, first, last - 1,
+                                  s == 0 ? ", input layer" : "",
+                                  s == pipeline_stages - 1 ? ", classifier" : ""));
+    const int base = s * data_parallel;
+    for (int g = 0; g < groups; ++g) {
+      std::string members;
+      for (int j = 0; j < expert_parallel; ++j)
+        members += fmt::format("{}{}", j ? " " : "", base + g * expert_parallel + j);
+      lines.push_back(fmt::format("  {}expert-parallel group {}: ranks {}", prefix, g, members));
+    }
+    for (int j = 0; j < expert_parallel; ++j) {
+      std::string members;
+      for (int g = 0; g < groups; ++g)
+        members += fmt::format("{}{}", g ? " " : "", base + g * expert_parallel + j);
+      lines.push_back(
+          fmt::format("  {}expert-data-parallel group {}: ranks {}", prefix, j, members));
+    }
   }
   for (int r = 0; r < ranks; ++r) {
     const RankPlace p = place(r);
     lines.push_back(
-        fmt::format("  rank {:>3}: data-parallel index {}, experts {}..{} of each MoE layer", r,
-                    p.dp_index, p.first_expert, p.first_expert + p.local_experts - 1));
+        fmt::format("  rank {:>3}: {}data-parallel index {}, experts {}..{} of each MoE layer", r,
+                    pipeline_stages == 1 ? "" : fmt::format("stage {}, ", p.stage), p.dp_index,
+                    p.first_expert, p.first_expert + p.local_experts - 1));
   }
   return lines;
 }
@@ -47,7 +73,9 @@ Layout make_layout(const core::Config& config, int ranks) {
   core::validate_layout(config, ranks);
   Layout layout;
   layout.ranks = ranks;
-  layout.data_parallel = ranks;
+  layout.pipeline_stages = config.parallel.pipeline_stages;
+  layout.moe_layers = config.model.moe_layers;
+  layout.data_parallel = ranks / layout.pipeline_stages;
   layout.expert_parallel = config.parallel.expert_parallel;
   layout.experts = config.moe.experts;
   return layout;
@@ -63,10 +91,22 @@ Topology::Topology(const Communicator& world, const core::Config& config)
     : layout_(make_layout(config, world.size())),
       place_(layout_.place(world.rank())),
       world_(world.comm(), world.name()),
-      data_parallel_(split(world, 0, world.rank()), "data-parallel"),
-      expert_parallel_(split(world, place_.edp_index, place_.ep_rank), "expert-parallel"),
-      expert_data_parallel_(split(world, place_.ep_rank, place_.edp_index),
-                            "expert-data-parallel") {}
+      data_parallel_(split(world, place_.stage, place_.dp_index), "data-parallel"),
+      expert_parallel_(
+          split(world, place_.stage * layout_.expert_data_parallel() + place_.edp_index,
+                place_.ep_rank),
+          "expert-parallel"),
+      expert_data_parallel_(
+          split(world, place_.stage * layout_.expert_parallel + place_.ep_rank, place_.edp_index),
+          "expert-data-parallel") {}
+
+int Topology::previous_stage_rank() const {
+  return place_.stage > 0 ? world_.rank() - layout_.data_parallel : -1;
+}
+
+int Topology::next_stage_rank() const {
+  return place_.stage + 1 < layout_.pipeline_stages ? world_.rank() + layout_.data_parallel : -1;
+}
 
 Topology::~Topology() {
   for (const Communicator* c : {&data_parallel_, &expert_parallel_, &expert_data_parallel_}) {

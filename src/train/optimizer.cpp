@@ -82,12 +82,13 @@ double gradient_norm_squared(const kernels::Vector<T>& grads) {
 }
 
 template <class T>
-double clip_gradients(const kernels::Vector<T>& grads, double max_norm, std::size_t dense_size,
-                      const parallel::Communicator* expert_group) {
-  dense_size = std::min(dense_size, grads.extent(0));
-  double expert_sq = gradient_norm_squared(grads, dense_size, grads.extent(0));
-  if (expert_group && expert_group->size() > 1) expert_group->allreduce_sum(&expert_sq, 1);
-  const double norm = std::sqrt(gradient_norm_squared(grads, 0, dense_size) + expert_sq);
+double clip_gradients(const kernels::Vector<T>& grads, double max_norm, const NormShares& shares) {
+  const std::size_t dense = std::min(shares.dense_size, grads.extent(0));
+  double squares = 0;
+  if (shares.count_dense) squares += gradient_norm_squared(grads, 0, dense);
+  if (shares.count_expert) squares += gradient_norm_squared(grads, dense, grads.extent(0));
+  if (shares.group && shares.group->size() > 1) shares.group->allreduce_sum(&squares, 1);
+  const double norm = std::sqrt(squares);
   if (max_norm > 0 && norm > max_norm) {
     const T scale = T(max_norm / (norm + 1e-6));
     Kokkos::parallel_for(
@@ -101,9 +102,7 @@ template class AdamW<float>;
 template class AdamW<double>;
 template double gradient_norm_squared<float>(const kernels::Vector<float>&);
 template double gradient_norm_squared<double>(const kernels::Vector<double>&);
-template double clip_gradients<float>(const kernels::Vector<float>&, double, std::size_t,
-                                      const parallel::Communicator*);
-template double clip_gradients<double>(const kernels::Vector<double>&, double, std::size_t,
-                                       const parallel::Communicator*);
+template double clip_gradients<float>(const kernels::Vector<float>&, double, const NormShares&);
+template double clip_gradients<double>(const kernels::Vector<double>&, double, const NormShares&);
 
 }  // namespace daa::train

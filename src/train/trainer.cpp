@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <map>
 #include <optional>
 
 #include "daa/core/error.hpp"
@@ -48,24 +49,42 @@ struct EvalResult {
   double accuracy = 0;
 };
 
-// Test-set evaluation: each rank takes a contiguous slice, in chunks; sums are reduced once.
+// Test-set evaluation: each data-parallel index takes a contiguous slice, in chunks, and runs it
+// through the pipeline stages; the last stage sums loss and hits, reduced once over the world.
 // Every rank makes the same number of model calls (some with zero rows), because with expert
 // parallelism each call is collective over the expert-parallel group.
-EvalResult evaluate(Model& model, const io::ImageSet& set, const parallel::Communicator& world) {
-  const std::int64_t begin = set.count * world.rank() / world.size();
-  const std::int64_t end = set.count * (world.rank() + 1) / world.size();
+EvalResult evaluate(Model& model, const io::ImageSet& set, const parallel::Topology& topology,
+                    int d_model) {
+  const parallel::Communicator& world = topology.world();
+  const int dp = topology.layout().data_parallel, index = topology.place().dp_index;
+  const int stages = topology.layout().pipeline_stages, stage = topology.place().stage;
+  const std::int64_t begin = set.count * index / dp;
+  const std::int64_t end = set.count * (index + 1) / dp;
   constexpr std::int64_t chunk = 1000;
-  const std::int64_t largest_slice = (set.count + world.size() - 1) / world.size();
+  const std::int64_t largest_slice = (set.count + dp - 1) / dp;
   const std::int64_t calls = (largest_slice + chunk - 1) / chunk;
   std::vector<std::int64_t> indices;
   Batch batch;
+  kernels::Matrix<float> received("eval_received", 0, 0);
   double sums[3] = {0, 0, 0};  // loss, correct, samples
   for (std::int64_t c = 0; c < calls; ++c) {
     indices.clear();
     for (std::int64_t i = begin + c * chunk; i < std::min(end, begin + (c + 1) * chunk); ++i)
       indices.push_back(i);
     batch.load(set, indices);
-    const model::BatchStats stats = model.run(batch.x, batch.y, /*train=*/false);
+    if (stage > 0) {
+      kernels::ensure_extent(received, indices.size(), std::size_t(d_model));
+      DAA_MPI_CHECK(MPI_Recv(received.data(), int(received.size()), MPI_FLOAT,
+                             topology.previous_stage_rank(), 0, world.comm(), MPI_STATUS_IGNORE));
+    }
+    const model::BatchStats stats =
+        model.forward(0, stage == 0 ? batch.x : received, batch.y, /*train=*/false);
+    if (stage + 1 < stages) {
+      Kokkos::fence();
+      const kernels::Matrix<float> out = model.output(0);
+      DAA_MPI_CHECK(MPI_Send(out.data(), int(out.size()), MPI_FLOAT, topology.next_stage_rank(), 0,
+                             world.comm()));
+    }
     sums[0] += stats.loss_sum;
     sums[1] += double(stats.correct);
     sums[2] += double(stats.samples);
@@ -74,41 +93,64 @@ EvalResult evaluate(Model& model, const io::ImageSet& set, const parallel::Commu
   return {sums[0] / sums[2], sums[1] / sums[2]};
 }
 
-// All parameters in the order a one-rank model holds them, on rank 0 of `topology` (empty
-// elsewhere): dense parameters from rank 0, each expert shard from the first rank holding it.
-// Independent of the layout, so checksums and comparisons work across layouts.
+// All parameters in the order a one-rank model holds them, on rank 0 (empty elsewhere): each rank
+// sends what it holds first (its dense parameters if it is data-parallel index 0 of its stage,
+// its expert shard if it is the first holder), named, and rank 0 places them by name in the
+// layout of a one-rank model. Independent of the layout, so checksums compare across layouts.
 std::vector<float> gather_parameters(const model::ParamStore<float>& params,
-                                     const parallel::Topology& topology) {
-  auto host = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), params.values());
+                                     const parallel::Topology& topology,
+                                     const model::ModelShape& whole_model) {
   const parallel::Communicator& world = topology.world();
-  const std::size_t dense = params.dense_size(), shard = params.size() - dense;
-  const bool owns_shard = topology.place().edp_index == 0;
-  const int ep = topology.layout().expert_parallel;
-  // Each rank's contribution: rank 0 its dense block, shard owners their expert block.
-  std::vector<float> send;
-  if (world.rank() == 0) send.insert(send.end(), host.data(), host.data() + dense);
-  if (owns_shard) send.insert(send.end(), host.data() + dense, host.data() + dense + shard);
-  std::vector<int> counts(world.size()), displs(world.size());
-  for (int r = 0; r < world.size(); ++r) {
-    const parallel::RankPlace p = topology.layout().place(r);
-    counts[r] = int((r == 0 ? dense : 0) + (p.edp_index == 0 ? shard : 0));
-    displs[r] = r == 0 ? 0 : displs[r - 1] + counts[r - 1];
+  const parallel::RankPlace& place = topology.place();
+  auto host = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), params.values());
+  std::string names;
+  std::vector<float> values;
+  for (const model::ParamInfo& p : params.infos()) {
+    const bool first_holder =
+        p.kind == model::ParamKind::dense ? place.dp_index == 0 : place.edp_index == 0;
+    if (!first_holder) continue;
+    names += p.name + '\n';
+    values.insert(values.end(), host.data() + p.offset, host.data() + p.offset + p.size());
   }
-  std::vector<float> received(world.rank() == 0 ? dense + shard * ep : 0);
-  DAA_MPI_CHECK(MPI_Gatherv(send.data(), int(send.size()), MPI_FLOAT, received.data(),
-                            counts.data(), displs.data(), MPI_FLOAT, 0, world.comm()));
-  if (world.rank() != 0) return {};
-  // Shard owners are the ranks with edp_index 0: data-parallel indices 0..ep-1, in rank order.
-  // Each shard holds, per MoE layer, its local experts' blocks; interleave them by layer.
-  const int layers = int(params.infos().back().layer) + 1;
-  std::vector<float> global(received.begin(), received.begin() + dense);
-  if (shard == 0) return global;
-  const std::size_t per_layer = shard / std::size_t(layers);
-  for (int l = 0; l < layers; ++l)
-    for (int p = 0; p < ep; ++p) {
-      const float* block = received.data() + dense + std::size_t(p) * shard + l * per_layer;
-      global.insert(global.end(), block, block + per_layer);
-    }
+  auto gather = [&](const void* data, int count, MPI_Datatype type, std::vector<int>& counts,
+                    std::vector<int>& displs) {
+    counts.assign(world.size(), 0);
+    displs.assign(world.size(), 0);
+    DAA_MPI_CHECK(MPI_Gather(&count, 1, MPI_INT, counts.data(), 1, MPI_INT, 0, world.comm()));
+    for (int r = 1; r < world.size(); ++r) displs[r] = displs[r - 1] + counts[r - 1];
+    return std::make_pair(data, type);
+  };
+  std::vector<int> name_counts, name_displs, value_counts, value_displs;
+  gather(names.data(), int(names.size()), MPI_CHAR, name_counts, name_displs);
+  gather(values.data(), int(values.size()), MPI_FLOAT, value_counts, value_displs);
+  const bool root = world.rank() == 0;
+  std::string all_names(root ? std::size_t(name_displs.back() + name_counts.back()) : 0, '\0');
+  std::vector<float> all_values(root ? std::size_t(value_displs.back() + value_counts.back()) : 0);
+  DAA_MPI_CHECK(MPI_Gatherv(names.data(), int(names.size()), MPI_CHAR, all_names.data(),
+                            name_counts.data(), name_displs.data(), MPI_CHAR, 0, world.comm()));
+  DAA_MPI_CHECK(MPI_Gatherv(values.data(), int(values.size()), MPI_FLOAT, all_values.data(),
+                            value_counts.data(), value_displs.data(), MPI_FLOAT, 0, world.comm()));
+  if (!root) return {};
+  // The one-rank layout: names, offsets and sizes (its own values are not used).
+  const Model layout(whole_model);
+  std::map<std::string, const model::ParamInfo*> by_name;
+  for (const model::ParamInfo& p : layout.params().infos()) by_name[p.name] = &p;
+  std::vector<float> global(layout.params().size());
+  std::size_t placed = 0, cursor = 0, start = 0;
+  for (std::size_t end = all_names.find('\n'); end != std::string::npos;
+       start = end + 1, end = all_names.find('\n', start)) {
+    const auto it = by_name.find(all_names.substr(start, end - start));
+    if (it == by_name.end() || cursor + it->second->size() > all_values.size())
+      throw Error("train::gather_parameters: unexpected parameter '" +
+                  all_names.substr(start, end - start) + "'");
+    std::copy_n(all_values.begin() + std::ptrdiff_t(cursor), it->second->size(),
+                global.begin() + std::ptrdiff_t(it->second->offset));
+    cursor += it->second->size();
+    placed += it->second->size();
+  }
+  if (placed != global.size())
+    throw Error("train::gather_parameters: gathered " + std::to_string(placed) + " of " +
+                std::to_string(global.size()) + " parameters");
   return global;
 }
 
@@ -166,9 +208,13 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
   const std::int64_t total_steps =
       config.train.max_steps > 0 ? config.train.max_steps : config.train.epochs * steps_per_epoch;
 
-  Model model(
-      model::shape_from_config(config, train_set.features(), train_set.classes, ep, place.ep_rank),
-      &topology.expert_parallel());
+  model::ModelShape shape =
+      model::shape_from_config(config, train_set.features(), train_set.classes, ep, place.ep_rank);
+  shape.first_block = place.first_block;
+  shape.last_block = place.last_block;
+  Model model(shape, &topology.expert_parallel());
+  const int stages = topology.layout().pipeline_stages;
+  const bool first_stage = place.stage == 0, last_stage = place.stage == stages - 1;
   auto& params = model.params();
   AdamW<float> optimizer(params, {config.train.beta1, config.train.beta2, config.train.eps,
                                   config.train.weight_decay});
@@ -177,14 +223,19 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
   summary.name = config.run.name;
   summary.ranks = world.size();
   summary.global_batch = global_batch;
-  const std::size_t expert_parameters = (params.size() - params.dense_size()) * std::size_t(ep);
-  summary.parameters = std::int64_t(params.dense_size() + expert_parameters);
+  // Parameter counts of the whole model: every stage's dense part and all expert shards.
+  double counts[2] = {place.dp_index == 0 ? double(params.dense_size()) : 0.0,
+                      place.edp_index == 0 ? double(params.size() - params.dense_size()) : 0.0};
+  world.allreduce_sum(counts, 2);
+  const auto expert_parameters = std::int64_t(counts[1]);
+  summary.parameters = std::int64_t(counts[0]) + expert_parameters;
 
   log->line(fmt::format(
-      "daa-swarm: {} on {} ranks (expert parallelism {}) | {} parameters ({} dense, {} in "
-      "experts) | {} train / {} test samples | {} steps of {} samples",
-      config.run.name, world.size(), ep, summary.parameters, params.dense_size(), expert_parameters,
-      train_set.count, data.test.count, total_steps, global_batch));
+      "daa-swarm: {} on {} ranks ({} pipeline stage{}, expert parallelism {}) | {} parameters ({} "
+      "dense, {} in experts) | {} train / {} test samples | {} steps of {} samples",
+      config.run.name, world.size(), stages, stages == 1 ? "" : "s", ep, summary.parameters,
+      summary.parameters - expert_parameters, expert_parameters, train_set.count, data.test.count,
+      total_steps, global_batch));
 
   obs::PhaseTimes phases;
   double expert_seconds = 0, expert_flops = 0, dispatch_seconds = 0;
@@ -195,7 +246,14 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
     phases.comm += since(t);
   };
 
-  Batch batch;
+  // Micro-batches in flight on one stage: at most min(micro_batches, stages) under 1F1B.
+  const int slots = std::min(micro_batches, stages);
+  std::vector<Batch> batches(slots);
+  std::vector<kernels::Matrix<float>> received(slots, kernels::Matrix<float>("received", 0, 0));
+  std::vector<kernels::Matrix<float>> received_grad(slots,
+                                                    kernels::Matrix<float>("received_grad", 0, 0));
+  std::vector<MPI_Request> sends(2 * std::size_t(slots), MPI_REQUEST_NULL);
+  const int d_model = config.model.d_model;
   std::vector<std::int64_t> order;
   std::int64_t epoch = -1;
   double epoch_correct = 0, epoch_samples = 0;
@@ -209,7 +267,8 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
       parallel::ExpertEntry row;
       row.layer = l;
       row.expert = e;
-      if (e >= place.first_expert && e < place.first_expert + place.local_experts)
+      if (l >= place.first_block && l < place.last_block && e >= place.first_expert &&
+          e < place.first_expert + place.local_experts)
         row.home_ranks.push_back(world.rank());
       registry_rows.push_back(std::move(row));
     }
@@ -232,16 +291,30 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
     double compute = 0;
     const double comm_before = phases.comm;
     params.zero_grads();
-    for (int micro = 0; micro < micro_batches; ++micro) {
+    const std::int64_t batch_index = step % steps_per_epoch;
+    const int dp = topology.data_parallel().size();
+    const std::size_t micro_rows = std::size_t(global_batch / micro_batches / dp);
+    // Activations go to the next stage with tag 2*micro, gradients come back with 2*micro + 1.
+    auto forward = [&](int micro) {
+      const int slot = micro % slots;
       auto t = Clock::now();
-      batch.load(train_set,
-                 io::local_batch(order, step % steps_per_epoch, global_batch, place.dp_index,
-                                 topology.data_parallel().size(), micro, micro_batches));
+      DAA_MPI_CHECK(MPI_Wait(&sends[2 * slot], MPI_STATUS_IGNORE));  // slot's previous send
+      Batch& batch = batches[slot];
+      batch.load(train_set, io::local_batch(order, batch_index, global_batch, place.dp_index, dp,
+                                            micro, micro_batches));
       phases.data += since(t);
-
+      t = Clock::now();
+      if (!first_stage) {
+        kernels::ensure_extent(received[slot], micro_rows, std::size_t(d_model));
+        DAA_MPI_CHECK(MPI_Recv(received[slot].data(), int(micro_rows) * d_model, MPI_FLOAT,
+                               topology.previous_stage_rank(), 2 * micro, world.comm(),
+                               MPI_STATUS_IGNORE));
+      }
+      phases.comm += since(t);
       const double comm_inside = phases.comm;
       t = Clock::now();
-      const model::BatchStats stats = model.run(batch.x, batch.y, /*train=*/true, reduce_stats);
+      const model::BatchStats stats = model.forward(slot, first_stage ? batch.x : received[slot],
+                                                    batch.y, /*train=*/true, reduce_stats);
       Kokkos::fence();
       compute += since(t) - (phases.comm - comm_inside) - stats.dispatch_seconds;
       phases.comm += stats.dispatch_seconds;
@@ -253,17 +326,60 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
       metrics[2] += double(stats.correct);
       metrics[3] += double(stats.samples);
       double worst = 0;
-      for (std::size_t l = 0; l < stats.layers.size(); ++l) {
-        const model::LayerRoutingStats& layer = stats.layers[l];
+      for (const model::LayerRoutingStats& layer : stats.layers) {
         metrics[4] += double(layer.dropped);
         worst = std::max(worst, layer.imbalance);
         for (int e = 0; e < config.moe.experts; ++e) {
-          parallel::ExpertEntry& row = registry_rows[l * config.moe.experts + e];
+          parallel::ExpertEntry& row = registry_rows[layer.layer * config.moe.experts + e];
           row.tokens += layer.tokens_per_expert[e];
           row.gate_sum += layer.gate_sum_per_expert[e];
         }
       }
       step_imbalance += worst / micro_batches;
+      if (!last_stage) {
+        const kernels::Matrix<float> out = model.output(slot);
+        DAA_MPI_CHECK(MPI_Isend(out.data(), int(out.size()), MPI_FLOAT, topology.next_stage_rank(),
+                                2 * micro, world.comm(), &sends[2 * slot]));
+      }
+    };
+    auto backward = [&](int micro) {
+      const int slot = micro % slots;
+      auto t = Clock::now();
+      if (!last_stage) {
+        kernels::ensure_extent(received_grad[slot], micro_rows, std::size_t(d_model));
+        DAA_MPI_CHECK(MPI_Recv(received_grad[slot].data(), int(micro_rows) * d_model, MPI_FLOAT,
+                               topology.next_stage_rank(), 2 * micro + 1, world.comm(),
+                               MPI_STATUS_IGNORE));
+      }
+      DAA_MPI_CHECK(MPI_Wait(&sends[2 * slot + 1], MPI_STATUS_IGNORE));
+      phases.comm += since(t);
+      model::BatchStats stats;
+      t = Clock::now();
+      model.backward(slot, received_grad[slot], stats);
+      compute += since(t) - stats.dispatch_seconds;
+      phases.comm += stats.dispatch_seconds;
+      expert_seconds += stats.expert_seconds;
+      expert_flops += stats.expert_flops;
+      dispatch_seconds += stats.dispatch_seconds;
+      if (!first_stage) {
+        const kernels::Matrix<float> grad = model.input_grad(slot);
+        DAA_MPI_CHECK(MPI_Isend(grad.data(), int(grad.size()), MPI_FLOAT,
+                                topology.previous_stage_rank(), 2 * micro + 1, world.comm(),
+                                &sends[2 * slot + 1]));
+      }
+    };
+    // 1F1B: stage s runs (stages - s - 1) forwards ahead, then alternates, then drains.
+    const int warmup = std::min(stages - place.stage - 1, micro_batches);
+    for (int micro = 0; micro < warmup; ++micro) forward(micro);
+    for (int micro = warmup; micro < micro_batches; ++micro) {
+      forward(micro);
+      backward(micro - warmup);
+    }
+    for (int micro = micro_batches - warmup; micro < micro_batches; ++micro) backward(micro);
+    {
+      const auto t = Clock::now();
+      DAA_MPI_CHECK(MPI_Waitall(int(sends.size()), sends.data(), MPI_STATUSES_IGNORE));
+      phases.comm += since(t);
     }
 
     auto t = Clock::now();
@@ -287,13 +403,18 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
           });
     }
 
-    const double loss = metrics[0] / metrics[3] + metrics[1] / (world.size() * micro_batches);
+    // Aux losses are global per layer and summed on every data-parallel rank of its stage.
+    const double loss = metrics[0] / metrics[3] + metrics[1] / (dp * micro_batches);
     if (!std::isfinite(loss))
       throw DivergenceError(
           fmt::format("training diverged: loss is {} at step {}", loss, step + 1));
 
     t = Clock::now();
-    clip_gradients(grads, config.train.grad_clip, dense, &topology.expert_parallel());
+    clip_gradients(grads, config.train.grad_clip,
+                   {.dense_size = dense,
+                    .count_dense = place.dp_index == 0,
+                    .count_expert = place.edp_index == 0,
+                    .group = &world});
     const double lr = learning_rate(step, total_steps, config.train.warmup_steps, config.train.lr,
                                     config.train.min_lr);
     optimizer.update(params, lr, step + 1);
@@ -336,7 +457,7 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
     }
     if (epoch_end && config.train.eval_each_epoch && done != total_steps) {
       t = Clock::now();
-      const EvalResult test = evaluate(model, data.test, world);
+      const EvalResult test = evaluate(model, data.test, topology, d_model);
       phases.eval += since(t);
       summary.test_accuracy_per_epoch.push_back(test.accuracy);
       log->line(fmt::format("epoch {} done | test loss {:.4f} | test accuracy {:.2f}%", epoch + 1,
@@ -347,7 +468,7 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
   summary.train_seconds = since(loop_start) - phases.eval;
 
   auto t = Clock::now();
-  const EvalResult test = evaluate(model, data.test, world);
+  const EvalResult test = evaluate(model, data.test, topology, d_model);
   phases.eval += since(t);
   summary.test_accuracy_per_epoch.push_back(test.accuracy);
   log->line(fmt::format("final | test loss {:.4f} | test accuracy {:.2f}%", test.loss,
@@ -373,7 +494,8 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
     result.local_checksum =
         parameter_checksum(std::vector<float>(local.data(), local.data() + local.extent(0)));
   }
-  std::vector<float> values = gather_parameters(params, topology);
+  std::vector<float> values = gather_parameters(
+      params, topology, model::shape_from_config(config, train_set.features(), train_set.classes));
   if (world.is_root()) summary.parameter_checksum = parameter_checksum(values);
   summary.wall_seconds = world.allreduce_max(since(run_start));
   log->line(obs::summary_text(summary));

@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "daa/core/config.hpp"
+#include "daa/core/error.hpp"
 #include "daa/io/dataset.hpp"
 #include "daa/parallel/communicator.hpp"
 #include "daa/train/trainer.hpp"
@@ -93,6 +94,35 @@ TEST(Layouts, SameParametersAsOneRankWithMicroBatches) {
 // each token's top-2 from 1 group.
 TEST(Layouts, SameParametersAsOneRankWithGroupLimitedRouting) {
   expect_layouts_match_one_rank({"moe.expert_groups=2", "moe.max_groups_per_token=1"});
+}
+
+// Pipeline stages: (PP, DP, EP) = (2, 1, 1) on 2 ranks; (2, 2, 1) and (2, 2, 2) on 4 ranks; with
+// 4 micro-batches through the 1F1B schedule, against one rank with the same micro-batches.
+TEST(Layouts, PipelineStagesMatchOneRank) {
+  const daa::parallel::Communicator world(MPI_COMM_WORLD, "world");
+  const std::vector<std::string> micro = {"parallel.micro_batches=4"};
+  const std::vector<float> reference = one_rank_parameters(twenty_step_config(micro));
+  if (world.size() % 2 != 0) {  // one rank cannot hold two stages: refused before any work
+    EXPECT_THROW(train_on(twenty_step_config({"parallel.pipeline_stages=2"}), world),
+                 daa::ConfigError);
+    return;
+  }
+  for (int ep : {1, 2}) {
+    if ((world.size() / 2) % ep != 0) continue;
+    const auto result =
+        train_on(twenty_step_config({"parallel.micro_batches=4", "parallel.pipeline_stages=2",
+                                     "parallel.expert_parallel=" + std::to_string(ep)}),
+                 world);
+    if (world.rank() == 0) {
+      ASSERT_EQ(result.parameters.size(), reference.size());
+      const double rel = relative_difference(result.parameters, reference);
+      std::printf(
+          "[ info ] %d ranks, 2 pipeline stages, expert parallelism %d vs 1 rank after 20 "
+          "steps: relative difference %.3e\n",
+          world.size(), ep, rel);
+      EXPECT_LT(rel, 1e-5) << "PP 2, EP " << ep;
+    }
+  }
 }
 
 TEST(Layouts, ReplicasHoldIdenticalParameters) {

@@ -548,6 +548,24 @@ TEST(Config, GroupLimitedRoutingIsChecked) {
             "expert-parallel rank)");
 }
 
+TEST(Config, LayoutChecksPipelineStages) {
+  Config c;  // 2 MoE layers, global batch 256
+  c.parallel.pipeline_stages = 2;
+  EXPECT_NO_THROW(validate_layout(c, 2));
+  EXPECT_NO_THROW(validate_layout(c, 8));
+  EXPECT_EQ(error_of([&] { validate_layout(c, 3); }),
+            "config: 3 ranks are not a multiple of [parallel] pipeline_stages = 2");
+  c.parallel.pipeline_stages = 3;
+  EXPECT_EQ(error_of([&] { validate_layout(c, 3); }),
+            "config: [parallel] pipeline_stages = 3 exceeds [model] moe_layers = 2 (each stage "
+            "needs an MoE block)");
+  c.parallel.pipeline_stages = 2;
+  c.train.global_batch = 6;
+  EXPECT_EQ(error_of([&] { validate_layout(c, 8); }),
+            "config: [train] global_batch = 6 is not divisible by 4 data-parallel ranks (8 ranks "
+            "/ 2 pipeline stages)");
+}
+
 TEST(Config, LayoutNeedsARank) {
   EXPECT_THAT(error_of([] { validate_layout(Config{}, 0); }), HasSubstr("at least 1 rank"));
   EXPECT_THAT(error_of([] { validate_layout(Config{}, -2); }), HasSubstr("at least 1 rank"));
@@ -638,7 +656,7 @@ TEST(Config, ToTomlRoundTripsEveryField) {
 TEST(Config, ToTomlListsEveryKeyWithItsDoc) {
   const std::string text = to_toml(Config{});
   const auto keys = schema_keys();
-  EXPECT_EQ(keys.size(), 37u);
+  EXPECT_EQ(keys.size(), 38u);
   std::istringstream in(text);
   std::string line, previous;
   int values = 0;
@@ -650,7 +668,7 @@ TEST(Config, ToTomlListsEveryKeyWithItsDoc) {
     }
     previous = line;
   }
-  EXPECT_EQ(values, 37);
+  EXPECT_EQ(values, 38);
   const toml::table t = toml::parse(text);
   for (const auto& [section, key, value] : keys) {
     EXPECT_TRUE(t.at_path(section + "." + key)) << section << "." << key;

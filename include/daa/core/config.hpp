@@ -60,9 +60,11 @@ struct TrainConfig {
   bool eval_each_epoch = true;  // test accuracy after every epoch
 };
 
-// The rank layout (DESIGN.md §3): data parallelism takes the ranks; expert parallelism shards each
-// MoE layer's experts over `expert_parallel` consecutive data-parallel ranks.
+// The rank layout (DESIGN.md §3): ranks = pipeline stages x data-parallel ranks; expert
+// parallelism shards each MoE layer's experts over `expert_parallel` consecutive data-parallel
+// ranks of a stage.
 struct ParallelConfig {
+  int pipeline_stages = 1;  // PP: ranks = PP x data-parallel ranks; at most the MoE layer count
   int expert_parallel = 1;  // EP: divides the data-parallel rank count and the expert count
   int micro_batches = 1;    // each global batch runs as this many micro-batches (accumulated)
 };

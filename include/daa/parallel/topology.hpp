@@ -1,11 +1,13 @@
-// The rank layout of DESIGN.md §3 and its communicators. Today world = data-parallel ranks; expert
-// parallelism (EP) groups `expert_parallel` consecutive ranks, each holding experts/EP experts of
-// every MoE layer; ranks holding the same experts form the expert-data-parallel (EDP) group.
+// The rank layout of DESIGN.md §3 and its communicators: world = PP stages x DP ranks, rank r is
+// stage r / DP with data-parallel index r % DP; expert parallelism (EP) groups EP consecutive
+// data-parallel ranks of a stage, each holding experts/EP experts of the stage's MoE layers; the
+// ranks of a stage holding the same experts form the expert-data-parallel (EDP) group.
 #pragma once
 
 #include <mpi.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "daa/core/config.hpp"
@@ -16,6 +18,9 @@ namespace daa::parallel {
 // Where one rank sits in the layout; a pure function of (config, ranks, rank).
 struct RankPlace {
   int rank = 0;
+  int stage = 0;
+  int first_block = 0;  // MoE blocks [first_block, last_block) live on this stage
+  int last_block = 0;
   int dp_index = 0;      // index in the data-parallel group
   int ep_rank = 0;       // index in its expert-parallel group
   int edp_index = 0;     // index in its expert-data-parallel group
@@ -25,10 +30,15 @@ struct RankPlace {
 
 struct Layout {
   int ranks = 1;
+  int pipeline_stages = 1;
+  int moe_layers = 0;
   int data_parallel = 1;
   int expert_parallel = 1;
   int experts = 1;
   RankPlace place(int rank) const;
+  // Blocks of stage s: contiguous, as even as possible, extra blocks on the later stages (the
+  // first stage also carries the input layer).
+  std::pair<int, int> stage_blocks(int stage) const;
   int expert_data_parallel() const { return data_parallel / expert_parallel; }
   // Human-readable lines: the groups and, per rank, which experts it holds.
   std::vector<std::string> describe() const;
@@ -51,6 +61,9 @@ class Topology {
   const Communicator& data_parallel() const { return data_parallel_; }
   const Communicator& expert_parallel() const { return expert_parallel_; }
   const Communicator& expert_data_parallel() const { return expert_data_parallel_; }
+  // World ranks of the same data-parallel index on the neighbouring stages, or -1.
+  int previous_stage_rank() const;
+  int next_stage_rank() const;
 
  private:
   static MPI_Comm split(const Communicator& world, int color, int key);

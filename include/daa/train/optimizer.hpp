@@ -43,13 +43,21 @@ class AdamW {
 template <class T>
 double gradient_norm_squared(const kernels::Vector<T>& grads);
 
-// Scales gradients so that their global norm is at most max_norm (0: never); returns the norm
-// before. Elements [0, dense_size) are replicated on every rank; the rest are this rank's shard of
-// the expert parameters, whose squares are summed over `expert_group`, so every rank computes the
-// norm of the whole model.
+// Which part of a sharded gradient this rank contributes to the global norm: elements
+// [0, dense_size) are its dense parameters, the rest its expert shard. Replicas must not count
+// twice, so exactly one rank per replica group sets each flag; `group` sums the parts over all
+// ranks holding pieces of the model (null: this rank holds the whole model).
+struct NormShares {
+  std::size_t dense_size = std::size_t(-1);
+  bool count_dense = true;
+  bool count_expert = true;
+  const parallel::Communicator* group = nullptr;
+};
+
+// Scales gradients so that the global norm is at most max_norm (0: never); returns the norm
+// before. Every rank computes the same norm, the norm of the whole model.
 template <class T>
 double clip_gradients(const kernels::Vector<T>& grads, double max_norm,
-                      std::size_t dense_size = std::size_t(-1),
-                      const parallel::Communicator* expert_group = nullptr);
+                      const NormShares& shares = {});
 
 }  // namespace daa::train
