@@ -98,9 +98,11 @@ int run_train(const TrainArgs& args) {
 
 int run_validate(const std::string& input, const std::vector<std::string>& overrides, int ranks) {
   const daa::core::Config config = daa::core::load_config(input, overrides);
-  const daa::parallel::Layout layout = daa::parallel::make_layout(config, ranks);
+  daa::core::validate_layout(config, ranks);  // before the data: layout errors come first
   const daa::io::Dataset data = daa::io::load_dataset(config.data);
   daa::train::check_data_fits(config, data);
+  const daa::parallel::Layout layout =
+      daa::parallel::make_layout(config, ranks, data.train.features(), data.train.classes);
   std::cout << fmt::format("{}: valid for {} ranks\n", input, ranks);
   for (const std::string& line : layout.describe()) std::cout << line << '\n';
   std::cout << "expert registry (home ranks):\n";

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <numeric>
 #include <optional>
 #include <string_view>
 #include <variant>
@@ -43,6 +44,24 @@ const char* to_string(TokenMode mode) {
   return "?";
 }
 
+std::vector<int> parse_counts(const std::string& text) {
+  std::vector<int> counts;
+  std::size_t start = 0;
+  while (start <= text.size() && !text.empty()) {
+    const std::size_t comma = std::min(text.find(',', start), text.size());
+    std::string item = text.substr(start, comma - start);
+    item.erase(0, item.find_first_not_of(' '));
+    item.erase(item.find_last_not_of(' ') + 1);
+    if (item.empty() || item.size() > 9 ||
+        !std::all_of(item.begin(), item.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
+        std::stoi(item) == 0)
+      throw std::invalid_argument("not a positive integer: '" + item + "'");
+    counts.push_back(std::stoi(item));
+    start = comma + 1;
+  }
+  return counts;
+}
+
 namespace {
 
 // Values are kept in this neutral form until every source (file, then overrides) has been
@@ -52,7 +71,7 @@ using Value = std::variant<std::int64_t, double, bool, std::string>;
 enum class Kind { integer, number, boolean, string };
 
 // What a string key accepts, beyond being a string.
-enum class StringRule { any_nonempty, name, choice };
+enum class StringRule { any_nonempty, name, choice, counts };
 
 struct Key {
   const char* section = "";
@@ -232,6 +251,10 @@ const std::vector<Key>& schema() {
                         &ParallelConfig::pipeline_stages, 1, 64,
                         "pipeline stages (PP); the rank count is PP x data-parallel ranks; at most "
                         "[model] moe_layers"));
+    k.push_back(string_key("parallel", "stage_blocks", &C::parallel, &ParallelConfig::stage_blocks,
+                           StringRule::counts, {},
+                           "MoE blocks per pipeline stage, e.g. \"1,3\"; empty: balanced by "
+                           "parameter count"));
     k.push_back(int_key("parallel", "expert_parallel", &C::parallel,
                         &ParallelConfig::expert_parallel, 1, 65536,
                         "ranks that share one MoE layer's experts (EP); divides the rank count "
@@ -433,6 +456,8 @@ std::string range_text(const Key& k) {
       return "non-empty";
     case StringRule::name:
       return "non-empty, only [A-Za-z0-9._-]";
+    case StringRule::counts:
+      return "empty or positive integers separated by commas";
     case StringRule::choice: {
       std::vector<std::string> quoted;
       for (const auto& c : k.choices) quoted.push_back(quote(c));
@@ -527,6 +552,13 @@ bool in_range(const Key& k, const Value& v) {
       });
     case StringRule::choice:
       return std::find(k.choices.begin(), k.choices.end(), s) != k.choices.end();
+    case StringRule::counts:
+      try {
+        parse_counts(s);
+        return true;
+      } catch (const std::invalid_argument&) {
+        return false;
+      }
   }
   return false;
 }
@@ -723,6 +755,17 @@ void validate_layout(const Config& config, int ranks) {
   if (ranks % stages != 0) {
     throw ConfigError(fmt::format("{} rank{} {} not a multiple of [parallel] pipeline_stages = {}",
                                   ranks, ranks == 1 ? "" : "s", ranks == 1 ? "is" : "are", stages));
+  }
+  if (!config.parallel.stage_blocks.empty()) {
+    const std::vector<int> split = parse_counts(config.parallel.stage_blocks);
+    const int total = std::accumulate(split.begin(), split.end(), 0);
+    if (int(split.size()) != stages || total != config.model.moe_layers) {
+      throw ConfigError(fmt::format(
+          "[parallel] stage_blocks = \"{}\" gives {} stage{} and {} block{}; the input has "
+          "[parallel] pipeline_stages = {} and [model] moe_layers = {}",
+          config.parallel.stage_blocks, split.size(), split.size() == 1 ? "" : "s", total,
+          total == 1 ? "" : "s", stages, config.model.moe_layers));
+    }
   }
   // From here on, `ranks` counts the data-parallel ranks of one stage.
   const std::string over = stages == 1 ? fmt::format("{} rank{}", ranks, ranks == 1 ? "" : "s")

@@ -4,15 +4,15 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <limits>
 #include <tuple>
 
 namespace daa::parallel {
 
 std::pair<int, int> Layout::stage_blocks(int stage) const {
-  const int base = moe_layers / pipeline_stages, extra = moe_layers % pipeline_stages;
-  const int first_long = pipeline_stages - extra;  // stages from here on get base + 1 blocks
-  const int first = stage * base + std::max(0, stage - first_long);
-  return {first, first + base + (stage >= first_long ? 1 : 0)};
+  int first = 0;
+  for (int s = 0; s < stage; ++s) first += blocks_per_stage[s];
+  return {first, first + blocks_per_stage[stage]};
 }
 
 RankPlace Layout::place(int rank) const {
@@ -69,7 +69,35 @@ std::vector<std::string> Layout::describe() const {
   return lines;
 }
 
-Layout make_layout(const core::Config& config, int ranks) {
+namespace {
+
+// Contiguous split of `blocks` equal blocks over `stages` stages (each at least one) minimizing
+// the largest stage cost, where the first stage also pays `first_extra` and the last
+// `last_extra`. Exact by dynamic programming; ties go to the split found first (fewer blocks on
+// earlier stages).
+std::vector<int> balanced_split(int blocks, int stages, double block_cost, double first_extra,
+                                double last_extra) {
+  const double inf = std::numeric_limits<double>::infinity();
+  // best[s][b]: smallest largest-stage cost placing the first b blocks on the first s stages.
+  std::vector<std::vector<double>> best(stages + 1, std::vector<double>(blocks + 1, inf));
+  std::vector<std::vector<int>> take(stages + 1, std::vector<int>(blocks + 1, 0));
+  best[0][0] = 0;
+  for (int s = 1; s <= stages; ++s)
+    for (int b = s; b <= blocks - (stages - s); ++b)
+      for (int n = 1; n <= b - (s - 1); ++n) {
+        const double cost =
+            n * block_cost + (s == 1 ? first_extra : 0) + (s == stages ? last_extra : 0);
+        const double worst = std::max(best[s - 1][b - n], cost);
+        if (worst < best[s][b]) best[s][b] = worst, take[s][b] = n;
+      }
+  std::vector<int> split(stages);
+  for (int s = stages, b = blocks; s >= 1; b -= take[s][b], --s) split[s - 1] = take[s][b];
+  return split;
+}
+
+}  // namespace
+
+Layout make_layout(const core::Config& config, int ranks, int input_features, int classes) {
   core::validate_layout(config, ranks);
   Layout layout;
   layout.ranks = ranks;
@@ -78,6 +106,15 @@ Layout make_layout(const core::Config& config, int ranks) {
   layout.data_parallel = ranks / layout.pipeline_stages;
   layout.expert_parallel = config.parallel.expert_parallel;
   layout.experts = config.moe.experts;
+  if (!config.parallel.stage_blocks.empty()) {
+    layout.blocks_per_stage = core::parse_counts(config.parallel.stage_blocks);
+  } else {
+    const double d = config.model.d_model, e = config.moe.experts, f = config.moe.d_ff;
+    const double block = d + d * e + e * (2 * d * f + f + d);  // norm, router, experts
+    layout.blocks_per_stage =
+        balanced_split(layout.moe_layers, layout.pipeline_stages, block,
+                       double(input_features) * d + d, d * double(classes) + double(classes));
+  }
   return layout;
 }
 
@@ -87,8 +124,9 @@ MPI_Comm Topology::split(const Communicator& world, int color, int key) {
   return comm;
 }
 
-Topology::Topology(const Communicator& world, const core::Config& config)
-    : layout_(make_layout(config, world.size())),
+Topology::Topology(const Communicator& world, const core::Config& config, int input_features,
+                   int classes)
+    : layout_(make_layout(config, world.size(), input_features, classes)),
       place_(layout_.place(world.rank())),
       world_(world.comm(), world.name()),
       data_parallel_(split(world, place_.stage, place_.dp_index), "data-parallel"),

@@ -173,7 +173,8 @@ void check_data_fits(const core::Config& config, const io::Dataset& data) {
 TrainResult run_training(const core::Config& config, const io::Dataset& data,
                          const parallel::Communicator& world, const TrainOptions& options) {
   const auto run_start = Clock::now();
-  const parallel::Topology topology(world, config);  // validates the layout
+  // Validates the layout; the input layer's size weighs in the split over pipeline stages.
+  const parallel::Topology topology(world, config, data.train.features(), data.train.classes);
   const parallel::RankPlace& place = topology.place();
   const int ep = topology.layout().expert_parallel;
   const int micro_batches = config.parallel.micro_batches;

@@ -82,7 +82,7 @@ TEST(ExpertRegistry, ImbalanceAndSummary) {
 TEST(ExpertRegistry, HomesFollowTheLayout) {
   daa::core::Config config;  // 8 experts
   config.parallel.expert_parallel = 2;
-  const auto layout = daa::parallel::make_layout(config, 4);
+  const auto layout = daa::parallel::make_layout(config, 4, 784, 10);
   const ExpertRegistry registry = ExpertRegistry::from_layout(layout, 2);
   ASSERT_EQ(registry.entries().size(), 16u);
   EXPECT_EQ(registry.entries()[0].home_ranks, (std::vector<int>{0, 2}));   // layer 0 expert 0

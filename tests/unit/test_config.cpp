@@ -566,6 +566,24 @@ TEST(Config, LayoutChecksPipelineStages) {
             "/ 2 pipeline stages)");
 }
 
+TEST(Config, StageBlocksAreChecked) {
+  EXPECT_EQ(parse_error("[parallel]\nstage_blocks = \"1,x\"\n"),
+            "config: inputs/x.toml: [parallel] stage_blocks = \"1,x\" must be empty or positive "
+            "integers separated by commas");
+  Config c;  // 2 MoE layers
+  c.parallel.pipeline_stages = 2;
+  c.parallel.stage_blocks = "1, 1";
+  EXPECT_NO_THROW(validate_layout(c, 2));
+  c.parallel.stage_blocks = "2";
+  EXPECT_EQ(error_of([&] { validate_layout(c, 2); }),
+            "config: [parallel] stage_blocks = \"2\" gives 1 stage and 2 blocks; the input has "
+            "[parallel] pipeline_stages = 2 and [model] moe_layers = 2");
+  EXPECT_EQ(daa::core::parse_counts(" 3, 5 "), (std::vector<int>{3, 5}));
+  EXPECT_TRUE(daa::core::parse_counts("").empty());
+  EXPECT_THROW(daa::core::parse_counts("1,,2"), std::invalid_argument);
+  EXPECT_THROW(daa::core::parse_counts("0"), std::invalid_argument);
+}
+
 TEST(Config, LayoutNeedsARank) {
   EXPECT_THAT(error_of([] { validate_layout(Config{}, 0); }), HasSubstr("at least 1 rank"));
   EXPECT_THAT(error_of([] { validate_layout(Config{}, -2); }), HasSubstr("at least 1 rank"));
@@ -656,7 +674,7 @@ TEST(Config, ToTomlRoundTripsEveryField) {
 TEST(Config, ToTomlListsEveryKeyWithItsDoc) {
   const std::string text = to_toml(Config{});
   const auto keys = schema_keys();
-  EXPECT_EQ(keys.size(), 38u);
+  EXPECT_EQ(keys.size(), 39u);
   std::istringstream in(text);
   std::string line, previous;
   int values = 0;
@@ -668,7 +686,7 @@ TEST(Config, ToTomlListsEveryKeyWithItsDoc) {
     }
     previous = line;
   }
-  EXPECT_EQ(values, 38);
+  EXPECT_EQ(values, 39);
   const toml::table t = toml::parse(text);
   for (const auto& [section, key, value] : keys) {
     EXPECT_TRUE(t.at_path(section + "." + key)) << section << "." << key;

@@ -64,9 +64,10 @@ struct TrainConfig {
 // parallelism shards each MoE layer's experts over `expert_parallel` consecutive data-parallel
 // ranks of a stage.
 struct ParallelConfig {
-  int pipeline_stages = 1;  // PP: ranks = PP x data-parallel ranks; at most the MoE layer count
-  int expert_parallel = 1;  // EP: divides the data-parallel rank count and the expert count
-  int micro_batches = 1;    // each global batch runs as this many micro-batches (accumulated)
+  int pipeline_stages = 1;   // PP: ranks = PP x data-parallel ranks; at most the MoE layer count
+  std::string stage_blocks;  // MoE blocks per stage, "n0,n1,..."; empty: balanced by parameters
+  int expert_parallel = 1;   // EP: divides the data-parallel rank count and the expert count
+  int micro_batches = 1;     // each global batch runs as this many micro-batches (accumulated)
 };
 
 struct LogConfig {
@@ -105,6 +106,9 @@ void validate_layout(const Config& config, int ranks);
 // The fully resolved configuration (every key, defaults filled in) as commented TOML text that
 // parse_config accepts again and that yields the same Config.
 std::string to_toml(const Config& config);
+
+// "3, 5" -> {3, 5}; "" -> {}. Throws std::invalid_argument on anything but positive integers.
+std::vector<int> parse_counts(const std::string& text);
 
 const char* to_string(NormKind kind);
 const char* to_string(TokenMode mode);

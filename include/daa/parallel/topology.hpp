@@ -35,22 +35,25 @@ struct Layout {
   int data_parallel = 1;
   int expert_parallel = 1;
   int experts = 1;
+  std::vector<int> blocks_per_stage;  // MoE blocks of each stage, in order
   RankPlace place(int rank) const;
-  // Blocks of stage s: contiguous, as even as possible, extra blocks on the later stages (the
-  // first stage also carries the input layer).
+  // Blocks [first, last) of stage s.
   std::pair<int, int> stage_blocks(int stage) const;
   int expert_data_parallel() const { return data_parallel / expert_parallel; }
   // Human-readable lines: the groups and, per rank, which experts it holds.
   std::vector<std::string> describe() const;
 };
 
-// Checks the config against `ranks` (core::validate_layout) and returns the layout.
-Layout make_layout(const core::Config& config, int ranks);
+// Checks the config against `ranks` (core::validate_layout) and returns the layout. Without
+// [parallel] stage_blocks, the blocks are split over the stages to minimize the largest stage's
+// parameter count, counting the input layer (input_features x d_model) on the first stage and
+// the classifier (d_model x classes) on the last.
+Layout make_layout(const core::Config& config, int ranks, int input_features, int classes);
 
 // The communicators of one rank, built once (collective over `world`) and freed on destruction.
 class Topology {
  public:
-  Topology(const Communicator& world, const core::Config& config);
+  Topology(const Communicator& world, const core::Config& config, int input_features, int classes);
   ~Topology();
   Topology(const Topology&) = delete;
   Topology& operator=(const Topology&) = delete;
