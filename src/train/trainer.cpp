@@ -112,17 +112,16 @@ std::vector<float> gather_parameters(const model::ParamStore<float>& params,
     names += p.name + '\n';
     values.insert(values.end(), host.data() + p.offset, host.data() + p.offset + p.size());
   }
-  auto gather = [&](const void* data, int count, MPI_Datatype type, std::vector<int>& counts,
-                    std::vector<int>& displs) {
+  // Counts and displacements on rank 0 for one MPI_Gatherv.
+  auto layout_of = [&](int count, std::vector<int>& counts, std::vector<int>& displs) {
     counts.assign(world.size(), 0);
     displs.assign(world.size(), 0);
     DAA_MPI_CHECK(MPI_Gather(&count, 1, MPI_INT, counts.data(), 1, MPI_INT, 0, world.comm()));
     for (int r = 1; r < world.size(); ++r) displs[r] = displs[r - 1] + counts[r - 1];
-    return std::make_pair(data, type);
   };
   std::vector<int> name_counts, name_displs, value_counts, value_displs;
-  gather(names.data(), int(names.size()), MPI_CHAR, name_counts, name_displs);
-  gather(values.data(), int(values.size()), MPI_FLOAT, value_counts, value_displs);
+  layout_of(int(names.size()), name_counts, name_displs);
+  layout_of(int(values.size()), value_counts, value_displs);
   const bool root = world.rank() == 0;
   std::string all_names(root ? std::size_t(name_displs.back() + name_counts.back()) : 0, '\0');
   std::vector<float> all_values(root ? std::size_t(value_displs.back() + value_counts.back()) : 0);

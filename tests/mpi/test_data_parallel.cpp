@@ -5,6 +5,8 @@
 // additions are reordered. Within one layout it is bit-exact, and replicas hold equal parameters.
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
 #include <cmath>
 
 #include "daa/core/config.hpp"
@@ -57,6 +59,17 @@ std::vector<float> one_rank_parameters(const daa::core::Config& config) {
   return reference;
 }
 
+// On rank 0: the layout's parameters after 20 steps are within 1e-5 (relative) of one rank's.
+void expect_matches_one_rank(const daa::train::TrainResult& result,
+                             const std::vector<float>& reference, const std::string& layout) {
+  if (daa::parallel::world_rank() != 0) return;
+  ASSERT_EQ(result.parameters.size(), reference.size()) << layout;
+  const double rel = relative_difference(result.parameters, reference);
+  std::printf("[ info ] %s vs 1 rank after 20 steps: relative difference %.3e\n", layout.c_str(),
+              rel);
+  EXPECT_LT(rel, 1e-5) << layout;
+}
+
 // Trains on all ranks with each expert-parallel size that divides the rank count (and with the
 // given extra keys) and compares with one rank.
 void expect_layouts_match_one_rank(const std::vector<std::string>& extra) {
@@ -67,17 +80,10 @@ void expect_layouts_match_one_rank(const std::vector<std::string>& extra) {
     std::vector<std::string> keys = extra;
     keys.push_back("parallel.expert_parallel=" + std::to_string(ep));
     const daa::train::TrainResult all = train_on(twenty_step_config(keys), world);
-    if (world.rank() == 0) {
-      ASSERT_EQ(all.parameters.size(), reference.size()) << "EP " << ep;
-      const double rel = relative_difference(all.parameters, reference);
-      std::printf(
-          "[ info ] %d ranks, expert parallelism %d vs 1 rank after 20 steps: relative "
-          "difference %.3e\n",
-          world.size(), ep, rel);
-      EXPECT_LT(rel, 1e-5) << "EP " << ep;
-      if (world.size() == 1) {
-        EXPECT_EQ(all.parameters, reference) << "one rank must be bit-exact run to run";
-      }
+    expect_matches_one_rank(all, reference,
+                            fmt::format("{} ranks, expert parallelism {}", world.size(), ep));
+    if (world.size() == 1 && world.rank() == 0) {
+      EXPECT_EQ(all.parameters, reference) << "one rank must be bit-exact run to run";
     }
   }
 }
@@ -98,31 +104,33 @@ TEST(Layouts, SameParametersAsOneRankWithGroupLimitedRouting) {
 
 // Pipeline stages: (PP, DP, EP) = (2, 1, 1) on 2 ranks; (2, 2, 1) and (2, 2, 2) on 4 ranks; with
 // 4 micro-batches through the 1F1B schedule, against one rank with the same micro-batches.
-TEST(Layouts, PipelineStagesMatchOneRank) {
+void expect_pipelines_match_one_rank(const std::vector<std::string>& extra) {
   const daa::parallel::Communicator world(MPI_COMM_WORLD, "world");
-  const std::vector<std::string> micro = {"parallel.micro_batches=4"};
-  const std::vector<float> reference = one_rank_parameters(twenty_step_config(micro));
+  std::vector<std::string> keys = extra;
+  keys.push_back("parallel.micro_batches=4");
+  const std::vector<float> reference = one_rank_parameters(twenty_step_config(keys));
   if (world.size() % 2 != 0) {  // one rank cannot hold two stages: refused before any work
     EXPECT_THROW(train_on(twenty_step_config({"parallel.pipeline_stages=2"}), world),
                  daa::ConfigError);
     return;
   }
+  keys.push_back("parallel.pipeline_stages=2");
   for (int ep : {1, 2}) {
     if ((world.size() / 2) % ep != 0) continue;
-    const auto result =
-        train_on(twenty_step_config({"parallel.micro_batches=4", "parallel.pipeline_stages=2",
-                                     "parallel.expert_parallel=" + std::to_string(ep)}),
-                 world);
-    if (world.rank() == 0) {
-      ASSERT_EQ(result.parameters.size(), reference.size());
-      const double rel = relative_difference(result.parameters, reference);
-      std::printf(
-          "[ info ] %d ranks, 2 pipeline stages, expert parallelism %d vs 1 rank after 20 "
-          "steps: relative difference %.3e\n",
-          world.size(), ep, rel);
-      EXPECT_LT(rel, 1e-5) << "PP 2, EP " << ep;
-    }
+    std::vector<std::string> layout_keys = keys;
+    layout_keys.push_back("parallel.expert_parallel=" + std::to_string(ep));
+    expect_matches_one_rank(
+        train_on(twenty_step_config(layout_keys), world), reference,
+        fmt::format("{} ranks, 2 pipeline stages, expert parallelism {}", world.size(), ep));
   }
+}
+
+TEST(Layouts, PipelineStagesMatchOneRank) {
+  expect_pipelines_match_one_rank({});
+}
+
+TEST(Layouts, PipelineStagesMatchOneRankWithGroupLimitedRouting) {
+  expect_pipelines_match_one_rank({"moe.expert_groups=2", "moe.max_groups_per_token=1"});
 }
 
 TEST(Layouts, ReplicasHoldIdenticalParameters) {
