@@ -78,13 +78,15 @@ std::string summary_json(const RunSummary& s) {
       "\"global_batch\": {},\n"
       "  \"final_loss\": {},\n  \"train_accuracy\": {},\n  \"test_loss\": {},\n  "
       "\"test_accuracy\": {},\n"
-      "  \"test_accuracy_per_epoch\": [{}],\n  \"samples_per_s\": {},\n  \"train_seconds\": {},\n"
+      "  \"test_accuracy_per_epoch\": [{}],\n  \"samples_per_s\": {},\n  "
+      "\"steady_samples_per_s\": {},\n  \"train_seconds\": {},\n"
       "  \"wall_seconds\": {},\n  \"phases\": {{\"data_s\": {}, \"compute_s\": {}, \"comm_s\": {}, "
       "\"dispatch_s\": {}, \"eval_s\": {}}},\n"
       "  \"expert_gflops\": {},\n  \"parameters\": {},\n  \"parameter_checksum\": {}\n}}\n",
       json_string(s.name), s.ranks, s.steps, s.epochs, s.global_batch, json_number(s.final_loss),
       json_number(s.train_accuracy), json_number(s.test_loss), json_number(s.test_accuracy), epochs,
-      json_number(s.samples_per_s), json_number(s.train_seconds), json_number(s.wall_seconds),
+      json_number(s.samples_per_s), json_number(s.steady_samples_per_s),
+      json_number(s.train_seconds), json_number(s.wall_seconds),
       json_number(s.phases.data), json_number(s.phases.compute), json_number(s.phases.comm),
       json_number(s.phases.dispatch), json_number(s.phases.eval), json_number(s.expert_gflops),
       s.parameters, json_string(s.parameter_checksum));

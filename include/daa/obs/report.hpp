@@ -29,6 +29,7 @@ struct RunSummary {
   double test_loss = 0;
   double test_accuracy = 0;
   double samples_per_s = 0;  // training samples per second, all ranks together
+  double steady_samples_per_s = 0;  // the same after the first 20 steps
   double train_seconds = 0;  // wall time of the step loop, excluding evaluation
   double wall_seconds = 0;   // whole run including data loading and evaluation
   PhaseTimes phases;
