@@ -17,37 +17,38 @@ double learning_rate(std::int64_t step, std::int64_t total, std::int64_t warmup,
 
 template <class T>
 AdamW<T>::AdamW(const model::ParamStore<T>& params, const AdamWSettings& settings)
-    : settings_(settings),
-      m_("adam_m", params.size()),
-      v_("adam_v", params.size()),
-      decay_mask_("decay_mask", params.size()) {
-  auto mask = Kokkos::create_mirror_view(decay_mask_);
-  for (const auto& p : params.infos())
-    for (std::size_t i = 0; i < p.size(); ++i) mask(p.offset + i) = p.decay ? T(1) : T(0);
-  Kokkos::deep_copy(decay_mask_, mask);
+    : settings_(settings), m_("adam_m", params.size()), v_("adam_v", params.size()) {
+  // Runs of neighbouring parameters with the same decay flag: one kernel each, no mask array.
+  for (const auto& p : params.infos()) {
+    if (!segments_.empty() && segments_.back().decay == p.decay && segments_.back().end == p.offset)
+      segments_.back().end = p.offset + p.size();
+    else
+      segments_.push_back({p.offset, p.offset + p.size(), p.decay});
+  }
 }
 
 template <class T>
 void AdamW<T>::update(model::ParamStore<T>& params, double lr, std::int64_t step) {
   const T b1 = T(settings_.beta1), b2 = T(settings_.beta2), eps = T(settings_.eps);
   const T step_lr = T(lr);
-  const T decay = T(lr * settings_.weight_decay);
   const T correction1 = T(1.0 - std::pow(settings_.beta1, double(step)));
   const T correction2 = T(1.0 - std::pow(settings_.beta2, double(step)));
   auto w = params.values();
   auto g = params.grads();
   auto m = m_;
   auto v = v_;
-  auto mask = decay_mask_;
-  Kokkos::parallel_for(
-      "adamw", kernels::Range(0, w.extent(0)), KOKKOS_LAMBDA(const std::size_t i) {
-        const T grad = g(i);
-        m(i) = b1 * m(i) + (T(1) - b1) * grad;
-        v(i) = b2 * v(i) + (T(1) - b2) * grad * grad;
-        const T m_hat = m(i) / correction1;
-        const T v_hat = v(i) / correction2;
-        w(i) -= decay * mask(i) * w(i) + step_lr * m_hat / (std::sqrt(v_hat) + eps);
-      });
+  for (const Segment& segment : segments_) {
+    const T decay = segment.decay ? T(lr * settings_.weight_decay) : T(0);
+    Kokkos::parallel_for(
+        "adamw", kernels::Range(segment.begin, segment.end), KOKKOS_LAMBDA(const std::size_t i) {
+          const T grad = g(i);
+          m(i) = b1 * m(i) + (T(1) - b1) * grad;
+          v(i) = b2 * v(i) + (T(1) - b2) * grad * grad;
+          const T m_hat = m(i) / correction1;
+          const T v_hat = v(i) / correction2;
+          w(i) -= decay * w(i) + step_lr * m_hat / (std::sqrt(v_hat) + eps);
+        });
+  }
 }
 
 template <class T>

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "daa/core/config.hpp"
 #include "daa/model/params.hpp"
@@ -36,7 +37,11 @@ class AdamW {
  private:
   AdamWSettings settings_;
   kernels::Vector<T> m_, v_;
-  kernels::Vector<T> decay_mask_;  // 1 where weight decay applies, else 0
+  struct Segment {
+    std::size_t begin, end;
+    bool decay;  // weight decay applies to [begin, end)
+  };
+  std::vector<Segment> segments_;
 };
 
 // Sum of squares of the whole gradient, accumulated in double in a fixed order.
