@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <Kokkos_Core.hpp>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -15,10 +16,12 @@
 #include "daa/core/config.hpp"
 #include "daa/core/error.hpp"
 #include "daa/io/dataset.hpp"
+#include "daa/io/vectors_csv.hpp"
 #include "daa/obs/report.hpp"
 #include "daa/parallel/communicator.hpp"
 #include "daa/parallel/expert_registry.hpp"
 #include "daa/parallel/topology.hpp"
+#include "daa/robust/rules.hpp"
 #include "daa/train/trainer.hpp"
 
 namespace {
@@ -120,6 +123,69 @@ int run_validate(const std::string& input, const std::vector<std::string>& overr
   return 0;
 }
 
+// `--param key=value` of `aggregate`, onto the rule's parameters.
+void apply_rule_param(const std::string& text, daa::robust::RuleParams& params) {
+  const auto eq = text.find('=');
+  const std::string key = text.substr(0, eq);
+  const std::string value = eq == std::string::npos ? "" : text.substr(eq + 1);
+  auto number = [&]() {
+    std::size_t used = 0;
+    double v = 0;
+    try {
+      v = std::stod(value, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (value.empty() || used != value.size())
+      throw daa::InputError("--param " + text + ": '" + value + "' is not a number");
+    return v;
+  };
+  auto integer = [&]() {
+    const double v = number();
+    if (v != std::floor(v) || v < 0 || v > 1e9)
+      throw daa::InputError("--param " + text + ": expected a non-negative integer");
+    return int(v);
+  };
+  if (key == "multi_krum_m")
+    params.multi_krum_m = integer();
+  else if (key == "clip_tau")
+    params.clip_tau = number();
+  else if (key == "clip_iterations")
+    params.clip_iterations = integer();
+  else if (key == "weiszfeld_iterations")
+    params.weiszfeld_iterations = integer();
+  else if (key == "weiszfeld_nu")
+    params.weiszfeld_nu = number();
+  else if (key == "weiszfeld_tolerance")
+    params.weiszfeld_tolerance = number();
+  else
+    throw daa::InputError("--param " + text +
+                          ": unknown key; known: multi_krum_m, clip_tau, clip_iterations, "
+                          "weiszfeld_iterations, weiszfeld_nu, weiszfeld_tolerance");
+}
+
+struct AggregateArgs {
+  std::string rule;
+  int f = 0;
+  bool nnm = false;
+  std::vector<std::string> params;
+  std::string input;
+};
+
+int run_aggregate(const AggregateArgs& args) {
+  daa::robust::RuleParams params;
+  params.f = args.f;
+  params.nnm = args.nnm;
+  for (const std::string& p : args.params) apply_rule_param(p, params);
+  const daa::robust::Rule rule = daa::robust::parse_rule(args.rule);
+  const daa::io::VectorTable table = daa::io::read_vectors_csv(args.input);
+  daa::robust::check_requirement(rule, table.rows, args.f, args.input);
+  const std::vector<double> result =
+      daa::robust::aggregate(rule, table.values, table.rows, table.columns, params);
+  std::cout << daa::io::format_csv_row(result) << '\n';
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -153,6 +219,23 @@ int main(int argc, char** argv) {
       ->add_option("--set", validate_overrides, "override one key: section.key=value (repeatable)")
       ->type_name("KEY=VALUE");
 
+  AggregateArgs aggregate_args;
+  CLI::App* aggregate = app.add_subcommand(
+      "aggregate",
+      "apply one robust aggregation rule to vectors, one per CSV row; print the result");
+  aggregate
+      ->add_option("--rule", aggregate_args.rule,
+                   "mean, median, trimmed-mean, geometric-median, krum, multi-krum, bulyan, "
+                   "centered-clipping")
+      ->required();
+  aggregate->add_option("--f", aggregate_args.f, "Byzantine vectors to tolerate")
+      ->check(CLI::NonNegativeNumber);
+  aggregate->add_flag("--nnm", aggregate_args.nnm, "nearest-neighbour mixing before the rule");
+  aggregate->add_option("--param", aggregate_args.params, "rule parameter key=value (repeatable)")
+      ->type_name("KEY=VALUE");
+  aggregate->add_option("--input", aggregate_args.input, "CSV file, one vector per row")
+      ->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -165,6 +248,7 @@ int main(int argc, char** argv) {
 
   try {
     if (*train) return run_train(train_args);
+    if (*aggregate) return run_aggregate(aggregate_args);
     return run_validate(validate_input, validate_overrides, validate_ranks);
   } catch (const daa::Error& e) {
     print_error(e.what());

@@ -86,10 +86,10 @@ std::string summary_json(const RunSummary& s) {
       json_string(s.name), s.ranks, s.steps, s.epochs, s.global_batch, json_number(s.final_loss),
       json_number(s.train_accuracy), json_number(s.test_loss), json_number(s.test_accuracy), epochs,
       json_number(s.samples_per_s), json_number(s.steady_samples_per_s),
-      json_number(s.train_seconds), json_number(s.wall_seconds),
-      json_number(s.phases.data), json_number(s.phases.compute), json_number(s.phases.comm),
-      json_number(s.phases.dispatch), json_number(s.phases.eval), json_number(s.expert_gflops),
-      s.parameters, json_string(s.parameter_checksum));
+      json_number(s.train_seconds), json_number(s.wall_seconds), json_number(s.phases.data),
+      json_number(s.phases.compute), json_number(s.phases.comm), json_number(s.phases.dispatch),
+      json_number(s.phases.eval), json_number(s.expert_gflops), s.parameters,
+      json_string(s.parameter_checksum));
 }
 
 void write_text_file(const std::string& path, const std::string& text) {

@@ -494,10 +494,9 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
   summary.train_seconds = world.allreduce_max(summary.train_seconds);
   summary.samples_per_s = double(total_steps) * global_batch / summary.train_seconds;
   steady_seconds = world.allreduce_max(steady_seconds);
-  summary.steady_samples_per_s =
-      total_steps > kSteadyAfter
-          ? double(total_steps - kSteadyAfter) * global_batch / steady_seconds
-          : summary.samples_per_s;
+  summary.steady_samples_per_s = total_steps > kSteadyAfter ? double(total_steps - kSteadyAfter) *
+                                                                  global_batch / steady_seconds
+                                                            : summary.samples_per_s;
   summary.phases = phases;
   summary.expert_gflops = expert_seconds > 0 ? expert_flops / expert_seconds * 1e-9 : 0;
 

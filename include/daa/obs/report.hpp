@@ -28,10 +28,10 @@ struct RunSummary {
   double train_accuracy = 0;  // over the training batches of the last epoch (or partial epoch)
   double test_loss = 0;
   double test_accuracy = 0;
-  double samples_per_s = 0;  // training samples per second, all ranks together
+  double samples_per_s = 0;         // training samples per second, all ranks together
   double steady_samples_per_s = 0;  // the same after the first 20 steps
-  double train_seconds = 0;  // wall time of the step loop, excluding evaluation
-  double wall_seconds = 0;   // whole run including data loading and evaluation
+  double train_seconds = 0;         // wall time of the step loop, excluding evaluation
+  double wall_seconds = 0;          // whole run including data loading and evaluation
   PhaseTimes phases;
   double expert_gflops = 0;  // GEMM FLOP rate inside the expert FFNs, per rank
   std::int64_t parameters = 0;
