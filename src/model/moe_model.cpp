@@ -112,6 +112,7 @@ struct MoeModel<T>::Workspace {
   // Backward scratch, shared by the layers.
   Matrix<T> dres{"dres", 0, 0}, dnormed{"dnormed", 0, 0};
   Matrix<T> dprobs{"dprobs", 0, 0}, dgate{"dgate", 0, 0};
+  Vector<T> aux_grad{"aux_grad", 0};  // load-balancing loss gradient per expert
   Matrix<T> dexpert_out{"dexpert_out", 0, 0}, dpacked{"dpacked", 0, 0};  // packed order
   Matrix<T> dlocal_out{"dlocal_out", 0, 0}, dlocal_in{"dlocal_in", 0, 0}, dhidden{"dhidden", 0, 0};
   parallel::TokenDispatcher dispatcher;
@@ -553,7 +554,8 @@ void MoeModel<T>::backward(int slot_index, const Matrix<T>& grad_output, BatchSt
     auto gate = L.gate;
     auto dgate = w.dgate;
     auto dprobs = w.dprobs;
-    Vector<T> aux_grad("aux_grad", E);
+    kernels::ensure_extent(w.aux_grad, E);
+    auto aux_grad = w.aux_grad;
     {
       auto aux_h = Kokkos::create_mirror_view(aux_grad);
       for (std::size_t e = 0; e < E; ++e)
