@@ -12,6 +12,7 @@ enum class RngPurpose : std::uint64_t {
   shuffle = 1,
   init = 2,
   test = 3,
+  attack = 4,  // simulated Byzantine behaviour (noise, bit flips)
 };
 
 // SplitMix64 finalizer: a bijective 64-bit mixer with full avalanche.

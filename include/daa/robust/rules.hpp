@@ -13,7 +13,8 @@ namespace daa::robust {
 // - mean: (1/n) sum_i x_i, summed in ascending index. Ignores f; a NaN/Inf row poisons it (by
 //   design: it is the non-robust baseline).
 // - median: per coordinate, the median of the n values; even n: the mean of the two middle ones.
-// - trimmed_mean: per coordinate, drop the f largest and f smallest values, average the rest.
+// - trimmed_mean: per coordinate, drop the f largest and f smallest values, average the rest
+//   (summed in ascending value order).
 // - geometric_median: smoothed Weiszfeld started at the coordinate-wise median:
 //   z <- sum_i w_i x_i / sum_i w_i with w_i = 1 / max(nu, ||x_i - z||); stops after
 //   `weiszfeld_iterations` steps or once a step moves z by at most `weiszfeld_tolerance`
@@ -35,8 +36,10 @@ namespace daa::robust {
 // - nnm (Allouah et al. 2023), a pre-step for any rule: each x_i is replaced by the mean of its
 //   n - f nearest contributions (itself included, Euclidean), then the rule runs on the mixed rows.
 //
-// Ties: every sort is stable and keyed on (value, index), so ties break towards the lowest index
-// (DESIGN.md §6: all ranks choose alike). Every sum runs in ascending index order.
+// Ties: every selection sort is stable and keyed on (value, index), so ties break towards the
+// lowest index (DESIGN.md §6: all ranks choose alike). Sums over rows run in ascending index order;
+// distances come from the Gram matrix of the rows, <x_a, x_b> summed over coordinates in order
+// (src/robust/round_engine.hpp: the same phases run on one host and in the collective rounds).
 //
 // Non-finite values (NaN/Inf): a row with any non-finite value is "bad" and must never reach the
 // result. Coordinate-wise rules sort its non-finite coordinates as +inf (so trimming and the
@@ -80,8 +83,9 @@ struct RuleParams {
 void check_requirement(Rule rule, int n, int f, const std::string& group);
 
 // What each contribution weighed in the result, each in [0, 1]:
-// mean 1/n; median: fraction of coordinates where it was (one of) the median values; trimmed
-// mean: fraction of coordinates where it was kept; krum 1 for the chosen one, 0 otherwise;
+// mean 1/n; median: fraction of coordinates where its value lies between the two middle values
+// (odd n: equals the median; rows tied with them count too); trimmed mean: fraction of coordinates
+// where its value lies between the smallest and largest kept values; krum 1 for the chosen one, 0 otherwise;
 // multi-krum 1/m for each selected one; bulyan: fraction of coordinates where it was among the
 // beta averaged values; geometric median: its final Weiszfeld weight, normalized to sum 1;
 // centered clipping: its clip factor in the last iteration (0 for a bad row). With nnm the weights
@@ -89,6 +93,10 @@ void check_requirement(Rule rule, int n, int f, const std::string& group);
 struct RuleOutcome {
   std::vector<double> weight;
 };
+
+// Throws daa::ConfigError naming the rule and the parameter when `params` are invalid for a group
+// of n contributions (multi-krum m outside [0, n - f], clip tau <= 0, negative iterations, ...).
+void check_params(Rule rule, int n, const RuleParams& params);
 
 // rows: n contributions of d values, row-major (rows.size() == n * d). Calls check_requirement
 // with group "aggregate"; invalid params throw daa::ConfigError. Returns the d aggregated values.

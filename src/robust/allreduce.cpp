@@ -1,0 +1,380 @@
+// The robust all-reduce over a communicator (see daa/robust/allreduce.hpp). Sharded mode: chunk c
+// of every contribution goes to its holders c, c+1, ..., c+h-1; summaries and results of each
+// chunk are compared across its holders, and a chunk they disagree on is recomputed by every rank
+// from an all-gather of that chunk, the holders that published something else being accused.
+#include "daa/robust/allreduce.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include "daa/core/error.hpp"
+#include "round_engine.hpp"
+
+namespace daa::robust {
+namespace {
+
+struct ModeName {
+  Mode mode;
+  const char* name;
+};
+constexpr ModeName kModeNames[] = {
+    {Mode::allreduce, "allreduce"}, {Mode::replicated, "replicated"}, {Mode::sharded, "sharded"}};
+
+std::vector<char> active_mask(std::span<const char> excluded, int n) {
+  std::vector<char> active(n, 1);
+  if (excluded.empty()) return active;
+  if (int(excluded.size()) != n)
+    throw Error("robust all-reduce: " + std::to_string(excluded.size()) +
+                " exclusion flags for a group of " + std::to_string(n));
+  for (int i = 0; i < n; ++i) active[i] = excluded[i] ? 0 : 1;
+  return active;
+}
+
+RoundReport to_round_report(engine::RoundReport&& r, int n) {
+  RoundReport out;
+  out.weight = std::move(r.weight);
+  out.distance = std::move(r.distance);
+  out.non_finite = std::move(r.non_finite);
+  out.accused.assign(n, 0);
+  return out;
+}
+
+int wrap(int i, int n) {
+  return ((i % n) + n) % n;
+}
+
+}  // namespace
+
+Mode parse_mode(const std::string& name) {
+  std::string known;
+  for (const ModeName& m : kModeNames) {
+    if (name == m.name) return m.mode;
+    known += known.empty() ? "" : ", ";
+    known += m.name;
+  }
+  throw ConfigError("unknown robust mode '" + name + "'; known modes: " + known);
+}
+
+const char* to_string(Mode mode) {
+  for (const ModeName& m : kModeNames)
+    if (m.mode == mode) return m.name;
+  return "unknown";
+}
+
+RobustAllReduce::RobustAllReduce(Rule rule, const RuleParams& params, Mode mode)
+    : rule_(rule), params_(params), mode_(mode) {
+  if (mode == Mode::allreduce && rule != Rule::mean)
+    throw ConfigError(
+        std::string("[robust] mode = \"allreduce\" only sums (rule \"mean\"); rule \"") +
+        to_string(rule) + "\" needs mode \"replicated\" or \"sharded\"");
+  if (params.f < 0) throw ConfigError("[robust] f = " + std::to_string(params.f) + " must be >= 0");
+}
+
+int RobustAllReduce::holders(int n) const {
+  return std::min(n, std::max(2, params_.f + 1));
+}
+
+void RobustAllReduce::check_group(int n, int excluded, const std::string& group_name) const {
+  check_requirement(rule_, n - excluded, params_.f, group_name);
+  check_params(rule_, n - excluded, params_);
+}
+
+RoundReport RobustAllReduce::reduce(std::span<float> values, const parallel::Communicator& group,
+                                    const RoundOptions& options) const {
+  const int n = group.size();
+  if (mode_ == Mode::allreduce) {
+    if (n > 1) {
+      group.allreduce_sum(values.data(), values.size());
+      const float scale = 1.0f / float(n);
+      for (float& v : values) v *= scale;
+    }
+    return {};
+  }
+  const std::vector<char> active = active_mask(options.excluded, n);
+  if (n == 1) return reduce_replicated(values, group, active);
+  return mode_ == Mode::replicated ? reduce_replicated(values, group, active)
+                                   : reduce_sharded(values, group, active, options.lie_as_owner);
+}
+
+RoundReport RobustAllReduce::reduce_replicated(std::span<float> values,
+                                               const parallel::Communicator& group,
+                                               std::span<const char> active) const {
+  const int n = group.size();
+  const std::size_t d = values.size();
+  std::vector<float> rows(d * std::size_t(n));
+  DAA_MPI_CHECK(MPI_Allgather(values.data(), int(d), MPI_FLOAT, rows.data(), int(d), MPI_FLOAT,
+                              group.comm()));
+  // The same n chunks as sharded mode, so both modes give the same bits.
+  return to_round_report(
+      engine::run_local<float, float>(rule_, params_, rows, n, d, n, active, values.data()), n);
+}
+
+namespace {
+
+// One sharded round's state on this rank: the chunks it holds and the rows of them it received.
+struct ShardedRound {
+  int n = 0, h = 0, me = 0;
+  engine::Chunking chunking;
+  std::vector<int> order;  // engine order of the members (active first)
+  int n_active = 0;
+  // slot k holds chunk (me - k) mod n: rows[k] is n x size(chunk), source-major.
+  std::vector<std::vector<float>> rows;
+  // chunks every rank recomputed from an all-gather (disputed ones), with all rows of them.
+  std::vector<std::vector<float>> replicated;  // per chunk, empty unless replicated
+
+  int chunk_of_slot(int k) const { return wrap(me - k, n); }
+  int holder(int c, int k) const { return wrap(c + k, n); }
+  // Engine views of chunk c from `data` (n x len, source-major).
+  engine::ChunkRows<float> view(const std::vector<float>& data, int c, int count) const {
+    engine::ChunkRows<float> v;
+    v.len = chunking.size(c);
+    for (int k = 0; k < count; ++k) v.rows.push_back(data.data() + std::size_t(order[k]) * v.len);
+    return v;
+  }
+  const std::vector<float>& rows_of(int c) const {
+    if (!replicated[c].empty()) return replicated[c];
+    for (int k = 0; k < h; ++k)
+      if (chunk_of_slot(k) == c) return rows[k];
+    throw Error("robust all-reduce: chunk " + std::to_string(c) + " is not held here");
+  }
+};
+
+// Every rank contributes chunk c of its own contribution for each c in `chunks` (ascending; the
+// same list on every rank); afterwards every rank holds all rows of those chunks.
+void fetch_replicated(ShardedRound& s, std::span<const float> values,
+                      const std::vector<int>& chunks, const parallel::Communicator& group) {
+  std::size_t total = 0;
+  for (int c : chunks) total += s.chunking.size(c);
+  std::vector<float> mine, all(total * std::size_t(s.n));
+  mine.reserve(total);
+  for (int c : chunks)
+    mine.insert(mine.end(), values.begin() + std::ptrdiff_t(s.chunking.begin(c)),
+                values.begin() + std::ptrdiff_t(s.chunking.begin(c) + s.chunking.size(c)));
+  DAA_MPI_CHECK(MPI_Allgather(mine.data(), int(total), MPI_FLOAT, all.data(), int(total), MPI_FLOAT,
+                              group.comm()));
+  std::size_t offset = 0;
+  for (int c : chunks) {
+    const std::size_t len = s.chunking.size(c);
+    std::vector<float>& rows = s.replicated[c];
+    rows.resize(len * std::size_t(s.n));
+    for (int src = 0; src < s.n; ++src)
+      std::copy_n(all.data() + std::size_t(src) * total + offset, len,
+                  rows.data() + std::size_t(src) * len);
+    offset += len;
+  }
+}
+
+// A phase's summaries: each holder publishes its h chunk summaries (size `size` each); chunks whose
+// holders disagree are recomputed by everyone with `compute(c, out)`, and holders whose summary
+// differs from the recomputation are accused. Returns the chunk-ordered sum.
+template <class Compute>
+std::vector<double> agree_on_summaries(ShardedRound& s, std::size_t size,
+                                       std::span<const float> values,
+                                       const parallel::Communicator& group,
+                                       std::vector<char>& accused, int& disputed_count,
+                                       Compute compute) {
+  std::vector<double> mine(size * std::size_t(s.h)), all(mine.size() * std::size_t(s.n));
+  for (int k = 0; k < s.h; ++k) {
+    const int c = s.chunk_of_slot(k);
+    if (s.replicated[c].empty()) compute(c, mine.data() + std::size_t(k) * size);
+  }
+  DAA_MPI_CHECK(MPI_Allgather(mine.data(), int(mine.size()), MPI_DOUBLE, all.data(),
+                              int(mine.size()), MPI_DOUBLE, group.comm()));
+  auto copy = [&](int c, int k) {
+    return all.data() + std::size_t(s.holder(c, k)) * mine.size() + std::size_t(k) * size;
+  };
+  std::vector<int> disputed;
+  for (int c = 0; c < s.n; ++c) {
+    if (!s.replicated[c].empty()) continue;
+    for (int k = 1; k < s.h; ++k)
+      if (std::memcmp(copy(c, 0), copy(c, k), size * sizeof(double)) != 0) {
+        disputed.push_back(c);
+        break;
+      }
+  }
+  if (!disputed.empty()) fetch_replicated(s, values, disputed, group);
+  disputed_count += int(disputed.size());
+  std::vector<double> total(size, 0.0), own(size);
+  for (int c = 0; c < s.n; ++c) {
+    const bool recompute = !s.replicated[c].empty();
+    if (recompute) compute(c, own.data());
+    if (std::find(disputed.begin(), disputed.end(), c) != disputed.end())
+      for (int k = 0; k < s.h; ++k)
+        if (std::memcmp(copy(c, k), own.data(), size * sizeof(double)) != 0)
+          accused[s.holder(c, k)] = 1;
+    engine::accumulate(total, recompute ? std::span<const double>(own)
+                                        : std::span<const double>(copy(c, 0), size));
+  }
+  return total;
+}
+
+}  // namespace
+
+RoundReport RobustAllReduce::reduce_sharded(std::span<float> values,
+                                            const parallel::Communicator& group,
+                                            std::span<const char> active, bool lie) const {
+  ShardedRound s;
+  s.n = group.size();
+  s.h = holders(s.n);
+  s.me = group.rank();
+  s.chunking = {values.size(), s.n};
+  s.order = engine::engine_order(active, s.n, &s.n_active);
+  s.rows.resize(s.h);
+  s.replicated.resize(s.n);
+  const int n = s.n, n_act = s.n_active;
+
+  // Scatter: in slot k every rank sends chunk (q - k) to rank q, so rank q receives, from every
+  // source, the chunk it holds in slot k, already source-major.
+  std::vector<int> send_counts(n), send_displs(n), recv_counts(n), recv_displs(n);
+  for (int k = 0; k < s.h; ++k) {
+    const int mine = s.chunk_of_slot(k);
+    const int len = int(s.chunking.size(mine));
+    for (int q = 0; q < n; ++q) {
+      const int c = wrap(q - k, n);
+      send_counts[q] = int(s.chunking.size(c));
+      send_displs[q] = int(s.chunking.begin(c));
+      recv_counts[q] = len;
+      recv_displs[q] = q * len;
+    }
+    s.rows[k].resize(std::size_t(len) * std::size_t(n));
+    DAA_MPI_CHECK(MPI_Alltoallv(values.data(), send_counts.data(), send_displs.data(), MPI_FLOAT,
+                                s.rows[k].data(), recv_counts.data(), recv_displs.data(), MPI_FLOAT,
+                                group.comm()));
+  }
+
+  RoundReport report;
+  report.accused.assign(n, 0);
+  // Phase 1 (and 2): small summaries, agreed across holders.
+  std::vector<double> total =
+      agree_on_summaries(s, engine::phase1_size(rule_, params_.nnm, n_act), values, group,
+                         report.accused, report.disputed_chunks, [&](int c, double* out) {
+                           engine::phase1(s.view(s.rows_of(c), c, n_act), rule_, params_.nnm, out);
+                         });
+  engine::Plan plan = engine::plan_after_phase1(rule_, params_, n_act, total);
+  std::vector<std::vector<double>> centers(n);
+  std::vector<double> mixed;
+  if (engine::needs_center(rule_)) {
+    total = agree_on_summaries(s, engine::phase2_size(n_act), values, group, report.accused,
+                               report.disputed_chunks, [&](int c, double* out) {
+                                 const engine::ChunkRows<float> x = s.view(s.rows_of(c), c, n_act);
+                                 engine::phase2(plan, engine::rule_rows(plan, x, mixed), centers[c],
+                                                out);
+                               });
+    engine::plan_after_phase2(plan, total);
+  }
+
+  // Final phase: each holder computes its chunks' results and summaries; the primary publishes
+  // them, the other holders publish their hash. Layout per chunk: summary doubles, then results.
+  const std::size_t summary_size = engine::final_size(n_act, n);
+  auto chunk_bytes = [&](int c) {
+    return summary_size * sizeof(double) + s.chunking.size(c) * sizeof(float);
+  };
+  auto compute_final = [&](int c, std::vector<unsigned char>& out) {
+    out.resize(chunk_bytes(c));
+    std::vector<double> summary(summary_size);
+    std::vector<float> result(s.chunking.size(c));
+    const std::vector<float>& rows = s.rows_of(c);
+    const engine::ChunkRows<float> x = s.view(rows, c, n_act);
+    if (engine::needs_center(rule_) && centers[c].size() != x.len) {
+      // A chunk first replicated in this phase: its center was computed by its holders only.
+      std::vector<double> unused(engine::phase2_size(n_act));
+      engine::phase2(plan, engine::rule_rows(plan, x, mixed), centers[c], unused.data());
+    }
+    engine::finish_chunk(plan, engine::rule_rows(plan, x, mixed), centers[c], s.view(rows, c, n),
+                         result.data(), summary.data());
+    std::memcpy(out.data(), summary.data(), summary_size * sizeof(double));
+    std::memcpy(out.data() + summary_size * sizeof(double), result.data(),
+                result.size() * sizeof(float));
+  };
+  std::vector<std::vector<unsigned char>> held(s.h);
+  std::vector<std::uint64_t> hashes(s.h, 0);
+  for (int k = 0; k < s.h; ++k) {
+    const int c = s.chunk_of_slot(k);
+    if (!s.replicated[c].empty()) continue;  // everyone computes it
+    compute_final(c, held[k]);
+    if (lie) {  // simulated lying holder: flip the sign of every result it holds
+      auto* result = reinterpret_cast<float*>(held[k].data() + summary_size * sizeof(double));
+      for (std::size_t j = 0; j < s.chunking.size(c); ++j) result[j] = -result[j] - 1.0f;
+    }
+    hashes[k] = engine::hash_bytes(held[k].data(), held[k].size());
+  }
+  // Published per rank: its primary chunk's bytes, then the hashes of its other slots.
+  std::vector<int> counts(n), displs(n);
+  int offset = 0;
+  for (int r = 0; r < n; ++r) {
+    counts[r] = int((s.replicated[r].empty() ? chunk_bytes(r) : 0) +
+                    std::size_t(s.h - 1) * sizeof(std::uint64_t));
+    displs[r] = offset;
+    offset += counts[r];
+  }
+  std::vector<unsigned char> send(std::size_t(counts[s.me]));
+  std::vector<unsigned char> published(static_cast<std::size_t>(offset));
+  {
+    std::size_t at = 0;
+    if (s.replicated[s.me].empty()) {
+      std::memcpy(send.data(), held[0].data(), held[0].size());
+      at = held[0].size();
+    }
+    std::memcpy(send.data() + at, hashes.data() + 1, std::size_t(s.h - 1) * sizeof(std::uint64_t));
+  }
+  DAA_MPI_CHECK(MPI_Allgatherv(send.data(), counts[s.me], MPI_BYTE, published.data(), counts.data(),
+                               displs.data(), MPI_BYTE, group.comm()));
+  auto primary_bytes = [&](int c) { return published.data() + displs[c]; };
+  auto published_hash = [&](int c, int k) {  // holder (c + k)'s hash of chunk c, k >= 1
+    const int r = s.holder(c, k);
+    std::uint64_t h;
+    std::memcpy(&h,
+                published.data() + displs[r] + counts[r] -
+                    std::size_t(s.h - 1) * sizeof(std::uint64_t) +
+                    std::size_t(k - 1) * sizeof(std::uint64_t),
+                sizeof h);
+    return h;
+  };
+  std::vector<int> disputed;
+  std::vector<std::uint64_t> primary_hash(n, 0);
+  for (int c = 0; c < n; ++c) {
+    if (!s.replicated[c].empty()) continue;
+    primary_hash[c] = engine::hash_bytes(primary_bytes(c), chunk_bytes(c));
+    for (int k = 1; k < s.h; ++k)
+      if (published_hash(c, k) != primary_hash[c]) {
+        disputed.push_back(c);
+        break;
+      }
+  }
+  if (!disputed.empty()) fetch_replicated(s, values, disputed, group);
+  report.disputed_chunks += int(disputed.size());
+
+  std::vector<double> final_total(summary_size, 0.0);
+  std::vector<unsigned char> own;
+  for (int c = 0; c < n; ++c) {
+    const unsigned char* bytes;
+    if (!s.replicated[c].empty()) {
+      compute_final(c, own);
+      bytes = own.data();
+      if (std::find(disputed.begin(), disputed.end(), c) != disputed.end()) {
+        const std::uint64_t truth = engine::hash_bytes(own.data(), own.size());
+        if (primary_hash[c] != truth) report.accused[s.holder(c, 0)] = 1;
+        for (int k = 1; k < s.h; ++k)
+          if (published_hash(c, k) != truth) report.accused[s.holder(c, k)] = 1;
+      }
+    } else {
+      bytes = primary_bytes(c);
+    }
+    std::vector<double> summary(summary_size);
+    std::memcpy(summary.data(), bytes, summary_size * sizeof(double));
+    engine::accumulate(final_total, summary);
+    std::memcpy(values.data() + s.chunking.begin(c), bytes + summary_size * sizeof(double),
+                s.chunking.size(c) * sizeof(float));
+  }
+  RuleOutcome outcome;
+  std::vector<double> distance;
+  std::vector<char> non_finite;
+  engine::finish_outcome(plan, final_total, values.size(), n, outcome, distance, non_finite);
+  engine::RoundReport r = engine::to_report(s.order, n_act, outcome, distance, non_finite);
+  report.weight = std::move(r.weight);
+  report.distance = std::move(r.distance);
+  report.non_finite = std::move(r.non_finite);
+  return report;
+}
+
+}  // namespace daa::robust

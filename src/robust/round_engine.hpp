@@ -1,0 +1,678 @@
+// The robust rules as chunked phases (private to the robust module). A round splits the d
+// coordinates into chunks; each phase computes a small summary per chunk, the summaries are summed
+// in chunk order, and a plan computed from the totals drives the next phase. Host aggregate(), the
+// replicated round and the sharded round all run these same functions, so they agree bit for bit.
+#pragma once
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <numeric>
+#include <span>
+#include <vector>
+
+#include "daa/core/rng.hpp"
+#include "daa/robust/rules.hpp"
+
+namespace daa::robust::engine {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+// d coordinates in `chunks` balanced chunks; the first d % chunks get one extra coordinate.
+struct Chunking {
+  std::size_t d = 0;
+  int chunks = 1;
+  std::size_t begin(int c) const {
+    const std::size_t base = d / std::size_t(chunks), extra = d % std::size_t(chunks);
+    return base * std::size_t(c) + std::min<std::size_t>(std::size_t(c), extra);
+  }
+  std::size_t size(int c) const { return begin(c + 1) - begin(c); }
+};
+
+// Which phases a rule needs: phase 1 (non-finite flags, plus the Gram matrix for distance-based
+// rules and NNM) always; phase 2 (the coordinate-wise median as a start point, and its inner
+// products with the rows) for the iterative rules.
+inline bool needs_gram(Rule rule, bool nnm) {
+  return nnm || rule == Rule::krum || rule == Rule::multi_krum || rule == Rule::bulyan ||
+         rule == Rule::geometric_median || rule == Rule::centered_clipping;
+}
+inline bool needs_center(Rule rule) {
+  return rule == Rule::geometric_median || rule == Rule::centered_clipping;
+}
+
+// Summary sizes per chunk, for n active rows out of n_all.
+inline std::size_t phase1_size(Rule rule, bool nnm, int n) {
+  return std::size_t(n) + (needs_gram(rule, nnm) ? std::size_t(n) * (n + 1) / 2 : 0);
+}
+inline std::size_t phase2_size(int n) {
+  return std::size_t(n) + 1;
+}
+// Final: per active row its coordinate count (coordinate rules, Bulyan); per row of all rows its
+// squared distance from the result and its non-finite flag.
+inline std::size_t final_size(int n, int n_all) {
+  return std::size_t(n) + 2 * std::size_t(n_all);
+}
+
+// Sort key of coordinate rules: a non-finite value sorts as +inf.
+template <class R>
+inline R sort_key(R x) {
+  return std::isfinite(x) ? x : std::numeric_limits<R>::infinity();
+}
+
+// One chunk of the rows: row i starts at rows[i] and has `len` values.
+template <class R>
+struct ChunkRows {
+  std::vector<const R*> rows;
+  std::size_t len = 0;
+  int n() const { return int(rows.size()); }
+};
+
+// Phase 1 of one chunk: flags (1 for a row with a non-finite value in this chunk), then the
+// upper triangle of the Gram matrix <x_a, x_b> (a <= b), row by row, summed in coordinate order.
+template <class R>
+void phase1(const ChunkRows<R>& x, Rule rule, bool nnm, double* out) {
+  const int n = x.n();
+  for (int i = 0; i < n; ++i) {
+    bool bad = false;
+    for (std::size_t j = 0; j < x.len; ++j) bad |= !std::isfinite(x.rows[i][j]);
+    out[i] = bad ? 1.0 : 0.0;
+  }
+  if (!needs_gram(rule, nnm)) return;
+  double* gram = out + n;
+  for (int a = 0; a < n; ++a)
+    for (int b = a; b < n; ++b) {
+      double s = 0;
+      const R* xa = x.rows[a];
+      const R* xb = x.rows[b];
+      for (std::size_t j = 0; j < x.len; ++j) s += double(xa[j]) * double(xb[j]);
+      *gram++ = s;
+    }
+}
+
+// Adds `part` into `total` element-wise (chunk summaries summed in chunk order).
+inline void accumulate(std::span<double> total, std::span<const double> part) {
+  for (std::size_t k = 0; k < total.size(); ++k) total[k] += part[k];
+}
+
+// Everything the rule decided from the summaries; identical on every rank that computed it.
+struct Plan {
+  Rule rule = Rule::mean;
+  RuleParams params;
+  int n = 0;
+  std::vector<char> bad;       // row has a non-finite value somewhere
+  std::vector<double> mix;     // NNM: n x n mixing matrix (row i: weights of the rows in y_i)
+  std::vector<double> gram;    // n x n Gram matrix of the rows the rule sees (mixed under NNM)
+  std::vector<int> selected;   // Krum, Multi-Krum, Bulyan: the selected rows, ascending
+  std::vector<double> coef;    // iterative rules: result = sum coef[i] y_i + coef[n] * center
+  std::vector<double> weight;  // per-row weight where it is known globally (not coordinate rules)
+  bool coordinate_weights = false;  // weights come from the final counts
+  double sq_distance(int a, int b) const {
+    const std::size_t n_ = std::size_t(n);
+    return std::max(0.0, gram[a * n_ + a] + gram[b * n_ + b] - 2 * gram[a * n_ + b]);
+  }
+};
+
+inline std::vector<int> good_rows(const Plan& p) {
+  std::vector<int> idx;
+  for (int i = 0; i < p.n; ++i)
+    if (!p.bad[i]) idx.push_back(i);
+  return idx;
+}
+
+// Krum scores of `members` (ascending) with `neighbours` nearest others; +inf for bad rows.
+inline std::vector<double> krum_scores(const Plan& p, const std::vector<int>& members,
+                                       int neighbours) {
+  std::vector<double> score(members.size(), kInf), others;
+  for (std::size_t a = 0; a < members.size(); ++a) {
+    const int i = members[a];
+    if (p.bad[i]) continue;
+    others.clear();
+    for (int k : members)
+      if (k != i) others.push_back(p.bad[k] ? kInf : p.sq_distance(i, k));
+    std::sort(others.begin(), others.end());
+    double s = 0;
+    for (int k = 0; k < neighbours && k < int(others.size()); ++k) s += others[k];
+    score[a] = s;
+  }
+  return score;
+}
+
+// Positions into `members` of the selectable (good) ones by ascending (score, position).
+inline std::vector<int> rank_by_score(const Plan& p, const std::vector<int>& members,
+                                      const std::vector<double>& score) {
+  std::vector<int> pos;
+  for (std::size_t a = 0; a < members.size(); ++a)
+    if (!p.bad[members[a]]) pos.push_back(int(a));
+  std::stable_sort(pos.begin(), pos.end(), [&](int a, int b) { return score[a] < score[b]; });
+  return pos;
+}
+
+// The plan after phase 1: bad rows, NNM mixing, Krum-family selections. `total` is the chunk-sum
+// of phase-1 summaries.
+inline Plan plan_after_phase1(Rule rule, const RuleParams& params, int n,
+                              std::span<const double> total) {
+  Plan p;
+  p.rule = rule;
+  p.params = params;
+  p.n = n;
+  p.bad.resize(n);
+  for (int i = 0; i < n; ++i) p.bad[i] = total[i] > 0 ? 1 : 0;
+  p.weight.assign(n, 0.0);
+  const int f = params.f;
+  if (needs_gram(rule, params.nnm)) {
+    // Full symmetric Gram; bad rows' entries are meaningless and zeroed so that no NaN leaks
+    // through a zero coefficient.
+    p.gram.assign(std::size_t(n) * n, 0.0);
+    const double* g = total.data() + n;
+    for (int a = 0; a < n; ++a)
+      for (int b = a; b < n; ++b, ++g)
+        if (!p.bad[a] && !p.bad[b])
+          p.gram[a * std::size_t(n) + b] = p.gram[b * std::size_t(n) + a] = *g;
+  }
+  if (params.nnm) {
+    // NNM: each good row becomes the mean of its n - f nearest good rows (itself included, ties to
+    // the lowest index); bad rows stay as they are.
+    p.mix.assign(std::size_t(n) * n, 0.0);
+    const std::vector<int> good = good_rows(p);
+    for (int i = 0; i < n; ++i) {
+      if (p.bad[i]) {
+        p.mix[i * std::size_t(n) + i] = 1.0;
+        continue;
+      }
+      std::vector<int> idx = good;
+      std::stable_sort(idx.begin(), idx.end(),
+                       [&](int a, int b) { return p.sq_distance(i, a) < p.sq_distance(i, b); });
+      if (int(idx.size()) > n - f) idx.resize(n - f);
+      for (int k : idx) p.mix[i * std::size_t(n) + k] = 1.0 / double(idx.size());
+    }
+    // Gram of the mixed rows: M G M^T (bad rows keep zero entries).
+    std::vector<double> mg(std::size_t(n) * n, 0.0), mixed(std::size_t(n) * n, 0.0);
+    for (int a = 0; a < n; ++a)
+      for (int k = 0; k < n; ++k)
+        if (const double m = p.mix[a * std::size_t(n) + k]; m != 0.0 && !p.bad[a])
+          for (int b = 0; b < n; ++b)
+            mg[a * std::size_t(n) + b] += m * p.gram[k * std::size_t(n) + b];
+    for (int a = 0; a < n; ++a)
+      for (int b = 0; b < n; ++b) {
+        if (p.bad[a] || p.bad[b]) continue;
+        double s = 0;
+        for (int k = 0; k < n; ++k) s += mg[a * std::size_t(n) + k] * p.mix[b * std::size_t(n) + k];
+        mixed[a * std::size_t(n) + b] = s;
+      }
+    p.gram = std::move(mixed);
+  }
+  switch (rule) {
+    case Rule::mean:
+      std::fill(p.weight.begin(), p.weight.end(), 1.0 / n);
+      break;
+    case Rule::median:
+    case Rule::trimmed_mean:
+      p.coordinate_weights = true;
+      break;
+    case Rule::krum:
+    case Rule::multi_krum: {
+      std::vector<int> members(n);
+      std::iota(members.begin(), members.end(), 0);
+      const int m =
+          rule == Rule::krum ? 1 : (params.multi_krum_m == 0 ? n - f : params.multi_krum_m);
+      const std::vector<double> score = krum_scores(p, members, n - f - 2);
+      std::vector<int> pos = rank_by_score(p, members, score);
+      if (int(pos.size()) > m) pos.resize(m);
+      for (int a : pos) p.selected.push_back(members[a]);
+      std::sort(p.selected.begin(), p.selected.end());
+      for (int i : p.selected) p.weight[i] = 1.0 / double(p.selected.size());
+      break;
+    }
+    case Rule::bulyan: {
+      const int theta = n - 2 * f;
+      std::vector<int> remaining(n);
+      std::iota(remaining.begin(), remaining.end(), 0);
+      while (int(p.selected.size()) < theta) {
+        const int k = int(remaining.size());
+        const std::vector<double> score = krum_scores(p, remaining, k - f - 2);
+        const std::vector<int> pos = rank_by_score(p, remaining, score);
+        if (pos.empty()) break;  // only bad rows left
+        p.selected.push_back(remaining[pos[0]]);
+        remaining.erase(remaining.begin() + pos[0]);
+      }
+      std::sort(p.selected.begin(), p.selected.end());
+      p.coordinate_weights = true;
+      break;
+    }
+    case Rule::geometric_median:
+    case Rule::centered_clipping:
+      break;  // planned after phase 2
+  }
+  return p;
+}
+
+// The rows the rule sees in one chunk: the input rows, or under NNM their mixtures (materialized
+// in `storage`, n x len doubles).
+template <class R>
+struct RuleRows {
+  const ChunkRows<R>* raw = nullptr;
+  ChunkRows<double> mixed;
+  bool is_mixed = false;
+};
+
+template <class R>
+RuleRows<R> rule_rows(const Plan& p, const ChunkRows<R>& x, std::vector<double>& storage) {
+  RuleRows<R> r;
+  r.raw = &x;
+  if (p.mix.empty()) return r;
+  const int n = p.n;
+  storage.assign(std::size_t(n) * x.len, 0.0);
+  for (int i = 0; i < n; ++i) {
+    double* y = storage.data() + std::size_t(i) * x.len;
+    for (int k = 0; k < n; ++k) {  // ascending k: a fixed order of every sum
+      const double m = p.mix[i * std::size_t(n) + k];
+      if (m == 0.0) continue;
+      const R* xk = x.rows[k];
+      if (p.bad[i]) {  // a bad row stays as it is (m == 1 on the diagonal)
+        for (std::size_t j = 0; j < x.len; ++j) y[j] = double(xk[j]);
+      } else {
+        for (std::size_t j = 0; j < x.len; ++j) y[j] += m * double(xk[j]);
+      }
+    }
+    r.mixed.rows.push_back(y);
+  }
+  r.mixed.len = x.len;
+  r.is_mixed = true;
+  return r;
+}
+
+// Sorting network (Batcher's odd-even merge sort, padded to a power of two) for n values: applied
+// to a block of coordinates at a time, min/max over arrays vectorize across coordinates.
+inline std::vector<std::pair<int, int>> sorting_network(int n) {
+  int size = 1;
+  while (size < n) size *= 2;
+  std::vector<std::pair<int, int>> pairs;
+  for (int p = 1; p < size; p *= 2)
+    for (int k = p; k >= 1; k /= 2)
+      for (int j = k % p; j + k < size; j += 2 * k)
+        for (int i = 0; i < std::min(k, size - j - k); ++i)
+          if ((i + j) / (2 * p) == (i + j + k) / (2 * p) && i + j + k < n)
+            pairs.emplace_back(i + j, i + j + k);
+  return pairs;
+}
+
+// Coordinate-wise median or trimmed mean of one chunk of rows into out[0..len), and per row the
+// number of coordinates where its value is one of those the rule used (a middle value, or a kept
+// value: rows tied with one count too).
+template <class R, class T>
+void coordinate_rule(const ChunkRows<R>& y, Rule rule, int f, T* out, double* counts) {
+  const int n = y.n();
+  constexpr std::size_t kBlock = 256;
+  static thread_local std::vector<R> sorted;
+  static thread_local std::vector<std::pair<int, int>> network;
+  static thread_local int network_n = -1;
+  if (network_n != n) network = sorting_network(n), network_n = n;
+  sorted.resize(std::size_t(n) * kBlock);
+  const int lo_rank = rule == Rule::median ? (n - 1) / 2 : f;
+  const int hi_rank = rule == Rule::median ? n / 2 : n - f - 1;
+  std::vector<std::int64_t> count(n, 0);
+  for (std::size_t j0 = 0; j0 < y.len; j0 += kBlock) {
+    const std::size_t b = std::min(kBlock, y.len - j0);
+    for (int i = 0; i < n; ++i) {
+      R* s = sorted.data() + std::size_t(i) * kBlock;
+      const R* v = y.rows[i] + j0;
+      for (std::size_t j = 0; j < b; ++j) s[j] = sort_key(v[j]);
+    }
+    for (const auto& [a, c] : network) {
+      R* sa = sorted.data() + std::size_t(a) * kBlock;
+      R* sc = sorted.data() + std::size_t(c) * kBlock;
+      for (std::size_t j = 0; j < b; ++j) {
+        const R lo = std::min(sa[j], sc[j]), hi = std::max(sa[j], sc[j]);
+        sa[j] = lo;
+        sc[j] = hi;
+      }
+    }
+    const R* lo = sorted.data() + std::size_t(lo_rank) * kBlock;
+    const R* hi = sorted.data() + std::size_t(hi_rank) * kBlock;
+    if (rule == Rule::median) {
+      for (std::size_t j = 0; j < b; ++j) out[j0 + j] = T(0.5 * (double(lo[j]) + double(hi[j])));
+    } else {
+      const double kept = double(n - 2 * f);
+      for (std::size_t j = 0; j < b; ++j) {
+        double s = 0;
+        for (int k = f; k < n - f; ++k) s += double(sorted[std::size_t(k) * kBlock + j]);
+        out[j0 + j] = T(s / kept);
+      }
+    }
+    for (int i = 0; i < n; ++i) {
+      const R* v = y.rows[i] + j0;
+      std::int64_t c = 0;
+      for (std::size_t j = 0; j < b; ++j) {
+        const R key = sort_key(v[j]);
+        c += (key >= lo[j] && key <= hi[j]) ? 1 : 0;
+      }
+      count[i] += c;
+    }
+  }
+  for (int i = 0; i < n; ++i) counts[i] = double(count[i]);
+}
+
+// Phase 2 of one chunk (iterative rules): the coordinate-wise median `center` of the rule rows,
+// then <y_i, center> for good rows and <center, center>.
+template <class R>
+void phase2(const Plan& p, const RuleRows<R>& rows, std::vector<double>& center, double* out) {
+  std::vector<double> counts(p.n);
+  const std::size_t len = rows.is_mixed ? rows.mixed.len : rows.raw->len;
+  center.resize(len);
+  if (rows.is_mixed)
+    coordinate_rule(rows.mixed, Rule::median, 0, center.data(), counts.data());
+  else
+    coordinate_rule(*rows.raw, Rule::median, 0, center.data(), counts.data());
+  auto row = [&](int i, std::size_t j) {
+    return rows.is_mixed ? rows.mixed.rows[i][j] : double(rows.raw->rows[i][j]);
+  };
+  for (int i = 0; i < p.n; ++i) {
+    double s = 0;
+    if (!p.bad[i])
+      for (std::size_t j = 0; j < len; ++j) s += row(i, j) * center[j];
+    out[i] = s;
+  }
+  double cc = 0;
+  for (std::size_t j = 0; j < len; ++j) cc += center[j] * center[j];
+  out[p.n] = cc;
+}
+
+// The iterative rules in coefficient space: with the basis y_0..y_{n-1}, center, every iterate is
+// sum coef[k] * basis[k], and its distances follow from the basis Gram matrix H.
+inline void plan_after_phase2(Plan& p, std::span<const double> total) {
+  const int n = p.n, m = n + 1;
+  std::vector<double> h(std::size_t(m) * m, 0.0);
+  for (int a = 0; a < n; ++a)
+    for (int b = 0; b < n; ++b) h[a * std::size_t(m) + b] = p.gram[a * std::size_t(n) + b];
+  for (int a = 0; a < n; ++a) h[a * std::size_t(m) + n] = h[n * std::size_t(m) + a] = total[a];
+  h[n * std::size_t(m) + n] = total[n];
+  auto quad = [&](const std::vector<double>& c) {  // c^T H c
+    double s = 0;
+    for (int a = 0; a < m; ++a) {
+      if (c[a] == 0.0) continue;
+      double r = 0;
+      for (int b = 0; b < m; ++b) r += h[a * std::size_t(m) + b] * c[b];
+      s += c[a] * r;
+    }
+    return s;
+  };
+  auto distance = [&](int i, const std::vector<double>& c, double cc) {  // ||y_i - z||
+    double hc = 0;
+    for (int b = 0; b < m; ++b) hc += h[i * std::size_t(m) + b] * c[b];
+    return std::sqrt(std::max(0.0, h[i * std::size_t(m) + i] - 2 * hc + cc));
+  };
+  std::vector<double> c(m, 0.0);
+  c[n] = 1.0;  // start at the coordinate-wise median
+  bool any_good = false;
+  for (int i = 0; i < n; ++i) any_good = any_good || !p.bad[i];
+  if (!any_good) {  // every row is bad: no value to return
+    p.coef.assign(m, kNaN);
+    return;
+  }
+  const RuleParams& q = p.params;
+  if (p.rule == Rule::geometric_median) {
+    std::vector<double> w(n, 0.0);
+    auto weigh = [&] {
+      const double cc = quad(c);
+      double sum = 0;
+      for (int i = 0; i < n; ++i) {
+        w[i] = p.bad[i] ? 0.0 : 1.0 / std::max(q.weiszfeld_nu, distance(i, c, cc));
+        sum += w[i];
+      }
+      return sum;
+    };
+    double sum = weigh();
+    for (int it = 0; it < q.weiszfeld_iterations; ++it) {
+      std::vector<double> next(m, 0.0);
+      for (int i = 0; i < n; ++i) next[i] = w[i] / sum;
+      std::vector<double> delta(m);
+      for (int k = 0; k < m; ++k) delta[k] = next[k] - c[k];
+      const double step = std::sqrt(std::max(0.0, quad(delta)));
+      c = std::move(next);
+      sum = weigh();
+      if (step <= q.weiszfeld_tolerance) break;
+    }
+    for (int i = 0; i < n; ++i) p.weight[i] = w[i] / sum;
+  } else {  // centered clipping
+    std::vector<double> factor(n, 0.0);
+    auto clip = [&] {
+      const double cc = quad(c);
+      for (int i = 0; i < n; ++i) {
+        if (p.bad[i]) continue;
+        const double dist = distance(i, c, cc);
+        factor[i] = dist > 0.0 ? std::min(1.0, q.clip_tau / dist) : 1.0;
+      }
+    };
+    for (int it = 0; it < q.clip_iterations; ++it) {
+      clip();
+      // v <- v + (1/n) sum_i factor_i (y_i - v)
+      double factor_sum = 0;
+      for (int i = 0; i < n; ++i) factor_sum += factor[i];
+      std::vector<double> next(m);
+      for (int k = 0; k < m; ++k) next[k] = c[k] * (1.0 - factor_sum / n);
+      for (int i = 0; i < n; ++i) next[i] += factor[i] / n;
+      c = std::move(next);
+    }
+    if (q.clip_iterations == 0) clip();
+    p.weight = factor;
+  }
+  p.coef = std::move(c);
+}
+
+// Final phase of one chunk: the result out[0..len) and the final summary (see final_size).
+// `all` are every row of the chunk (active ones first, in the plan's order, then excluded ones):
+// their distances from the result are measured on the rows as contributed, not mixed.
+template <class R, class T>
+void finish_chunk(const Plan& p, const RuleRows<R>& rows, const std::vector<double>& center,
+                  const ChunkRows<R>& all, T* out, double* summary) {
+  const int n = p.n;
+  const std::size_t len = all.len;
+  double* counts = summary;
+  std::fill(counts, counts + n, 0.0);
+  auto row = [&](int i, std::size_t j) {
+    return rows.is_mixed ? rows.mixed.rows[i][j] : double(rows.raw->rows[i][j]);
+  };
+  switch (p.rule) {
+    case Rule::median:
+    case Rule::trimmed_mean:
+      if (rows.is_mixed)
+        coordinate_rule(rows.mixed, p.rule, p.params.f, out, counts);
+      else
+        coordinate_rule(*rows.raw, p.rule, p.params.f, out, counts);
+      break;
+    case Rule::mean:
+      for (std::size_t j = 0; j < len; ++j) {
+        double s = 0;
+        for (int i = 0; i < n; ++i) s += row(i, j);
+        out[j] = T(s / n);
+      }
+      break;
+    case Rule::krum:
+    case Rule::multi_krum:
+      for (std::size_t j = 0; j < len; ++j) {
+        double s = p.selected.empty() ? kNaN : 0.0;
+        for (int i : p.selected) s += row(i, j);
+        out[j] = T(s / double(p.selected.size()));
+      }
+      break;
+    case Rule::bulyan: {
+      const int beta = int(p.selected.size()) - 2 * p.params.f;
+      const int take = std::max(1, std::min<int>(beta, int(p.selected.size())));
+      std::vector<int> idx(p.selected.size());
+      std::vector<double> vals;
+      for (std::size_t j = 0; j < len; ++j) {
+        if (p.selected.empty()) {
+          out[j] = T(kNaN);
+          continue;
+        }
+        vals.clear();
+        for (int i : p.selected) vals.push_back(row(i, j));
+        std::vector<double> sorted = vals;
+        std::sort(sorted.begin(), sorted.end());
+        const std::size_t s = sorted.size();
+        const double med = s % 2 ? sorted[s / 2] : 0.5 * (sorted[s / 2 - 1] + sorted[s / 2]);
+        std::iota(idx.begin(), idx.end(), 0);  // positions into selected, ascending index
+        std::stable_sort(idx.begin(), idx.end(), [&](int a, int b) {
+          return std::abs(vals[a] - med) < std::abs(vals[b] - med);
+        });
+        std::sort(idx.begin(), idx.begin() + take);
+        double sum = 0;
+        for (int k = 0; k < take; ++k) {
+          sum += vals[idx[k]];
+          counts[p.selected[idx[k]]] += 1.0;
+        }
+        out[j] = T(sum / take);
+      }
+      break;
+    }
+    case Rule::geometric_median:
+    case Rule::centered_clipping:
+      for (std::size_t j = 0; j < len; ++j) {
+        double s = p.coef[n] * center[j];
+        for (int i = 0; i < n; ++i)
+          if (p.coef[i] != 0.0) s += p.coef[i] * row(i, j);
+        out[j] = T(s);
+      }
+      break;
+  }
+  double* dist = summary + n;
+  double* bad = dist + all.n();
+  for (int i = 0; i < all.n(); ++i) {
+    double s = 0;
+    bool nonfinite = false;
+    const R* x = all.rows[i];
+    for (std::size_t j = 0; j < len; ++j) {
+      nonfinite |= !std::isfinite(x[j]);
+      const double t = double(x[j]) - double(out[j]);
+      s += t * t;
+    }
+    dist[i] = s;
+    bad[i] = nonfinite ? 1.0 : 0.0;
+  }
+}
+
+// The outcome of a round from the chunk-summed final summaries.
+inline void finish_outcome(const Plan& p, std::span<const double> total, std::size_t d, int n_all,
+                           RuleOutcome& outcome, std::vector<double>& distance,
+                           std::vector<char>& non_finite) {
+  outcome.weight = p.weight;
+  if (p.coordinate_weights)
+    for (int i = 0; i < p.n; ++i) outcome.weight[i] = d > 0 ? total[i] / double(d) : 0.0;
+  distance.resize(n_all);
+  non_finite.resize(n_all);
+  for (int i = 0; i < n_all; ++i) {
+    non_finite[i] = total[p.n + n_all + i] > 0 ? 1 : 0;
+    distance[i] = non_finite[i] ? kInf : std::sqrt(total[p.n + i]);
+  }
+}
+
+// What a round reports per row (all n_all rows, in input order): the rule's weight (0 for
+// excluded rows), the distance from the result, whether the row had a non-finite value.
+struct RoundReport {
+  std::vector<double> weight, distance;
+  std::vector<char> non_finite;
+};
+
+// Rows in the engine's order: active ones (ascending), then excluded ones (ascending).
+inline std::vector<int> engine_order(std::span<const char> active, int n_all, int* n_active) {
+  std::vector<int> order;
+  for (int i = 0; i < n_all; ++i)
+    if (active.empty() || active[i]) order.push_back(i);
+  *n_active = int(order.size());
+  for (int i = 0; i < n_all; ++i)
+    if (!active.empty() && !active[i]) order.push_back(i);
+  return order;
+}
+
+// Maps the engine's outcome (active rows first) back to input order.
+inline RoundReport to_report(const std::vector<int>& order, int n_active,
+                             const RuleOutcome& outcome, const std::vector<double>& distance,
+                             const std::vector<char>& non_finite) {
+  const std::size_t n_all = order.size();
+  RoundReport r{std::vector<double>(n_all, 0.0), std::vector<double>(n_all),
+                std::vector<char>(n_all)};
+  for (std::size_t k = 0; k < n_all; ++k) {
+    if (int(k) < n_active) r.weight[order[k]] = outcome.weight[k];
+    r.distance[order[k]] = distance[k];
+    r.non_finite[order[k]] = non_finite[k];
+  }
+  return r;
+}
+
+// Every phase of every chunk in this process: rows is n_all x d (row-major), `active` marks the
+// rows the rule aggregates (empty: all). Writes the d results to `out`.
+template <class R, class T>
+RoundReport run_local(Rule rule, const RuleParams& params, std::span<const R> rows, int n_all,
+                      std::size_t d, int chunks, std::span<const char> active, T* out) {
+  int n = 0;
+  const std::vector<int> order = engine_order(active, n_all, &n);
+  const Chunking ch{d, chunks};
+  auto view = [&](int c, int count) {
+    ChunkRows<R> v;
+    v.len = ch.size(c);
+    for (int k = 0; k < count; ++k) v.rows.push_back(rows.data() + order[k] * d + ch.begin(c));
+    return v;
+  };
+  std::vector<double> total(phase1_size(rule, params.nnm, n), 0.0), part(total.size());
+  for (int c = 0; c < chunks; ++c) {
+    phase1(view(c, n), rule, params.nnm, part.data());
+    accumulate(total, part);
+  }
+  Plan plan = plan_after_phase1(rule, params, n, total);
+  std::vector<std::vector<double>> centers(chunks);
+  std::vector<double> mixed;
+  if (needs_center(rule)) {
+    total.assign(phase2_size(n), 0.0);
+    part.resize(total.size());
+    for (int c = 0; c < chunks; ++c) {
+      const ChunkRows<R> x = view(c, n);
+      phase2(plan, rule_rows(plan, x, mixed), centers[c], part.data());
+      accumulate(total, part);
+    }
+    plan_after_phase2(plan, total);
+  }
+  total.assign(final_size(n, n_all), 0.0);
+  part.resize(total.size());
+  for (int c = 0; c < chunks; ++c) {
+    const ChunkRows<R> x = view(c, n);
+    finish_chunk(plan, rule_rows(plan, x, mixed), centers[c], view(c, n_all), out + ch.begin(c),
+                 part.data());
+    accumulate(total, part);
+  }
+  RuleOutcome outcome;
+  std::vector<double> distance;
+  std::vector<char> non_finite;
+  finish_outcome(plan, total, d, n_all, outcome, distance, non_finite);
+  return to_report(order, n, outcome, distance, non_finite);
+}
+
+// 64-bit hash of bytes for comparing what chunk holders computed: four multiply-rotate lanes over
+// 8-byte words, mixed at the end. Fast, not cryptographic (docs/robustness.md says what that
+// means).
+inline std::uint64_t hash_bytes(const void* data, std::size_t bytes, std::uint64_t seed = 0) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  constexpr std::uint64_t k = 0x9e3779b97f4a7c15ULL;
+  std::uint64_t lane[4] = {seed ^ 0x243f6a8885a308d3ULL, seed ^ 0x13198a2e03707344ULL,
+                           seed ^ 0xa4093822299f31d0ULL, seed ^ 0x082efa98ec4e6c89ULL};
+  std::size_t i = 0;
+  for (; i + 32 <= bytes; i += 32)
+    for (int l = 0; l < 4; ++l) {
+      std::uint64_t w;
+      std::memcpy(&w, p + i + 8 * l, 8);
+      lane[l] = std::rotl((lane[l] ^ w) * k, 29);
+    }
+  for (int l = 0; i < bytes; i += 8, ++l) {  // the last 0..31 bytes, zero-padded
+    std::uint64_t w = 0;
+    std::memcpy(&w, p + i, std::min<std::size_t>(8, bytes - i));
+    lane[l] = std::rotl((lane[l] ^ w) * k, 29);
+  }
+  std::uint64_t h = core::mix64(bytes);
+  for (std::uint64_t l : lane) h = core::mix64(h ^ l);
+  return h;
+}
+
+}  // namespace daa::robust::engine
