@@ -63,6 +63,7 @@ int run_train(const TrainArgs& args) {
       try {
         config = daa::core::load_config(args.input, args.overrides);
         daa::core::validate_layout(config, world.size());
+        daa::train::check_robust_layout(config, world.size());
         data = daa::io::load_dataset(config.data);
         daa::train::check_data_fits(config, data);
         if (!args.summary_json.empty() && world.is_root()) {
@@ -102,6 +103,7 @@ int run_train(const TrainArgs& args) {
 int run_validate(const std::string& input, const std::vector<std::string>& overrides, int ranks) {
   const daa::core::Config config = daa::core::load_config(input, overrides);
   daa::core::validate_layout(config, ranks);  // before the data: layout errors come first
+  daa::train::check_robust_layout(config, ranks);
   const daa::io::Dataset data = daa::io::load_dataset(config.data);
   daa::train::check_data_fits(config, data);
   const daa::parallel::Layout layout =

@@ -44,8 +44,11 @@ const char* to_string(TokenMode mode) {
   return "?";
 }
 
-std::vector<int> parse_counts(const std::string& text) {
-  std::vector<int> counts;
+namespace {
+
+// "a, b, ..." of non-negative integers (at most 9 digits each); "" -> {}.
+std::vector<int> parse_integer_list(const std::string& text) {
+  std::vector<int> values;
   std::size_t start = 0;
   while (start <= text.size() && !text.empty()) {
     const std::size_t comma = std::min(text.find(',', start), text.size());
@@ -53,13 +56,29 @@ std::vector<int> parse_counts(const std::string& text) {
     item.erase(0, item.find_first_not_of(' '));
     item.erase(item.find_last_not_of(' ') + 1);
     if (item.empty() || item.size() > 9 ||
-        !std::all_of(item.begin(), item.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
-        std::stoi(item) == 0)
-      throw std::invalid_argument("not a positive integer: '" + item + "'");
-    counts.push_back(std::stoi(item));
+        !std::all_of(item.begin(), item.end(), [](char c) { return c >= '0' && c <= '9'; }))
+      throw std::invalid_argument("not a non-negative integer: '" + item + "'");
+    values.push_back(std::stoi(item));
     start = comma + 1;
   }
+  return values;
+}
+
+}  // namespace
+
+std::vector<int> parse_counts(const std::string& text) {
+  std::vector<int> counts = parse_integer_list(text);
+  for (int c : counts)
+    if (c == 0) throw std::invalid_argument("not a positive integer: '0'");
   return counts;
+}
+
+std::vector<int> parse_rank_list(const std::string& text) {
+  std::vector<int> ranks = parse_integer_list(text);
+  std::sort(ranks.begin(), ranks.end());
+  if (std::adjacent_find(ranks.begin(), ranks.end()) != ranks.end())
+    throw std::invalid_argument("a rank appears twice");
+  return ranks;
 }
 
 namespace {
@@ -71,7 +90,7 @@ using Value = std::variant<std::int64_t, double, bool, std::string>;
 enum class Kind { integer, number, boolean, string };
 
 // What a string key accepts, beyond being a string.
-enum class StringRule { any_nonempty, name, choice, counts };
+enum class StringRule { any_nonempty, name, choice, counts, ranks };
 
 struct Key {
   const char* section = "";
@@ -263,6 +282,89 @@ const std::vector<Key>& schema() {
                         1, 65536,
                         "micro-batches per global batch, gradients accumulated; divides the "
                         "per-rank batch"));
+    // [robust]
+    k.push_back(string_key("robust", "rule", &C::robust, &RobustConfig::rule, StringRule::choice,
+                           {"mean", "median", "trimmed-mean", "geometric-median", "krum",
+                            "multi-krum", "bulyan", "centered-clipping"},
+                           "aggregation rule for gradients over each data-parallel and "
+                           "expert-data-parallel group"));
+    k.push_back(string_key("robust", "mode", &C::robust, &RobustConfig::mode, StringRule::choice,
+                           {"allreduce", "replicated", "sharded"},
+                           "allreduce: plain MPI sum (rule mean only, no ledger); replicated: "
+                           "all-gather, every rank applies the rule; sharded: chunk holders apply "
+                           "it, verified"));
+    k.push_back(int_key("robust", "f", &C::robust, &RobustConfig::f, 0, 1000000,
+                        "Byzantine ranks tolerated per group; the rule's requirement on n and f "
+                        "is checked against every group"));
+    k.push_back(bool_key("robust", "nnm", &C::robust, &RobustConfig::nnm,
+                         "nearest-neighbour mixing before the rule"));
+    k.push_back(int_key("robust", "multi_krum_m", &C::robust, &RobustConfig::multi_krum_m, 0,
+                        1000000, "multi-krum: contributions averaged; 0 means n - f"));
+    k.push_back(float_key("robust", "clip_tau", &C::robust, &RobustConfig::clip_tau, 0, true, 1e12,
+                          false, "centered-clipping radius"));
+    k.push_back(int_key("robust", "clip_iterations", &C::robust, &RobustConfig::clip_iterations, 0,
+                        1000, "centered-clipping iterations"));
+    k.push_back(int_key("robust", "weiszfeld_iterations", &C::robust,
+                        &RobustConfig::weiszfeld_iterations, 0, 100000,
+                        "geometric-median iterations (smoothed Weiszfeld)"));
+    // [byzantine]
+    k.push_back(string_key("byzantine", "ranks", &C::byzantine, &ByzantineConfig::ranks,
+                           StringRule::ranks, {},
+                           "world ranks simulated as faulty, e.g. \"3,6\"; empty: none"));
+    k.push_back(string_key("byzantine", "attack", &C::byzantine, &ByzantineConfig::attack,
+                           StringRule::choice,
+                           {"none", "sign-flip", "inner-product", "little-is-enough", "gaussian",
+                            "label-flip", "bit-flip", "nan", "inf", "mimic"},
+                           "what the faulty ranks send in gradient and consensus rounds"));
+    k.push_back(float_key("byzantine", "sign_flip_scale", &C::byzantine,
+                          &ByzantineConfig::sign_flip_scale, -1e6, false, 1e6, false,
+                          "sign-flip: the rank sends -scale x its gradient"));
+    k.push_back(float_key("byzantine", "epsilon", &C::byzantine, &ByzantineConfig::epsilon, 0,
+                          false, 1e6, false,
+                          "inner-product: the rank sends -epsilon x the honest mean"));
+    k.push_back(
+        float_key("byzantine", "z", &C::byzantine, &ByzantineConfig::z, 0, false, 100, false,
+                  "little-is-enough: mean - z x std; 0 derives z from the group's n and f"));
+    k.push_back(float_key("byzantine", "sigma", &C::byzantine, &ByzantineConfig::sigma, 0, false,
+                          1e6, false, "gaussian: standard deviation of the values sent"));
+    k.push_back(float_key("byzantine", "bitflip_rate", &C::byzantine,
+                          &ByzantineConfig::bitflip_rate, 0, false, 1, false,
+                          "bit-flip: probability that a value gets one random bit flipped"));
+    k.push_back(bool_key("byzantine", "lie_as_owner", &C::byzantine, &ByzantineConfig::lie_as_owner,
+                         "sharded mode: the faulty ranks also publish wrong chunk results"));
+    // [consensus]
+    k.push_back(int_key("consensus", "every_steps", &C::consensus, &ConsensusConfig::every_steps, 0,
+                        1000000000,
+                        "a consensus round on expert load every this many steps; 0: off"));
+    k.push_back(string_key("consensus", "rule", &C::consensus, &ConsensusConfig::rule,
+                           StringRule::choice,
+                           {"mean", "median", "trimmed-mean", "geometric-median", "krum",
+                            "multi-krum", "bulyan", "centered-clipping"},
+                           "robust rule over the ranks' load proposals ([robust] f applies)"));
+    k.push_back(float_key("consensus", "bias_rate", &C::consensus, &ConsensusConfig::bias_rate, 0,
+                          false, 1, false,
+                          "each round moves every routing bias by this step towards balance"));
+    // [ledger]
+    k.push_back(float_key("ledger", "distance_ratio", &C::ledger, &LedgerConfig::distance_ratio, 0,
+                          true, 1e6, false,
+                          "a contribution is accepted if its distance from the result is at most "
+                          "this times the round's median distance"));
+    k.push_back(float_key("ledger", "forgetting", &C::ledger, &LedgerConfig::forgetting, 0, true, 1,
+                          false,
+                          "Beta reputation: weight of the past per round (1: remember all)"));
+    k.push_back(float_key("ledger", "suspicion_threshold", &C::ledger,
+                          &LedgerConfig::suspicion_threshold, 0, false, 1, false,
+                          "ranks whose reputation falls below this are suspects"));
+    k.push_back(int_key("ledger", "min_rounds", &C::ledger, &LedgerConfig::min_rounds, 0,
+                        1000000000, "rounds a rank takes part in before it can be suspected"));
+    k.push_back(float_key("ledger", "reward_per_sample", &C::ledger,
+                          &LedgerConfig::reward_per_sample, 0, false, 1e6, false,
+                          "reward per contributed sample, times the reputation"));
+    k.push_back(float_key("ledger", "quality_bonus", &C::ledger, &LedgerConfig::quality_bonus, 0,
+                          false, 1e6, false,
+                          "bonus of an accepted contribution that weighed its even share"));
+    k.push_back(bool_key("ledger", "quarantine", &C::ledger, &LedgerConfig::quarantine,
+                         "leave suspects out of aggregation from the next round on"));
     // [log]
     k.push_back(int_key("log", "every_steps", &C::log, &LogConfig::every_steps, 1, 1000000000,
                         "print a progress line every this many steps"));
@@ -458,6 +560,8 @@ std::string range_text(const Key& k) {
       return "non-empty, only [A-Za-z0-9._-]";
     case StringRule::counts:
       return "empty or positive integers separated by commas";
+    case StringRule::ranks:
+      return "empty or distinct non-negative integers separated by commas";
     case StringRule::choice: {
       std::vector<std::string> quoted;
       for (const auto& c : k.choices) quoted.push_back(quote(c));
@@ -553,8 +657,9 @@ bool in_range(const Key& k, const Value& v) {
     case StringRule::choice:
       return std::find(k.choices.begin(), k.choices.end(), s) != k.choices.end();
     case StringRule::counts:
+    case StringRule::ranks:
       try {
-        parse_counts(s);
+        k.rule == StringRule::counts ? parse_counts(s) : parse_rank_list(s);
         return true;
       } catch (const std::invalid_argument&) {
         return false;
@@ -722,6 +827,18 @@ Config parse_config(const std::string& text, const std::string& source,
                                   pair_origin("train", "min_lr", "lr"), config.train.min_lr,
                                   config.train.lr));
   }
+  if (config.robust.mode == "allreduce" && config.robust.rule != "mean") {
+    throw ConfigError(fmt::format(
+        "{}: [robust] rule = \"{}\" needs [robust] mode = \"replicated\" or \"sharded\" "
+        "(\"allreduce\" can only sum)",
+        pair_origin("robust", "rule", "mode"), config.robust.rule));
+  }
+  if (config.byzantine.ranks.empty() != (config.byzantine.attack == "none")) {
+    throw ConfigError(
+        fmt::format("{}: [byzantine] ranks = \"{}\" and attack = \"{}\": give both, or neither",
+                    pair_origin("byzantine", "ranks", "attack"), config.byzantine.ranks,
+                    config.byzantine.attack));
+  }
   return config;
 }
 
@@ -766,6 +883,12 @@ void validate_layout(const Config& config, int ranks) {
           config.parallel.stage_blocks, split.size(), split.size() == 1 ? "" : "s", total,
           total == 1 ? "" : "s", stages, config.model.moe_layers));
     }
+  }
+  for (int r : parse_rank_list(config.byzantine.ranks)) {
+    if (r >= ranks)
+      throw ConfigError(fmt::format(
+          "[byzantine] ranks = \"{}\" names rank {}, outside the world of {} rank{} [0, {})",
+          config.byzantine.ranks, r, ranks, ranks == 1 ? "" : "s", ranks));
   }
   // From here on, `ranks` counts the data-parallel ranks of one stage.
   const std::string over = stages == 1 ? fmt::format("{} rank{}", ranks, ranks == 1 ? "" : "s")

@@ -46,6 +46,18 @@ std::string summary_text(const RunSummary& s) {
       "all-to-all {:.1f} s), data {:.1f} s, eval {:.1f} s\n",
       s.phases.compute, s.phases.comm, s.phases.dispatch, s.phases.data, s.phases.eval);
   out += fmt::format("summary: expert FFNs run at {:.1f} GFLOP/s per rank\n", s.expert_gflops);
+  out +=
+      fmt::format("summary: aggregation {}: {:.1f} s in gradient rounds, {:.1f} s in consensus\n",
+                  s.robust, s.aggregation_seconds, s.consensus_seconds);
+  if (!s.byzantine.empty()) out += fmt::format("summary: simulated faults: {}\n", s.byzantine);
+  if (!s.ledger.empty()) {
+    std::string suspects;
+    for (const LedgerRow& r : s.ledger)
+      if (r.suspect)
+        suspects += fmt::format("{}rank {} ({}, reputation {:.3f})", suspects.empty() ? "" : ", ",
+                                r.rank, r.host.empty() ? "?" : r.host, r.reputation);
+    out += fmt::format("summary: ledger suspects: {}\n", suspects.empty() ? "none" : suspects);
+  }
   out += fmt::format("summary: {} parameters, checksum {}", s.parameters, s.parameter_checksum);
   return out;
 }
@@ -70,6 +82,17 @@ std::string json_number(double v) {
 }  // namespace
 
 std::string summary_json(const RunSummary& s) {
+  std::string ledger;
+  for (std::size_t i = 0; i < s.ledger.size(); ++i) {
+    const LedgerRow& r = s.ledger[i];
+    ledger += fmt::format(
+        "{}\n    {{\"rank\": {}, \"host\": {}, \"reputation\": {}, \"rounds\": {}, "
+        "\"accepted\": {}, \"rejected\": {}, \"accusations\": {}, \"reward\": {}, "
+        "\"quarantined\": {}, \"suspect\": {}}}",
+        i ? "," : "", r.rank, json_string(r.host), json_number(r.reputation), r.rounds, r.accepted,
+        r.rejected, r.accusations, json_number(r.reward), r.quarantined, r.suspect);
+  }
+  if (!ledger.empty()) ledger += "\n  ";
   std::string epochs;
   for (std::size_t i = 0; i < s.test_accuracy_per_epoch.size(); ++i)
     epochs += (i ? ", " : "") + json_number(s.test_accuracy_per_epoch[i]);
@@ -82,14 +105,17 @@ std::string summary_json(const RunSummary& s) {
       "\"steady_samples_per_s\": {},\n  \"train_seconds\": {},\n"
       "  \"wall_seconds\": {},\n  \"phases\": {{\"data_s\": {}, \"compute_s\": {}, \"comm_s\": {}, "
       "\"dispatch_s\": {}, \"eval_s\": {}}},\n"
-      "  \"expert_gflops\": {},\n  \"parameters\": {},\n  \"parameter_checksum\": {}\n}}\n",
+      "  \"expert_gflops\": {},\n  \"parameters\": {},\n  \"parameter_checksum\": {},\n"
+      "  \"robust\": {},\n  \"byzantine\": {},\n  \"aggregation_s\": {},\n  \"consensus_s\": {},\n"
+      "  \"ledger\": [{}]\n}}\n",
       json_string(s.name), s.ranks, s.steps, s.epochs, s.global_batch, json_number(s.final_loss),
       json_number(s.train_accuracy), json_number(s.test_loss), json_number(s.test_accuracy), epochs,
       json_number(s.samples_per_s), json_number(s.steady_samples_per_s),
       json_number(s.train_seconds), json_number(s.wall_seconds), json_number(s.phases.data),
       json_number(s.phases.compute), json_number(s.phases.comm), json_number(s.phases.dispatch),
       json_number(s.phases.eval), json_number(s.expert_gflops), s.parameters,
-      json_string(s.parameter_checksum));
+      json_string(s.parameter_checksum), json_string(s.robust), json_string(s.byzantine),
+      json_number(s.aggregation_seconds), json_number(s.consensus_seconds), ledger);
 }
 
 void write_text_file(const std::string& path, const std::string& text) {

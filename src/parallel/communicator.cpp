@@ -49,6 +49,19 @@ double Communicator::allreduce_max(double value) const {
   return value;
 }
 
+std::vector<int> Communicator::world_ranks() const {
+  const auto count = static_cast<std::size_t>(size_);
+  std::vector<int> members(count), world(count);
+  for (int i = 0; i < size_; ++i) members[std::size_t(i)] = i;
+  MPI_Group group = MPI_GROUP_NULL, world_group = MPI_GROUP_NULL;
+  DAA_MPI_CHECK(MPI_Comm_group(comm_, &group));
+  DAA_MPI_CHECK(MPI_Comm_group(MPI_COMM_WORLD, &world_group));
+  DAA_MPI_CHECK(MPI_Group_translate_ranks(group, size_, members.data(), world_group, world.data()));
+  DAA_MPI_CHECK(MPI_Group_free(&group));
+  DAA_MPI_CHECK(MPI_Group_free(&world_group));
+  return world;
+}
+
 void Communicator::agree_on_failure(std::exception_ptr local_error) const {
   int code = 0;
   std::string message;

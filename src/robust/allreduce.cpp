@@ -91,9 +91,10 @@ RoundReport RobustAllReduce::reduce(std::span<float> values, const parallel::Com
     return {};
   }
   const std::vector<char> active = active_mask(options.excluded, n);
-  if (n == 1) return reduce_replicated(values, group, active);
-  return mode_ == Mode::replicated ? reduce_replicated(values, group, active)
-                                   : reduce_sharded(values, group, active, options.lie_as_owner);
+  // With as many holders as members every rank would compute every chunk anyway: replicated
+  // mode does that without the cross-checks, and gives the same bits.
+  if (mode_ == Mode::replicated || holders(n) >= n) return reduce_replicated(values, group, active);
+  return reduce_sharded(values, group, active, options.lie_as_owner);
 }
 
 RoundReport RobustAllReduce::reduce_replicated(std::span<float> values,
@@ -101,7 +102,9 @@ RoundReport RobustAllReduce::reduce_replicated(std::span<float> values,
                                                std::span<const char> active) const {
   const int n = group.size();
   const std::size_t d = values.size();
-  std::vector<float> rows(d * std::size_t(n));
+  received_.resize(1);
+  std::vector<float>& rows = received_[0];
+  rows.resize(d * std::size_t(n));
   DAA_MPI_CHECK(MPI_Allgather(values.data(), int(d), MPI_FLOAT, rows.data(), int(d), MPI_FLOAT,
                               group.comm()));
   // The same n chunks as sharded mode, so both modes give the same bits.
@@ -118,7 +121,8 @@ struct ShardedRound {
   std::vector<int> order;  // engine order of the members (active first)
   int n_active = 0;
   // slot k holds chunk (me - k) mod n: rows[k] is n x size(chunk), source-major.
-  std::vector<std::vector<float>> rows;
+  std::vector<std::vector<float>>& rows;
+  explicit ShardedRound(std::vector<std::vector<float>>& buffers) : rows(buffers) {}
   // chunks every rank recomputed from an all-gather (disputed ones), with all rows of them.
   std::vector<std::vector<float>> replicated;  // per chunk, empty unless replicated
 
@@ -213,7 +217,7 @@ std::vector<double> agree_on_summaries(ShardedRound& s, std::size_t size,
 RoundReport RobustAllReduce::reduce_sharded(std::span<float> values,
                                             const parallel::Communicator& group,
                                             std::span<const char> active, bool lie) const {
-  ShardedRound s;
+  ShardedRound s(received_);
   s.n = group.size();
   s.h = holders(s.n);
   s.me = group.rank();
@@ -244,12 +248,14 @@ RoundReport RobustAllReduce::reduce_sharded(std::span<float> values,
 
   RoundReport report;
   report.accused.assign(n, 0);
-  // Phase 1 (and 2): small summaries, agreed across holders.
-  std::vector<double> total =
-      agree_on_summaries(s, engine::phase1_size(rule_, params_.nnm, n_act), values, group,
-                         report.accused, report.disputed_chunks, [&](int c, double* out) {
-                           engine::phase1(s.view(s.rows_of(c), c, n_act), rule_, params_.nnm, out);
-                         });
+  // Phase 1 (and 2): small summaries, agreed across holders; coordinate-wise rules have none.
+  std::vector<double> total;
+  if (engine::phase1_size(rule_, params_.nnm, n_act) > 0)
+    total = agree_on_summaries(s, engine::phase1_size(rule_, params_.nnm, n_act), values, group,
+                               report.accused, report.disputed_chunks, [&](int c, double* out) {
+                                 engine::phase1(s.view(s.rows_of(c), c, n_act), rule_, params_.nnm,
+                                                out);
+                               });
   engine::Plan plan = engine::plan_after_phase1(rule_, params_, n_act, total);
   std::vector<std::vector<double>> centers(n);
   std::vector<double> mixed;

@@ -44,9 +44,10 @@ inline bool needs_center(Rule rule) {
   return rule == Rule::geometric_median || rule == Rule::centered_clipping;
 }
 
-// Summary sizes per chunk, for n active rows out of n_all.
+// Summary sizes per chunk, for n active rows out of n_all. Coordinate-wise rules need no phase 1:
+// they treat non-finite values per coordinate, and the final phase reports non-finite rows.
 inline std::size_t phase1_size(Rule rule, bool nnm, int n) {
-  return std::size_t(n) + (needs_gram(rule, nnm) ? std::size_t(n) * (n + 1) / 2 : 0);
+  return needs_gram(rule, nnm) ? std::size_t(n) + std::size_t(n) * (n + 1) / 2 : 0;
 }
 inline std::size_t phase2_size(int n) {
   return std::size_t(n) + 1;
@@ -58,9 +59,50 @@ inline std::size_t final_size(int n, int n_all) {
 }
 
 // Sort key of coordinate rules: a non-finite value sorts as +inf.
+// (x - x == 0 holds exactly for finite x, and compiles to a vector compare.)
 template <class R>
 inline R sort_key(R x) {
-  return std::isfinite(x) ? x : std::numeric_limits<R>::infinity();
+  return x - x == R(0) ? x : std::numeric_limits<R>::infinity();
+}
+
+// Dot product over `len` values in 8 interleaved partial sums, combined in a fixed order: the
+// same bits on every rank, at vector speed (one serial sum runs at the adder's latency).
+template <class A, class B>
+inline double dot(const A* a, const B* b, std::size_t len) {
+  double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  std::size_t j = 0;
+  for (; j + 8 <= len; j += 8)
+    for (int l = 0; l < 8; ++l) lane[l] += double(a[j + l]) * double(b[j + l]);
+  for (int l = 0; j < len; ++j, ++l) lane[l] += double(a[j]) * double(b[j]);
+  return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}
+
+// Squared distance of a and b, the same way; `non_finite` tells whether a held NaN or Inf.
+template <class A, class B>
+inline double squared_distance(const A* a, const B* b, std::size_t len, bool* non_finite) {
+  double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int bad = 0;
+  std::size_t j = 0;
+  for (; j + 8 <= len; j += 8)
+    for (int l = 0; l < 8; ++l) {
+      bad |= (a[j + l] - a[j + l] != A(0));
+      const double t = double(a[j + l]) - double(b[j + l]);
+      lane[l] += t * t;
+    }
+  for (int l = 0; j < len; ++j, ++l) {
+    bad |= (a[j] - a[j] != A(0));
+    const double t = double(a[j]) - double(b[j]);
+    lane[l] += t * t;
+  }
+  *non_finite = bad != 0;
+  return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}
+
+template <class R>
+inline bool any_non_finite(const R* x, std::size_t len) {
+  int bad = 0;
+  for (std::size_t j = 0; j < len; ++j) bad |= (x[j] - x[j] != R(0));
+  return bad != 0;
 }
 
 // One chunk of the rows: row i starts at rows[i] and has `len` values.
@@ -76,21 +118,11 @@ struct ChunkRows {
 template <class R>
 void phase1(const ChunkRows<R>& x, Rule rule, bool nnm, double* out) {
   const int n = x.n();
-  for (int i = 0; i < n; ++i) {
-    bool bad = false;
-    for (std::size_t j = 0; j < x.len; ++j) bad |= !std::isfinite(x.rows[i][j]);
-    out[i] = bad ? 1.0 : 0.0;
-  }
   if (!needs_gram(rule, nnm)) return;
+  for (int i = 0; i < n; ++i) out[i] = any_non_finite(x.rows[i], x.len) ? 1.0 : 0.0;
   double* gram = out + n;
   for (int a = 0; a < n; ++a)
-    for (int b = a; b < n; ++b) {
-      double s = 0;
-      const R* xa = x.rows[a];
-      const R* xb = x.rows[b];
-      for (std::size_t j = 0; j < x.len; ++j) s += double(xa[j]) * double(xb[j]);
-      *gram++ = s;
-    }
+    for (int b = a; b < n; ++b) *gram++ = dot(x.rows[a], x.rows[b], x.len);
 }
 
 // Adds `part` into `total` element-wise (chunk summaries summed in chunk order).
@@ -159,8 +191,9 @@ inline Plan plan_after_phase1(Rule rule, const RuleParams& params, int n,
   p.rule = rule;
   p.params = params;
   p.n = n;
-  p.bad.resize(n);
-  for (int i = 0; i < n; ++i) p.bad[i] = total[i] > 0 ? 1 : 0;
+  p.bad.assign(n, 0);
+  if (!total.empty())
+    for (int i = 0; i < n; ++i) p.bad[i] = total[i] > 0 ? 1 : 0;
   p.weight.assign(n, 0.0);
   const int f = params.f;
   if (needs_gram(rule, params.nnm)) {
@@ -315,6 +348,7 @@ void coordinate_rule(const ChunkRows<R>& y, Rule rule, int f, T* out, double* co
   const int lo_rank = rule == Rule::median ? (n - 1) / 2 : f;
   const int hi_rank = rule == Rule::median ? n / 2 : n - f - 1;
   std::vector<std::int64_t> count(n, 0);
+  double sum[kBlock];
   for (std::size_t j0 = 0; j0 < y.len; j0 += kBlock) {
     const std::size_t b = std::min(kBlock, y.len - j0);
     for (int i = 0; i < n; ++i) {
@@ -335,20 +369,21 @@ void coordinate_rule(const ChunkRows<R>& y, Rule rule, int f, T* out, double* co
     const R* hi = sorted.data() + std::size_t(hi_rank) * kBlock;
     if (rule == Rule::median) {
       for (std::size_t j = 0; j < b; ++j) out[j0 + j] = T(0.5 * (double(lo[j]) + double(hi[j])));
-    } else {
-      const double kept = double(n - 2 * f);
-      for (std::size_t j = 0; j < b; ++j) {
-        double s = 0;
-        for (int k = f; k < n - f; ++k) s += double(sorted[std::size_t(k) * kBlock + j]);
-        out[j0 + j] = T(s / kept);
+    } else {  // the kept values, summed in ascending value order
+      for (std::size_t j = 0; j < b; ++j) sum[j] = 0;
+      for (int k = f; k < n - f; ++k) {
+        const R* s = sorted.data() + std::size_t(k) * kBlock;
+        for (std::size_t j = 0; j < b; ++j) sum[j] += double(s[j]);
       }
+      const double kept = double(n - 2 * f);
+      for (std::size_t j = 0; j < b; ++j) out[j0 + j] = T(sum[j] / kept);
     }
     for (int i = 0; i < n; ++i) {
       const R* v = y.rows[i] + j0;
-      std::int64_t c = 0;
+      std::int32_t c = 0;
       for (std::size_t j = 0; j < b; ++j) {
         const R key = sort_key(v[j]);
-        c += (key >= lo[j] && key <= hi[j]) ? 1 : 0;
+        c += std::int32_t(key >= lo[j]) & std::int32_t(key <= hi[j]);
       }
       count[i] += c;
     }
@@ -367,18 +402,14 @@ void phase2(const Plan& p, const RuleRows<R>& rows, std::vector<double>& center,
     coordinate_rule(rows.mixed, Rule::median, 0, center.data(), counts.data());
   else
     coordinate_rule(*rows.raw, Rule::median, 0, center.data(), counts.data());
-  auto row = [&](int i, std::size_t j) {
-    return rows.is_mixed ? rows.mixed.rows[i][j] : double(rows.raw->rows[i][j]);
-  };
   for (int i = 0; i < p.n; ++i) {
-    double s = 0;
-    if (!p.bad[i])
-      for (std::size_t j = 0; j < len; ++j) s += row(i, j) * center[j];
-    out[i] = s;
+    if (p.bad[i])
+      out[i] = 0;
+    else
+      out[i] = rows.is_mixed ? dot(rows.mixed.rows[i], center.data(), len)
+                             : dot(rows.raw->rows[i], center.data(), len);
   }
-  double cc = 0;
-  for (std::size_t j = 0; j < len; ++j) cc += center[j] * center[j];
-  out[p.n] = cc;
+  out[p.n] = dot(center.data(), center.data(), len);
 }
 
 // The iterative rules in coefficient space: with the basis y_0..y_{n-1}, center, every iterate is
@@ -476,6 +507,18 @@ void finish_chunk(const Plan& p, const RuleRows<R>& rows, const std::vector<doub
   auto row = [&](int i, std::size_t j) {
     return rows.is_mixed ? rows.mixed.rows[i][j] : double(rows.raw->rows[i][j]);
   };
+  // acc[j] += w * row_i[j] over rows in ascending order: a fixed order per coordinate that
+  // vectorizes across coordinates.
+  static thread_local std::vector<double> acc;
+  auto add_row = [&](int i, double w) {
+    if (rows.is_mixed) {
+      const double* y = rows.mixed.rows[i];
+      for (std::size_t j = 0; j < len; ++j) acc[j] += w * y[j];
+    } else {
+      const R* y = rows.raw->rows[i];
+      for (std::size_t j = 0; j < len; ++j) acc[j] += w * double(y[j]);
+    }
+  };
   switch (p.rule) {
     case Rule::median:
     case Rule::trimmed_mean:
@@ -485,40 +528,40 @@ void finish_chunk(const Plan& p, const RuleRows<R>& rows, const std::vector<doub
         coordinate_rule(*rows.raw, p.rule, p.params.f, out, counts);
       break;
     case Rule::mean:
-      for (std::size_t j = 0; j < len; ++j) {
-        double s = 0;
-        for (int i = 0; i < n; ++i) s += row(i, j);
-        out[j] = T(s / n);
-      }
+      acc.assign(len, 0.0);
+      for (int i = 0; i < n; ++i) add_row(i, 1.0);
+      for (std::size_t j = 0; j < len; ++j) out[j] = T(acc[j] / n);
       break;
     case Rule::krum:
     case Rule::multi_krum:
-      for (std::size_t j = 0; j < len; ++j) {
-        double s = p.selected.empty() ? kNaN : 0.0;
-        for (int i : p.selected) s += row(i, j);
-        out[j] = T(s / double(p.selected.size()));
-      }
+      acc.assign(len, p.selected.empty() ? kNaN : 0.0);
+      for (int i : p.selected) add_row(i, 1.0);
+      for (std::size_t j = 0; j < len; ++j) out[j] = T(acc[j] / double(p.selected.size()));
       break;
     case Rule::bulyan: {
-      const int beta = int(p.selected.size()) - 2 * p.params.f;
-      const int take = std::max(1, std::min<int>(beta, int(p.selected.size())));
-      std::vector<int> idx(p.selected.size());
-      std::vector<double> vals;
+      const int theta = int(p.selected.size());
+      const int take = std::max(1, std::min<int>(theta - 2 * p.params.f, theta));
+      const auto count = static_cast<std::size_t>(theta);
+      std::vector<double> vals(count), sorted(count);
+      std::vector<int> idx(count);
       for (std::size_t j = 0; j < len; ++j) {
-        if (p.selected.empty()) {
+        if (theta == 0) {
           out[j] = T(kNaN);
           continue;
         }
-        vals.clear();
-        for (int i : p.selected) vals.push_back(row(i, j));
-        std::vector<double> sorted = vals;
+        for (int k = 0; k < theta; ++k) sorted[k] = vals[k] = row(p.selected[k], j);
         std::sort(sorted.begin(), sorted.end());
-        const std::size_t s = sorted.size();
-        const double med = s % 2 ? sorted[s / 2] : 0.5 * (sorted[s / 2 - 1] + sorted[s / 2]);
-        std::iota(idx.begin(), idx.end(), 0);  // positions into selected, ascending index
-        std::stable_sort(idx.begin(), idx.end(), [&](int a, int b) {
-          return std::abs(vals[a] - med) < std::abs(vals[b] - med);
-        });
+        const double med =
+            theta % 2 ? sorted[theta / 2] : 0.5 * (sorted[theta / 2 - 1] + sorted[theta / 2]);
+        // Insertion sort by distance from the median: stable, so ties keep the lowest index.
+        for (int k = 0; k < theta; ++k) {
+          int m = k;
+          while (m > 0 && std::abs(vals[k] - med) < std::abs(vals[idx[m - 1]] - med)) {
+            idx[m] = idx[m - 1];
+            --m;
+          }
+          idx[m] = k;
+        }
         std::sort(idx.begin(), idx.begin() + take);
         double sum = 0;
         for (int k = 0; k < take; ++k) {
@@ -531,27 +574,19 @@ void finish_chunk(const Plan& p, const RuleRows<R>& rows, const std::vector<doub
     }
     case Rule::geometric_median:
     case Rule::centered_clipping:
-      for (std::size_t j = 0; j < len; ++j) {
-        double s = p.coef[n] * center[j];
-        for (int i = 0; i < n; ++i)
-          if (p.coef[i] != 0.0) s += p.coef[i] * row(i, j);
-        out[j] = T(s);
-      }
+      acc.resize(len);
+      for (std::size_t j = 0; j < len; ++j) acc[j] = p.coef[n] * center[j];
+      for (int i = 0; i < n; ++i)
+        if (p.coef[i] != 0.0) add_row(i, p.coef[i]);
+      for (std::size_t j = 0; j < len; ++j) out[j] = T(acc[j]);
       break;
   }
   double* dist = summary + n;
   double* bad = dist + all.n();
   for (int i = 0; i < all.n(); ++i) {
-    double s = 0;
-    bool nonfinite = false;
-    const R* x = all.rows[i];
-    for (std::size_t j = 0; j < len; ++j) {
-      nonfinite |= !std::isfinite(x[j]);
-      const double t = double(x[j]) - double(out[j]);
-      s += t * t;
-    }
-    dist[i] = s;
-    bad[i] = nonfinite ? 1.0 : 0.0;
+    bool non_finite = false;
+    dist[i] = squared_distance(all.rows[i], out, len, &non_finite);
+    bad[i] = non_finite ? 1.0 : 0.0;
   }
 }
 
@@ -618,7 +653,7 @@ RoundReport run_local(Rule rule, const RuleParams& params, std::span<const R> ro
     return v;
   };
   std::vector<double> total(phase1_size(rule, params.nnm, n), 0.0), part(total.size());
-  for (int c = 0; c < chunks; ++c) {
+  for (int c = 0; c < chunks && !total.empty(); ++c) {
     phase1(view(c, n), rule, params.nnm, part.data());
     accumulate(total, part);
   }

@@ -15,8 +15,9 @@
 #include "daa/model/moe_model.hpp"
 #include "daa/parallel/expert_registry.hpp"
 #include "daa/parallel/topology.hpp"
-#include "daa/robust/aggregator.hpp"
+#include "daa/robust/attacks.hpp"
 #include "daa/train/optimizer.hpp"
+#include "robust_training.hpp"
 
 namespace daa::train {
 namespace {
@@ -33,12 +34,17 @@ struct Batch {
   kernels::Matrix<float> x{"batch_x", 0, 0};
   Kokkos::View<int*, kernels::MemSpace> y{"batch_y", 0};
 
-  void load(const io::ImageSet& set, std::span<const std::int64_t> indices) {
+  // flip_labels: a simulated label-flipping rank trains on classes - 1 - label.
+  void load(const io::ImageSet& set, std::span<const std::int64_t> indices,
+            bool flip_labels = false) {
     kernels::ensure_extent(x, indices.size(), std::size_t(set.features()));
     kernels::ensure_extent(y, indices.size());
     auto x_host = Kokkos::create_mirror_view(x);
     auto y_host = Kokkos::create_mirror_view(y);
     io::fill_batch(set, indices, x_host.data(), y_host.data());
+    if (flip_labels)
+      for (std::size_t i = 0; i < indices.size(); ++i)
+        y_host(i) = robust::flip_label(y_host(i), set.classes);
     Kokkos::deep_copy(x, x_host);
     Kokkos::deep_copy(y, y_host);
   }
@@ -218,7 +224,8 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
   auto& params = model.params();
   AdamW<float> optimizer(params, {config.train.beta1, config.train.beta2, config.train.eps,
                                   config.train.weight_decay});
-  robust::MeanAggregator aggregator;
+  // Collective: every rank builds it at the same point.
+  RobustTraining robust(config, topology);
   obs::RunSummary summary;
   summary.name = config.run.name;
   summary.ranks = world.size();
@@ -272,6 +279,9 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
         row.home_ranks.push_back(world.rank());
       registry_rows.push_back(std::move(row));
     }
+  // This rank's token counts per (local MoE layer, expert) since the last consensus round.
+  const int local_layers = place.last_block - place.first_block;
+  std::vector<double> consensus_counts(std::size_t(local_layers * config.moe.experts), 0.0);
   auto window_start = Clock::now();
   const auto loop_start = Clock::now();
   // Steady-state throughput leaves out the first steps, which allocate workspaces and touch
@@ -305,8 +315,10 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
       auto t = Clock::now();
       DAA_MPI_CHECK(MPI_Wait(&sends[2 * slot], MPI_STATUS_IGNORE));  // slot's previous send
       Batch& batch = batches[slot];
-      batch.load(train_set, io::local_batch(order, batch_index, global_batch, place.dp_index, dp,
-                                            micro, micro_batches));
+      batch.load(train_set,
+                 io::local_batch(order, batch_index, global_batch, place.dp_index, dp, micro,
+                                 micro_batches),
+                 robust.flips_labels());
       phases.data += since(t);
       t = Clock::now();
       if (!first_stage) {
@@ -332,6 +344,9 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
       metrics[3] += double(stats.samples);
       double worst = 0;
       for (const model::LayerRoutingStats& layer : stats.layers) {
+        for (int e = 0; e < config.moe.experts; ++e)
+          consensus_counts[std::size_t((layer.layer - place.first_block) * config.moe.experts +
+                                       e)] += double(layer.tokens_per_expert[std::size_t(e)]);
         metrics[4] += double(layer.dropped);
         worst = std::max(worst, layer.imbalance);
         for (int e = 0; e < config.moe.experts; ++e) {
@@ -390,15 +405,10 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
     auto t = Clock::now();
     auto grads = params.grads();
     const std::size_t dense = params.dense_size();
-    // Dense parameters are replicated over the data-parallel group, expert parameters over the
-    // expert-data-parallel group.
-    aggregator.aggregate(std::span<float>(grads.data(), dense), topology.data_parallel());
-    aggregator.aggregate(std::span<float>(grads.data() + dense, grads.extent(0) - dense),
-                         topology.expert_data_parallel());
-    world.allreduce_sum(metrics, 5);
-    phases.comm += since(t);
     // Each rank's gradient is a sum over micro-batches of mean-loss gradients, and an expert's
-    // gradient on its home rank also sums the contributions of all ep ranks that sent it tokens.
+    // gradient on its home rank also sums the contributions of all ep ranks that sent it tokens:
+    // scaled first, so that every contribution to a round is a mean gradient (the robust rules'
+    // radii and distances then do not depend on the layout).
     if (micro_batches > 1 || ep > 1) {
       const float dense_scale = 1.0f / float(micro_batches);
       const float expert_scale = 1.0f / float(micro_batches * ep);
@@ -407,6 +417,15 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
             grads(i) *= i < dense ? dense_scale : expert_scale;
           });
     }
+    {
+      // Rounds run on host memory (the same memory on host backends).
+      auto host = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), grads);
+      robust.aggregate(std::span<float>(host.data(), host.extent(0)), dense, step,
+                       double(global_batch / dp));
+      Kokkos::deep_copy(grads, host);
+    }
+    world.allreduce_sum(metrics, 5);
+    phases.comm += since(t);
 
     // Aux losses are global per layer and summed on every data-parallel rank of its stage.
     const double loss = metrics[0] / metrics[3] + metrics[1] / (dp * micro_batches);
@@ -438,6 +457,23 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
     window_imbalance += step_imbalance;
     window_dropped += metrics[4];
     const std::int64_t done = step + 1;
+    if (robust.consensus_due(done) && local_layers > 0) {
+      std::vector<float> bias(consensus_counts.size());
+      std::vector<Kokkos::View<float*, Kokkos::HostSpace>> host_bias;
+      for (int l = 0; l < local_layers; ++l) {
+        host_bias.push_back(Kokkos::create_mirror_view_and_copy(
+            Kokkos::HostSpace(), model.routing_bias(place.first_block + l)));
+        std::copy_n(host_bias.back().data(), config.moe.experts,
+                    bias.begin() + std::ptrdiff_t(l) * config.moe.experts);
+      }
+      robust.consensus(consensus_counts, bias, step);
+      for (int l = 0; l < local_layers; ++l) {
+        std::copy_n(bias.begin() + std::ptrdiff_t(l) * config.moe.experts, config.moe.experts,
+                    host_bias[std::size_t(l)].data());
+        Kokkos::deep_copy(model.routing_bias(place.first_block + l), host_bias[std::size_t(l)]);
+      }
+      std::fill(consensus_counts.begin(), consensus_counts.end(), 0.0);
+    }
     if (done == kSteadyAfter) {
       steady_start = Clock::now();
       steady_eval_before = phases.eval;
@@ -461,6 +497,7 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
       // Every rank reaches this step: the registry exchange is collective.
       const auto registry = parallel::ExpertRegistry::all_gather(world, registry_rows);
       if (config.model.moe_layers > 0) log->line(registry.summary_line());
+      if (robust.keeps_ledger()) log->line(robust.progress_line());
       for (parallel::ExpertEntry& row : registry_rows) row.tokens = 0, row.gate_sum = 0;
       window_start = Clock::now();
     }
@@ -501,6 +538,10 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
   summary.expert_gflops = expert_seconds > 0 ? expert_flops / expert_seconds * 1e-9 : 0;
 
   summary.phases.dispatch = dispatch_seconds;
+  robust.fill_summary(summary);
+  summary.aggregation_seconds = world.allreduce_max(robust.aggregation_seconds);
+  summary.consensus_seconds = world.allreduce_max(robust.consensus_seconds);
+  if (robust.keeps_ledger()) log->line(robust.ledger_report());
 
   TrainResult result;
   {

@@ -70,6 +70,49 @@ struct ParallelConfig {
   int micro_batches = 1;     // each global batch runs as this many micro-batches (accumulated)
 };
 
+// Byzantine-robust aggregation (DESIGN.md §6, docs/robustness.md). Names are those of
+// daa/robust/rules.hpp and allreduce.hpp; a test keeps the lists in step.
+struct RobustConfig {
+  std::string rule = "mean";       // mean, median, trimmed-mean, geometric-median, krum, ...
+  std::string mode = "allreduce";  // allreduce (plain MPI sum), replicated, sharded
+  int f = 0;                       // Byzantine ranks tolerated per group
+  bool nnm = false;                // nearest-neighbour mixing before the rule
+  int multi_krum_m = 0;            // multi-krum: how many to average; 0 means n - f
+  double clip_tau = 1.0;           // centered clipping radius
+  int clip_iterations = 3;         // centered clipping iterations
+  int weiszfeld_iterations = 100;  // geometric median iterations (smoothed Weiszfeld)
+};
+
+// Simulated faulty ranks, for evaluation (daa/robust/attacks.hpp).
+struct ByzantineConfig {
+  std::string ranks;             // world ranks that misbehave, "3,6"; empty: none
+  std::string attack = "none";   // sign-flip, inner-product, little-is-enough, gaussian, ...
+  double sign_flip_scale = 1.0;  // sign-flip: sends -scale * g
+  double epsilon = 10.0;         // inner-product: sends -epsilon * honest mean
+  double z = 0.0;                // little-is-enough: 0 derives z from n and f
+  double sigma = 10.0;           // gaussian: standard deviation
+  double bitflip_rate = 1e-3;    // bit-flip: probability per value
+  bool lie_as_owner = false;     // sharded mode: also publish wrong chunk results
+};
+
+// Consensus routing: every_steps steps, the routing bias moves towards balanced expert load.
+struct ConsensusConfig {
+  int every_steps = 0;          // 0: off
+  std::string rule = "median";  // robust rule over the ranks' load proposals
+  double bias_rate = 1e-3;      // sign step of the routing bias per round
+};
+
+// The contribution ledger (daa/robust/ledger.hpp); used when [robust] mode is not allreduce.
+struct LedgerConfig {
+  double distance_ratio = 3.0;
+  double forgetting = 1.0;
+  double suspicion_threshold = 0.5;
+  int min_rounds = 10;
+  double reward_per_sample = 1e-3;
+  double quality_bonus = 1.0;
+  bool quarantine = false;  // leave suspects out of aggregation from the next round on
+};
+
 struct LogConfig {
   int every_steps = 50;  // progress line period
 };
@@ -85,6 +128,10 @@ struct Config {
   MoeConfig moe;
   TrainConfig train;
   ParallelConfig parallel;
+  RobustConfig robust;
+  ByzantineConfig byzantine;
+  ConsensusConfig consensus;
+  LedgerConfig ledger;
   LogConfig log;
   RuntimeConfig runtime;
 
@@ -109,6 +156,9 @@ std::string to_toml(const Config& config);
 
 // "3, 5" -> {3, 5}; "" -> {}. Throws std::invalid_argument on anything but positive integers.
 std::vector<int> parse_counts(const std::string& text);
+// "0, 5" -> {0, 5}; "" -> {}: distinct non-negative integers, ascending in the result. Throws
+// std::invalid_argument otherwise.
+std::vector<int> parse_rank_list(const std::string& text);
 
 const char* to_string(NormKind kind);
 const char* to_string(TokenMode mode);

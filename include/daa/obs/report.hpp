@@ -18,6 +18,17 @@ struct PhaseTimes {
   double eval = 0;      // test-set evaluation
 };
 
+// One rank's line of the contribution ledger at the end of a run.
+struct LedgerRow {
+  int rank = 0;
+  std::string host;
+  double reputation = 0;
+  std::int64_t rounds = 0, accepted = 0, rejected = 0, accusations = 0;
+  double reward = 0;
+  bool quarantined = false;
+  bool suspect = false;  // reputation below the suspicion threshold
+};
+
 struct RunSummary {
   std::string name;
   int ranks = 1;
@@ -37,6 +48,11 @@ struct RunSummary {
   std::int64_t parameters = 0;
   std::string parameter_checksum;  // FNV-1a over all parameter bytes in registry order
   std::vector<double> test_accuracy_per_epoch;
+  std::string robust;              // "median (sharded, f = 2)"
+  std::string byzantine;           // "ranks 3,6 simulate bit-flip"; empty without simulated faults
+  double aggregation_seconds = 0;  // gradient rounds (of phases.comm), slowest rank
+  double consensus_seconds = 0;    // consensus rounds, slowest rank
+  std::vector<LedgerRow> ledger;   // empty without a ledger ([robust] mode = "allreduce")
 };
 
 // Rank 0 prints; other ranks hold an inactive log. Lines also go to `log_path` when given.

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <exception>
 #include <string>
+#include <vector>
 
 namespace daa::parallel {
 
@@ -37,6 +38,9 @@ class Communicator {
   void allreduce_sum(std::int64_t* data, std::size_t count) const;
   std::int64_t allreduce_max(std::int64_t value) const;
   double allreduce_max(double value) const;
+
+  // The MPI_COMM_WORLD rank of each member, by member rank (not collective).
+  std::vector<int> world_ranks() const;
 
   // Every rank calls this with the error it hit in a phase, or nullptr. If any rank failed, all
   // of them learn it: the lowest failing rank prints its message, every rank throws

@@ -70,6 +70,10 @@ class RobustAllReduce {
   Rule rule_;
   RuleParams params_;
   Mode mode_;
+  // Receive buffers kept between rounds (resizing within capacity touches no memory), so a round
+  // does not pay for fresh pages; this makes reduce() not thread-safe, and rounds are collective
+  // per rank anyway.
+  mutable std::vector<std::vector<float>> received_;
 };
 
 }  // namespace daa::robust

@@ -85,11 +85,11 @@ void check_requirement(Rule rule, int n, int f, const std::string& group);
 // What each contribution weighed in the result, each in [0, 1]:
 // mean 1/n; median: fraction of coordinates where its value lies between the two middle values
 // (odd n: equals the median; rows tied with them count too); trimmed mean: fraction of coordinates
-// where its value lies between the smallest and largest kept values; krum 1 for the chosen one, 0 otherwise;
-// multi-krum 1/m for each selected one; bulyan: fraction of coordinates where it was among the
-// beta averaged values; geometric median: its final Weiszfeld weight, normalized to sum 1;
-// centered clipping: its clip factor in the last iteration (0 for a bad row). With nnm the weights
-// refer to the mixed rows.
+// where its value lies between the smallest and largest kept values; krum 1 for the chosen one, 0
+// otherwise; multi-krum 1/m for each selected one; bulyan: fraction of coordinates where it was
+// among the beta averaged values; geometric median: its final Weiszfeld weight, normalized to sum
+// 1; centered clipping: its clip factor in the last iteration (0 for a bad row). With nnm the
+// weights refer to the mixed rows.
 struct RuleOutcome {
   std::vector<double> weight;
 };

@@ -29,6 +29,11 @@ struct TrainResult {
 // training set). Callers run it in their collective setup phase; run_training relies on it.
 void check_data_fits(const core::Config& config, const io::Dataset& data);
 
+// Checks the [robust], [consensus] and [byzantine] settings against the layout for `ranks` ranks:
+// every data-parallel and expert-data-parallel group is large enough for the rule and f (the
+// message names the group, n and f). Call after core::validate_layout. Throws daa::ConfigError.
+void check_robust_layout(const core::Config& config, int ranks);
+
 TrainResult run_training(const core::Config& config, const io::Dataset& data,
                          const parallel::Communicator& world, const TrainOptions& options);
 

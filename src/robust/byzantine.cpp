@@ -1,0 +1,56 @@
+// The collective part of the attack simulation (see daa/robust/byzantine.hpp): honest moments by
+// an all-reduce over the honest members, a mimicked contribution by a broadcast from the lowest
+// honest member.
+#include "daa/robust/byzantine.hpp"
+
+#include <cmath>
+#include <vector>
+
+namespace daa::robust {
+
+void simulate_fault(std::span<float> contribution, const parallel::Communicator& group, bool faulty,
+                    const SimulatedFault& fault, std::uint64_t round, int world_rank) {
+  if (fault.attack == Attack::none) return;
+  const bool moments = needs_honest_moments(fault.attack), copy = needs_honest_copy(fault.attack);
+  const std::size_t d = contribution.size();
+  std::vector<float> mean, stddev, honest_copy;
+  if (moments || copy) {
+    const int n = group.size();
+    std::vector<int> flags(std::size_t(n), 0);
+    const int mine = faulty ? 1 : 0;
+    DAA_MPI_CHECK(MPI_Allgather(&mine, 1, MPI_INT, flags.data(), 1, MPI_INT, group.comm()));
+    int honest = 0, first_honest = -1;
+    for (int i = 0; i < n; ++i)
+      if (!flags[std::size_t(i)]) {
+        ++honest;
+        if (first_honest < 0) first_honest = i;
+      }
+    if (honest == 0) return;  // nobody to imitate: the faulty ranks keep their own values
+    if (moments) {
+      // sum and sum of squares over the honest members, in double
+      std::vector<double> sums(2 * d, 0.0);
+      if (!faulty)
+        for (std::size_t j = 0; j < d; ++j) {
+          sums[j] = contribution[j];
+          sums[d + j] = double(contribution[j]) * contribution[j];
+        }
+      group.allreduce_sum(sums.data(), sums.size());
+      mean.resize(d);
+      stddev.resize(d);
+      for (std::size_t j = 0; j < d; ++j) {
+        const double m = sums[j] / honest;
+        mean[j] = float(m);
+        stddev[j] = float(std::sqrt(std::max(0.0, sums[d + j] / honest - m * m)));
+      }
+    }
+    if (copy) {
+      honest_copy.assign(contribution.begin(), contribution.end());
+      DAA_MPI_CHECK(MPI_Bcast(honest_copy.data(), int(d), MPI_FLOAT, first_honest, group.comm()));
+    }
+  }
+  if (!faulty) return;
+  apply_attack(fault.attack, fault.params, contribution, {mean, stddev, honest_copy}, group.size(),
+               fault.f, round, world_rank);
+}
+
+}  // namespace daa::robust
