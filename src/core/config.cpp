@@ -687,7 +687,8 @@ std::string trim(std::string_view s) {
   return std::string(s.substr(b, e - b + 1));
 }
 
-// "section.key=value"; a value that is not valid TOML is taken as a bare string.
+// "section.key=value"; a value that is not valid TOML, or not a TOML string for a string key, is
+// taken as a bare string.
 void apply_override(const std::string& text, std::vector<Value>& values,
                     std::vector<std::string>& origins) {
   const std::string origin = "--set " + text;
@@ -718,6 +719,9 @@ void apply_override(const std::string& text, std::vector<Value>& values,
   } catch (const toml::parse_error&) {
   }
   const Key& k = schema()[*index];
+  // A string key takes the text as written unless it is a TOML string: --set byzantine.ranks=3
+  // means "3", as in a shell one would rather not quote twice.
+  if (is_toml && k.kind == Kind::string && !parsed.get("k")->is_string()) is_toml = false;
   if (is_toml) {
     assign(k, *parsed.get("k"), origin, values, origins, *index);
   } else {
