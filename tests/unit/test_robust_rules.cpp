@@ -11,7 +11,10 @@
 #include <random>
 #include <vector>
 
+#include "daa/core/config.hpp"
 #include "daa/core/error.hpp"
+#include "daa/robust/allreduce.hpp"
+#include "daa/robust/attacks.hpp"
 #include "daa/robust/rules.hpp"
 
 namespace {
@@ -394,6 +397,34 @@ TEST(RobustRulesNames, ParseAndPrintRoundTrip) {
                 HasSubstr("mean, median, trimmed-mean, geometric-median, krum, multi-krum, "
                           "bulyan, centered-clipping"));
   }
+}
+
+// The input file names rules, modes and attacks as strings (core cannot see robust's enums):
+// every name robust knows is accepted by the config, and parses back to itself.
+TEST(RobustRulesNames, ConfigAcceptsExactlyTheRobustNames) {
+  for (Rule rule : kAllRules) {
+    const std::string name = daa::robust::to_string(rule);
+    const auto c = daa::core::parse_config(
+        "", "x.toml", {"robust.rule=" + name, "robust.mode=replicated", "consensus.rule=" + name});
+    EXPECT_EQ(parse_rule(c.robust.rule), rule);
+    EXPECT_EQ(parse_rule(c.consensus.rule), rule);
+  }
+  for (auto mode :
+       {daa::robust::Mode::allreduce, daa::robust::Mode::replicated, daa::robust::Mode::sharded}) {
+    const auto c = daa::core::parse_config(
+        "", "x.toml", {std::string("robust.mode=") + daa::robust::to_string(mode)});
+    EXPECT_EQ(daa::robust::parse_mode(c.robust.mode), mode);
+  }
+  using daa::robust::Attack;
+  for (Attack a :
+       {Attack::sign_flip, Attack::inner_product, Attack::little_is_enough, Attack::gaussian,
+        Attack::label_flip, Attack::bit_flip, Attack::nan, Attack::inf, Attack::mimic}) {
+    const auto c = daa::core::parse_config(
+        "", "x.toml",
+        {"byzantine.ranks=0", std::string("byzantine.attack=") + daa::robust::to_string(a)});
+    EXPECT_EQ(daa::robust::parse_attack(c.byzantine.attack), a);
+  }
+  EXPECT_THROW(daa::core::parse_config("", "x.toml", {"robust.rule=krumm"}), daa::ConfigError);
 }
 
 }  // namespace
