@@ -334,8 +334,11 @@ inline std::vector<std::pair<int, int>> sorting_network(int n) {
 }
 
 // Coordinate-wise median or trimmed mean of one chunk of rows into out[0..len), and per row the
-// number of coordinates where its value is one of those the rule used (a middle value, or a kept
-// value: rows tied with one count too).
+// number of coordinates where its value is one of those the rule used (between the two middle
+// values, or between the smallest and largest kept value: rows tied with them count too).
+// Non-finite values are dropped per coordinate: with m of them, the median is that of the n - m
+// finite values, and the trimmed mean trims max(0, f - m) from the bottom and keeps at most n - f
+// (the m dropped count as trimmed from the top), so a NaN costs what a missing value would.
 template <class R, class T>
 void coordinate_rule(const ChunkRows<R>& y, Rule rule, int f, T* out, double* counts) {
   const int n = y.n();
@@ -345,38 +348,54 @@ void coordinate_rule(const ChunkRows<R>& y, Rule rule, int f, T* out, double* co
   static thread_local int network_n = -1;
   if (network_n != n) network = sorting_network(n), network_n = n;
   sorted.resize(std::size_t(n) * kBlock);
-  const int lo_rank = rule == Rule::median ? (n - 1) / 2 : f;
-  const int hi_rank = rule == Rule::median ? n / 2 : n - f - 1;
   std::vector<std::int64_t> count(n, 0);
   double sum[kBlock];
+  std::int32_t bad[kBlock], low[kBlock], high[kBlock];  // [low, high): the values used
+  R lo[kBlock], hi[kBlock];
   for (std::size_t j0 = 0; j0 < y.len; j0 += kBlock) {
     const std::size_t b = std::min(kBlock, y.len - j0);
+    for (std::size_t j = 0; j < b; ++j) bad[j] = 0;
     for (int i = 0; i < n; ++i) {
       R* s = sorted.data() + std::size_t(i) * kBlock;
       const R* v = y.rows[i] + j0;
-      for (std::size_t j = 0; j < b; ++j) s[j] = sort_key(v[j]);
+      for (std::size_t j = 0; j < b; ++j) {
+        s[j] = sort_key(v[j]);
+        bad[j] += std::int32_t(v[j] - v[j] != R(0));
+      }
     }
     for (const auto& [a, c] : network) {
       R* sa = sorted.data() + std::size_t(a) * kBlock;
       R* sc = sorted.data() + std::size_t(c) * kBlock;
       for (std::size_t j = 0; j < b; ++j) {
-        const R lo = std::min(sa[j], sc[j]), hi = std::max(sa[j], sc[j]);
-        sa[j] = lo;
-        sc[j] = hi;
+        const R l = std::min(sa[j], sc[j]), h = std::max(sa[j], sc[j]);
+        sa[j] = l;
+        sc[j] = h;
       }
     }
-    const R* lo = sorted.data() + std::size_t(lo_rank) * kBlock;
-    const R* hi = sorted.data() + std::size_t(hi_rank) * kBlock;
+    for (std::size_t j = 0; j < b; ++j) {
+      const std::int32_t finite = n - bad[j];
+      if (rule == Rule::median) {
+        low[j] = finite > 0 ? (finite - 1) / 2 : 0;
+        high[j] = finite > 0 ? finite / 2 + 1 : 1;
+      } else {
+        low[j] = std::max(0, f - bad[j]);
+        high[j] = std::min(n - f, finite);
+      }
+      // Every value non-finite (more than f bad rows): the top value, which is +inf.
+      if (high[j] <= low[j]) low[j] = n - 1, high[j] = n;
+      lo[j] = sorted[std::size_t(low[j]) * kBlock + j];
+      hi[j] = sorted[std::size_t(high[j] - 1) * kBlock + j];
+    }
     if (rule == Rule::median) {
       for (std::size_t j = 0; j < b; ++j) out[j0 + j] = T(0.5 * (double(lo[j]) + double(hi[j])));
     } else {  // the kept values, summed in ascending value order
       for (std::size_t j = 0; j < b; ++j) sum[j] = 0;
-      for (int k = f; k < n - f; ++k) {
+      for (int k = 0; k < n; ++k) {
         const R* s = sorted.data() + std::size_t(k) * kBlock;
-        for (std::size_t j = 0; j < b; ++j) sum[j] += double(s[j]);
+        for (std::size_t j = 0; j < b; ++j)
+          sum[j] += (k >= low[j] && k < high[j]) ? double(s[j]) : 0.0;
       }
-      const double kept = double(n - 2 * f);
-      for (std::size_t j = 0; j < b; ++j) out[j0 + j] = T(sum[j] / kept);
+      for (std::size_t j = 0; j < b; ++j) out[j0 + j] = T(sum[j] / double(high[j] - low[j]));
     }
     for (int i = 0; i < n; ++i) {
       const R* v = y.rows[i] + j0;

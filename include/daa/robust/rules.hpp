@@ -42,8 +42,11 @@ namespace daa::robust {
 // (src/robust/round_engine.hpp: the same phases run on one host and in the collective rounds).
 //
 // Non-finite values (NaN/Inf): a row with any non-finite value is "bad" and must never reach the
-// result. Coordinate-wise rules sort its non-finite coordinates as +inf (so trimming and the
-// median exclude them when at most f rows are bad; its finite coordinates take part as usual).
+// result. Coordinate-wise rules drop non-finite values per coordinate: with m of them at a
+// coordinate, the median is that of the n - m finite values, and the trimmed mean trims
+// max(0, f - m) from the bottom and keeps at most n - f values (the dropped ones count as trimmed
+// from the top), so with m <= f it is the trimmed mean of the finite values with f - m trimmed
+// from each side; a NaN then costs what a missing value would, and shifts no order statistic.
 // Distance-based rules give a bad row infinite distance to every other row: Krum, Multi-Krum,
 // Bulyan never select it; Weiszfeld, clipping and NNM give it weight zero (in centered clipping
 // it counts in the 1/n as a zero step, as if clipped to nothing; under NNM a bad row stays bad).
