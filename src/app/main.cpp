@@ -114,6 +114,21 @@ int run_validate(const std::string& input, const std::vector<std::string>& overr
   for (const std::string& line :
        daa::parallel::ExpertRegistry::from_layout(layout, config.model.moe_layers).describe_homes())
     std::cout << line << '\n';
+  {
+    const int dp = ranks / config.parallel.pipeline_stages, ep = config.parallel.expert_parallel;
+    std::string groups = fmt::format("data-parallel groups of {}", dp);
+    if (ep > 1) groups += fmt::format(", expert-data-parallel groups of {}", dp / ep);
+    std::cout << fmt::format("robust aggregation: rule {} in mode {} with f = {}{} over {}\n",
+                             config.robust.rule, config.robust.mode, config.robust.f,
+                             config.robust.nnm ? " (after NNM)" : "", groups);
+    if (config.consensus.every_steps > 0)
+      std::cout << fmt::format("consensus routing: every {} steps, rule {}, bias step {}\n",
+                               config.consensus.every_steps, config.consensus.rule,
+                               config.consensus.bias_rate);
+    if (!config.byzantine.ranks.empty())
+      std::cout << fmt::format("simulated faults: ranks {} send {}\n", config.byzantine.ranks,
+                               config.byzantine.attack);
+  }
   const int local = config.train.global_batch / ranks;
   std::cout << fmt::format(
       "batch: global {} = {} ranks x {} samples, in {} micro-batch{} of {} per rank\n",

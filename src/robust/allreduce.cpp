@@ -8,16 +8,13 @@
 #include <cstring>
 
 #include "daa/core/error.hpp"
+#include "name_table.hpp"
 #include "round_engine.hpp"
 
 namespace daa::robust {
 namespace {
 
-struct ModeName {
-  Mode mode;
-  const char* name;
-};
-constexpr ModeName kModeNames[] = {
+constexpr NameOf<Mode> kModeNames[] = {
     {Mode::allreduce, "allreduce"}, {Mode::replicated, "replicated"}, {Mode::sharded, "sharded"}};
 
 std::vector<char> active_mask(std::span<const char> excluded, int n) {
@@ -46,19 +43,11 @@ int wrap(int i, int n) {
 }  // namespace
 
 Mode parse_mode(const std::string& name) {
-  std::string known;
-  for (const ModeName& m : kModeNames) {
-    if (name == m.name) return m.mode;
-    known += known.empty() ? "" : ", ";
-    known += m.name;
-  }
-  throw ConfigError("unknown robust mode '" + name + "'; known modes: " + known);
+  return parse_name<Mode>(kModeNames, name, "robust mode", "modes");
 }
 
 const char* to_string(Mode mode) {
-  for (const ModeName& m : kModeNames)
-    if (m.mode == mode) return m.name;
-  return "unknown";
+  return name_of<Mode>(kModeNames, mode);
 }
 
 RobustAllReduce::RobustAllReduce(Rule rule, const RuleParams& params, Mode mode)

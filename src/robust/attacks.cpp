@@ -12,6 +12,7 @@
 
 #include "daa/core/error.hpp"
 #include "daa/core/rng.hpp"
+#include "name_table.hpp"
 
 namespace daa::robust {
 namespace {
@@ -21,11 +22,7 @@ using core::counter_normal;
 using core::counter_uniform;
 using core::RngPurpose;
 
-struct AttackName {
-  Attack attack;
-  const char* name;
-};
-constexpr AttackName kAttackNames[] = {
+constexpr NameOf<Attack> kAttackNames[] = {
     {Attack::none, "none"},
     {Attack::sign_flip, "sign-flip"},
     {Attack::inner_product, "inner-product"},
@@ -97,20 +94,11 @@ void require_view(Attack attack, const char* what, std::span<const float> view, 
 }  // namespace
 
 Attack parse_attack(const std::string& name) {
-  std::string known;
-  for (const AttackName& an : kAttackNames) {
-    if (name == an.name) return an.attack;
-    known += known.empty() ? "" : ", ";
-    known += an.name;
-  }
-  throw ConfigError("unknown attack '" + name + "'; known attacks: " + known);
+  return parse_name<Attack>(kAttackNames, name, "attack", "attacks");
 }
 
 const char* to_string(Attack attack) {
-  for (const AttackName& an : kAttackNames) {
-    if (an.attack == attack) return an.name;
-  }
-  return "unknown";
+  return name_of<Attack>(kAttackNames, attack);
 }
 
 void check_attack_params(Attack attack, const AttackParams& params) {

@@ -9,16 +9,13 @@
 #include <numeric>
 
 #include "daa/core/error.hpp"
+#include "name_table.hpp"
 #include "round_engine.hpp"
 
 namespace daa::robust {
 namespace {
 
-struct RuleName {
-  Rule rule;
-  const char* name;
-};
-constexpr RuleName kRuleNames[] = {
+constexpr NameOf<Rule> kRuleNames[] = {
     {Rule::mean, "mean"},
     {Rule::median, "median"},
     {Rule::trimmed_mean, "trimmed-mean"},
@@ -32,20 +29,11 @@ constexpr RuleName kRuleNames[] = {
 }  // namespace
 
 Rule parse_rule(const std::string& name) {
-  std::string known;
-  for (const RuleName& rn : kRuleNames) {
-    if (name == rn.name) return rn.rule;
-    known += known.empty() ? "" : ", ";
-    known += rn.name;
-  }
-  throw ConfigError("unknown robust rule '" + name + "'; known rules: " + known);
+  return parse_name<Rule>(kRuleNames, name, "robust rule", "rules");
 }
 
 const char* to_string(Rule rule) {
-  for (const RuleName& rn : kRuleNames) {
-    if (rn.rule == rule) return rn.name;
-  }
-  return "unknown";
+  return name_of<Rule>(kRuleNames, rule);
 }
 
 void check_params(Rule rule, int n, const RuleParams& p) {

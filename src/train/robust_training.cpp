@@ -33,6 +33,17 @@ robust::RuleParams rule_params(const core::Config& config) {
   return p;
 }
 
+robust::AttackParams attack_params(const core::Config& config) {
+  robust::AttackParams p;
+  p.sign_flip_scale = config.byzantine.sign_flip_scale;
+  p.epsilon = config.byzantine.epsilon;
+  p.z = config.byzantine.z;
+  p.sigma = config.byzantine.sigma;
+  p.bitflip_rate = config.byzantine.bitflip_rate;
+  p.seed = config.run.seed;
+  return p;
+}
+
 robust::RobustAllReduce make_gradient_round(const core::Config& config) {
   return {robust::parse_rule(config.robust.rule), rule_params(config),
           robust::parse_mode(config.robust.mode)};
@@ -86,14 +97,7 @@ void check_robust_layout(const core::Config& config, int ranks) {
     throw ConfigError(
         "[ledger] quarantine = true needs the ledger, which needs [robust] mode = \"replicated\" "
         "or \"sharded\"");
-  // Names of the attack and its parameters (the config checked the spellings).
-  robust::AttackParams params;
-  params.epsilon = config.byzantine.epsilon;
-  params.sigma = config.byzantine.sigma;
-  params.z = config.byzantine.z;
-  params.bitflip_rate = config.byzantine.bitflip_rate;
-  params.sign_flip_scale = config.byzantine.sign_flip_scale;
-  robust::check_attack_params(robust::parse_attack(config.byzantine.attack), params);
+  robust::check_attack_params(robust::parse_attack(config.byzantine.attack), attack_params(config));
 }
 
 RobustTraining::RobustTraining(const core::Config& config, const parallel::Topology& topology)
@@ -103,12 +107,7 @@ RobustTraining::RobustTraining(const core::Config& config, const parallel::Topol
       consensus_round_(make_consensus_round(config)) {
   const parallel::Communicator& world = topology.world();
   fault_.attack = robust::parse_attack(config.byzantine.attack);
-  fault_.params.sign_flip_scale = config.byzantine.sign_flip_scale;
-  fault_.params.epsilon = config.byzantine.epsilon;
-  fault_.params.z = config.byzantine.z;
-  fault_.params.sigma = config.byzantine.sigma;
-  fault_.params.bitflip_rate = config.byzantine.bitflip_rate;
-  fault_.params.seed = config.run.seed;
+  fault_.params = attack_params(config);
   fault_.f = config.robust.f;
   const std::vector<int> faulty = core::parse_rank_list(config.byzantine.ranks);
   faulty_ = std::find(faulty.begin(), faulty.end(), world.rank()) != faulty.end();

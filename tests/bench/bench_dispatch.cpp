@@ -14,6 +14,7 @@
 
 #include "daa/core/rng.hpp"
 #include "daa/parallel/token_dispatcher.hpp"
+#include "mpi_timing.hpp"
 
 namespace {
 
@@ -30,23 +31,8 @@ struct Options {
   int warmup = 30;
 };
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-// One timed round trip: seconds of the slowest rank (the step waits for it), after a barrier
-// so that every rank starts together.
-template <class F>
-double timed(const Communicator& world, F&& body) {
-  DAA_MPI_CHECK(MPI_Barrier(world.comm()));
-  const auto start = Clock::now();
-  body();
-  double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  DAA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &seconds, 1, MPI_DOUBLE, MPI_MAX, world.comm()));
-  return seconds;
-}
+using daa::bench::median;
+using daa::bench::timed;
 
 void run_case(const Communicator& world, std::size_t rows, std::size_t width,
               const Options& options) {
