@@ -307,6 +307,10 @@ const std::vector<Key>& schema() {
     k.push_back(int_key("robust", "weiszfeld_iterations", &C::robust,
                         &RobustConfig::weiszfeld_iterations, 0, 100000,
                         "geometric-median iterations (smoothed Weiszfeld)"));
+    k.push_back(float_key("robust", "momentum", &C::robust, &RobustConfig::momentum, 0, false, 1,
+                          true,
+                          "worker momentum: each rank contributes the running mean of its "
+                          "gradients (beta); 0: its gradient"));
     // [byzantine]
     k.push_back(string_key("byzantine", "ranks", &C::byzantine, &ByzantineConfig::ranks,
                            StringRule::ranks, {},

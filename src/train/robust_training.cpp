@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 
 #include "daa/core/error.hpp"
@@ -177,6 +178,18 @@ void RobustTraining::aggregate(std::span<float> grads, std::size_t dense, std::i
   const auto start = Clock::now();
   const int ep = topology_.layout().expert_parallel;
   const auto key = std::uint64_t(step) * 4;
+  if (const double beta = config_.robust.momentum; beta > 0) {
+    // Worker momentum (Karimireddy et al. 2021): each rank contributes the bias-corrected running
+    // mean of its own gradients, whose spread over honest ranks is far smaller than a single
+    // gradient's, leaving attacks that hide inside that spread less room.
+    momentum_.resize(grads.size(), 0.0f);
+    momentum_steps_ += 1;
+    const double correction = 1.0 / (1.0 - std::pow(beta, double(momentum_steps_)));
+    for (std::size_t i = 0; i < grads.size(); ++i) {
+      momentum_[i] = float(beta * momentum_[i] + (1.0 - beta) * grads[i]);
+      grads[i] = float(momentum_[i] * correction);
+    }
+  }
   if (ep == 1) {
     round(grads, data_parallel_, key, samples);
   } else {

@@ -74,6 +74,8 @@ class RobustTraining {
   // Rounds of this step that this rank reports for the world-wide ledger exchange.
   std::map<int, std::vector<robust::RoundRecord>> pending_;
   std::int64_t unresolved_rounds_ = 0;
+  std::vector<float> momentum_;  // worker momentum of this rank's gradient ([robust] momentum)
+  std::int64_t momentum_steps_ = 0;
   std::vector<std::string> notes_;  // quarantine decisions, for the summary
 };
 

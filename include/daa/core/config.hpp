@@ -81,6 +81,7 @@ struct RobustConfig {
   double clip_tau = 1.0;           // centered clipping radius
   int clip_iterations = 3;         // centered clipping iterations
   int weiszfeld_iterations = 100;  // geometric median iterations (smoothed Weiszfeld)
+  double momentum = 0.0;           // worker momentum: ranks contribute running means; 0: off
 };
 
 // Simulated faulty ranks, for evaluation (daa/robust/attacks.hpp).
