@@ -372,30 +372,52 @@ void coordinate_rule(const ChunkRows<R>& y, Rule rule, int f, T* out, double* co
         sc[j] = h;
       }
     }
-    for (std::size_t j = 0; j < b; ++j) {
-      const std::int32_t finite = n - bad[j];
+    std::int32_t any_bad = 0;
+    for (std::size_t j = 0; j < b; ++j) any_bad |= bad[j];
+    if (!any_bad) {
+      // The common case: every value finite, the same order statistics for the whole block.
+      const int lo_rank = rule == Rule::median ? (n - 1) / 2 : f;
+      const int hi_rank = rule == Rule::median ? n / 2 : n - f - 1;
+      const R* l = sorted.data() + std::size_t(lo_rank) * kBlock;
+      const R* h = sorted.data() + std::size_t(hi_rank) * kBlock;
+      for (std::size_t j = 0; j < b; ++j) lo[j] = l[j], hi[j] = h[j];
       if (rule == Rule::median) {
-        low[j] = finite > 0 ? (finite - 1) / 2 : 0;
-        high[j] = finite > 0 ? finite / 2 + 1 : 1;
-      } else {
-        low[j] = std::max(0, f - bad[j]);
-        high[j] = std::min(n - f, finite);
+        for (std::size_t j = 0; j < b; ++j) out[j0 + j] = T(0.5 * (double(lo[j]) + double(hi[j])));
+      } else {  // the kept values, summed in ascending value order
+        for (std::size_t j = 0; j < b; ++j) sum[j] = 0;
+        for (int k = f; k < n - f; ++k) {
+          const R* v = sorted.data() + std::size_t(k) * kBlock;
+          for (std::size_t j = 0; j < b; ++j) sum[j] += double(v[j]);
+        }
+        const double kept = double(n - 2 * f);
+        for (std::size_t j = 0; j < b; ++j) out[j0 + j] = T(sum[j] / kept);
       }
-      // Every value non-finite (more than f bad rows): the top value, which is +inf.
-      if (high[j] <= low[j]) low[j] = n - 1, high[j] = n;
-      lo[j] = sorted[std::size_t(low[j]) * kBlock + j];
-      hi[j] = sorted[std::size_t(high[j] - 1) * kBlock + j];
-    }
-    if (rule == Rule::median) {
-      for (std::size_t j = 0; j < b; ++j) out[j0 + j] = T(0.5 * (double(lo[j]) + double(hi[j])));
-    } else {  // the kept values, summed in ascending value order
-      for (std::size_t j = 0; j < b; ++j) sum[j] = 0;
-      for (int k = 0; k < n; ++k) {
-        const R* s = sorted.data() + std::size_t(k) * kBlock;
-        for (std::size_t j = 0; j < b; ++j)
-          sum[j] += (k >= low[j] && k < high[j]) ? double(s[j]) : 0.0;
+    } else {
+      for (std::size_t j = 0; j < b; ++j) {
+        const std::int32_t finite = n - bad[j];
+        if (rule == Rule::median) {
+          low[j] = finite > 0 ? (finite - 1) / 2 : 0;
+          high[j] = finite > 0 ? finite / 2 + 1 : 1;
+        } else {
+          low[j] = std::max(0, f - bad[j]);
+          high[j] = std::min(n - f, finite);
+        }
+        // Every value non-finite (more than f bad rows): the top value, which is +inf.
+        if (high[j] <= low[j]) low[j] = n - 1, high[j] = n;
+        lo[j] = sorted[std::size_t(low[j]) * kBlock + j];
+        hi[j] = sorted[std::size_t(high[j] - 1) * kBlock + j];
       }
-      for (std::size_t j = 0; j < b; ++j) out[j0 + j] = T(sum[j] / double(high[j] - low[j]));
+      if (rule == Rule::median) {
+        for (std::size_t j = 0; j < b; ++j) out[j0 + j] = T(0.5 * (double(lo[j]) + double(hi[j])));
+      } else {  // the kept values, summed in ascending value order
+        for (std::size_t j = 0; j < b; ++j) sum[j] = 0;
+        for (int k = 0; k < n; ++k) {
+          const R* v = sorted.data() + std::size_t(k) * kBlock;
+          for (std::size_t j = 0; j < b; ++j)
+            sum[j] += (k >= low[j] && k < high[j]) ? double(v[j]) : 0.0;
+        }
+        for (std::size_t j = 0; j < b; ++j) out[j0 + j] = T(sum[j] / double(high[j] - low[j]));
+      }
     }
     for (int i = 0; i < n; ++i) {
       const R* v = y.rows[i] + j0;

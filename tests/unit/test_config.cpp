@@ -112,6 +112,33 @@ void expect_same(const Config& a, const Config& b) {
   EXPECT_EQ(a.train.eps, b.train.eps);
   EXPECT_EQ(a.train.grad_clip, b.train.grad_clip);
   EXPECT_EQ(a.train.eval_each_epoch, b.train.eval_each_epoch);
+  EXPECT_EQ(a.robust.rule, b.robust.rule);
+  EXPECT_EQ(a.robust.mode, b.robust.mode);
+  EXPECT_EQ(a.robust.f, b.robust.f);
+  EXPECT_EQ(a.robust.nnm, b.robust.nnm);
+  EXPECT_EQ(a.robust.multi_krum_m, b.robust.multi_krum_m);
+  EXPECT_EQ(a.robust.clip_tau, b.robust.clip_tau);
+  EXPECT_EQ(a.robust.clip_iterations, b.robust.clip_iterations);
+  EXPECT_EQ(a.robust.weiszfeld_iterations, b.robust.weiszfeld_iterations);
+  EXPECT_EQ(a.robust.momentum, b.robust.momentum);
+  EXPECT_EQ(a.byzantine.ranks, b.byzantine.ranks);
+  EXPECT_EQ(a.byzantine.attack, b.byzantine.attack);
+  EXPECT_EQ(a.byzantine.sign_flip_scale, b.byzantine.sign_flip_scale);
+  EXPECT_EQ(a.byzantine.epsilon, b.byzantine.epsilon);
+  EXPECT_EQ(a.byzantine.z, b.byzantine.z);
+  EXPECT_EQ(a.byzantine.sigma, b.byzantine.sigma);
+  EXPECT_EQ(a.byzantine.bitflip_rate, b.byzantine.bitflip_rate);
+  EXPECT_EQ(a.byzantine.lie_as_owner, b.byzantine.lie_as_owner);
+  EXPECT_EQ(a.consensus.every_steps, b.consensus.every_steps);
+  EXPECT_EQ(a.consensus.rule, b.consensus.rule);
+  EXPECT_EQ(a.consensus.bias_rate, b.consensus.bias_rate);
+  EXPECT_EQ(a.ledger.distance_ratio, b.ledger.distance_ratio);
+  EXPECT_EQ(a.ledger.forgetting, b.ledger.forgetting);
+  EXPECT_EQ(a.ledger.suspicion_threshold, b.ledger.suspicion_threshold);
+  EXPECT_EQ(a.ledger.min_rounds, b.ledger.min_rounds);
+  EXPECT_EQ(a.ledger.reward_per_sample, b.ledger.reward_per_sample);
+  EXPECT_EQ(a.ledger.quality_bonus, b.ledger.quality_bonus);
+  EXPECT_EQ(a.ledger.quarantine, b.ledger.quarantine);
   EXPECT_EQ(a.log.every_steps, b.log.every_steps);
   EXPECT_EQ(a.runtime.blas_threads, b.runtime.blas_threads);
 }
@@ -725,8 +752,27 @@ TEST(Config, CiInputIsTheTinyTwin) {
   for (int ranks : {1, 2, 4}) EXPECT_NO_THROW(validate_layout(c, ranks)) << ranks;
 }
 
+TEST(Config, ByzantineInputIsTheMainInputOnEightRanksWithTwoFaultyRanks) {
+  const Config c = load_config((repo_root() / "inputs" / "fashion-mnist-byzantine.toml").string());
+  Config expected;
+  expected.run.name = "fashion-mnist-byzantine";
+  expected.train.epochs = 3;
+  expected.train.beta1 = 0.0;
+  expected.robust.rule = "centered-clipping";
+  expected.robust.mode = "sharded";
+  expected.robust.f = 2;
+  expected.robust.nnm = true;
+  expected.robust.momentum = 0.9;
+  expected.byzantine.ranks = "3,6";
+  expected.byzantine.attack = "bit-flip";
+  expected.consensus.every_steps = 10;
+  expect_same(c, expected);
+  EXPECT_NO_THROW(validate_layout(c, 8));
+}
+
 TEST(Config, InputFilesListAndCommentEveryKey) {
-  for (const char* name : {"fashion-mnist.toml", "fashion-mnist-ci.toml"}) {
+  for (const char* name :
+       {"fashion-mnist.toml", "fashion-mnist-ci.toml", "fashion-mnist-byzantine.toml"}) {
     SCOPED_TRACE(name);
     const std::string text = read_text(repo_root() / "inputs" / name);
     const toml::table t = toml::parse(text);
