@@ -334,8 +334,8 @@ inline std::vector<std::pair<int, int>> sorting_network(int n) {
 }
 
 // Coordinate-wise median or trimmed mean of one chunk of rows into out[0..len), and per row the
-// number of coordinates where its value is one of those the rule used (between the two middle
-// values, or between the smallest and largest kept value: rows tied with them count too).
+// number of coordinates where its value is one of those the rule used (when `counts` is not null;
+// between the two middle values, or the smallest and largest kept value: ties count too).
 // Non-finite values are dropped per coordinate: with m of them, the median is that of the n - m
 // finite values, and the trimmed mean trims max(0, f - m) from the bottom and keeps at most n - f
 // (the m dropped count as trimmed from the top), so a NaN costs what a missing value would.
@@ -419,7 +419,7 @@ void coordinate_rule(const ChunkRows<R>& y, Rule rule, int f, T* out, double* co
         for (std::size_t j = 0; j < b; ++j) out[j0 + j] = T(sum[j] / double(high[j] - low[j]));
       }
     }
-    for (int i = 0; i < n; ++i) {
+    for (int i = 0; i < n && counts; ++i) {
       const R* v = y.rows[i] + j0;
       std::int32_t c = 0;
       for (std::size_t j = 0; j < b; ++j) {
@@ -429,20 +429,19 @@ void coordinate_rule(const ChunkRows<R>& y, Rule rule, int f, T* out, double* co
       count[i] += c;
     }
   }
-  for (int i = 0; i < n; ++i) counts[i] = double(count[i]);
+  for (int i = 0; i < n && counts; ++i) counts[i] = double(count[i]);
 }
 
 // Phase 2 of one chunk (iterative rules): the coordinate-wise median `center` of the rule rows,
 // then <y_i, center> for good rows and <center, center>.
 template <class R>
 void phase2(const Plan& p, const RuleRows<R>& rows, std::vector<double>& center, double* out) {
-  std::vector<double> counts(p.n);
   const std::size_t len = rows.is_mixed ? rows.mixed.len : rows.raw->len;
   center.resize(len);
   if (rows.is_mixed)
-    coordinate_rule(rows.mixed, Rule::median, 0, center.data(), counts.data());
+    coordinate_rule(rows.mixed, Rule::median, 0, center.data(), nullptr);
   else
-    coordinate_rule(*rows.raw, Rule::median, 0, center.data(), counts.data());
+    coordinate_rule(*rows.raw, Rule::median, 0, center.data(), nullptr);
   for (int i = 0; i < p.n; ++i) {
     if (p.bad[i])
       out[i] = 0;

@@ -1,7 +1,8 @@
 // Robust gradient rounds, the world-wide ledger, quarantine and consensus routing (see
 // robust_training.hpp). The ledger stays identical on every rank: each group's round is reported
 // by its first min(n, 2f + 1) members and every rank applies, per group, the report that more
-// than half of them sent, so at most f faulty reporters cannot change it.
+// than half of them sent, so at most f faulty reporters cannot change it (one round over the
+// whole world needs no exchange).
 #include "robust_training.hpp"
 
 #include <fmt/format.h>
@@ -157,8 +158,11 @@ void RobustTraining::round(std::span<float> values, const Group& group, std::uin
   options.lie_as_owner = faulty_ && config_.byzantine.lie_as_owner;
   const robust::RoundReport report = gradient_round_.reduce(values, comm, options);
   if (!ledger_) return;
+  // One round over the whole world: every rank already holds what every other honest rank
+  // holds, so it applies its own records and the world exchange would only repeat them.
+  const bool whole_world = comm.size() == topology_.world().size();
   const int reporters = std::min(comm.size(), 2 * config_.robust.f + 1);
-  if (comm.rank() >= reporters) return;
+  if (!whole_world && comm.rank() >= reporters) return;
   std::vector<robust::RoundRecord> records(group.members.size());
   for (std::size_t i = 0; i < records.size(); ++i) {
     robust::RoundRecord& r = records[i];
@@ -170,7 +174,10 @@ void RobustTraining::round(std::span<float> values, const Group& group, std::uin
     r.accused = report.accused[i] != 0;
     r.excluded = excluded_members[i] != 0;
   }
-  pending_[group.id] = std::move(records);
+  if (whole_world)
+    ledger_->apply_round(records);
+  else
+    pending_[group.id] = std::move(records);
 }
 
 void RobustTraining::aggregate(std::span<float> grads, std::size_t dense, std::int64_t step,
@@ -197,7 +204,9 @@ void RobustTraining::aggregate(std::span<float> grads, std::size_t dense, std::i
     round(grads.subspan(dense), expert_data_parallel_, key + 1, samples * ep);
   }
   if (ledger_) {
-    apply_ledger_rounds();
+    // Layout-based, so every rank takes part in the exchange or none does.
+    const bool one_world_round = ep == 1 && topology_.layout().pipeline_stages == 1;
+    if (!one_world_round) apply_ledger_rounds();
     if (config_.ledger.quarantine) decide_quarantine();
   }
   aggregation_seconds += since(start);
