@@ -9,7 +9,7 @@ find_package(HDF5 REQUIRED COMPONENTS C)
 if(NOT HDF5_IS_PARALLEL)
   message(FATAL_ERROR "daa-swarm: found a serial HDF5 (${HDF5_C_INCLUDE_DIRS}); install libhdf5-openmpi-dev")
 endif()
-set_package_properties(HDF5 PROPERTIES TYPE REQUIRED PURPOSE "parallel checkpoints (later issue)")
+set_package_properties(HDF5 PROPERTIES TYPE REQUIRED PURPOSE "parallel checkpoints")
 
 find_package(Kokkos REQUIRED)
 # Debian's KokkosConfig points the imported target at /usr/lib/include; use the real header path,

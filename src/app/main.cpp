@@ -1,12 +1,14 @@
 // daa-swarm command line: parses arguments with CLI11, sets up MPI and Kokkos, and hands over to
-// the train module. Errors end here: one line `daa-swarm: error: ...` from one rank and a
-// documented exit code (0 ok, 1 internal, 2 bad input, 3 diverged); never a hang.
+// the train and io modules. Errors end here: one line `daa-swarm: error: ...` from one rank and a
+// documented exit code (0 ok, 1 internal, 2 bad input, 3 diverged, 75 checkpointed on a signal:
+// resubmit); never a hang.
 #include <fmt/format.h>
 #include <mpi.h>
 #include <CLI/CLI.hpp>
 #include <Kokkos_Core.hpp>
 
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -16,6 +18,7 @@
 #include "daa/core/config.hpp"
 #include "daa/core/error.hpp"
 #include "daa/io/dataset.hpp"
+#include "daa/io/replay.hpp"
 #include "daa/io/vectors_csv.hpp"
 #include "daa/obs/report.hpp"
 #include "daa/parallel/communicator.hpp"
@@ -46,9 +49,36 @@ struct TrainArgs {
   std::string input;
   std::vector<std::string> overrides;
   std::string summary_json;
+  std::string restart;
+  std::string checkpoint;  // eval
 };
 
-int run_train(const TrainArgs& args) {
+// The collective setup of train and eval: input, layout and data, checked on every rank; any
+// rank's error ends every rank with the lowest failing rank's message.
+void load_inputs(const TrainArgs& args, const daa::parallel::Communicator& world,
+                 daa::core::Config& config, daa::io::Dataset& data) {
+  std::exception_ptr setup_error;
+  try {
+    config = daa::core::load_config(args.input, args.overrides);
+    daa::core::validate_layout(config, world.size());
+    daa::train::check_robust_layout(config, world.size());
+    data = daa::io::load_dataset(config.data);
+    daa::train::check_data_fits(config, data);
+    if (!args.summary_json.empty() && world.is_root()) {
+      const auto parent = std::filesystem::absolute(args.summary_json).parent_path();
+      if (!std::filesystem::is_directory(parent))
+        throw daa::InputError("--summary-json: directory '" + parent.string() + "' does not exist");
+    }
+  } catch (...) {
+    setup_error = std::current_exception();
+  }
+  world.agree_on_failure(setup_error);
+}
+
+// Runs `body(world)` between MPI/Kokkos start and finish with the error policy of the file header:
+// agreed failures and divergence end every rank with one message; anything else aborts the job.
+template <class Body>
+int run_parallel(Body&& body) {
   MPI_Init(nullptr, nullptr);
   int code = 0;
   {
@@ -57,29 +87,7 @@ int run_train(const TrainArgs& args) {
     kokkos_args.disable_warnings = true;
     Kokkos::initialize(kokkos_args);
     try {
-      daa::core::Config config;
-      daa::io::Dataset data;
-      std::exception_ptr setup_error;
-      try {
-        config = daa::core::load_config(args.input, args.overrides);
-        daa::core::validate_layout(config, world.size());
-        daa::train::check_robust_layout(config, world.size());
-        data = daa::io::load_dataset(config.data);
-        daa::train::check_data_fits(config, data);
-        if (!args.summary_json.empty() && world.is_root()) {
-          const auto parent = std::filesystem::absolute(args.summary_json).parent_path();
-          if (!std::filesystem::is_directory(parent))
-            throw daa::InputError("--summary-json: directory '" + parent.string() +
-                                  "' does not exist");
-        }
-      } catch (...) {
-        setup_error = std::current_exception();
-      }
-      world.agree_on_failure(setup_error);
-
-      const daa::train::TrainResult result = daa::train::run_training(config, data, world, {});
-      if (world.is_root() && !args.summary_json.empty())
-        daa::obs::write_text_file(args.summary_json, daa::obs::summary_json(result.summary));
+      code = body(world);
     } catch (const daa::parallel::AgreedFailure& e) {
       code = e.exit_code();
     } catch (const daa::DivergenceError& e) {
@@ -98,6 +106,54 @@ int run_train(const TrainArgs& args) {
   }
   MPI_Finalize();
   return code;
+}
+
+int run_train(const TrainArgs& args) {
+  // A signal asks for a checkpoint at the next step boundary (Slurm: --signal=B:USR1@...).
+  daa::train::install_checkpoint_signals();
+  return run_parallel([&](const daa::parallel::Communicator& world) {
+    daa::core::Config config;
+    daa::io::Dataset data;
+    load_inputs(args, world, config, data);
+    daa::train::TrainOptions options;
+    options.restart = args.restart;
+    const daa::train::TrainResult result = daa::train::run_training(config, data, world, options);
+    if (world.is_root() && !args.summary_json.empty())
+      daa::obs::write_text_file(args.summary_json, daa::obs::summary_json(result.summary));
+    return result.summary.stopped_by_signal ? int(daa::ExitCode::resubmit) : 0;
+  });
+}
+
+int run_eval(const TrainArgs& args) {
+  return run_parallel([&](const daa::parallel::Communicator& world) {
+    daa::core::Config config;
+    daa::io::Dataset data;
+    load_inputs(args, world, config, data);
+    const daa::train::CheckpointEvaluation result =
+        daa::train::evaluate_checkpoint(config, data, world, args.checkpoint);
+    if (world.is_root())
+      std::cout << fmt::format(
+          "eval: {} (step {}) on {} rank{}: test loss {:.4f} | test accuracy {:.2f}% ({} "
+          "images)\n",
+          args.checkpoint, result.step, world.size(), world.size() == 1 ? "" : "s",
+          result.test_loss, 100 * result.test_accuracy, data.test.count);
+    return 0;
+  });
+}
+
+int run_replay(const daa::io::ReplayOptions& options) {
+  return run_parallel([&](const daa::parallel::Communicator& world) {
+    // One process and no collectives: errors end here without MPI_Abort's noise.
+    try {
+      if (world.size() != 1)
+        throw daa::InputError("replay runs as one process; start it without mpirun");
+      daa::io::replay(options, std::cout);
+      return 0;
+    } catch (const daa::Error& e) {
+      if (world.is_root()) print_error(e.what());
+      return int(e.exit_code());
+    }
+  });
 }
 
 int run_validate(const std::string& input, const std::vector<std::string>& overrides, int ranks) {
@@ -206,6 +262,8 @@ int run_aggregate(const AggregateArgs& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A file-size limit (ulimit -f) must fail a write with a message, not kill the rank.
+  std::signal(SIGXFSZ, SIG_IGN);
   CLI::App app{
       "daa-swarm: distributed, Byzantine-robust Mixture-of-Experts training on MPI clusters",
       "daa-swarm"};
@@ -223,6 +281,30 @@ int main(int argc, char** argv) {
       ->type_name("KEY=VALUE");
   train->add_option("--summary-json", train_args.summary_json,
                     "write the final figures as JSON to this file");
+  train
+      ->add_option("--restart", train_args.restart,
+                   "continue from a checkpoint: 'auto' (the newest valid one of the run directory, "
+                   "or none) or a checkpoint file")
+      ->type_name("auto|FILE");
+
+  TrainArgs eval_args;
+  CLI::App* eval = app.add_subcommand(
+      "eval", "test loss and accuracy of a checkpoint's model (run under mpirun, any rank count)");
+  eval->add_option("input", eval_args.input, "input file (TOML) describing model, data and layout")
+      ->required();
+  eval->add_option("--checkpoint", eval_args.checkpoint, "checkpoint file (.h5)")->required();
+  eval->add_option("--set", eval_args.overrides, "override one key: section.key=value (repeatable)")
+      ->type_name("KEY=VALUE");
+
+  daa::io::ReplayOptions replay_options;
+  CLI::App* replay = app.add_subcommand(
+      "replay",
+      "tell a run's story from its checkpoints: history, expert load, specialization, "
+      "ledger");
+  replay->add_option("path", replay_options.path, "checkpoint file or run directory")->required();
+  replay->add_option("--csv", replay_options.csv_dir, "also write the tables as CSV files here")
+      ->type_name("DIR");
+  replay->add_flag("--json", replay_options.json, "print one JSON document instead of text");
 
   std::string validate_input;
   std::vector<std::string> validate_overrides;
@@ -265,6 +347,8 @@ int main(int argc, char** argv) {
 
   try {
     if (*train) return run_train(train_args);
+    if (*eval) return run_eval(eval_args);
+    if (*replay) return run_replay(replay_options);
     if (*aggregate) return run_aggregate(aggregate_args);
     return run_validate(validate_input, validate_overrides, validate_ranks);
   } catch (const daa::Error& e) {

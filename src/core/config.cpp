@@ -369,6 +369,13 @@ const std::vector<Key>& schema() {
                           "bonus of an accepted contribution that weighed its even share"));
     k.push_back(bool_key("ledger", "quarantine", &C::ledger, &LedgerConfig::quarantine,
                          "leave suspects out of aggregation from the next round on"));
+    // [checkpoint]
+    k.push_back(int_key("checkpoint", "every_steps", &C::checkpoint, &CheckpointConfig::every_steps,
+                        0, 1000000000,
+                        "write a checkpoint every this many steps (and always at the end); 0: "
+                        "only at the end and on SIGUSR1/SIGTERM"));
+    k.push_back(int_key("checkpoint", "keep", &C::checkpoint, &CheckpointConfig::keep, 0, 1000000,
+                        "keep the newest this many checkpoints; 0: keep all"));
     // [log]
     k.push_back(int_key("log", "every_steps", &C::log, &LogConfig::every_steps, 1, 1000000000,
                         "print a progress line every this many steps"));

@@ -342,6 +342,10 @@ BatchStats MoeModel<T>::forward(int slot_index, const Matrix<T>& input, const In
     rs.tokens_per_expert.assign(kept.begin(), kept.end());
     rs.gate_sum_per_expert.assign(E, 0.0);
     auto gate_h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), L.gate);
+    const bool labelled = labels.extent(0) == n;
+    const auto C = std::size_t(s.classes);
+    auto labels_h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), labels);
+    if (labelled) rs.tokens_per_expert_class.assign(E * C, 0);
     for (std::size_t t = 0; t < n; ++t)
       for (std::size_t slot = 0; slot < k; ++slot) {
         const int r = rank_in_expert[t * k + slot];
@@ -354,6 +358,9 @@ BatchStats MoeModel<T>::forward(int slot_index, const Matrix<T>& input, const In
         slot_pos_h(t, slot) = int(pos);
         token_of_h(pos) = int(t);
         rs.gate_sum_per_expert[choice_h(t, slot)] += double(gate_h(t, slot));
+        if (labelled && labels_h(t) >= 0 && std::size_t(labels_h(t)) < C)
+          ++rs.tokens_per_expert_class[std::size_t(choice_h(t, slot)) * C +
+                                       std::size_t(labels_h(t))];
       }
     Kokkos::deep_copy(L.slot_pos, slot_pos_h);
     Kokkos::deep_copy(L.token_of, token_of_h);

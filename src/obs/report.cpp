@@ -9,12 +9,13 @@
 #include <iostream>
 
 #include "daa/core/error.hpp"
+#include "daa/core/json.hpp"
 
 namespace daa::obs {
 
-ProgressLog::ProgressLog(bool active, const std::string& log_path) : active_(active) {
+ProgressLog::ProgressLog(bool active, const std::string& log_path, bool append) : active_(active) {
   if (active_ && !log_path.empty()) {
-    file_.open(log_path, std::ios::out | std::ios::trunc);
+    file_.open(log_path, std::ios::out | (append ? std::ios::app : std::ios::trunc));
     if (!file_) throw Error("obs: cannot write log file '" + log_path + "'");
   }
 }
@@ -35,10 +36,16 @@ std::string summary_text(const RunSummary& s) {
   std::string out;
   out += fmt::format("summary: {} steps ({} epochs) on {} ranks, global batch {}\n", s.steps,
                      s.epochs, s.ranks, s.global_batch);
-  out += fmt::format(
-      "summary: final loss {:.4f}, train accuracy {:.2f}%, test accuracy {:.2f}% (test loss "
-      "{:.4f})\n",
-      s.final_loss, 100 * s.train_accuracy, 100 * s.test_accuracy, s.test_loss);
+  if (s.stopped_by_signal)
+    out += fmt::format(
+        "summary: final loss {:.4f}, train accuracy {:.2f}% (no final evaluation: stopped by a "
+        "signal)\n",
+        s.final_loss, 100 * s.train_accuracy);
+  else
+    out += fmt::format(
+        "summary: final loss {:.4f}, train accuracy {:.2f}%, test accuracy {:.2f}% (test loss "
+        "{:.4f})\n",
+        s.final_loss, 100 * s.train_accuracy, 100 * s.test_accuracy, s.test_loss);
   out += fmt::format("summary: {:.0f} samples/s; training {:.1f} s, whole run {:.1f} s\n",
                      s.samples_per_s, s.train_seconds, s.wall_seconds);
   out += fmt::format(
@@ -58,28 +65,22 @@ std::string summary_text(const RunSummary& s) {
                                 r.rank, r.host.empty() ? "?" : r.host, r.reputation);
     out += fmt::format("summary: ledger suspects: {}\n", suspects.empty() ? "none" : suspects);
   }
+  if (s.start_step > 0) out += fmt::format("summary: restarted at step {}\n", s.start_step);
+  if (s.checkpoints > 0)
+    out += fmt::format("summary: {} checkpoint{} in {:.2f} s ({:.1f}% of training), newest {}\n",
+                       s.checkpoints, s.checkpoints == 1 ? "" : "s", s.checkpoint_seconds,
+                       s.train_seconds > 0 ? 100 * s.checkpoint_seconds / s.train_seconds : 0.0,
+                       s.last_checkpoint);
+  if (s.stopped_by_signal)
+    out += fmt::format(
+        "summary: stopped by a signal after step {}, checkpointed: resubmit to continue\n",
+        s.steps);
   out += fmt::format("summary: {} parameters, checksum {}", s.parameters, s.parameter_checksum);
   return out;
 }
 
-namespace {
-std::string json_string(const std::string& text) {
-  std::string out = "\"";
-  for (char c : text) {
-    if (c == '"' || c == '\\')
-      out += '\\', out += c;
-    else if (static_cast<unsigned char>(c) < 0x20)
-      out += fmt::format("\\u{:04x}", int(c));
-    else
-      out += c;
-  }
-  return out + "\"";
-}
-// JSON has no NaN/Inf; a diverged figure is written as null.
-std::string json_number(double v) {
-  return std::isfinite(v) ? fmt::format("{}", v) : "null";
-}
-}  // namespace
+using core::json_number;
+using core::json_string;
 
 std::string summary_json(const RunSummary& s) {
   std::string ledger;
@@ -107,7 +108,8 @@ std::string summary_json(const RunSummary& s) {
       "\"dispatch_s\": {}, \"eval_s\": {}}},\n"
       "  \"expert_gflops\": {},\n  \"parameters\": {},\n  \"parameter_checksum\": {},\n"
       "  \"robust\": {},\n  \"byzantine\": {},\n  \"aggregation_s\": {},\n  \"consensus_s\": {},\n"
-      "  \"ledger\": [{}]\n}}\n",
+      "  \"ledger\": [{}],\n  \"start_step\": {},\n  \"checkpoints\": {},\n"
+      "  \"checkpoint_s\": {},\n  \"last_checkpoint\": {},\n  \"stopped_by_signal\": {}\n}}\n",
       json_string(s.name), s.ranks, s.steps, s.epochs, s.global_batch, json_number(s.final_loss),
       json_number(s.train_accuracy), json_number(s.test_loss), json_number(s.test_accuracy), epochs,
       json_number(s.samples_per_s), json_number(s.steady_samples_per_s),
@@ -115,7 +117,9 @@ std::string summary_json(const RunSummary& s) {
       json_number(s.phases.compute), json_number(s.phases.comm), json_number(s.phases.dispatch),
       json_number(s.phases.eval), json_number(s.expert_gflops), s.parameters,
       json_string(s.parameter_checksum), json_string(s.robust), json_string(s.byzantine),
-      json_number(s.aggregation_seconds), json_number(s.consensus_seconds), ledger);
+      json_number(s.aggregation_seconds), json_number(s.consensus_seconds), ledger, s.start_step,
+      s.checkpoints, json_number(s.checkpoint_seconds), json_string(s.last_checkpoint),
+      s.stopped_by_signal);
 }
 
 void write_text_file(const std::string& path, const std::string& text) {

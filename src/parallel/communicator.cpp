@@ -88,4 +88,20 @@ void Communicator::agree_on_failure(std::exception_ptr local_error) const {
   throw AgreedFailure(code);
 }
 
+std::string Communicator::broadcast(const std::string& text, int root) const {
+  std::string out = rank_ == root ? text : "";
+  int length = int(out.size());
+  DAA_MPI_CHECK(MPI_Bcast(&length, 1, MPI_INT, root, comm_));
+  out.resize(std::size_t(length));
+  DAA_MPI_CHECK(MPI_Bcast(out.data(), length, MPI_CHAR, root, comm_));
+  return out;
+}
+
+std::string Communicator::agree_on_message(const std::string& local_message) const {
+  int failing = local_message.empty() ? size_ : rank_;
+  DAA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &failing, 1, MPI_INT, MPI_MIN, comm_));
+  if (failing == size_) return "";
+  return broadcast(local_message, failing);
+}
+
 }  // namespace daa::parallel

@@ -160,6 +160,17 @@ void Ledger::apply_round(std::span<const RoundRecord> records) {
   }
 }
 
+void Ledger::restore_accounts(std::vector<RankAccount> accounts) {
+  if (accounts.size() != accounts_.size())
+    throw Error(fmt::format("robust::Ledger::restore_accounts: {} accounts for a world of {} ranks",
+                            accounts.size(), accounts_.size()));
+  for (std::size_t r = 0; r < accounts.size(); ++r)
+    if (accounts[r].rank != int(r))
+      throw Error(fmt::format("robust::Ledger::restore_accounts: account {} is for rank {}", r,
+                              accounts[r].rank));
+  accounts_ = std::move(accounts);
+}
+
 std::vector<int> Ledger::suspects() const {
   std::vector<int> out;
   for (const RankAccount& a : accounts_) {

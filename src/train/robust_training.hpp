@@ -46,6 +46,20 @@ class RobustTraining {
   std::string ledger_report() const;
   void fill_summary(obs::RunSummary& summary) const;
 
+  // What a checkpoint carries (train/checkpointing.cpp saves and restores it): this rank's worker
+  // momentum, and the ledger with its quarantine decisions, identical on every rank.
+  struct State {
+    std::vector<float>& momentum;
+    std::int64_t& momentum_steps;
+    std::optional<robust::Ledger>& ledger;
+    std::vector<char>& quarantined;  // by world rank
+    std::int64_t& unresolved_rounds;
+    std::vector<std::string>& notes;
+  };
+  State state() {
+    return {momentum_, momentum_steps_, ledger_, quarantined_, unresolved_rounds_, notes_};
+  }
+
   double aggregation_seconds = 0;  // in the gradient rounds (also counted as communication)
   double consensus_seconds = 0;
 

@@ -6,11 +6,16 @@
 
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <filesystem>
 #include <map>
+#include <numeric>
 #include <optional>
+#include <sstream>
 
+#include "checkpointing.hpp"
 #include "daa/core/error.hpp"
+#include "daa/io/checkpoint.hpp"
 #include "daa/kernels/linalg.hpp"
 #include "daa/model/moe_model.hpp"
 #include "daa/parallel/expert_registry.hpp"
@@ -159,7 +164,80 @@ std::vector<float> gather_parameters(const model::ParamStore<float>& params,
   return global;
 }
 
+// Set by SIGUSR1/SIGTERM; read once per step and agreed on by all ranks with the step's metrics.
+volatile std::sig_atomic_t g_checkpoint_signal = 0;
+extern "C" void on_checkpoint_signal(int signal) {
+  g_checkpoint_signal = signal;
+}
+
+// --restart: the checkpoint to continue from, loaded into `parts`; returns its step (0: none).
+// With "auto", rank 0 lists the run directory's checkpoints and every rank tries them in that
+// order, skipping (with a warning) those that fail verification. Collective; every error is
+// thrown on every rank alike.
+std::int64_t resume(const TrainingParts& parts, const std::string& restart, const std::string& dir,
+                    obs::ProgressLog& log) {
+  const parallel::Communicator& world = parts.topology.world();
+  std::vector<std::string> candidates;
+  if (restart == "auto") {
+    std::vector<std::string> notes;
+    std::string listed;
+    if (world.is_root())
+      for (const io::CheckpointCandidate& c : io::restart_candidates(dir, notes))
+        listed += c.path + "\n";
+    for (const std::string& note : notes) log.line("restart: " + note);
+    std::istringstream lines(world.broadcast(listed));
+    for (std::string line; std::getline(lines, line);) candidates.push_back(line);
+  } else {
+    candidates.push_back(restart);
+  }
+  for (const std::string& file : candidates) {
+    std::vector<std::string> notes;
+    try {
+      const std::int64_t step = load_checkpoint(parts, file, LoadScope::everything, notes);
+      for (const std::string& note : notes) log.line(note);
+      return step;
+    } catch (const io::CheckpointError& e) {
+      if (restart != "auto") throw;
+      log.line(std::string("warning: ") + e.what() + "; trying the next older checkpoint");
+    }
+  }
+  log.line("restart: no valid checkpoint in '" + dir + "'; starting from step 0");
+  return 0;
+}
+
 }  // namespace
+
+CheckpointEvaluation evaluate_checkpoint(const core::Config& config, const io::Dataset& data,
+                                         const parallel::Communicator& world,
+                                         const std::string& checkpoint) {
+  const parallel::Topology topology(world, config, data.train.features(), data.train.classes);
+  const parallel::RankPlace& place = topology.place();
+  model::ModelShape shape =
+      model::shape_from_config(config, data.train.features(), data.train.classes,
+                               topology.layout().expert_parallel, place.ep_rank);
+  shape.first_block = place.first_block;
+  shape.last_block = place.last_block;
+  Model model(shape, &topology.expert_parallel());
+  const TrainingParts parts{config, topology, model};
+  std::vector<std::string> notes;
+  CheckpointEvaluation result;
+  std::exception_ptr error;
+  try {
+    result.step = load_checkpoint(parts, checkpoint, LoadScope::model_only, notes);
+  } catch (...) {
+    error = std::current_exception();
+  }
+  world.agree_on_failure(error);
+  const EvalResult test = evaluate(model, data.test, topology, config.model.d_model);
+  result.test_loss = test.loss;
+  result.test_accuracy = test.accuracy;
+  return result;
+}
+
+void install_checkpoint_signals() {
+  std::signal(SIGUSR1, on_checkpoint_signal);
+  std::signal(SIGTERM, on_checkpoint_signal);
+}
 
 std::string parameter_checksum(const std::vector<float>& values) {
   std::uint64_t h = 0xcbf29ce484222325ULL;
@@ -187,6 +265,9 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
 
   const bool root = world.is_root();
   std::string log_path;
+  const bool checkpointing = options.write_run_directory;
+  const std::string checkpoint_dir =
+      (std::filesystem::path(config.run.output_dir) / config.run.name / "checkpoints").string();
   // Only rank 0 touches the run directory; a failure there must still end every rank.
   std::exception_ptr setup_error;
   std::optional<obs::ProgressLog> log;
@@ -199,8 +280,16 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
         throw InputError("cannot create run directory '" + dir.string() + "': " + ec.message());
       obs::write_text_file((dir / "config.toml").string(), core::to_toml(config));
       log_path = (dir / "log.txt").string();
+      // Found now, not at the first checkpoint an hour into the run.
+      std::filesystem::create_directories(checkpoint_dir, ec);
+      if (ec)
+        throw InputError("cannot create checkpoint directory '" + checkpoint_dir +
+                         "': " + ec.message());
+      // Leftovers of writes that never completed (a crash or a full disk).
+      for (const auto& entry : std::filesystem::directory_iterator(checkpoint_dir))
+        if (entry.path().extension() == ".tmp") std::filesystem::remove(entry.path(), ec);
     }
-    log.emplace(root && options.print_progress, log_path);
+    log.emplace(root && options.print_progress, log_path, !options.restart.empty());
   } catch (...) {
     setup_error = std::current_exception();
   }
@@ -263,7 +352,6 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
   const int d_model = config.model.d_model;
   std::vector<std::int64_t> order;
   std::int64_t epoch = -1;
-  double epoch_correct = 0, epoch_samples = 0;
   double window_loss = 0, window_correct = 0, window_samples = 0, window_compute = 0,
          window_comm = 0, window_imbalance = 0, window_dropped = 0;
   // This rank's rows of the expert registry for the current log window: what its tokens sent to
@@ -282,6 +370,26 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
   // This rank's token counts per (local MoE layer, expert) since the last consensus round.
   const int local_layers = place.last_block - place.first_block;
   std::vector<double> consensus_counts(std::size_t(local_layers * config.moe.experts), 0.0);
+  const int layers = config.model.moe_layers, experts = config.moe.experts;
+  RunRecord record(layers, experts, train_set.classes);
+  const TrainingParts parts{config,  topology,          model,           &optimizer, &robust,
+                            &record, &consensus_counts, steps_per_epoch, total_steps};
+  std::int64_t start_step = 0;
+  if (!options.restart.empty()) {
+    std::exception_ptr restart_error;
+    try {
+      start_step = resume(parts, options.restart, checkpoint_dir, *log);
+    } catch (...) {
+      restart_error = std::current_exception();
+    }
+    world.agree_on_failure(restart_error);
+    if (start_step >= total_steps)
+      log->line(
+          fmt::format("restart: the checkpoint is at step {}, the input's last step is {}: "
+                      "nothing left to train",
+                      start_step, total_steps));
+  }
+  summary.start_step = start_step;
   auto window_start = Clock::now();
   const auto loop_start = Clock::now();
   // Steady-state throughput leaves out the first steps, which allocate workspaces and touch
@@ -289,19 +397,78 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
   constexpr std::int64_t kSteadyAfter = 20;
   auto steady_start = loop_start;
   double steady_eval_before = 0;
-  double last_loss = 0;
+  double last_loss = record.loss.empty() ? 0 : record.loss.back();
+  // Expert load of each step over the whole global batch, reduced with the step's metrics.
+  constexpr std::size_t kMetrics = 6;  // loss, aux, correct, samples, dropped, signal
+  std::vector<double> metrics(kMetrics + std::size_t(layers * experts));
+  bool stopped_by_signal = false;
 
-  for (std::int64_t step = 0; step < total_steps; ++step) {
+  auto write_checkpoint = [&](std::int64_t done) {
+    const auto t = Clock::now();
+    SavedCheckpoint saved;
+    std::exception_ptr error;  // the same on every rank: one of them reports it
+    try {
+      saved = save_checkpoint(parts, done, checkpoint_dir);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    world.agree_on_failure(error);
+    const double seconds = since(t);
+    summary.checkpoint_seconds += seconds;
+    summary.checkpoints += 1;
+    summary.last_checkpoint = saved.path;
+    log->line(fmt::format("checkpoint: step {} -> {} ({:.1f} MB in {:.2f} s, {:.0f} MB/s)", done,
+                          saved.path, double(saved.bytes) * 1e-6, seconds,
+                          double(saved.bytes) * 1e-6 / seconds));
+    return seconds;
+  };
+
+  // Rank 0's rows for the end of a log window: routing bias of every layer (held by the first
+  // data-parallel rank of its stage) and the ledger's reputation per rank. Collective.
+  auto record_window = [&](std::int64_t done) {
+    std::vector<float> bias(std::size_t(layers * experts), 0.0f);
+    if (place.dp_index == 0)
+      for (int l = place.first_block; l < place.last_block; ++l) {
+        const auto host =
+            Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), model.routing_bias(l));
+        std::copy_n(host.data(), experts, bias.begin() + std::ptrdiff_t(l * experts));
+      }
+    world.allreduce_sum(bias.data(), bias.size());
+    if (!root) return;
+    record.window_step.push_back(done);
+    record.window_bias.insert(record.window_bias.end(), bias.begin(), bias.end());
+    if (!robust.keeps_ledger()) return;
+    for (const robust::RankAccount& a : robust.state().ledger->accounts()) {
+      record.reputation_step.push_back(done);
+      record.reputation_rank.push_back(a.rank);
+      record.reputation_rounds.push_back(a.rounds);
+      record.reputation_accepted.push_back(a.accepted);
+      record.reputation.push_back(a.reputation());
+      record.reputation_reward.push_back(a.reward);
+    }
+  };
+  auto record_evaluation = [&](std::int64_t done, const EvalResult& test) {
+    if (!root) return;
+    record.eval_step.push_back(done);
+    record.eval_epoch.push_back((done + steps_per_epoch - 1) / steps_per_epoch);
+    record.test_loss.push_back(test.loss);
+    record.test_accuracy.push_back(test.accuracy);
+  };
+
+  std::int64_t step = start_step;
+  for (; step < total_steps; ++step) {
+    const auto step_start = Clock::now();
     const std::int64_t step_epoch = step / steps_per_epoch;
     if (step_epoch != epoch) {
       epoch = step_epoch;
       order = io::epoch_permutation(train_set.count, config.run.seed, epoch);
-      epoch_correct = epoch_samples = 0;
+      // A restart inside an epoch keeps the epoch's counts from the checkpoint.
+      if (step % steps_per_epoch == 0) record.epoch_correct = record.epoch_samples = 0;
     }
     // Micro-batches accumulate gradients; the load-balancing statistics are per global
     // micro-batch, so the optimization does not depend on the layout.
-    // cross-entropy sum, aux losses summed, correct, samples, dropped token-slots
-    double metrics[5] = {0, 0, 0, 0, 0};
+    std::fill(metrics.begin(), metrics.end(), 0.0);
+    metrics[5] = g_checkpoint_signal != 0 ? 1.0 : 0.0;
     double step_imbalance = 0;  // worst layer's max/mean expert load, averaged over micro-batches
     double compute = 0;
     const double comm_before = phases.comm;
@@ -344,9 +511,19 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
       metrics[3] += double(stats.samples);
       double worst = 0;
       for (const model::LayerRoutingStats& layer : stats.layers) {
-        for (int e = 0; e < config.moe.experts; ++e)
-          consensus_counts[std::size_t((layer.layer - place.first_block) * config.moe.experts +
-                                       e)] += double(layer.tokens_per_expert[std::size_t(e)]);
+        const auto at = std::size_t(layer.layer * experts);
+        for (int e = 0; e < experts; ++e) {
+          const auto tokens = layer.tokens_per_expert[std::size_t(e)];
+          consensus_counts[std::size_t((layer.layer - place.first_block) * experts + e)] +=
+              double(tokens);
+          metrics[kMetrics + at + std::size_t(e)] += double(tokens);
+          record.registry_tokens[at + std::size_t(e)] += tokens;
+          record.registry_gate_sum[at + std::size_t(e)] +=
+              layer.gate_sum_per_expert[std::size_t(e)];
+        }
+        for (std::size_t i = 0; i < layer.tokens_per_expert_class.size(); ++i)
+          record.specialization[at * std::size_t(train_set.classes) + i] +=
+              layer.tokens_per_expert_class[i];
         metrics[4] += double(layer.dropped);
         worst = std::max(worst, layer.imbalance);
         for (int e = 0; e < config.moe.experts; ++e) {
@@ -424,8 +601,9 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
                        double(global_batch / dp));
       Kokkos::deep_copy(grads, host);
     }
-    world.allreduce_sum(metrics, 5);
+    world.allreduce_sum(metrics.data(), metrics.size());
     phases.comm += since(t);
+    stopped_by_signal = metrics[5] > 0;
 
     // Aux losses are global per layer and summed on every data-parallel rank of its stage.
     const double loss = metrics[0] / metrics[3] + metrics[1] / (dp * micro_batches);
@@ -447,8 +625,26 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
     phases.compute += compute;
 
     last_loss = loss;
-    epoch_correct += metrics[2];
-    epoch_samples += metrics[3];
+    record.epoch_correct += metrics[2];
+    record.epoch_samples += metrics[3];
+    if (root) {
+      record.step.push_back(step + 1);
+      record.loss.push_back(loss);
+      record.train_accuracy.push_back(metrics[2] / metrics[3]);
+      record.learning_rate.push_back(lr);
+      record.samples_per_s.push_back(global_batch / since(step_start));
+      record.dropped_tokens.push_back(std::int64_t(metrics[4]));
+      double worst = 0;  // the most loaded expert over its layer's mean, worst layer
+      for (int l = 0; l < layers; ++l) {
+        const auto first = metrics.begin() + std::ptrdiff_t(kMetrics + std::size_t(l * experts));
+        const double sum = std::accumulate(first, first + experts, 0.0);
+        if (sum > 0)
+          worst = std::max(worst, *std::max_element(first, first + experts) * experts / sum);
+      }
+      record.imbalance.push_back(worst);
+      for (std::size_t i = kMetrics; i < metrics.size(); ++i)
+        record.expert_load.push_back(std::int64_t(metrics[i]));
+    }
     window_loss += loss;
     window_correct += metrics[2];
     window_samples += metrics[3];
@@ -474,7 +670,7 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
       }
       std::fill(consensus_counts.begin(), consensus_counts.end(), 0.0);
     }
-    if (done == kSteadyAfter) {
+    if (done == start_step + kSteadyAfter) {
       steady_start = Clock::now();
       steady_eval_before = phases.eval;
     }
@@ -499,6 +695,7 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
       if (config.model.moe_layers > 0) log->line(registry.summary_line());
       if (robust.keeps_ledger()) log->line(robust.progress_line());
       for (parallel::ExpertEntry& row : registry_rows) row.tokens = 0, row.gate_sum = 0;
+      record_window(done);
       window_start = Clock::now();
     }
     if (epoch_end && config.train.eval_each_epoch && done != total_steps) {
@@ -506,35 +703,63 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
       const EvalResult test = evaluate(model, data.test, topology, d_model);
       phases.eval += since(t);
       summary.test_accuracy_per_epoch.push_back(test.accuracy);
+      record_evaluation(done, test);
       log->line(fmt::format("epoch {} done | test loss {:.4f} | test accuracy {:.2f}%", epoch + 1,
                             test.loss, 100 * test.accuracy));
       // The window's step figures leave the evaluation out, and keep the steps before it.
       window_start += Clock::now() - t;
     }
+    const int every = config.checkpoint.every_steps;
+    if (checkpointing && done != total_steps &&
+        ((every > 0 && done % every == 0) || stopped_by_signal))
+      window_start += std::chrono::duration_cast<Clock::duration>(
+          std::chrono::duration<double>(write_checkpoint(done)));
+    if (stopped_by_signal && done != total_steps) {
+      log->line(
+          fmt::format("stopping after step {}: SIGUSR1/SIGTERM received{}; exit code {} "
+                      "asks to resubmit",
+                      done, checkpointing ? ", checkpoint written" : "", int(ExitCode::resubmit)));
+      ++step;
+      break;
+    }
   }
+  stopped_by_signal = stopped_by_signal && step < total_steps;
+  // A signalled run stops as soon as its checkpoint is safe: the allocation may end any moment.
+  EvalResult test{std::nan(""), std::nan("")};
+  if (!stopped_by_signal) {
+    auto t = Clock::now();
+    test = evaluate(model, data.test, topology, d_model);
+    phases.eval += since(t);
+    summary.test_accuracy_per_epoch.push_back(test.accuracy);
+    log->line(fmt::format("final | test loss {:.4f} | test accuracy {:.2f}%", test.loss,
+                          100 * test.accuracy));
+    // The last checkpoint holds the final evaluation too; a restart that had nothing left to
+    // train leaves the existing one as it is.
+    if (checkpointing && step > start_step) {
+      record_evaluation(step, test);
+      write_checkpoint(step);
+    }
+  }
+
+  // Checkpoints count as training time: they are what the step loop pays for them.
   summary.train_seconds = since(loop_start) - phases.eval;
   double steady_seconds = since(steady_start) - (phases.eval - steady_eval_before);
-
-  auto t = Clock::now();
-  const EvalResult test = evaluate(model, data.test, topology, d_model);
-  phases.eval += since(t);
-  summary.test_accuracy_per_epoch.push_back(test.accuracy);
-  log->line(fmt::format("final | test loss {:.4f} | test accuracy {:.2f}%", test.loss,
-                        100 * test.accuracy));
-
-  summary.steps = total_steps;
-  summary.epochs = (total_steps + steps_per_epoch - 1) / steps_per_epoch;
+  const std::int64_t steps_run = step - start_step;
+  summary.steps = step;
+  summary.stopped_by_signal = stopped_by_signal;
+  summary.epochs = (step + steps_per_epoch - 1) / steps_per_epoch;
   summary.final_loss = last_loss;
-  summary.train_accuracy = epoch_samples > 0 ? epoch_correct / epoch_samples : 0;
+  summary.train_accuracy =
+      record.epoch_samples > 0 ? record.epoch_correct / record.epoch_samples : 0;
   summary.test_loss = test.loss;
   summary.test_accuracy = test.accuracy;
   // The slowest rank sets the pace of a bulk-synchronous program.
   summary.train_seconds = world.allreduce_max(summary.train_seconds);
-  summary.samples_per_s = double(total_steps) * global_batch / summary.train_seconds;
+  summary.samples_per_s = double(steps_run) * global_batch / summary.train_seconds;
   steady_seconds = world.allreduce_max(steady_seconds);
-  summary.steady_samples_per_s = total_steps > kSteadyAfter ? double(total_steps - kSteadyAfter) *
-                                                                  global_batch / steady_seconds
-                                                            : summary.samples_per_s;
+  summary.steady_samples_per_s =
+      steps_run > kSteadyAfter ? double(steps_run - kSteadyAfter) * global_batch / steady_seconds
+                               : summary.samples_per_s;
   summary.phases = phases;
   summary.expert_gflops = expert_seconds > 0 ? expert_flops / expert_seconds * 1e-9 : 0;
 

@@ -139,6 +139,8 @@ void expect_same(const Config& a, const Config& b) {
   EXPECT_EQ(a.ledger.reward_per_sample, b.ledger.reward_per_sample);
   EXPECT_EQ(a.ledger.quality_bonus, b.ledger.quality_bonus);
   EXPECT_EQ(a.ledger.quarantine, b.ledger.quarantine);
+  EXPECT_EQ(a.checkpoint.every_steps, b.checkpoint.every_steps);
+  EXPECT_EQ(a.checkpoint.keep, b.checkpoint.keep);
   EXPECT_EQ(a.log.every_steps, b.log.every_steps);
   EXPECT_EQ(a.runtime.blas_threads, b.runtime.blas_threads);
 }
@@ -263,7 +265,7 @@ TEST(Config, UnknownSectionFarFromAllListsSections) {
   EXPECT_THAT(parse_error("[optimizerzzz]\n"),
               HasSubstr("unknown section [optimizerzzz]; sections are [run], [data], [model], "
                         "[moe], [train], [parallel], [robust], [byzantine], [consensus], [ledger], "
-                        "[log], [runtime]"));
+                        "[checkpoint], [log], [runtime]"));
 }
 
 TEST(Config, TopLevelKeyIsAnError) {
@@ -702,7 +704,7 @@ TEST(Config, ToTomlRoundTripsEveryField) {
 TEST(Config, ToTomlListsEveryKeyWithItsDoc) {
   const std::string text = to_toml(Config{});
   const auto keys = schema_keys();
-  EXPECT_EQ(keys.size(), 66u);
+  EXPECT_EQ(keys.size(), 68u);
   std::istringstream in(text);
   std::string line, previous;
   int values = 0;
@@ -714,7 +716,7 @@ TEST(Config, ToTomlListsEveryKeyWithItsDoc) {
     }
     previous = line;
   }
-  EXPECT_EQ(values, 66);
+  EXPECT_EQ(values, 68);
   const toml::table t = toml::parse(text);
   for (const auto& [section, key, value] : keys) {
     EXPECT_TRUE(t.at_path(section + "." + key)) << section << "." << key;
@@ -747,6 +749,7 @@ TEST(Config, CiInputIsTheTinyTwin) {
   expected.train.epochs = 2;
   expected.train.global_batch = 64;
   expected.train.warmup_steps = 10;
+  expected.checkpoint.every_steps = 16;
   expected.log.every_steps = 8;
   expect_same(c, expected);
   for (int ranks : {1, 2, 4}) EXPECT_NO_THROW(validate_layout(c, ranks)) << ranks;

@@ -114,6 +114,12 @@ struct LedgerConfig {
   bool quarantine = false;  // leave suspects out of aggregation from the next round on
 };
 
+// HDF5 checkpoints in <run directory>/checkpoints (docs/checkpoint-format.md).
+struct CheckpointConfig {
+  int every_steps = 500;  // 0: only at the end and on SIGUSR1/SIGTERM
+  int keep = 3;           // newest checkpoints kept; 0: all
+};
+
 struct LogConfig {
   int every_steps = 50;  // progress line period
 };
@@ -133,6 +139,7 @@ struct Config {
   ByzantineConfig byzantine;
   ConsensusConfig consensus;
   LedgerConfig ledger;
+  CheckpointConfig checkpoint;
   LogConfig log;
   RuntimeConfig runtime;
 

@@ -64,10 +64,13 @@ struct LayerRoutingStats {
   int layer = 0;                                // global MoE layer index
   std::vector<std::int64_t> tokens_per_expert;  // kept token-slots this rank sends per expert
   std::vector<double> gate_sum_per_expert;      // sum of their gate values
-  std::int64_t dropped = 0;                     // token-slots dropped by capacity
-  double aux_loss = 0;                          // global-batch Switch loss (weighted)
-  double imbalance = 0;  // max expert load / mean load over the global (micro-)batch, pre-drop
-  double z_loss = 0;     // local router z-loss (weighted)
+  // Kept token-slots per (expert, class label), row-major [experts][classes]: how each expert's
+  // tokens spread over the classes (empty when the batch came without labels).
+  std::vector<std::int64_t> tokens_per_expert_class;
+  std::int64_t dropped = 0;  // token-slots dropped by capacity
+  double aux_loss = 0;       // global-batch Switch loss (weighted)
+  double imbalance = 0;      // max expert load / mean load over the global (micro-)batch, pre-drop
+  double z_loss = 0;         // local router z-loss (weighted)
 };
 
 struct BatchStats {

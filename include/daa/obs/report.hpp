@@ -53,12 +53,18 @@ struct RunSummary {
   double aggregation_seconds = 0;  // gradient rounds (of phases.comm), slowest rank
   double consensus_seconds = 0;    // consensus rounds, slowest rank
   std::vector<LedgerRow> ledger;   // empty without a ledger ([robust] mode = "allreduce")
+  std::int64_t start_step = 0;     // steps done by the checkpoint this run restarted from
+  int checkpoints = 0;             // checkpoints written by this run
+  double checkpoint_seconds = 0;   // spent writing them (of train_seconds)
+  std::string last_checkpoint;     // path of the newest one, empty if none
+  bool stopped_by_signal = false;  // checkpointed on SIGUSR1/SIGTERM before the last step
 };
 
-// Rank 0 prints; other ranks hold an inactive log. Lines also go to `log_path` when given.
+// Rank 0 prints; other ranks hold an inactive log. Lines also go to `log_path` when given
+// (appended to, for a restarted run).
 class ProgressLog {
  public:
-  ProgressLog(bool active, const std::string& log_path);
+  ProgressLog(bool active, const std::string& log_path, bool append = false);
   void line(const std::string& text);
   bool active() const { return active_; }
 

@@ -39,6 +39,9 @@ class Communicator {
   std::int64_t allreduce_max(std::int64_t value) const;
   double allreduce_max(double value) const;
 
+  // Rank `root`'s text on every rank (collective).
+  std::string broadcast(const std::string& text, int root = 0) const;
+
   // The MPI_COMM_WORLD rank of each member, by member rank (not collective).
   std::vector<int> world_ranks() const;
 
@@ -46,6 +49,9 @@ class Communicator {
   // of them learn it: the lowest failing rank prints its message, every rank throws
   // AgreedFailure carrying that rank's exit code, and nobody is left waiting in a collective.
   void agree_on_failure(std::exception_ptr local_error) const;
+  // Every rank passes the error it hit in a phase, or "" for none; every rank gets the message of
+  // the lowest failing rank, or "" when none failed. For errors the caller recovers from alike.
+  std::string agree_on_message(const std::string& local_message) const;
 
  private:
   MPI_Comm comm_;

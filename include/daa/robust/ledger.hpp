@@ -81,6 +81,9 @@ class Ledger {
   void set_quarantined(int rank);
 
   const std::vector<RankAccount>& accounts() const { return accounts_; }
+  // Replaces every account (a checkpoint's): one per rank of this ledger's world, in rank order.
+  // Throws daa::Error when the count or the rank numbers do not match.
+  void restore_accounts(std::vector<RankAccount> accounts);
   const LedgerParams& params() const { return params_; }
 
   // One line per rank ("rank 3 (node07): reputation 0.083, accepted 2 of 40 rounds, ..."), then a

@@ -14,9 +14,13 @@
 namespace daa::train {
 
 struct TrainOptions {
-  bool write_run_directory = true;  // runs/<name>/config.toml and log.txt (rank 0)
-  bool print_progress = true;       // progress lines on rank 0's stdout
-  bool keep_parameters = false;     // copy the final parameters into TrainResult
+  // runs/<name>/config.toml, log.txt (rank 0) and checkpoints/ (all ranks, collectively)
+  bool write_run_directory = true;
+  bool print_progress = true;    // progress lines on rank 0's stdout
+  bool keep_parameters = false;  // copy the final parameters into TrainResult
+  // "" starts from step 0; "auto" continues from the newest valid checkpoint of the run directory
+  // (or starts from step 0 when there is none); anything else is a checkpoint file to continue.
+  std::string restart;
 };
 
 struct TrainResult {
@@ -36,6 +40,22 @@ void check_robust_layout(const core::Config& config, int ranks);
 
 TrainResult run_training(const core::Config& config, const io::Dataset& data,
                          const parallel::Communicator& world, const TrainOptions& options);
+
+// SIGUSR1 and SIGTERM then ask a running training to checkpoint at the next step boundary and
+// stop; the ranks agree on it within one step, so one signalled rank is enough. run_training then
+// returns with summary.stopped_by_signal set (main exits with ExitCode::resubmit).
+void install_checkpoint_signals();
+
+struct CheckpointEvaluation {
+  std::int64_t step = 0;  // steps done when the checkpoint was written
+  double test_loss = 0;
+  double test_accuracy = 0;
+};
+// Test loss and accuracy of a checkpoint's model on this input's layout (any rank count).
+// Collective; a checkpoint that is invalid or does not fit the input ends in AgreedFailure.
+CheckpointEvaluation evaluate_checkpoint(const core::Config& config, const io::Dataset& data,
+                                         const parallel::Communicator& world,
+                                         const std::string& checkpoint);
 
 // FNV-1a 64-bit over the bytes of `values`, as 16 hex digits: equal iff bit-identical.
 std::string parameter_checksum(const std::vector<float>& values);

@@ -1,0 +1,461 @@
+// The replay tool (see replay.hpp). Everything it shows comes from datasets of one checkpoint, so
+// the text, the CSV tables and the JSON document agree with what h5py reads from the same file.
+#include "daa/io/replay.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <numeric>
+#include <sstream>
+
+#include "daa/core/config.hpp"
+#include "daa/core/json.hpp"
+#include "daa/io/checkpoint.hpp"
+
+namespace daa::io {
+namespace {
+
+namespace fs = std::filesystem;
+using core::json_number;
+using core::json_string;
+using I64s = std::vector<std::int64_t>;
+using F64s = std::vector<double>;
+
+// Every dataset of one verified checkpoint, by path.
+class Story {
+ public:
+  Story(const parallel::Communicator& self, const std::string& file) : file_(file) {
+    CheckpointReader reader(self, file);
+    std::vector<ReadRequest> requests;
+    for (const DatasetInfo& d : reader.datasets())
+      requests.push_back({d.path, 0, ReadRequest::kAllRows, false, {}});
+    reader.read(requests);
+    for (std::size_t i = 0; i < requests.size(); ++i) {
+      info_[requests[i].path] = reader.datasets()[i];
+      data_[requests[i].path] = std::move(requests[i].out);
+    }
+  }
+  const std::string& file() const { return file_; }
+  bool has(const std::string& path) const { return data_.count(path) > 0; }
+  const DatasetValues& at(const std::string& path) const {
+    const auto it = data_.find(path);
+    if (it == data_.end()) throw CheckpointError("'" + file_ + "' has no dataset '" + path + "'");
+    return it->second;
+  }
+  I64s ints(const std::string& path) const { return at(path).as<std::int64_t>(); }
+  F64s floats(const std::string& path) const { return at(path).as<double>(); }
+  F64s singles(const std::string& path) const {
+    const std::vector<float> v = at(path).as<float>();
+    return F64s(v.begin(), v.end());
+  }
+  std::int64_t scalar(const std::string& path) const { return ints(path).at(0); }
+  std::string text(const std::string& path) const { return at(path).text(); }
+
+ private:
+  std::string file_;
+  std::map<std::string, DatasetValues> data_;
+  std::map<std::string, DatasetInfo> info_;
+};
+
+// The newest valid checkpoint of a run directory (or of its checkpoints/ directory), or the file.
+// `listing` gets the steps of the directory's checkpoints.
+Story open_story(const parallel::Communicator& self, const std::string& path,
+                 std::string& listing) {
+  std::error_code ec;
+  if (!fs::is_directory(path, ec)) return Story(self, path);
+  const std::string dir = fs::is_directory(fs::path(path) / "checkpoints", ec)
+                              ? (fs::path(path) / "checkpoints").string()
+                              : path;
+  std::vector<std::string> notes;
+  const std::vector<CheckpointCandidate> candidates = restart_candidates(dir, notes);
+  for (const std::string& note : notes) std::cerr << "replay: " << note << '\n';
+  std::vector<std::int64_t> steps;
+  for (const CheckpointCandidate& c : candidates) steps.push_back(c.step);
+  std::sort(steps.begin(), steps.end());
+  for (std::int64_t s : steps) listing += fmt::format("{}{}", listing.empty() ? "" : ", ", s);
+  for (const CheckpointCandidate& c : candidates) {
+    try {
+      return Story(self, c.path);
+    } catch (const CheckpointError& e) {
+      std::cerr << "daa-swarm: warning: " << e.what() << "; trying the next older checkpoint\n";
+    }
+  }
+  throw CheckpointError("no valid checkpoint in '" + dir + "'");
+}
+
+// At most `count` row indices spread evenly over [0, n), always including the last.
+std::vector<std::size_t> sample_rows(std::size_t n, std::size_t count) {
+  std::vector<std::size_t> rows;
+  if (n == 0) return rows;
+  const std::size_t k = std::min(n, count);
+  for (std::size_t i = 0; i < k; ++i) rows.push_back(k == 1 ? n - 1 : i * (n - 1) / (k - 1));
+  rows.erase(std::unique(rows.begin(), rows.end()), rows.end());
+  return rows;
+}
+
+const char* const kFashionClasses[] = {"T-shirt", "Trouser", "Pullover", "Dress", "Coat",
+                                       "Sandal",  "Shirt",   "Sneaker",  "Bag",   "Boot"};
+
+struct Shape {
+  std::size_t layers = 0, experts = 0, classes = 0, steps = 0;
+};
+
+Shape shape_of(const Story& s) {
+  Shape shape;
+  const core::Config config =
+      core::parse_config(s.text("/config/input"), s.file() + ":/config/input");
+  shape.layers = std::size_t(config.model.moe_layers);
+  shape.experts = std::size_t(config.moe.experts);
+  const I64s spec = s.ints("/specialization/tokens");
+  const std::size_t cells = shape.layers * shape.experts;
+  shape.classes = cells > 0 ? spec.size() / cells : 0;
+  shape.steps = s.ints("/history/steps/step").size();
+  return shape;
+}
+
+// Per-rank ledger rows, or none when the run kept no ledger.
+struct LedgerView {
+  I64s rank, rounds, accepted, rejected, accusations, non_finite, quarantined, suspects;
+  F64s reputation, reward;
+  std::vector<std::string> hosts;
+  explicit LedgerView(const Story& s) {
+    if (!s.has("/ledger/rank")) return;
+    rank = s.ints("/ledger/rank");
+    rounds = s.ints("/ledger/rounds");
+    accepted = s.ints("/ledger/accepted");
+    rejected = s.ints("/ledger/rejected");
+    accusations = s.ints("/ledger/accusations");
+    non_finite = s.ints("/ledger/non_finite");
+    quarantined = s.ints("/ledger/quarantined");
+    suspects = s.ints("/ledger/suspects");
+    reputation = s.floats("/ledger/reputation");
+    reward = s.floats("/ledger/reward");
+    std::istringstream lines(s.text("/ledger/host"));
+    for (std::string line; std::getline(lines, line);) hosts.push_back(line);
+    hosts.resize(rank.size());
+  }
+  bool suspect(std::int64_t r) const {
+    return std::find(suspects.begin(), suspects.end(), r) != suspects.end();
+  }
+};
+
+void print_text(const Story& s, const std::string& listing, std::ostream& out) {
+  const Shape sh = shape_of(s);
+  const core::Config config = core::parse_config(s.text("/config/input"), s.file());
+  out << fmt::format("replay: {} (format {}, daa-swarm {}, written {})\n", s.file(),
+                     s.scalar("/meta/format_version"), s.text("/meta/program_version"),
+                     s.text("/meta/created_utc"));
+  if (!listing.empty()) out << fmt::format("checkpoints in the directory: steps {}\n", listing);
+  out << fmt::format("run: {}, step {} of {} ({:.2f} epochs of {} steps), seed {}\n",
+                     config.run.name, s.scalar("/state/step"), s.scalar("/state/total_steps"),
+                     double(s.scalar("/state/step")) / double(s.scalar("/state/steps_per_epoch")),
+                     s.scalar("/state/steps_per_epoch"), s.scalar("/state/seed"));
+  out << fmt::format(
+      "layout: {} ranks = {} pipeline stage(s) x {} data-parallel, expert parallelism {}, {} "
+      "micro-batch(es)\n",
+      s.scalar("/layout/ranks"), s.scalar("/layout/pipeline_stages"),
+      s.scalar("/layout/data_parallel"), s.scalar("/layout/expert_parallel"),
+      s.scalar("/layout/micro_batches"));
+  out << fmt::format(
+      "model: d_model {}, {} MoE layers x {} experts (top-{}), d_ff {}, {} classes; robust rule "
+      "{} ({}, f = {}), consensus every {} steps\n",
+      config.model.d_model, sh.layers, sh.experts, config.moe.top_k, config.moe.d_ff, sh.classes,
+      config.robust.rule, config.robust.mode, config.robust.f, config.consensus.every_steps);
+
+  const I64s step = s.ints("/history/steps/step");
+  const F64s loss = s.floats("/history/steps/loss"),
+             acc = s.floats("/history/steps/train_accuracy"),
+             lr = s.floats("/history/steps/learning_rate"),
+             speed = s.floats("/history/steps/samples_per_s"),
+             imbalance = s.floats("/history/steps/imbalance");
+  const I64s dropped = s.ints("/history/steps/dropped_tokens");
+  const I64s load = s.ints("/history/steps/expert_load");
+  out << "\nhistory (sampled steps):\n";
+  out << "   step |   loss | train acc |       lr | samples/s | max/mean load | dropped\n";
+  for (std::size_t i : sample_rows(sh.steps, 12))
+    out << fmt::format("{:>7} | {:.4f} | {:8.2f}% | {:.2e} | {:9.0f} | {:13.2f} | {:7}\n", step[i],
+                       loss[i], 100 * acc[i], lr[i], speed[i], imbalance[i], dropped[i]);
+  const I64s eval_step = s.ints("/history/eval/step"), eval_epoch = s.ints("/history/eval/epoch");
+  const F64s test_loss = s.floats("/history/eval/test_loss"),
+             test_acc = s.floats("/history/eval/test_accuracy");
+  out << "\nevaluations:\n";
+  for (std::size_t i = 0; i < eval_step.size(); ++i)
+    out << fmt::format("  step {} (epoch {}): test loss {:.4f}, test accuracy {:.2f}%\n",
+                       eval_step[i], eval_epoch[i], test_loss[i], 100 * test_acc[i]);
+
+  // Expert load shares per stretch of steps between the sampled rows.
+  out << "\nexpert load (share of each layer's token-slots per stretch of steps):\n";
+  const std::vector<std::size_t> rows = sample_rows(sh.steps, 8);
+  for (std::size_t l = 0; l < sh.layers; ++l) {
+    out << fmt::format("  layer {}:\n", l);
+    std::size_t from = 0;
+    for (std::size_t r : rows) {
+      std::vector<double> sum(sh.experts, 0.0);
+      for (std::size_t i = from; i <= r; ++i)
+        for (std::size_t e = 0; e < sh.experts; ++e)
+          sum[e] += double(load[(i * sh.layers + l) * sh.experts + e]);
+      const double total = std::accumulate(sum.begin(), sum.end(), 0.0);
+      std::string shares;
+      for (double x : sum) shares += fmt::format(" {:.3f}", total > 0 ? x / total : 0.0);
+      const double peak = *std::max_element(sum.begin(), sum.end());
+      out << fmt::format("    steps {:>5}-{:<5}:{} | max/mean {:.2f}\n", step[from], step[r],
+                         shares, total > 0 ? peak * double(sh.experts) / total : 0.0);
+      from = r + 1;
+    }
+    const F64s bias = s.singles(fmt::format("/model/layer{}/routing_bias", l));
+    std::string text;
+    for (double b : bias) text += fmt::format(" {:+.4f}", b);
+    out << fmt::format("    routing bias now:{}\n", text);
+  }
+
+  const I64s spec = s.ints("/specialization/tokens");
+  out << "\nexpert specialization (share of each expert's token-slots per class, %):\n";
+  for (std::size_t l = 0; l < sh.layers; ++l) {
+    std::string head = fmt::format("  layer {} | expert |", l);
+    for (std::size_t c = 0; c < sh.classes; ++c)
+      head += fmt::format(" {:>8}", sh.classes == 10 ? kFashionClasses[c] : std::to_string(c));
+    out << head << " | top class\n";
+    for (std::size_t e = 0; e < sh.experts; ++e) {
+      const auto first = spec.begin() + std::ptrdiff_t((l * sh.experts + e) * sh.classes);
+      const double total = double(std::accumulate(first, first + std::ptrdiff_t(sh.classes), 0LL));
+      std::string line = fmt::format("          | {:>6} |", e);
+      for (std::size_t c = 0; c < sh.classes; ++c)
+        line += fmt::format(" {:8.1f}",
+                            total > 0 ? 100 * double(first[std::ptrdiff_t(c)]) / total : 0.0);
+      const auto top =
+          std::size_t(std::max_element(first, first + std::ptrdiff_t(sh.classes)) - first);
+      out << line
+          << fmt::format(" | {}\n", sh.classes == 10 ? kFashionClasses[top] : std::to_string(top));
+    }
+  }
+
+  const LedgerView ledger(s);
+  if (ledger.rank.empty()) {
+    out << "\nledger: none ([robust] mode = \"allreduce\")\n";
+    return;
+  }
+  out << "\nledger:\n";
+  for (std::size_t r = 0; r < ledger.rank.size(); ++r)
+    out << fmt::format(
+        "  rank {} ({}): reputation {:.3f}, accepted {} of {} rounds, rejected {} (non-finite {}, "
+        "accused {}), reward {:.2f}{}\n",
+        ledger.rank[r], ledger.hosts[r], ledger.reputation[r], ledger.accepted[r], ledger.rounds[r],
+        ledger.rejected[r], ledger.non_finite[r], ledger.accusations[r], ledger.reward[r],
+        ledger.quarantined[r] ? ", quarantined" : "");
+  std::string suspects;
+  for (std::int64_t r : ledger.suspects)
+    suspects += fmt::format("{}rank {} ({})", suspects.empty() ? "" : ", ", r,
+                            ledger.hosts[std::size_t(r)]);
+  out << "suspects: " << (suspects.empty() ? "none" : suspects) << '\n';
+}
+
+class CsvFile {
+ public:
+  CsvFile(const fs::path& path, const std::string& header) : path_(path), out_(path) {
+    if (!out_) throw InputError("replay: cannot write '" + path.string() + "'");
+    out_ << header << '\n';
+  }
+  template <class... Args>
+  void row(fmt::format_string<Args...> format, Args&&... args) {
+    out_ << fmt::format(format, std::forward<Args>(args)...) << '\n';
+  }
+  ~CsvFile() = default;
+
+ private:
+  fs::path path_;
+  std::ofstream out_;
+};
+
+void write_csv(const Story& s, const std::string& dir, std::ostream& out) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw InputError("replay: cannot create '" + dir + "': " + ec.message());
+  const Shape sh = shape_of(s);
+  const fs::path d(dir);
+  const I64s step = s.ints("/history/steps/step");
+  {
+    CsvFile f(d / "steps.csv",
+              "step,loss,train_accuracy,learning_rate,samples_per_s,imbalance,dropped_tokens");
+    const F64s loss = s.floats("/history/steps/loss"),
+               acc = s.floats("/history/steps/train_accuracy"),
+               lr = s.floats("/history/steps/learning_rate"),
+               speed = s.floats("/history/steps/samples_per_s"),
+               imbalance = s.floats("/history/steps/imbalance");
+    const I64s dropped = s.ints("/history/steps/dropped_tokens");
+    for (std::size_t i = 0; i < step.size(); ++i)
+      f.row("{},{},{},{},{},{},{}", step[i], loss[i], acc[i], lr[i], speed[i], imbalance[i],
+            dropped[i]);
+  }
+  {
+    CsvFile f(d / "eval.csv", "step,epoch,test_loss,test_accuracy");
+    const I64s es = s.ints("/history/eval/step"), ee = s.ints("/history/eval/epoch");
+    const F64s tl = s.floats("/history/eval/test_loss"),
+               ta = s.floats("/history/eval/test_accuracy");
+    for (std::size_t i = 0; i < es.size(); ++i) f.row("{},{},{},{}", es[i], ee[i], tl[i], ta[i]);
+  }
+  {
+    CsvFile f(d / "expert_load.csv", "step,layer,expert,tokens");
+    const I64s load = s.ints("/history/steps/expert_load");
+    for (std::size_t i = 0; i < step.size(); ++i)
+      for (std::size_t l = 0; l < sh.layers; ++l)
+        for (std::size_t e = 0; e < sh.experts; ++e)
+          f.row("{},{},{},{}", step[i], l, e, load[(i * sh.layers + l) * sh.experts + e]);
+  }
+  {
+    CsvFile f(d / "specialization.csv", "layer,expert,class,tokens");
+    const I64s spec = s.ints("/specialization/tokens");
+    for (std::size_t l = 0; l < sh.layers; ++l)
+      for (std::size_t e = 0; e < sh.experts; ++e)
+        for (std::size_t c = 0; c < sh.classes; ++c)
+          f.row("{},{},{},{}", l, e, c, spec[(l * sh.experts + e) * sh.classes + c]);
+  }
+  {
+    CsvFile f(d / "routing_bias.csv", "step,layer,expert,bias");
+    const I64s ws = s.ints("/history/windows/step");
+    const F64s bias = s.singles("/history/windows/routing_bias");
+    for (std::size_t w = 0; w < ws.size(); ++w)
+      for (std::size_t l = 0; l < sh.layers; ++l)
+        for (std::size_t e = 0; e < sh.experts; ++e)
+          f.row("{},{},{},{}", ws[w], l, e, bias[(w * sh.layers + l) * sh.experts + e]);
+  }
+  int tables = 5;
+  const LedgerView ledger(s);
+  if (!ledger.rank.empty()) {
+    CsvFile f(d / "ledger.csv",
+              "rank,host,reputation,rounds,accepted,rejected,accusations,non_finite,reward,"
+              "quarantined,suspect");
+    for (std::size_t r = 0; r < ledger.rank.size(); ++r)
+      f.row("{},{},{},{},{},{},{},{},{},{},{}", ledger.rank[r], ledger.hosts[r],
+            ledger.reputation[r], ledger.rounds[r], ledger.accepted[r], ledger.rejected[r],
+            ledger.accusations[r], ledger.non_finite[r], ledger.reward[r], ledger.quarantined[r],
+            int(ledger.suspect(ledger.rank[r])));
+    CsvFile g(d / "reputation.csv", "step,rank,reputation,rounds,accepted,reward");
+    const I64s rs = s.ints("/history/reputation/step"), rr = s.ints("/history/reputation/rank"),
+               rn = s.ints("/history/reputation/rounds"),
+               ra = s.ints("/history/reputation/accepted");
+    const F64s rp = s.floats("/history/reputation/reputation"),
+               rw = s.floats("/history/reputation/reward");
+    for (std::size_t i = 0; i < rs.size(); ++i)
+      g.row("{},{},{},{},{},{}", rs[i], rr[i], rp[i], rn[i], ra[i], rw[i]);
+    tables += 2;
+  }
+  std::cerr << fmt::format("replay: wrote {} tables to {}\n", tables, dir);
+  (void)out;
+}
+
+template <class T>
+std::string json_array(const std::vector<T>& values) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    if (i) out += ", ";
+    if constexpr (std::is_integral_v<T>)
+      out += std::to_string(values[i]);
+    else
+      out += json_number(double(values[i]));
+  }
+  return out + "]";
+}
+
+// values [outer][inner] as nested arrays
+template <class T>
+std::string json_matrix(const std::vector<T>& values, std::size_t inner) {
+  std::string out = "[";
+  for (std::size_t i = 0; inner > 0 && i < values.size() / inner; ++i)
+    out += (i ? ", " : "") +
+           json_array(std::vector<T>(values.begin() + std::ptrdiff_t(i * inner),
+                                     values.begin() + std::ptrdiff_t((i + 1) * inner)));
+  return out + "]";
+}
+
+void print_json(const Story& s, std::ostream& out) {
+  const Shape sh = shape_of(s);
+  const std::size_t le = sh.layers * sh.experts;
+  std::string fields;
+  auto field = [&](const std::string& name, const std::string& value) {
+    fields += fmt::format("{}\n  {}: {}", fields.empty() ? "" : ",", json_string(name), value);
+  };
+  field("file", json_string(s.file()));
+  field("format_version", std::to_string(s.scalar("/meta/format_version")));
+  field("program_version", json_string(s.text("/meta/program_version")));
+  field("created_utc", json_string(s.text("/meta/created_utc")));
+  field("input", json_string(s.text("/config/input")));
+  field("layout",
+        fmt::format("{{\"ranks\": {}, \"pipeline_stages\": {}, \"data_parallel\": {}, "
+                    "\"expert_parallel\": {}, \"micro_batches\": {}}}",
+                    s.scalar("/layout/ranks"), s.scalar("/layout/pipeline_stages"),
+                    s.scalar("/layout/data_parallel"), s.scalar("/layout/expert_parallel"),
+                    s.scalar("/layout/micro_batches")));
+  field("step", std::to_string(s.scalar("/state/step")));
+  field("total_steps", std::to_string(s.scalar("/state/total_steps")));
+  field("shape", fmt::format("{{\"layers\": {}, \"experts\": {}, \"classes\": {}}}", sh.layers,
+                             sh.experts, sh.classes));
+  field("history",
+        fmt::format("{{\"step\": {}, \"loss\": {}, \"train_accuracy\": {}, \"learning_rate\": {}, "
+                    "\"samples_per_s\": {}, \"imbalance\": {}, \"dropped_tokens\": {}, "
+                    "\"expert_load\": {}}}",
+                    json_array(s.ints("/history/steps/step")),
+                    json_array(s.floats("/history/steps/loss")),
+                    json_array(s.floats("/history/steps/train_accuracy")),
+                    json_array(s.floats("/history/steps/learning_rate")),
+                    json_array(s.floats("/history/steps/samples_per_s")),
+                    json_array(s.floats("/history/steps/imbalance")),
+                    json_array(s.ints("/history/steps/dropped_tokens")),
+                    json_matrix(s.ints("/history/steps/expert_load"), le)));
+  field("eval",
+        fmt::format("{{\"step\": {}, \"epoch\": {}, \"test_loss\": {}, \"test_accuracy\": {}}}",
+                    json_array(s.ints("/history/eval/step")),
+                    json_array(s.ints("/history/eval/epoch")),
+                    json_array(s.floats("/history/eval/test_loss")),
+                    json_array(s.floats("/history/eval/test_accuracy"))));
+  F64s bias;
+  for (std::size_t l = 0; l < sh.layers; ++l) {
+    const F64s b = s.singles(fmt::format("/model/layer{}/routing_bias", l));
+    bias.insert(bias.end(), b.begin(), b.end());
+  }
+  field("routing_bias",
+        fmt::format("{{\"now\": {}, \"window_step\": {}, \"windows\": {}}}",
+                    json_matrix(bias, sh.experts), json_array(s.ints("/history/windows/step")),
+                    json_matrix(s.singles("/history/windows/routing_bias"), le)));
+  field("registry_tokens", json_matrix(s.ints("/registry/tokens"), sh.experts));
+  field("specialization", json_matrix(s.ints("/specialization/tokens"), sh.classes));
+  const LedgerView ledger(s);
+  std::string rows;
+  for (std::size_t r = 0; r < ledger.rank.size(); ++r)
+    rows += fmt::format(
+        "{}\n    {{\"rank\": {}, \"host\": {}, \"reputation\": {}, \"rounds\": {}, \"accepted\": "
+        "{}, \"rejected\": {}, \"accusations\": {}, \"non_finite\": {}, \"reward\": {}, "
+        "\"quarantined\": {}, \"suspect\": {}}}",
+        r ? "," : "", ledger.rank[r], json_string(ledger.hosts[r]),
+        json_number(ledger.reputation[r]), ledger.rounds[r], ledger.accepted[r], ledger.rejected[r],
+        ledger.accusations[r], ledger.non_finite[r], json_number(ledger.reward[r]),
+        ledger.quarantined[r] != 0, ledger.suspect(ledger.rank[r]));
+  field("ledger", "[" + rows + (rows.empty() ? "]" : "\n  ]"));
+  field("suspects", json_array(ledger.suspects));
+  if (s.has("/history/reputation/step"))
+    field("reputation_history",
+          fmt::format("{{\"step\": {}, \"rank\": {}, \"reputation\": {}, \"reward\": {}}}",
+                      json_array(s.ints("/history/reputation/step")),
+                      json_array(s.ints("/history/reputation/rank")),
+                      json_array(s.floats("/history/reputation/reputation")),
+                      json_array(s.floats("/history/reputation/reward"))));
+  out << "{" << fields << "\n}\n";
+}
+
+}  // namespace
+
+void replay(const ReplayOptions& options, std::ostream& out) {
+  const parallel::Communicator self(MPI_COMM_SELF, "self");
+  std::string listing;
+  const Story story = open_story(self, options.path, listing);
+  if (options.json)
+    print_json(story, out);
+  else
+    print_text(story, listing, out);
+  if (!options.csv_dir.empty()) write_csv(story, options.csv_dir, out);
+}
+
+}  // namespace daa::io

@@ -1,0 +1,610 @@
+// What a checkpoint holds and how it comes back (see checkpointing.hpp, docs/checkpoint-format.md).
+// Parameters and optimizer moments are written by their first holder and read by every replica,
+// so a file written on one layout restores on any other. Per-replica state (worker momentum,
+// pending consensus counts) keeps one row per replica; a layout with another replica count
+// starts every replica from their mean.
+#include "checkpointing.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <ctime>
+#include <filesystem>
+#include <map>
+#include <sstream>
+
+#include "daa/build_config.hpp"
+#include "daa/core/error.hpp"
+#include "daa/io/checkpoint.hpp"
+
+namespace daa::train {
+namespace {
+
+namespace fs = std::filesystem;
+using io::ReadRequest;
+using U64s = std::vector<std::uint64_t>;
+
+U64s parameter_dims(const model::ParamInfo& p) {
+  return p.cols == 1 ? U64s{p.rows} : U64s{p.rows, p.cols};
+}
+
+bool first_holder(const model::ParamInfo& p, const parallel::RankPlace& place) {
+  return p.kind == model::ParamKind::dense ? place.dp_index == 0 : place.edp_index == 0;
+}
+
+// Replica index and count of a parameter's per-replica state (worker momentum).
+std::pair<int, int> replica_of(const model::ParamInfo& p, const parallel::Topology& topology) {
+  const parallel::RankPlace& place = topology.place();
+  const parallel::Layout& layout = topology.layout();
+  return p.kind == model::ParamKind::dense
+             ? std::pair{place.dp_index, layout.data_parallel}
+             : std::pair{place.edp_index, layout.expert_data_parallel()};
+}
+
+std::string bias_path(int layer) {
+  return fmt::format("/model/layer{}/routing_bias", layer);
+}
+std::string pending_path(int layer) {
+  return fmt::format("/consensus/pending_counts/layer{}", layer);
+}
+
+std::string utc_now() {
+  const std::time_t now = std::time(nullptr);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  return text;
+}
+
+template <class View>
+std::span<const float> host_span(const View& v, std::size_t offset, std::size_t size) {
+  return {v.data() + offset, size};
+}
+
+// Sums a whole-run counter over the world onto rank 0.
+template <class T>
+std::vector<T> sum_on_root(const parallel::Communicator& world, const std::vector<T>& mine) {
+  std::vector<T> total(world.is_root() ? mine.size() : 0);
+  const MPI_Datatype type = std::is_same_v<T, double> ? MPI_DOUBLE : MPI_INT64_T;
+  DAA_MPI_CHECK(MPI_Reduce(mine.data(), world.is_root() ? total.data() : nullptr, int(mine.size()),
+                           type, MPI_SUM, 0, world.comm()));
+  return total;
+}
+
+// Every rank's (path, shape) of the parameters it writes, so that every rank knows the whole
+// model's datasets and checks a checkpoint against all of them alike.
+std::map<std::string, U64s> whole_model_datasets(const model::ParamStore<float>& params,
+                                                 const parallel::Topology& topology) {
+  std::string mine;
+  for (const model::ParamInfo& p : params.infos()) {
+    if (!first_holder(p, topology.place())) continue;
+    mine += "/model/" + parameter_path(p.name);
+    for (std::uint64_t d : parameter_dims(p)) mine += fmt::format(" {}", d);
+    mine += '\n';
+  }
+  const parallel::Communicator& world = topology.world();
+  const auto ranks = static_cast<std::size_t>(world.size());
+  std::vector<int> sizes(ranks), displs(ranks);
+  const int my_size = int(mine.size());
+  DAA_MPI_CHECK(MPI_Allgather(&my_size, 1, MPI_INT, sizes.data(), 1, MPI_INT, world.comm()));
+  int total = 0;
+  for (std::size_t r = 0; r < ranks; ++r) displs[r] = total, total += sizes[r];
+  std::string all(std::size_t(total), '\0');
+  DAA_MPI_CHECK(MPI_Allgatherv(mine.data(), my_size, MPI_CHAR, all.data(), sizes.data(),
+                               displs.data(), MPI_CHAR, world.comm()));
+  std::map<std::string, U64s> out;
+  std::istringstream lines(all);
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream fields(line);
+    std::string path;
+    fields >> path;
+    U64s dims;
+    for (std::uint64_t d; fields >> d;) dims.push_back(d);
+    out[path] = dims;
+  }
+  return out;
+}
+
+std::string shape_text(const U64s& dims) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < dims.size(); ++i) s += fmt::format("{}{}", i ? ", " : "", dims[i]);
+  return s + "]";
+}
+
+// Refuses a checkpoint of another model, naming the first dataset that differs. Every rank
+// holds the same lists, so every rank reaches the same verdict.
+void check_fits(const io::CheckpointReader& reader, const std::map<std::string, U64s>& model,
+                int layers, int experts) {
+  const std::string what = "checkpoint: '" + reader.path() + "' does not fit this input: ";
+  for (const auto& [path, dims] : model) {
+    const io::DatasetInfo* d = reader.find(path);
+    if (!d)
+      throw InputError(what + "it has no dataset '" + path + "' ([model] or [moe] sizes differ)");
+    if (d->dims != dims)
+      throw InputError(what + "dataset '" + path + "' is " + shape_text(d->dims) +
+                       " in the checkpoint, " + shape_text(dims) + " for this input");
+  }
+  for (const io::DatasetInfo& d : reader.datasets()) {
+    if (d.path.rfind("/model/", 0) != 0 || d.path.ends_with("/routing_bias")) continue;
+    if (!model.count(d.path))
+      throw InputError(what + "dataset '" + d.path +
+                       "' is not part of this input's model ([model] or [moe] sizes differ)");
+  }
+  for (int l = 0; l < layers; ++l) {
+    const io::DatasetInfo* d = reader.find(bias_path(l));
+    if (!d || d->dims != U64s{std::uint64_t(experts)})
+      throw InputError(what + "dataset '" + bias_path(l) + "' is missing or not [" +
+                       std::to_string(experts) + "]");
+  }
+}
+
+// The mean of a [replicas, n] block of rows, for a layout with another replica count.
+template <class T>
+std::vector<T> mean_of_rows(const std::vector<T>& rows, std::size_t n) {
+  const std::size_t count = n == 0 ? 0 : rows.size() / n;
+  std::vector<double> sum(n, 0.0);
+  for (std::size_t r = 0; r < count; ++r)
+    for (std::size_t i = 0; i < n; ++i) sum[i] += double(rows[r * n + i]);
+  std::vector<T> out(n);
+  for (std::size_t i = 0; i < n; ++i) out[i] = T(count ? sum[i] / double(count) : 0.0);
+  return out;
+}
+
+// Ledger arrays by world rank: int64 and float64 fields of RankAccount.
+struct LedgerColumns {
+  static constexpr const char* ints[] = {"rank",        "rounds",     "accepted",   "rejected",
+                                         "accusations", "non_finite", "quarantined"};
+  static constexpr const char* floats[] = {"samples",       "weight_sum",    "distance_sum",
+                                           "accepted_mass", "rejected_mass", "reward"};
+  static std::int64_t& int_field(robust::RankAccount& a, int i) {
+    std::int64_t* f[] = {nullptr,        &a.rounds,     &a.accepted, &a.rejected,
+                         &a.accusations, &a.non_finite, nullptr};
+    return *f[i];
+  }
+  static double& float_field(robust::RankAccount& a, int i) {
+    double* f[] = {&a.samples,       &a.weight_sum,    &a.distance_sum,
+                   &a.accepted_mass, &a.rejected_mass, &a.reward};
+    return *f[i];
+  }
+};
+
+}  // namespace
+
+RunRecord::RunRecord(int layers_, int experts_, int classes_)
+    : layers(layers_),
+      experts(experts_),
+      classes(classes_),
+      registry_tokens(std::size_t(layers_ * experts_), 0),
+      registry_gate_sum(std::size_t(layers_ * experts_), 0.0),
+      specialization(std::size_t(layers_ * experts_ * classes_), 0) {}
+
+std::string parameter_path(const std::string& name) {
+  std::string out;
+  for (std::size_t start = 0;;) {
+    const std::size_t dot = name.find('.', start);
+    std::string part = name.substr(start, dot == std::string::npos ? dot : dot - start);
+    if (part.size() > 3 && part.rfind("moe", 0) == 0 && std::isdigit(part[3]))
+      part = "layer" + part.substr(3);
+    out += (out.empty() ? "" : "/") + part;
+    if (dot == std::string::npos) return out;
+    start = dot + 1;
+  }
+}
+
+SavedCheckpoint save_checkpoint(const TrainingParts& parts, std::int64_t step,
+                                const std::string& dir) {
+  const parallel::Topology& topology = parts.topology;
+  const parallel::Communicator& world = topology.world();
+  const parallel::RankPlace& place = topology.place();
+  const parallel::Layout& layout = topology.layout();
+  const core::Config& config = parts.config;
+  const auto& params = parts.model.params();
+  RunRecord& record = *parts.record;
+  io::CheckpointWriter writer(world);
+
+  // Parameters and AdamW moments by their first holders.
+  const auto values = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), params.values());
+  const auto m =
+      Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), parts.optimizer->first_moment());
+  const auto v =
+      Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), parts.optimizer->second_moment());
+  RobustTraining::State robust = parts.robust->state();
+  const bool momentum = config.robust.momentum > 0;
+  if (momentum) robust.momentum.resize(params.size(), 0.0f);
+  for (const model::ParamInfo& p : params.infos()) {
+    const std::string path = parameter_path(p.name);
+    if (first_holder(p, place)) {
+      writer.add_f32("/model/" + path, host_span(values, p.offset, p.size()), parameter_dims(p));
+      writer.add_f32("/optimizer/m/" + path, host_span(m, p.offset, p.size()), parameter_dims(p));
+      writer.add_f32("/optimizer/v/" + path, host_span(v, p.offset, p.size()), parameter_dims(p));
+    }
+    if (momentum) {
+      const auto [replica, replicas] = replica_of(p, topology);
+      U64s dims = parameter_dims(p);
+      dims.insert(dims.begin(), std::uint64_t(replicas));
+      writer.add(
+          {"/robust/momentum/" + path, io::ElementType::f32, dims, std::uint64_t(replica), 1,
+           std::as_bytes(std::span<const float>(robust.momentum.data() + p.offset, p.size()))});
+    }
+  }
+  // Routing bias (identical over the stage's data-parallel group) and pending consensus counts.
+  const int experts = config.moe.experts;
+  std::vector<std::vector<float>> biases;
+  for (int l = place.first_block; l < place.last_block; ++l) {
+    const auto bias =
+        Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), parts.model.routing_bias(l));
+    biases.emplace_back(bias.data(), bias.data() + experts);
+    if (place.dp_index == 0) writer.add_f32(bias_path(l), biases.back(), {std::uint64_t(experts)});
+    if (config.consensus.every_steps > 0)
+      writer.add({pending_path(l), io::ElementType::f64,
+                  U64s{std::uint64_t(layout.data_parallel), std::uint64_t(experts)},
+                  std::uint64_t(place.dp_index), 1,
+                  std::as_bytes(std::span<const double>(
+                      parts.consensus_counts->data() +
+                          std::size_t(l - place.first_block) * std::size_t(experts),
+                      std::size_t(experts)))});
+  }
+
+  // Whole-run counters, summed over the ranks that counted them.
+  const std::vector<std::int64_t> tokens = sum_on_root(world, record.registry_tokens);
+  const std::vector<double> gate_sum = sum_on_root(world, record.registry_gate_sum);
+  const std::vector<std::int64_t> specialization = sum_on_root(world, record.specialization);
+
+  // Everything else is the same on every rank or kept by rank 0: rank 0 writes it.
+  std::vector<std::int64_t> stage_blocks(layout.blocks_per_stage.begin(),
+                                         layout.blocks_per_stage.end());
+  const std::string config_text = core::to_toml(config);
+  std::vector<std::vector<std::int64_t>> ledger_ints;
+  std::vector<std::vector<double>> ledger_floats;
+  std::vector<double> reputations;
+  std::vector<std::int64_t> suspects;
+  std::string hosts;
+  const auto L = std::uint64_t(record.layers), E = std::uint64_t(record.experts),
+             C = std::uint64_t(record.classes);
+  if (world.is_root()) {
+    writer.add_text("/meta/format", io::kCheckpointFormatName);
+    writer.add_scalar("/meta/format_version", io::kCheckpointFormatVersion);
+    writer.add_text("/meta/program_version", kVersion);
+    writer.add_text("/meta/created_utc", utc_now());
+    writer.add_text("/config/input", config_text);
+    writer.add_scalar("/layout/ranks", std::int64_t(layout.ranks));
+    writer.add_scalar("/layout/pipeline_stages", std::int64_t(layout.pipeline_stages));
+    writer.add_scalar("/layout/data_parallel", std::int64_t(layout.data_parallel));
+    writer.add_scalar("/layout/expert_parallel", std::int64_t(layout.expert_parallel));
+    writer.add_scalar("/layout/micro_batches", std::int64_t(config.parallel.micro_batches));
+    writer.add_i64("/layout/stage_blocks", stage_blocks, {stage_blocks.size()});
+    writer.add_scalar("/state/step", step);
+    writer.add_scalar("/state/epoch", step / parts.steps_per_epoch);
+    writer.add_scalar("/state/batch_in_epoch", step % parts.steps_per_epoch);
+    writer.add_scalar("/state/steps_per_epoch", parts.steps_per_epoch);
+    writer.add_scalar("/state/total_steps", parts.total_steps);
+    writer.add_scalar("/state/seed", std::int64_t(config.run.seed));
+    writer.add_scalar("/state/epoch_correct", record.epoch_correct);
+    writer.add_scalar("/state/epoch_samples", record.epoch_samples);
+    if (momentum) writer.add_scalar("/robust/momentum_steps", robust.momentum_steps);
+    writer.add_i64("/registry/tokens", tokens, {L, E});
+    writer.add_f64("/registry/gate_sum", gate_sum, {L, E});
+    writer.add_i64("/specialization/tokens", specialization, {L, E, C});
+    const auto S = std::uint64_t(record.step.size());
+    writer.add_i64("/history/steps/step", record.step, {S});
+    writer.add_f64("/history/steps/loss", record.loss, {S});
+    writer.add_f64("/history/steps/train_accuracy", record.train_accuracy, {S});
+    writer.add_f64("/history/steps/learning_rate", record.learning_rate, {S});
+    writer.add_f64("/history/steps/samples_per_s", record.samples_per_s, {S});
+    writer.add_f64("/history/steps/imbalance", record.imbalance, {S});
+    writer.add_i64("/history/steps/dropped_tokens", record.dropped_tokens, {S});
+    writer.add_i64("/history/steps/expert_load", record.expert_load, {S, L, E});
+    const auto V = std::uint64_t(record.eval_step.size());
+    writer.add_i64("/history/eval/step", record.eval_step, {V});
+    writer.add_i64("/history/eval/epoch", record.eval_epoch, {V});
+    writer.add_f64("/history/eval/test_loss", record.test_loss, {V});
+    writer.add_f64("/history/eval/test_accuracy", record.test_accuracy, {V});
+    const auto W = std::uint64_t(record.window_step.size());
+    writer.add_i64("/history/windows/step", record.window_step, {W});
+    writer.add_f32("/history/windows/routing_bias", record.window_bias, {W, L, E});
+    if (robust.ledger) {
+      const auto R = std::uint64_t(record.reputation_step.size());
+      writer.add_i64("/history/reputation/step", record.reputation_step, {R});
+      writer.add_i64("/history/reputation/rank", record.reputation_rank, {R});
+      writer.add_i64("/history/reputation/rounds", record.reputation_rounds, {R});
+      writer.add_i64("/history/reputation/accepted", record.reputation_accepted, {R});
+      writer.add_f64("/history/reputation/reputation", record.reputation, {R});
+      writer.add_f64("/history/reputation/reward", record.reputation_reward, {R});
+
+      std::vector<robust::RankAccount> accounts = robust.ledger->accounts();
+      const auto ranks = std::uint64_t(accounts.size());
+      ledger_ints.assign(std::size(LedgerColumns::ints), {});
+      ledger_floats.assign(std::size(LedgerColumns::floats), {});
+      for (robust::RankAccount& a : accounts) {
+        for (std::size_t i = 0; i < ledger_ints.size(); ++i)
+          ledger_ints[i].push_back(i == 0   ? a.rank
+                                   : i == 6 ? std::int64_t(a.quarantined)
+                                            : LedgerColumns::int_field(a, int(i)));
+        for (std::size_t i = 0; i < ledger_floats.size(); ++i)
+          ledger_floats[i].push_back(LedgerColumns::float_field(a, int(i)));
+        reputations.push_back(a.reputation());
+        hosts += a.host + "\n";
+      }
+      for (int r : robust.ledger->suspects()) suspects.push_back(r);
+      for (std::size_t i = 0; i < ledger_ints.size(); ++i)
+        writer.add_i64(std::string("/ledger/") + LedgerColumns::ints[i], ledger_ints[i], {ranks});
+      for (std::size_t i = 0; i < ledger_floats.size(); ++i)
+        writer.add_f64(std::string("/ledger/") + LedgerColumns::floats[i], ledger_floats[i],
+                       {ranks});
+      writer.add_f64("/ledger/reputation", reputations, {ranks});
+      writer.add_text("/ledger/host", hosts);
+      writer.add_i64("/ledger/suspects", suspects, {suspects.size()});
+      writer.add_scalar("/ledger/unresolved_rounds", robust.unresolved_rounds);
+      std::string notes;
+      for (const std::string& n : robust.notes) notes += n + "\n";
+      writer.add_text("/ledger/notes", notes);
+    }
+  }
+
+  SavedCheckpoint saved;
+  saved.path = (fs::path(dir) / io::checkpoint_file_name(step)).string();
+  const std::string temp = saved.path + ".tmp";
+  try {
+    saved.bytes = writer.write(temp);
+  } catch (const Error& e) {
+    throw Error(std::string(e.what()) + "; the earlier checkpoints are untouched");
+  }
+  std::string failure;
+  if (world.is_root()) try {
+      io::publish_checkpoint(dir, temp, saved.path, step, config.checkpoint.keep);
+    } catch (const std::exception& e) {
+      failure = std::string("checkpoint: ") + e.what();
+    }
+  if (const std::string agreed = world.agree_on_message(failure); !agreed.empty())
+    throw Error(agreed);
+  return saved;
+}
+
+std::int64_t load_checkpoint(const TrainingParts& parts, const std::string& file, LoadScope scope,
+                             std::vector<std::string>& notes) {
+  const parallel::Topology& topology = parts.topology;
+  const parallel::Communicator& world = topology.world();
+  const parallel::RankPlace& place = topology.place();
+  const parallel::Layout& layout = topology.layout();
+  const core::Config& config = parts.config;
+  auto& params = parts.model.params();
+  const bool everything = scope == LoadScope::everything;
+  const int experts = config.moe.experts;
+
+  io::CheckpointReader reader(world, file);
+  check_fits(reader, whole_model_datasets(params, topology), config.model.moe_layers, experts);
+
+  // What this rank asks for; indices into `requests` by name.
+  std::vector<ReadRequest> requests;
+  std::map<std::string, std::size_t> index;
+  auto want = [&](const std::string& path, bool optional = false, std::uint64_t row = 0,
+                  std::uint64_t rows = ReadRequest::kAllRows) {
+    index[path] = requests.size();
+    requests.push_back({path, row, rows, optional, {}});
+  };
+  auto got = [&](const std::string& path) -> const io::DatasetValues& {
+    return requests[index.at(path)].out;
+  };
+  auto has = [&](const std::string& path) { return index.count(path) && !got(path).bytes.empty(); };
+  auto scalar = [&](const std::string& path) { return got(path).as<std::int64_t>().at(0); };
+
+  for (const char* p :
+       {"/state/step", "/layout/ranks", "/layout/pipeline_stages", "/layout/data_parallel",
+        "/layout/expert_parallel", "/state/steps_per_epoch"})
+    want(p);
+  for (const model::ParamInfo& p : params.infos()) {
+    const std::string path = parameter_path(p.name);
+    want("/model/" + path);
+    if (!everything) continue;
+    want("/optimizer/m/" + path);
+    want("/optimizer/v/" + path);
+  }
+  for (int l = place.first_block; l < place.last_block; ++l) want(bias_path(l));
+
+  RobustTraining::State* robust = nullptr;
+  std::optional<RobustTraining::State> robust_state;
+  const bool momentum = everything && config.robust.momentum > 0;
+  const bool consensus = everything && config.consensus.every_steps > 0;
+  if (everything) {
+    robust_state.emplace(parts.robust->state());
+    robust = &*robust_state;
+    for (const char* p : {"/state/epoch_correct", "/state/epoch_samples"}) want(p);
+    if (momentum) {
+      want("/robust/momentum_steps", true);
+      for (const model::ParamInfo& p : params.infos()) {
+        const std::string path = "/robust/momentum/" + parameter_path(p.name);
+        const io::DatasetInfo* d = reader.find(path);
+        const auto [replica, replicas] = replica_of(p, topology);
+        const bool same = d && !d->dims.empty() && d->dims[0] == std::uint64_t(replicas);
+        want(path, true, same ? std::uint64_t(replica) : 0, same ? 1 : ReadRequest::kAllRows);
+      }
+    }
+    if (consensus)
+      for (int l = place.first_block; l < place.last_block; ++l) {
+        const io::DatasetInfo* d = reader.find(pending_path(l));
+        const bool same = d && d->dims[0] == std::uint64_t(layout.data_parallel);
+        want(pending_path(l), true, same ? std::uint64_t(place.dp_index) : 0,
+             same ? 1 : ReadRequest::kAllRows);
+      }
+    if (robust->ledger) {
+      for (const char* c : LedgerColumns::ints) want(std::string("/ledger/") + c, true);
+      for (const char* c : LedgerColumns::floats) want(std::string("/ledger/") + c, true);
+      for (const char* p : {"/ledger/host", "/ledger/unresolved_rounds", "/ledger/notes"})
+        want(p, true);
+    }
+    if (world.is_root()) {
+      for (const char* p :
+           {"/registry/tokens", "/registry/gate_sum", "/specialization/tokens",
+            "/history/steps/step", "/history/steps/loss", "/history/steps/train_accuracy",
+            "/history/steps/learning_rate", "/history/steps/samples_per_s",
+            "/history/steps/imbalance", "/history/steps/dropped_tokens",
+            "/history/steps/expert_load", "/history/eval/step", "/history/eval/epoch",
+            "/history/eval/test_loss", "/history/eval/test_accuracy", "/history/windows/step",
+            "/history/windows/routing_bias"})
+        want(p);
+      for (const char* p : {"/history/reputation/step", "/history/reputation/rank",
+                            "/history/reputation/rounds", "/history/reputation/accepted",
+                            "/history/reputation/reputation", "/history/reputation/reward"})
+        want(p, true);
+    }
+  }
+  reader.read(requests);  // verified as a whole before anything below changes
+
+  const std::int64_t step = scalar("/state/step");
+  const auto written_by = fmt::format(
+      "{} ranks (PP {}, DP {}, EP {})", scalar("/layout/ranks"), scalar("/layout/pipeline_stages"),
+      scalar("/layout/data_parallel"), scalar("/layout/expert_parallel"));
+  notes.push_back(fmt::format("restart: '{}' at step {}, written by {}", file, step, written_by));
+
+  auto host_values = Kokkos::create_mirror_view(params.values());
+  auto host_m = everything ? Kokkos::create_mirror_view(parts.optimizer->first_moment())
+                           : decltype(host_values)();
+  auto host_v = everything ? Kokkos::create_mirror_view(parts.optimizer->second_moment())
+                           : decltype(host_values)();
+  for (const model::ParamInfo& p : params.infos()) {
+    const std::string path = parameter_path(p.name);
+    auto place_values = [&](const std::string& dataset, auto& host) {
+      const std::vector<float> data = got(dataset).as<float>();
+      std::copy(data.begin(), data.end(), host.data() + p.offset);
+    };
+    place_values("/model/" + path, host_values);
+    if (!everything) continue;
+    place_values("/optimizer/m/" + path, host_m);
+    place_values("/optimizer/v/" + path, host_v);
+  }
+  Kokkos::deep_copy(params.values(), host_values);
+  if (everything) {
+    Kokkos::deep_copy(parts.optimizer->first_moment(), host_m);
+    Kokkos::deep_copy(parts.optimizer->second_moment(), host_v);
+  }
+  for (int l = place.first_block; l < place.last_block; ++l) {
+    auto bias = Kokkos::create_mirror_view(parts.model.routing_bias(l));
+    const std::vector<float> data = got(bias_path(l)).as<float>();
+    std::copy(data.begin(), data.end(), bias.data());
+    Kokkos::deep_copy(parts.model.routing_bias(l), bias);
+  }
+  if (!everything) return step;
+
+  RunRecord& record = *parts.record;
+  record.epoch_correct = got("/state/epoch_correct").as<double>().at(0);
+  record.epoch_samples = got("/state/epoch_samples").as<double>().at(0);
+  if (scalar("/state/steps_per_epoch") != parts.steps_per_epoch)
+    notes.push_back(fmt::format(
+        "restart: an epoch had {} steps in the checkpoint and has {} now ([train] global_batch or "
+        "the data changed); the data order continues from step {}",
+        scalar("/state/steps_per_epoch"), parts.steps_per_epoch, step));
+
+  if (momentum) {
+    robust->momentum.assign(params.size(), 0.0f);
+    bool averaged = false, missing = false;
+    for (const model::ParamInfo& p : params.infos()) {
+      const std::string path = "/robust/momentum/" + parameter_path(p.name);
+      if (!has(path)) {
+        missing = true;
+        continue;
+      }
+      std::vector<float> rows = got(path).as<float>();
+      if (rows.size() != p.size()) {
+        rows = mean_of_rows(rows, p.size());
+        averaged = true;
+      }
+      std::copy(rows.begin(), rows.end(), robust->momentum.begin() + std::ptrdiff_t(p.offset));
+    }
+    robust->momentum_steps = has("/robust/momentum_steps") ? scalar("/robust/momentum_steps") : 0;
+    if (missing) {
+      robust->momentum_steps = 0;
+      robust->momentum.clear();
+      notes.push_back("restart: the checkpoint has no worker momentum; it starts from zero");
+    } else if (averaged) {
+      notes.push_back(
+          "restart: the replica count changed; every rank's worker momentum starts from the "
+          "mean of the checkpoint's replicas");
+    }
+  }
+  if (consensus)
+    for (int l = place.first_block; l < place.last_block; ++l) {
+      if (!has(pending_path(l))) continue;
+      std::vector<double> rows = got(pending_path(l)).as<double>();
+      if (rows.size() != std::size_t(experts)) {
+        // Another data-parallel width: the counts so far, shared out evenly.
+        std::vector<double> share = mean_of_rows(rows, std::size_t(experts));
+        const double scale = double(rows.size() / std::size_t(experts)) / layout.data_parallel;
+        for (double& x : share) x *= scale;
+        rows = share;
+      }
+      std::copy(rows.begin(), rows.end(),
+                parts.consensus_counts->begin() +
+                    std::ptrdiff_t(l - place.first_block) * std::ptrdiff_t(experts));
+    }
+  if (robust->ledger) {
+    if (!has("/ledger/rank")) {
+      notes.push_back("restart: the checkpoint has no ledger; it starts empty");
+    } else if (got("/ledger/rank").bytes.size() / 8 != std::size_t(world.size())) {
+      notes.push_back(fmt::format(
+          "restart: the checkpoint's ledger covers {} ranks, this run has {}; it starts empty",
+          got("/ledger/rank").bytes.size() / 8, world.size()));
+    } else {
+      std::vector<robust::RankAccount> accounts = robust->ledger->accounts();
+      for (std::size_t i = 0; i < std::size(LedgerColumns::ints); ++i) {
+        const std::vector<std::int64_t> column =
+            got(std::string("/ledger/") + LedgerColumns::ints[i]).as<std::int64_t>();
+        for (std::size_t r = 0; r < accounts.size(); ++r) {
+          if (i == 0)
+            accounts[r].rank = int(column[r]);
+          else if (i == 6)
+            accounts[r].quarantined = column[r] != 0;
+          else
+            LedgerColumns::int_field(accounts[r], int(i)) = column[r];
+        }
+      }
+      for (std::size_t i = 0; i < std::size(LedgerColumns::floats); ++i) {
+        const std::vector<double> column =
+            got(std::string("/ledger/") + LedgerColumns::floats[i]).as<double>();
+        for (std::size_t r = 0; r < accounts.size(); ++r)
+          LedgerColumns::float_field(accounts[r], int(i)) = column[r];
+      }
+      robust->ledger->restore_accounts(std::move(accounts));
+      for (const robust::RankAccount& a : robust->ledger->accounts())
+        robust->quarantined[std::size_t(a.rank)] = a.quarantined ? 1 : 0;
+      robust->unresolved_rounds = scalar("/ledger/unresolved_rounds");
+      robust->notes.clear();
+      std::istringstream lines(got("/ledger/notes").text());
+      for (std::string line; std::getline(lines, line);)
+        if (!line.empty()) robust->notes.push_back(line);
+    }
+  }
+
+  if (world.is_root()) {
+    auto ints = [&](const std::string& p) { return got(p).as<std::int64_t>(); };
+    auto floats = [&](const std::string& p) { return got(p).as<double>(); };
+    record.registry_tokens = ints("/registry/tokens");
+    record.registry_gate_sum = floats("/registry/gate_sum");
+    record.specialization = ints("/specialization/tokens");
+    record.step = ints("/history/steps/step");
+    record.loss = floats("/history/steps/loss");
+    record.train_accuracy = floats("/history/steps/train_accuracy");
+    record.learning_rate = floats("/history/steps/learning_rate");
+    record.samples_per_s = floats("/history/steps/samples_per_s");
+    record.imbalance = floats("/history/steps/imbalance");
+    record.dropped_tokens = ints("/history/steps/dropped_tokens");
+    record.expert_load = ints("/history/steps/expert_load");
+    record.eval_step = ints("/history/eval/step");
+    record.eval_epoch = ints("/history/eval/epoch");
+    record.test_loss = floats("/history/eval/test_loss");
+    record.test_accuracy = floats("/history/eval/test_accuracy");
+    record.window_step = ints("/history/windows/step");
+    record.window_bias = got("/history/windows/routing_bias").as<float>();
+    if (has("/history/reputation/step")) {
+      record.reputation_step = ints("/history/reputation/step");
+      record.reputation_rank = ints("/history/reputation/rank");
+      record.reputation_rounds = ints("/history/reputation/rounds");
+      record.reputation_accepted = ints("/history/reputation/accepted");
+      record.reputation = floats("/history/reputation/reputation");
+      record.reputation_reward = floats("/history/reputation/reward");
+    }
+  }
+  return step;
+}
+
+}  // namespace daa::train

@@ -1,0 +1,28 @@
+# Shared by the checkpoint tests (sourced): a work directory removed on exit, the MPI environment
+# of the test machines, failure reporting, and `train` under mpirun with a time limit.
+# Expects: ranks, mpiexec, daa_swarm set by the caller. Exit 77 when Fashion-MNIST is missing.
+[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || exit 77
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+tests_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+python=/usr/bin/python3
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+# launch NP LOG ARGS...: daa-swarm ARGS under mpirun with NP ranks; output in LOG; returns its code.
+launch() {
+  local np=$1 log=$2
+  shift 2
+  local rc=0
+  timeout --kill-after=10 "${DAA_TEST_TIMEOUT_S:-120}" "$mpiexec" -n "$np" "$daa_swarm" "$@" \
+    > "$log" 2>&1 || rc=$?
+  ((rc != 124 && rc != 137)) || { cat "$log" >&2; fail "daa-swarm $1 hung: $*"; }
+  return "$rc"
+}
+# train_ok NP LOG ARGS...: `train ARGS` must succeed.
+train_ok() {
+  local np=$1 log=$2
+  shift 2
+  launch "$np" "$log" train "$@" || { cat "$log" >&2; fail "train on $np ranks exited non-zero: $*"; }
+}
+checksum() { grep -oE 'checksum [0-9a-f]{16}' "$1" | tail -1; }
