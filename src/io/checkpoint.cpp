@@ -113,32 +113,16 @@ Handle collective_transfer() {
   return dxpl;
 }
 
+// In-memory and on-disk HDF5 types of the numeric element types (text has its own, sized type).
 hid_t memory_type(ElementType type) {
-  switch (type) {
-    case ElementType::f32:
-      return H5T_NATIVE_FLOAT;
-    case ElementType::f64:
-      return H5T_NATIVE_DOUBLE;
-    case ElementType::i64:
-      return H5T_NATIVE_INT64;
-    case ElementType::text:
-      break;
-  }
-  return H5T_NATIVE_CHAR;
+  return type == ElementType::f32   ? H5T_NATIVE_FLOAT
+         : type == ElementType::f64 ? H5T_NATIVE_DOUBLE
+                                    : H5T_NATIVE_INT64;
 }
-
 hid_t file_type(ElementType type) {
-  switch (type) {
-    case ElementType::f32:
-      return H5T_IEEE_F32LE;
-    case ElementType::f64:
-      return H5T_IEEE_F64LE;
-    case ElementType::i64:
-      return H5T_STD_I64LE;
-    case ElementType::text:
-      break;
-  }
-  return H5T_NATIVE_CHAR;
+  return type == ElementType::f32   ? H5T_IEEE_F32LE
+         : type == ElementType::f64 ? H5T_IEEE_F64LE
+                                    : H5T_STD_I64LE;
 }
 
 // Fixed-length, NUL-padded string of `length` bytes (at least 1: HDF5 has no empty strings).
@@ -182,19 +166,9 @@ std::vector<PieceHeader> all_gather_headers(const parallel::Communicator& comm,
     boost::archive::binary_oarchive archive(out);
     archive << mine;
   }
-  const std::string bytes = out.str();
-  const auto ranks = static_cast<std::size_t>(comm.size());
-  std::vector<int> sizes(ranks), displs(ranks);
-  const int my_size = int(bytes.size());
-  DAA_MPI_CHECK(MPI_Allgather(&my_size, 1, MPI_INT, sizes.data(), 1, MPI_INT, comm.comm()));
-  int total = 0;
-  for (std::size_t r = 0; r < ranks; ++r) displs[r] = total, total += sizes[r];
-  std::string all(std::size_t(total), '\0');
-  DAA_MPI_CHECK(MPI_Allgatherv(bytes.data(), my_size, MPI_CHAR, all.data(), sizes.data(),
-                               displs.data(), MPI_CHAR, comm.comm()));
   std::vector<PieceHeader> headers;
-  for (std::size_t r = 0; r < ranks; ++r) {
-    std::istringstream in(all.substr(std::size_t(displs[r]), std::size_t(sizes[r])));
+  for (const std::string& bytes : comm.all_gather(out.str())) {
+    std::istringstream in(bytes);
     boost::archive::binary_iarchive archive(in);
     std::vector<PieceHeader> theirs;
     archive >> theirs;

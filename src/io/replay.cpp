@@ -117,6 +117,21 @@ Shape shape_of(const Story& s) {
   return shape;
 }
 
+// The per-step history table.
+struct StepHistory {
+  I64s step, dropped, load;
+  F64s loss, accuracy, lr, speed, imbalance;
+  explicit StepHistory(const Story& s)
+      : step(s.ints("/history/steps/step")),
+        dropped(s.ints("/history/steps/dropped_tokens")),
+        load(s.ints("/history/steps/expert_load")),
+        loss(s.floats("/history/steps/loss")),
+        accuracy(s.floats("/history/steps/train_accuracy")),
+        lr(s.floats("/history/steps/learning_rate")),
+        speed(s.floats("/history/steps/samples_per_s")),
+        imbalance(s.floats("/history/steps/imbalance")) {}
+};
+
 // Per-rank ledger rows, or none when the run kept no ledger.
 struct LedgerView {
   I64s rank, rounds, accepted, rejected, accusations, non_finite, quarantined, suspects;
@@ -166,19 +181,14 @@ void print_text(const Story& s, const std::string& listing, std::ostream& out) {
       config.model.d_model, sh.layers, sh.experts, config.moe.top_k, config.moe.d_ff, sh.classes,
       config.robust.rule, config.robust.mode, config.robust.f, config.consensus.every_steps);
 
-  const I64s step = s.ints("/history/steps/step");
-  const F64s loss = s.floats("/history/steps/loss"),
-             acc = s.floats("/history/steps/train_accuracy"),
-             lr = s.floats("/history/steps/learning_rate"),
-             speed = s.floats("/history/steps/samples_per_s"),
-             imbalance = s.floats("/history/steps/imbalance");
-  const I64s dropped = s.ints("/history/steps/dropped_tokens");
-  const I64s load = s.ints("/history/steps/expert_load");
+  const StepHistory h(s);
+  const I64s& step = h.step;
   out << "\nhistory (sampled steps):\n";
   out << "   step |   loss | train acc |       lr | samples/s | max/mean load | dropped\n";
   for (std::size_t i : sample_rows(sh.steps, 12))
     out << fmt::format("{:>7} | {:.4f} | {:8.2f}% | {:.2e} | {:9.0f} | {:13.2f} | {:7}\n", step[i],
-                       loss[i], 100 * acc[i], lr[i], speed[i], imbalance[i], dropped[i]);
+                       h.loss[i], 100 * h.accuracy[i], h.lr[i], h.speed[i], h.imbalance[i],
+                       h.dropped[i]);
   const I64s eval_step = s.ints("/history/eval/step"), eval_epoch = s.ints("/history/eval/epoch");
   const F64s test_loss = s.floats("/history/eval/test_loss"),
              test_acc = s.floats("/history/eval/test_accuracy");
@@ -197,7 +207,7 @@ void print_text(const Story& s, const std::string& listing, std::ostream& out) {
       std::vector<double> sum(sh.experts, 0.0);
       for (std::size_t i = from; i <= r; ++i)
         for (std::size_t e = 0; e < sh.experts; ++e)
-          sum[e] += double(load[(i * sh.layers + l) * sh.experts + e]);
+          sum[e] += double(h.load[(i * sh.layers + l) * sh.experts + e]);
       const double total = std::accumulate(sum.begin(), sum.end(), 0.0);
       std::string shares;
       for (double x : sum) shares += fmt::format(" {:.3f}", total > 0 ? x / total : 0.0);
@@ -276,19 +286,14 @@ void write_csv(const Story& s, const std::string& dir, std::ostream& out) {
   if (ec) throw InputError("replay: cannot create '" + dir + "': " + ec.message());
   const Shape sh = shape_of(s);
   const fs::path d(dir);
-  const I64s step = s.ints("/history/steps/step");
+  const StepHistory h(s);
+  const I64s& step = h.step;
   {
     CsvFile f(d / "steps.csv",
               "step,loss,train_accuracy,learning_rate,samples_per_s,imbalance,dropped_tokens");
-    const F64s loss = s.floats("/history/steps/loss"),
-               acc = s.floats("/history/steps/train_accuracy"),
-               lr = s.floats("/history/steps/learning_rate"),
-               speed = s.floats("/history/steps/samples_per_s"),
-               imbalance = s.floats("/history/steps/imbalance");
-    const I64s dropped = s.ints("/history/steps/dropped_tokens");
     for (std::size_t i = 0; i < step.size(); ++i)
-      f.row("{},{},{},{},{},{},{}", step[i], loss[i], acc[i], lr[i], speed[i], imbalance[i],
-            dropped[i]);
+      f.row("{},{},{},{},{},{},{}", step[i], h.loss[i], h.accuracy[i], h.lr[i], h.speed[i],
+            h.imbalance[i], h.dropped[i]);
   }
   {
     CsvFile f(d / "eval.csv", "step,epoch,test_loss,test_accuracy");
@@ -299,7 +304,7 @@ void write_csv(const Story& s, const std::string& dir, std::ostream& out) {
   }
   {
     CsvFile f(d / "expert_load.csv", "step,layer,expert,tokens");
-    const I64s load = s.ints("/history/steps/expert_load");
+    const I64s& load = h.load;
     for (std::size_t i = 0; i < step.size(); ++i)
       for (std::size_t l = 0; l < sh.layers; ++l)
         for (std::size_t e = 0; e < sh.experts; ++e)
@@ -393,18 +398,14 @@ void print_json(const Story& s, std::ostream& out) {
   field("total_steps", std::to_string(s.scalar("/state/total_steps")));
   field("shape", fmt::format("{{\"layers\": {}, \"experts\": {}, \"classes\": {}}}", sh.layers,
                              sh.experts, sh.classes));
+  const StepHistory h(s);
   field("history",
         fmt::format("{{\"step\": {}, \"loss\": {}, \"train_accuracy\": {}, \"learning_rate\": {}, "
                     "\"samples_per_s\": {}, \"imbalance\": {}, \"dropped_tokens\": {}, "
                     "\"expert_load\": {}}}",
-                    json_array(s.ints("/history/steps/step")),
-                    json_array(s.floats("/history/steps/loss")),
-                    json_array(s.floats("/history/steps/train_accuracy")),
-                    json_array(s.floats("/history/steps/learning_rate")),
-                    json_array(s.floats("/history/steps/samples_per_s")),
-                    json_array(s.floats("/history/steps/imbalance")),
-                    json_array(s.ints("/history/steps/dropped_tokens")),
-                    json_matrix(s.ints("/history/steps/expert_load"), le)));
+                    json_array(h.step), json_array(h.loss), json_array(h.accuracy),
+                    json_array(h.lr), json_array(h.speed), json_array(h.imbalance),
+                    json_array(h.dropped), json_matrix(h.load, le)));
   field("eval",
         fmt::format("{{\"step\": {}, \"epoch\": {}, \"test_loss\": {}, \"test_accuracy\": {}}}",
                     json_array(s.ints("/history/eval/step")),

@@ -97,6 +97,22 @@ std::string Communicator::broadcast(const std::string& text, int root) const {
   return out;
 }
 
+std::vector<std::string> Communicator::all_gather(const std::string& mine) const {
+  const auto ranks = static_cast<std::size_t>(size_);
+  std::vector<int> sizes(ranks), displs(ranks);
+  const int my_size = int(mine.size());
+  DAA_MPI_CHECK(MPI_Allgather(&my_size, 1, MPI_INT, sizes.data(), 1, MPI_INT, comm_));
+  int total = 0;
+  for (std::size_t r = 0; r < ranks; ++r) displs[r] = total, total += sizes[r];
+  std::string all(std::size_t(total), '\0');
+  DAA_MPI_CHECK(MPI_Allgatherv(mine.data(), my_size, MPI_CHAR, all.data(), sizes.data(),
+                               displs.data(), MPI_CHAR, comm_));
+  std::vector<std::string> out;
+  for (std::size_t r = 0; r < ranks; ++r)
+    out.push_back(all.substr(std::size_t(displs[r]), std::size_t(sizes[r])));
+  return out;
+}
+
 std::string Communicator::agree_on_message(const std::string& local_message) const {
   int failing = local_message.empty() ? size_ : rank_;
   DAA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &failing, 1, MPI_INT, MPI_MIN, comm_));

@@ -83,16 +83,8 @@ std::map<std::string, U64s> whole_model_datasets(const model::ParamStore<float>&
     for (std::uint64_t d : parameter_dims(p)) mine += fmt::format(" {}", d);
     mine += '\n';
   }
-  const parallel::Communicator& world = topology.world();
-  const auto ranks = static_cast<std::size_t>(world.size());
-  std::vector<int> sizes(ranks), displs(ranks);
-  const int my_size = int(mine.size());
-  DAA_MPI_CHECK(MPI_Allgather(&my_size, 1, MPI_INT, sizes.data(), 1, MPI_INT, world.comm()));
-  int total = 0;
-  for (std::size_t r = 0; r < ranks; ++r) displs[r] = total, total += sizes[r];
-  std::string all(std::size_t(total), '\0');
-  DAA_MPI_CHECK(MPI_Allgatherv(mine.data(), my_size, MPI_CHAR, all.data(), sizes.data(),
-                               displs.data(), MPI_CHAR, world.comm()));
+  std::string all;
+  for (const std::string& theirs : topology.world().all_gather(mine)) all += theirs;
   std::map<std::string, U64s> out;
   std::istringstream lines(all);
   for (std::string line; std::getline(lines, line);) {
@@ -167,6 +159,35 @@ struct LedgerColumns {
                    &a.accepted_mass, &a.rejected_mass, &a.reward};
     return *f[i];
   }
+};
+
+// The history's one-dimensional columns: rank 0 writes them and reads them back on a restart.
+// The columns of one table (steps, eval, reputation) have one length.
+struct HistoryColumn {
+  const char* path;
+  std::vector<std::int64_t> RunRecord::*ints = nullptr;
+  std::vector<double> RunRecord::*floats = nullptr;
+  bool ledger_only = false;  // the reputation table exists only with a ledger
+};
+const HistoryColumn kHistoryColumns[] = {
+    {"/history/steps/step", &RunRecord::step},
+    {"/history/steps/loss", nullptr, &RunRecord::loss},
+    {"/history/steps/train_accuracy", nullptr, &RunRecord::train_accuracy},
+    {"/history/steps/learning_rate", nullptr, &RunRecord::learning_rate},
+    {"/history/steps/samples_per_s", nullptr, &RunRecord::samples_per_s},
+    {"/history/steps/imbalance", nullptr, &RunRecord::imbalance},
+    {"/history/steps/dropped_tokens", &RunRecord::dropped_tokens},
+    {"/history/eval/step", &RunRecord::eval_step},
+    {"/history/eval/epoch", &RunRecord::eval_epoch},
+    {"/history/eval/test_loss", nullptr, &RunRecord::test_loss},
+    {"/history/eval/test_accuracy", nullptr, &RunRecord::test_accuracy},
+    {"/history/windows/step", &RunRecord::window_step},
+    {"/history/reputation/step", &RunRecord::reputation_step, nullptr, true},
+    {"/history/reputation/rank", &RunRecord::reputation_rank, nullptr, true},
+    {"/history/reputation/rounds", &RunRecord::reputation_rounds, nullptr, true},
+    {"/history/reputation/accepted", &RunRecord::reputation_accepted, nullptr, true},
+    {"/history/reputation/reputation", nullptr, &RunRecord::reputation, true},
+    {"/history/reputation/reward", nullptr, &RunRecord::reputation_reward, true},
 };
 
 }  // namespace
@@ -286,32 +307,17 @@ SavedCheckpoint save_checkpoint(const TrainingParts& parts, std::int64_t step,
     writer.add_i64("/registry/tokens", tokens, {L, E});
     writer.add_f64("/registry/gate_sum", gate_sum, {L, E});
     writer.add_i64("/specialization/tokens", specialization, {L, E, C});
-    const auto S = std::uint64_t(record.step.size());
-    writer.add_i64("/history/steps/step", record.step, {S});
-    writer.add_f64("/history/steps/loss", record.loss, {S});
-    writer.add_f64("/history/steps/train_accuracy", record.train_accuracy, {S});
-    writer.add_f64("/history/steps/learning_rate", record.learning_rate, {S});
-    writer.add_f64("/history/steps/samples_per_s", record.samples_per_s, {S});
-    writer.add_f64("/history/steps/imbalance", record.imbalance, {S});
-    writer.add_i64("/history/steps/dropped_tokens", record.dropped_tokens, {S});
-    writer.add_i64("/history/steps/expert_load", record.expert_load, {S, L, E});
-    const auto V = std::uint64_t(record.eval_step.size());
-    writer.add_i64("/history/eval/step", record.eval_step, {V});
-    writer.add_i64("/history/eval/epoch", record.eval_epoch, {V});
-    writer.add_f64("/history/eval/test_loss", record.test_loss, {V});
-    writer.add_f64("/history/eval/test_accuracy", record.test_accuracy, {V});
-    const auto W = std::uint64_t(record.window_step.size());
-    writer.add_i64("/history/windows/step", record.window_step, {W});
-    writer.add_f32("/history/windows/routing_bias", record.window_bias, {W, L, E});
+    for (const HistoryColumn& c : kHistoryColumns) {
+      if (c.ledger_only && !robust.ledger) continue;
+      if (c.ints)
+        writer.add_i64(c.path, record.*c.ints, {(record.*c.ints).size()});
+      else
+        writer.add_f64(c.path, record.*c.floats, {(record.*c.floats).size()});
+    }
+    writer.add_i64("/history/steps/expert_load", record.expert_load, {record.step.size(), L, E});
+    writer.add_f32("/history/windows/routing_bias", record.window_bias,
+                   {record.window_step.size(), L, E});
     if (robust.ledger) {
-      const auto R = std::uint64_t(record.reputation_step.size());
-      writer.add_i64("/history/reputation/step", record.reputation_step, {R});
-      writer.add_i64("/history/reputation/rank", record.reputation_rank, {R});
-      writer.add_i64("/history/reputation/rounds", record.reputation_rounds, {R});
-      writer.add_i64("/history/reputation/accepted", record.reputation_accepted, {R});
-      writer.add_f64("/history/reputation/reputation", record.reputation, {R});
-      writer.add_f64("/history/reputation/reward", record.reputation_reward, {R});
-
       std::vector<robust::RankAccount> accounts = robust.ledger->accounts();
       const auto ranks = std::uint64_t(accounts.size());
       ledger_ints.assign(std::size(LedgerColumns::ints), {});
@@ -434,19 +440,10 @@ std::int64_t load_checkpoint(const TrainingParts& parts, const std::string& file
         want(p, true);
     }
     if (world.is_root()) {
-      for (const char* p :
-           {"/registry/tokens", "/registry/gate_sum", "/specialization/tokens",
-            "/history/steps/step", "/history/steps/loss", "/history/steps/train_accuracy",
-            "/history/steps/learning_rate", "/history/steps/samples_per_s",
-            "/history/steps/imbalance", "/history/steps/dropped_tokens",
-            "/history/steps/expert_load", "/history/eval/step", "/history/eval/epoch",
-            "/history/eval/test_loss", "/history/eval/test_accuracy", "/history/windows/step",
-            "/history/windows/routing_bias"})
+      for (const char* p : {"/registry/tokens", "/registry/gate_sum", "/specialization/tokens",
+                            "/history/steps/expert_load", "/history/windows/routing_bias"})
         want(p);
-      for (const char* p : {"/history/reputation/step", "/history/reputation/rank",
-                            "/history/reputation/rounds", "/history/reputation/accepted",
-                            "/history/reputation/reputation", "/history/reputation/reward"})
-        want(p, true);
+      for (const HistoryColumn& c : kHistoryColumns) want(c.path, c.ledger_only);
     }
   }
   reader.read(requests);  // verified as a whole before anything below changes
@@ -581,27 +578,14 @@ std::int64_t load_checkpoint(const TrainingParts& parts, const std::string& file
     record.registry_tokens = ints("/registry/tokens");
     record.registry_gate_sum = floats("/registry/gate_sum");
     record.specialization = ints("/specialization/tokens");
-    record.step = ints("/history/steps/step");
-    record.loss = floats("/history/steps/loss");
-    record.train_accuracy = floats("/history/steps/train_accuracy");
-    record.learning_rate = floats("/history/steps/learning_rate");
-    record.samples_per_s = floats("/history/steps/samples_per_s");
-    record.imbalance = floats("/history/steps/imbalance");
-    record.dropped_tokens = ints("/history/steps/dropped_tokens");
     record.expert_load = ints("/history/steps/expert_load");
-    record.eval_step = ints("/history/eval/step");
-    record.eval_epoch = ints("/history/eval/epoch");
-    record.test_loss = floats("/history/eval/test_loss");
-    record.test_accuracy = floats("/history/eval/test_accuracy");
-    record.window_step = ints("/history/windows/step");
     record.window_bias = got("/history/windows/routing_bias").as<float>();
-    if (has("/history/reputation/step")) {
-      record.reputation_step = ints("/history/reputation/step");
-      record.reputation_rank = ints("/history/reputation/rank");
-      record.reputation_rounds = ints("/history/reputation/rounds");
-      record.reputation_accepted = ints("/history/reputation/accepted");
-      record.reputation = floats("/history/reputation/reputation");
-      record.reputation_reward = floats("/history/reputation/reward");
+    for (const HistoryColumn& c : kHistoryColumns) {
+      if (!reader.find(c.path)) continue;  // the reputation table of a run without a ledger
+      if (c.ints)
+        record.*c.ints = ints(c.path);
+      else
+        record.*c.floats = floats(c.path);
     }
   }
   return step;

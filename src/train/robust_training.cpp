@@ -222,27 +222,18 @@ void RobustTraining::apply_ledger_rounds() {
     mine += bytes;
   }
   pending_.clear();
-  const parallel::Communicator& world = topology_.world();
-  const auto ranks = static_cast<std::size_t>(world.size());
-  std::vector<int> sizes(ranks), displs(ranks);
-  const int my_size = int(mine.size());
-  DAA_MPI_CHECK(MPI_Allgather(&my_size, 1, MPI_INT, sizes.data(), 1, MPI_INT, world.comm()));
-  int total = 0;
-  for (int r = 0; r < world.size(); ++r)
-    displs[std::size_t(r)] = total, total += sizes[std::size_t(r)];
-  std::string all(std::size_t(total), '\0');
-  DAA_MPI_CHECK(MPI_Allgatherv(mine.data(), my_size, MPI_CHAR, all.data(), sizes.data(),
-                               displs.data(), MPI_CHAR, world.comm()));
   std::map<int, std::vector<std::string>> reports;
-  for (std::size_t at = 0; at + 8 <= all.size();) {
-    std::int32_t header[2];
-    std::memcpy(header, all.data() + at, sizeof header);
-    at += sizeof header;
-    if (header[1] < 0 || at + std::size_t(header[1]) > all.size())
-      throw Error("ledger exchange: a malformed report of " + std::to_string(header[1]) + " bytes");
-    reports[header[0]].push_back(all.substr(at, std::size_t(header[1])));
-    at += std::size_t(header[1]);
-  }
+  for (const std::string& theirs : topology_.world().all_gather(mine))
+    for (std::size_t at = 0; at + 8 <= theirs.size();) {
+      std::int32_t header[2];
+      std::memcpy(header, theirs.data() + at, sizeof header);
+      at += sizeof header;
+      if (header[1] < 0 || at + std::size_t(header[1]) > theirs.size())
+        throw Error("ledger exchange: a malformed report of " + std::to_string(header[1]) +
+                    " bytes");
+      reports[header[0]].push_back(theirs.substr(at, std::size_t(header[1])));
+      at += std::size_t(header[1]);
+    }
   for (auto& [id, texts] : reports) {  // ascending group id: the same order on every rank
     std::sort(texts.begin(), texts.end());
     const std::string* majority = nullptr;

@@ -41,6 +41,8 @@ class Communicator {
 
   // Rank `root`'s text on every rank (collective).
   std::string broadcast(const std::string& text, int root = 0) const;
+  // Every member's bytes, by member rank, on every member (collective; lengths may differ).
+  std::vector<std::string> all_gather(const std::string& mine) const;
 
   // The MPI_COMM_WORLD rank of each member, by member rank (not collective).
   std::vector<int> world_ranks() const;
