@@ -15,6 +15,7 @@
 #include <boost/archive/binary_oarchive.hpp>
 #include <boost/serialization/string.hpp>
 #include <boost/serialization/vector.hpp>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -189,7 +190,8 @@ struct PlannedDataset {
 // Same input on every rank, same plan on every rank; an inconsistency is a bug in the caller.
 std::vector<PlannedDataset> plan_datasets(std::vector<PieceHeader> headers) {
   std::sort(headers.begin(), headers.end(), [](const PieceHeader& a, const PieceHeader& b) {
-    return std::tie(a.path, a.row_begin) < std::tie(b.path, b.row_begin);
+    // An empty piece sorts before the piece that starts where it does: it tiles nothing.
+    return std::tie(a.path, a.row_begin, a.rows) < std::tie(b.path, b.row_begin, b.rows);
   });
   std::vector<PlannedDataset> plan;
   for (std::size_t i = 0; i < headers.size();) {
@@ -638,7 +640,11 @@ void CheckpointReader::read(std::span<ReadRequest> requests) {
   }
   if (!(failure = comm_.agree_on_message(failure)).empty()) throw CheckpointError(failure);
 
+  // A collective call, but each rank reads its own selection from the file: Open MPI 4.1's OMPIO
+  // (fcoll vulcan/dynamic) hands wrong bytes to a rank in a collective read whose selections
+  // overlap, as the verifier's whole dataset and the other ranks' rows do.
   const Handle dxpl = collective_transfer();
+  DAA_H5(H5Pset_dxpl_mpio_collective_opt(dxpl.get(), H5FD_MPIO_INDIVIDUAL_IO), path_);
   std::vector<std::byte> whole;
   for (std::size_t i = 0; i < datasets_.size(); ++i) {
     const DatasetInfo& d = datasets_[i];
@@ -713,7 +719,10 @@ std::string checkpoint_file_name(std::int64_t step) {
 std::optional<std::int64_t> checkpoint_step(const std::string& name) {
   if (name.size() < 9 || name.rfind("step-", 0) != 0 || !name.ends_with(".h5")) return {};
   const std::string digits = name.substr(5, name.size() - 8);
-  if (digits.empty() || !std::all_of(digits.begin(), digits.end(), ::isdigit)) return {};
+  // At most 18 digits: every such number fits an int64_t (std::stoll throws beyond).
+  if (digits.empty() || digits.size() > 18 ||
+      !std::all_of(digits.begin(), digits.end(), [](unsigned char c) { return std::isdigit(c); }))
+    return {};
   return std::stoll(digits);
 }
 
