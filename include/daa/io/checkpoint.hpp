@@ -1,7 +1,7 @@
 // HDF5 checkpoint files (DESIGN.md §7, docs/checkpoint-format.md): a collective writer and reader
-// of named datasets on parallel HDF5, a CRC-32 per dataset, and the run directory's checkpoint
-// set (temporary name, rename, an atomically replaced `latest` pointer, the last K kept).
-// This layer knows datasets, not models: the train module decides what goes where.
+// of named datasets on parallel HDF5 (MPI-IO), a CRC-32 per dataset, and the run directory's
+// checkpoint set (temporary name, rename, an atomically replaced `latest` pointer, the last K
+// kept). This layer knows datasets, not models: the train module decides what goes where.
 #pragma once
 
 #include <cstdint>
@@ -61,9 +61,12 @@ class CheckpointWriter {
   void add_scalar(const std::string& path, const double& value);
   void add_text(const std::string& path, const std::string& text);
 
-  // Creates `path` (truncating), writes every dataset with collective I/O and its crc32
-  // attribute, closes and fsyncs it. Any rank's failure becomes the same daa::Error on every rank,
-  // after rank 0 removed the partial file. Returns the bytes of data written, over all ranks.
+  // Reserves the file's space, creates `path` (truncating) and every dataset with its crc32
+  // attribute collectively (collective metadata), writes the data (a dataset in row pieces of
+  // several ranks in one collective transfer, a single owner's dataset by that rank alone:
+  // docs/performance.md measures why), closes and fsyncs it. Any rank's failure becomes the same
+  // daa::Error on every rank, after rank 0 removed the partial file. Returns the bytes of data
+  // written, over all ranks.
   std::uint64_t write(const std::string& path);
 
  private:
@@ -116,8 +119,9 @@ class CheckpointReader {
   const std::vector<DatasetInfo>& datasets() const { return datasets_; }  // sorted by path
   const DatasetInfo* find(const std::string& path) const;
 
-  // Collective: reads every dataset of the file once with collective I/O, verifying each one's
-  // checksum (on one rank each), and hands every rank what it asked for. Nothing is returned
+  // Collective: opens every dataset of the file collectively and reads it independently on the
+  // ranks that need it, verifying each one's checksum (on one rank each), and hands every rank
+  // what it asked for. Nothing is returned
   // until every dataset has passed; a corrupt or unreadable one, or a missing non-optional
   // request, throws the same CheckpointError on every rank, naming the dataset.
   void read(std::span<ReadRequest> requests);
