@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034,SC2154  # sourced: variables shared with the caller
 # Shared by the checkpoint tests (sourced): a work directory removed on exit, the MPI environment
 # of the test machines, failure reporting, and `train` under mpirun with a time limit.
 # Expects: ranks, mpiexec, daa_swarm set by the caller. Exit 77 when Fashion-MNIST is missing.

@@ -5,13 +5,14 @@
 # Usage: corruption.sh MPIEXEC DAA_SWARM INPUT EXPECT_ERROR_SH   (exit 77: no data)
 set -euo pipefail
 mpiexec=$1 daa_swarm=$2 input=$3 expect=$4
+# shellcheck source=common.sh
 source "$(dirname "$0")/common.sh"
 
 train_ok 1 "$work/prepare.log" "$input" --set run.output_dir="$work/good" --set checkpoint.keep=0
 good=$work/good/fashion-mnist-ci
 [ "$(cat "$good/checkpoints/latest")" == step-00000064.h5 ] || fail "latest does not name step 64"
 # fresh NAME: a copy of the good run directory to damage, under $work/NAME
-fresh() { rm -rf "$work/$1"; mkdir -p "$work/$1"; cp -r "$good" "$work/$1/"; echo "$work/$1/fashion-mnist-ci"; }
+fresh() { rm -rf "${work:?}/$1"; mkdir -p "$work/$1"; cp -r "$good" "$work/$1/"; echo "$work/$1/fashion-mnist-ci"; }
 # expect_code CODE STDERR_RE [--stdout RE]... -- ARGS: daa-swarm ARGS on one rank
 expect_code() {
   local code=$1 re=$2
@@ -84,7 +85,7 @@ bash "$expect" --code 1 \
   --set run.output_dir="$work/full" --set train.max_steps=80 --set checkpoint.every_steps=8 \
   --restart auto || fail "case: full disk"
 [ "$(cat "$run/checkpoints/latest")" == step-00000064.h5 ] || fail "latest changed after the failed write"
-ls "$run/checkpoints" | grep -q '\.tmp$' && fail "a temporary file was left behind"
+compgen -G "$run/checkpoints/*.tmp" > /dev/null && fail "a temporary file was left behind"
 "$daa_swarm" replay "$run" > "$work/replay.txt" || fail "the previous checkpoint does not replay"
 grep -q "step 64 of 64" "$work/replay.txt" || fail "replay does not show step 64"
 echo "corruption: all cases handled"

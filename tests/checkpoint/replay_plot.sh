@@ -6,6 +6,7 @@
 # Usage: replay_plot.sh MPIEXEC DAA_SWARM INPUT PLOT_RUN   (exit 77: no data)
 set -euo pipefail
 mpiexec=$1 daa_swarm=$2 input=$3 plot_run=$4
+# shellcheck source=common.sh
 source "$(dirname "$0")/common.sh"
 
 train_ok 2 "$work/train.log" "$input" --set run.output_dir="$work/runs" \

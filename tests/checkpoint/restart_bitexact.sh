@@ -7,6 +7,7 @@
 set -euo pipefail
 ranks=$1 mpiexec=$2 daa_swarm=$3 input=$4
 shift 4
+# shellcheck source=common.sh
 source "$(dirname "$0")/common.sh"
 
 settings=(--set train.max_steps=40 --set checkpoint.every_steps=20 --set checkpoint.keep=0 "$@")
@@ -23,5 +24,5 @@ second=$work/resumed/fashion-mnist-ci/checkpoints
 "$python" "$tests_dir/compare_checkpoints.py" "$first/step-00000040.h5" "$second/step-00000040.h5" \
   || fail "the checkpoints after 40 steps differ"
 a=$(checksum "$work/whole.log") b=$(checksum "$work/resumed.log")
-[ -n "$a" ] && [ "$a" == "$b" ] || fail "parameter $a (whole run) vs $b (restarted)"
+if [ -z "$a" ] || [ "$a" != "$b" ]; then fail "parameter $a (whole run) vs $b (restarted)"; fi
 echo "restart_bitexact: $ranks ranks, $a in both runs"

@@ -5,6 +5,7 @@
 # Usage: restart_layouts.sh MPIEXEC DAA_SWARM INPUT   (exit 77: no data)
 set -euo pipefail
 mpiexec=$1 daa_swarm=$2 input=$3
+# shellcheck source=common.sh
 source "$(dirname "$0")/common.sh"
 
 settings=(--set train.max_steps=40 --set checkpoint.every_steps=20 --set checkpoint.keep=0)

@@ -5,6 +5,7 @@
 # Usage: signal.sh MPIEXEC DAA_SWARM INPUT   (exit 77: no data)
 set -euo pipefail
 mpiexec=$1 daa_swarm=$2 input=$3
+# shellcheck source=common.sh
 source "$(dirname "$0")/common.sh"
 
 ranks=4
@@ -17,6 +18,7 @@ run_args=(train "$input" --set run.output_dir="$work/runs" --set train.epochs=20
 # ranks still finishing once the first one exits non-zero; here each must report its own code
 # (mpirun itself then returns 0; by default it returns the 75 of the first rank to exit).
 export OMPI_MCA_orte_abort_on_non_zero_status=0
+# shellcheck disable=SC2016  # expanded by the shell each rank runs
 EXITS="$work/exits.txt" env "$marker" timeout --kill-after=10 120 "$mpiexec" -n "$ranks" bash -c \
   '"$@"; code=$?; echo "rank $OMPI_COMM_WORLD_RANK exit $code" >> "$EXITS"; exit $code' launcher "$daa_swarm" \
   "${run_args[@]}" > "$work/stdout" 2>&1 &
