@@ -429,7 +429,8 @@ std::int64_t load_checkpoint(const TrainingParts& parts, const std::string& file
     if (consensus)
       for (int l = place.first_block; l < place.last_block; ++l) {
         const io::DatasetInfo* d = reader.find(pending_path(l));
-        const bool same = d && d->dims[0] == std::uint64_t(layout.data_parallel);
+        const bool same =
+            d && !d->dims.empty() && d->dims[0] == std::uint64_t(layout.data_parallel);
         want(pending_path(l), true, same ? std::uint64_t(place.dp_index) : 0,
              same ? 1 : ReadRequest::kAllRows);
       }
@@ -447,6 +448,18 @@ std::int64_t load_checkpoint(const TrainingParts& parts, const std::string& file
     }
   }
   reader.read(requests);  // verified as a whole before anything below changes
+  // The ledger's columns must agree in length (a file written by another tool may not); the same
+  // verdict on every rank, before anything changes.
+  if (robust && robust->ledger && has("/ledger/rank")) {
+    const std::size_t ranks = got("/ledger/rank").bytes.size() / 8;
+    auto check = [&](const std::string& path) {
+      if (got(path).bytes.size() / 8 != ranks)
+        throw io::CheckpointError(fmt::format("'{}': dataset '{}' has {} entries, /ledger/rank {}",
+                                              file, path, got(path).bytes.size() / 8, ranks));
+    };
+    for (const char* c : LedgerColumns::ints) check(std::string("/ledger/") + c);
+    for (const char* c : LedgerColumns::floats) check(std::string("/ledger/") + c);
+  }
 
   const std::int64_t step = scalar("/state/step");
   const auto written_by = fmt::format(
