@@ -34,10 +34,7 @@ class Story {
     for (const DatasetInfo& d : reader.datasets())
       requests.push_back({d.path, 0, ReadRequest::kAllRows, false, {}});
     reader.read(requests);
-    for (std::size_t i = 0; i < requests.size(); ++i) {
-      info_[requests[i].path] = reader.datasets()[i];
-      data_[requests[i].path] = std::move(requests[i].out);
-    }
+    for (ReadRequest& r : requests) data_[r.path] = std::move(r.out);
   }
   const std::string& file() const { return file_; }
   bool has(const std::string& path) const { return data_.count(path) > 0; }
@@ -58,7 +55,6 @@ class Story {
  private:
   std::string file_;
   std::map<std::string, DatasetValues> data_;
-  std::map<std::string, DatasetInfo> info_;
 };
 
 // The newest valid checkpoint of a run directory (or of its checkpoints/ directory), or the file.

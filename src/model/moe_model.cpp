@@ -288,6 +288,10 @@ BatchStats MoeModel<T>::forward(int slot_index, const Matrix<T>& input, const In
     slot.residual[0] = input;  // the previous stage's output, kept alive by the caller
   }
 
+  // Labels on the host once per call, for the expert-by-class counts of every layer.
+  const bool labelled = labels.extent(0) == n;
+  const auto C = std::size_t(s.classes);
+  const auto labels_h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), labels);
   kernels::ensure_extent(w.block_out, n, d);
   for (int l = 0; l < blocks; ++l) {
     auto& Lp = w.layers[l];
@@ -342,9 +346,6 @@ BatchStats MoeModel<T>::forward(int slot_index, const Matrix<T>& input, const In
     rs.tokens_per_expert.assign(kept.begin(), kept.end());
     rs.gate_sum_per_expert.assign(E, 0.0);
     auto gate_h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), L.gate);
-    const bool labelled = labels.extent(0) == n;
-    const auto C = std::size_t(s.classes);
-    auto labels_h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), labels);
     if (labelled) rs.tokens_per_expert_class.assign(E * C, 0);
     for (std::size_t t = 0; t < n; ++t)
       for (std::size_t slot = 0; slot < k; ++slot) {

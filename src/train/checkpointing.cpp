@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cmath>
 #include <ctime>
+#include <deque>
 #include <filesystem>
 #include <map>
 #include <sstream>
@@ -143,23 +144,35 @@ std::vector<T> mean_of_rows(const std::vector<T>& rows, std::size_t n) {
   return out;
 }
 
-// Ledger arrays by world rank: int64 and float64 fields of RankAccount.
-struct LedgerColumns {
-  static constexpr const char* ints[] = {"rank",        "rounds",     "accepted",   "rejected",
-                                         "accusations", "non_finite", "quarantined"};
-  static constexpr const char* floats[] = {"samples",       "weight_sum",    "distance_sum",
-                                           "accepted_mass", "rejected_mass", "reward"};
-  static std::int64_t& int_field(robust::RankAccount& a, int i) {
-    std::int64_t* f[] = {nullptr,        &a.rounds,     &a.accepted, &a.rejected,
-                         &a.accusations, &a.non_finite, nullptr};
-    return *f[i];
-  }
-  static double& float_field(robust::RankAccount& a, int i) {
-    double* f[] = {&a.samples,       &a.weight_sum,    &a.distance_sum,
-                   &a.accepted_mass, &a.rejected_mass, &a.reward};
-    return *f[i];
-  }
+// The ledger's arrays by world rank that hold RankAccount's counters and sums; rank and
+// quarantined (other types) and the derived reputation are written beside them.
+struct LedgerCounter {
+  const char* path;
+  std::int64_t robust::RankAccount::*field;
 };
+struct LedgerSum {
+  const char* path;
+  double robust::RankAccount::*field;
+};
+using robust::RankAccount;
+const LedgerCounter kLedgerCounters[] = {{"/ledger/rounds", &RankAccount::rounds},
+                                         {"/ledger/accepted", &RankAccount::accepted},
+                                         {"/ledger/rejected", &RankAccount::rejected},
+                                         {"/ledger/accusations", &RankAccount::accusations},
+                                         {"/ledger/non_finite", &RankAccount::non_finite}};
+const LedgerSum kLedgerSums[] = {{"/ledger/samples", &RankAccount::samples},
+                                 {"/ledger/weight_sum", &RankAccount::weight_sum},
+                                 {"/ledger/distance_sum", &RankAccount::distance_sum},
+                                 {"/ledger/accepted_mass", &RankAccount::accepted_mass},
+                                 {"/ledger/rejected_mass", &RankAccount::rejected_mass},
+                                 {"/ledger/reward", &RankAccount::reward}};
+// Every array by world rank that a restart reads back.
+std::vector<std::string> ledger_array_paths() {
+  std::vector<std::string> paths{"/ledger/rank", "/ledger/quarantined"};
+  for (const LedgerCounter& c : kLedgerCounters) paths.emplace_back(c.path);
+  for (const LedgerSum& c : kLedgerSums) paths.emplace_back(c.path);
+  return paths;
+}
 
 // The history's one-dimensional columns: rank 0 writes them and reads them back on a restart.
 // The columns of one table (steps, eval, reputation) have one length.
@@ -196,7 +209,6 @@ RunRecord::RunRecord(int layers_, int experts_, int classes_)
     : layers(layers_),
       experts(experts_),
       classes(classes_),
-      registry_tokens(std::size_t(layers_ * experts_), 0),
       registry_gate_sum(std::size_t(layers_ * experts_), 0.0),
       specialization(std::size_t(layers_ * experts_ * classes_), 0) {}
 
@@ -267,8 +279,11 @@ SavedCheckpoint save_checkpoint(const TrainingParts& parts, std::int64_t step,
                       std::size_t(experts)))});
   }
 
-  // Whole-run counters, summed over the ranks that counted them.
-  const std::vector<std::int64_t> tokens = sum_on_root(world, record.registry_tokens);
+  // Whole-run counters, summed over the ranks that counted them. The registry's token counts are
+  // the sum of the history's per-step expert load, which rank 0 already holds.
+  std::vector<std::int64_t> tokens(record.registry_gate_sum.size(), 0);
+  for (std::size_t i = 0; i < record.expert_load.size(); ++i)
+    tokens[i % tokens.size()] += record.expert_load[i];
   const std::vector<double> gate_sum = sum_on_root(world, record.registry_gate_sum);
   const std::vector<std::int64_t> specialization = sum_on_root(world, record.specialization);
 
@@ -276,8 +291,8 @@ SavedCheckpoint save_checkpoint(const TrainingParts& parts, std::int64_t step,
   std::vector<std::int64_t> stage_blocks(layout.blocks_per_stage.begin(),
                                          layout.blocks_per_stage.end());
   const std::string config_text = core::to_toml(config);
-  std::vector<std::vector<std::int64_t>> ledger_ints;
-  std::vector<std::vector<double>> ledger_floats;
+  std::deque<std::vector<std::int64_t>> ledger_ints;  // a deque keeps its elements in place
+  std::deque<std::vector<double>> ledger_floats;
   std::vector<double> reputations;
   std::vector<std::int64_t> suspects;
   std::string hosts;
@@ -318,26 +333,29 @@ SavedCheckpoint save_checkpoint(const TrainingParts& parts, std::int64_t step,
     writer.add_f32("/history/windows/routing_bias", record.window_bias,
                    {record.window_step.size(), L, E});
     if (robust.ledger) {
-      std::vector<robust::RankAccount> accounts = robust.ledger->accounts();
+      const std::vector<RankAccount>& accounts = robust.ledger->accounts();
       const auto ranks = std::uint64_t(accounts.size());
-      ledger_ints.assign(std::size(LedgerColumns::ints), {});
-      ledger_floats.assign(std::size(LedgerColumns::floats), {});
-      for (robust::RankAccount& a : accounts) {
-        for (std::size_t i = 0; i < ledger_ints.size(); ++i)
-          ledger_ints[i].push_back(i == 0   ? a.rank
-                                   : i == 6 ? std::int64_t(a.quarantined)
-                                            : LedgerColumns::int_field(a, int(i)));
-        for (std::size_t i = 0; i < ledger_floats.size(); ++i)
-          ledger_floats[i].push_back(LedgerColumns::float_field(a, int(i)));
+      auto& rank = ledger_ints.emplace_back();
+      auto& quarantined = ledger_ints.emplace_back();
+      for (const RankAccount& a : accounts) {
+        rank.push_back(a.rank);
+        quarantined.push_back(a.quarantined ? 1 : 0);
         reputations.push_back(a.reputation());
         hosts += a.host + "\n";
       }
+      writer.add_i64("/ledger/rank", rank, {ranks});
+      writer.add_i64("/ledger/quarantined", quarantined, {ranks});
+      for (const LedgerCounter& c : kLedgerCounters) {
+        auto& column = ledger_ints.emplace_back();
+        for (const RankAccount& a : accounts) column.push_back(a.*c.field);
+        writer.add_i64(c.path, column, {ranks});
+      }
+      for (const LedgerSum& c : kLedgerSums) {
+        auto& column = ledger_floats.emplace_back();
+        for (const RankAccount& a : accounts) column.push_back(a.*c.field);
+        writer.add_f64(c.path, column, {ranks});
+      }
       for (int r : robust.ledger->suspects()) suspects.push_back(r);
-      for (std::size_t i = 0; i < ledger_ints.size(); ++i)
-        writer.add_i64(std::string("/ledger/") + LedgerColumns::ints[i], ledger_ints[i], {ranks});
-      for (std::size_t i = 0; i < ledger_floats.size(); ++i)
-        writer.add_f64(std::string("/ledger/") + LedgerColumns::floats[i], ledger_floats[i],
-                       {ranks});
       writer.add_f64("/ledger/reputation", reputations, {ranks});
       writer.add_text("/ledger/host", hosts);
       writer.add_i64("/ledger/suspects", suspects, {suspects.size()});
@@ -435,13 +453,12 @@ std::int64_t load_checkpoint(const TrainingParts& parts, const std::string& file
              same ? 1 : ReadRequest::kAllRows);
       }
     if (robust->ledger) {
-      for (const char* c : LedgerColumns::ints) want(std::string("/ledger/") + c, true);
-      for (const char* c : LedgerColumns::floats) want(std::string("/ledger/") + c, true);
+      for (const std::string& p : ledger_array_paths()) want(p, true);
       for (const char* p : {"/ledger/host", "/ledger/unresolved_rounds", "/ledger/notes"})
         want(p, true);
     }
     if (world.is_root()) {
-      for (const char* p : {"/registry/tokens", "/registry/gate_sum", "/specialization/tokens",
+      for (const char* p : {"/registry/gate_sum", "/specialization/tokens",
                             "/history/steps/expert_load", "/history/windows/routing_bias"})
         want(p);
       for (const HistoryColumn& c : kHistoryColumns) want(c.path, c.ledger_only);
@@ -457,8 +474,7 @@ std::int64_t load_checkpoint(const TrainingParts& parts, const std::string& file
         throw io::CheckpointError(fmt::format("'{}': dataset '{}' has {} entries, /ledger/rank {}",
                                               file, path, got(path).bytes.size() / 8, ranks));
     };
-    for (const char* c : LedgerColumns::ints) check(std::string("/ledger/") + c);
-    for (const char* c : LedgerColumns::floats) check(std::string("/ledger/") + c);
+    for (const std::string& p : ledger_array_paths()) check(p);
   }
 
   const std::int64_t step = scalar("/state/step");
@@ -555,24 +571,20 @@ std::int64_t load_checkpoint(const TrainingParts& parts, const std::string& file
           "restart: the checkpoint's ledger covers {} ranks, this run has {}; it starts empty",
           got("/ledger/rank").bytes.size() / 8, world.size()));
     } else {
-      std::vector<robust::RankAccount> accounts = robust->ledger->accounts();
-      for (std::size_t i = 0; i < std::size(LedgerColumns::ints); ++i) {
-        const std::vector<std::int64_t> column =
-            got(std::string("/ledger/") + LedgerColumns::ints[i]).as<std::int64_t>();
-        for (std::size_t r = 0; r < accounts.size(); ++r) {
-          if (i == 0)
-            accounts[r].rank = int(column[r]);
-          else if (i == 6)
-            accounts[r].quarantined = column[r] != 0;
-          else
-            LedgerColumns::int_field(accounts[r], int(i)) = column[r];
-        }
+      std::vector<RankAccount> accounts = robust->ledger->accounts();
+      const std::vector<std::int64_t> rank = got("/ledger/rank").as<std::int64_t>();
+      const std::vector<std::int64_t> quarantined = got("/ledger/quarantined").as<std::int64_t>();
+      for (std::size_t r = 0; r < accounts.size(); ++r) {
+        accounts[r].rank = int(rank[r]);
+        accounts[r].quarantined = quarantined[r] != 0;
       }
-      for (std::size_t i = 0; i < std::size(LedgerColumns::floats); ++i) {
-        const std::vector<double> column =
-            got(std::string("/ledger/") + LedgerColumns::floats[i]).as<double>();
-        for (std::size_t r = 0; r < accounts.size(); ++r)
-          LedgerColumns::float_field(accounts[r], int(i)) = column[r];
+      for (const LedgerCounter& c : kLedgerCounters) {
+        const std::vector<std::int64_t> column = got(c.path).as<std::int64_t>();
+        for (std::size_t r = 0; r < accounts.size(); ++r) accounts[r].*c.field = column[r];
+      }
+      for (const LedgerSum& c : kLedgerSums) {
+        const std::vector<double> column = got(c.path).as<double>();
+        for (std::size_t r = 0; r < accounts.size(); ++r) accounts[r].*c.field = column[r];
       }
       robust->ledger->restore_accounts(std::move(accounts));
       for (const robust::RankAccount& a : robust->ledger->accounts())
@@ -588,7 +600,6 @@ std::int64_t load_checkpoint(const TrainingParts& parts, const std::string& file
   if (world.is_root()) {
     auto ints = [&](const std::string& p) { return got(p).as<std::int64_t>(); };
     auto floats = [&](const std::string& p) { return got(p).as<double>(); };
-    record.registry_tokens = ints("/registry/tokens");
     record.registry_gate_sum = floats("/registry/gate_sum");
     record.specialization = ints("/specialization/tokens");
     record.expert_load = ints("/history/steps/expert_load");

@@ -34,9 +34,8 @@ struct RunRecord {
       reputation_accepted;
   std::vector<double> reputation, reputation_reward;
   // whole run, this rank's share
-  std::vector<std::int64_t> registry_tokens;  // [layers][experts]
-  std::vector<double> registry_gate_sum;      // [layers][experts]
-  std::vector<std::int64_t> specialization;   // [layers][experts][classes]
+  std::vector<double> registry_gate_sum;     // [layers][experts]
+  std::vector<std::int64_t> specialization;  // [layers][experts][classes]
   // the current epoch's training hits and samples so far (world-reduced)
   double epoch_correct = 0, epoch_samples = 0;
 

@@ -517,7 +517,6 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
           consensus_counts[std::size_t((layer.layer - place.first_block) * experts + e)] +=
               double(tokens);
           metrics[kMetrics + at + std::size_t(e)] += double(tokens);
-          record.registry_tokens[at + std::size_t(e)] += tokens;
           record.registry_gate_sum[at + std::size_t(e)] +=
               layer.gate_sum_per_expert[std::size_t(e)];
         }
