@@ -1,0 +1,538 @@
+// The observability building blocks: the step timeline, Chrome trace files, Prometheus text,
+// process figures and status.json, checked against exact expected output and a JSON syntax check.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <Kokkos_Macros.hpp>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <new>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "daa/core/error.hpp"
+#include "daa/core/timeline.hpp"
+#include "daa/obs/metrics.hpp"
+#include "daa/obs/process.hpp"
+#include "daa/obs/status.hpp"
+#include "daa/obs/trace.hpp"
+
+// Counts heap allocations so that "the timeline allocates nothing when off" is checked, not
+// assumed.
+namespace {
+std::atomic<long> g_allocations{0};
+}
+void* operator new(std::size_t bytes) {
+  g_allocations.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = std::malloc(bytes ? bytes : 1)) return p;
+  throw std::bad_alloc();
+}
+// GCC flags free() on memory from operator new where these replacements are inlined into
+// callers; here that pairing is exactly right.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+void operator delete(void* p) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, std::size_t) noexcept {
+  std::free(p);
+}
+#pragma GCC diagnostic pop
+
+namespace {
+
+using daa::core::ScopedSpan;
+using daa::core::Span;
+using daa::core::Timeline;
+using daa::core::Track;
+using ::testing::HasSubstr;
+
+// A strict JSON syntax check (RFC 8259), enough to tell that a document would parse.
+class JsonChecker {
+ public:
+  static bool valid(const std::string& text) {
+    JsonChecker c{text};
+    return c.value() && (c.skip_space(), c.pos_ == text.size());
+  }
+
+ private:
+  explicit JsonChecker(const std::string& text) : s_(text) {}
+  void skip_space() {
+    while (pos_ < s_.size() && std::string_view(" \t\r\n").find(s_[pos_]) != std::string::npos)
+      ++pos_;
+  }
+  bool eat(char c) {
+    skip_space();
+    if (pos_ < s_.size() && s_[pos_] == c) return ++pos_, true;
+    return false;
+  }
+  bool literal(std::string_view word) {
+    if (s_.compare(pos_, word.size(), word) != 0) return false;
+    pos_ += word.size();
+    return true;
+  }
+  bool digits() {
+    const std::size_t start = pos_;
+    while (pos_ < s_.size() && std::isdigit(static_cast<unsigned char>(s_[pos_]))) ++pos_;
+    return pos_ > start;
+  }
+  bool number() {
+    if (s_[pos_] == '-') ++pos_;
+    if (pos_ < s_.size() && s_[pos_] == '0')
+      ++pos_;
+    else if (!digits())
+      return false;
+    if (pos_ < s_.size() && s_[pos_] == '.' && (++pos_, !digits())) return false;
+    if (pos_ < s_.size() && (s_[pos_] == 'e' || s_[pos_] == 'E')) {
+      ++pos_;
+      if (pos_ < s_.size() && (s_[pos_] == '+' || s_[pos_] == '-')) ++pos_;
+      if (!digits()) return false;
+    }
+    return true;
+  }
+  bool string() {
+    if (!eat('"')) return false;
+    while (pos_ < s_.size()) {
+      const char c = s_[pos_++];
+      if (c == '"') return true;
+      if (static_cast<unsigned char>(c) < 0x20) return false;
+      if (c == '\\') {
+        if (pos_ >= s_.size()) return false;
+        const char e = s_[pos_++];
+        if (e == 'u') {
+          for (int i = 0; i < 4; ++i)
+            if (pos_ >= s_.size() || !std::isxdigit(static_cast<unsigned char>(s_[pos_++])))
+              return false;
+        } else if (std::string_view("\"\\/bfnrt").find(e) == std::string::npos) {
+          return false;
+        }
+      }
+    }
+    return false;
+  }
+  bool value() {
+    skip_space();
+    if (pos_ >= s_.size()) return false;
+    const char c = s_[pos_];
+    if (c == '{') {
+      ++pos_;
+      if (eat('}')) return true;
+      do {
+        skip_space();
+        if (!string() || !eat(':') || !value()) return false;
+      } while (eat(','));
+      return eat('}');
+    }
+    if (c == '[') {
+      ++pos_;
+      if (eat(']')) return true;
+      do {
+        if (!value()) return false;
+      } while (eat(','));
+      return eat(']');
+    }
+    if (c == '"') return string();
+    if (c == 't') return literal("true");
+    if (c == 'f') return literal("false");
+    if (c == 'n') return literal("null");
+    return number();
+  }
+
+  const std::string& s_;
+  std::size_t pos_ = 0;
+};
+
+TEST(JsonChecker, TellsValidFromInvalid) {
+  EXPECT_TRUE(JsonChecker::valid(R"({"a": [1, -2.5e3, "x\n", null, true], "b": {}})"));
+  EXPECT_FALSE(JsonChecker::valid(R"({"a": nan})"));
+  EXPECT_FALSE(JsonChecker::valid(R"({"a": 1,})"));
+  EXPECT_FALSE(JsonChecker::valid(R"([01])"));
+  EXPECT_FALSE(JsonChecker::valid("{\"a\": \"line\nbreak\"}"));
+}
+
+// Leaves the process timeline as every test expects to find it: off and empty.
+struct TimelineReset {
+  ~TimelineReset() {
+    Timeline::process().stop_recording();
+    Timeline::process().clear();
+  }
+};
+
+// First in the file so that the timeline has never recorded: not even a reservation exists.
+TEST(Timeline, RecordsAndAllocatesNothingWhenOff) {
+  TimelineReset reset;
+  Timeline& timeline = Timeline::process();
+  ASSERT_FALSE(timeline.recording());
+  const long before = g_allocations.load();
+  for (int i = 0; i < 1000; ++i) {
+    timeline.set_step(i);
+    ScopedSpan span(Track::compute, "forward");
+    const auto now = std::chrono::steady_clock::now();
+    timeline.add(Track::data, "batch", now, now);
+  }
+  EXPECT_EQ(g_allocations.load() - before, 0);
+  EXPECT_TRUE(timeline.spans().empty());
+}
+
+TEST(Timeline, RecordsSpansWithTrackAndStep) {
+  TimelineReset reset;
+  Timeline& timeline = Timeline::process();
+  timeline.start_recording(16);
+  EXPECT_TRUE(timeline.recording());
+  timeline.set_step(7);
+  {
+    ScopedSpan step(Track::step, "step");
+    ScopedSpan compute(Track::compute, "forward");
+    usleep(2000);
+  }
+  timeline.set_step(8);
+  const auto t0 = std::chrono::steady_clock::now();
+  timeline.add(Track::all_to_all, "dispatch", t0, t0 + std::chrono::microseconds(250));
+  const long before = g_allocations.load();
+  { ScopedSpan within_reservation(Track::aggregation, "median"); }
+  EXPECT_EQ(g_allocations.load() - before, 0) << "recording within the reservation allocates";
+  timeline.stop_recording();
+  { ScopedSpan after_stop(Track::eval, "eval"); }
+
+  const std::vector<Span>& spans = timeline.spans();
+  ASSERT_EQ(spans.size(), 4u);
+  // Destruction order: the inner span ends first.
+  EXPECT_EQ(spans[0].track, Track::compute);
+  EXPECT_STREQ(spans[0].name, "forward");
+  EXPECT_EQ(spans[0].step, 7);
+  EXPECT_EQ(spans[1].track, Track::step);
+  EXPECT_EQ(spans[1].step, 7);
+  EXPECT_LE(spans[1].begin_us, spans[0].begin_us);
+  EXPECT_GE(spans[1].end_us, spans[0].end_us);
+  EXPECT_GE(spans[0].end_us - spans[0].begin_us, 2000.0);
+  EXPECT_GE(spans[0].begin_us, 0.0);
+  EXPECT_EQ(spans[2].track, Track::all_to_all);
+  EXPECT_EQ(spans[2].step, 8);
+  EXPECT_NEAR(spans[2].end_us - spans[2].begin_us, 250.0, 1e-6);
+  EXPECT_EQ(spans[3].track, Track::aggregation);
+}
+
+TEST(Timeline, OriginIsKeptAcrossWindows) {
+  TimelineReset reset;
+  Timeline& timeline = Timeline::process();
+  timeline.start_recording();
+  { ScopedSpan first(Track::data, "batch"); }
+  timeline.stop_recording();
+  const double first_begin = timeline.spans().at(0).begin_us;
+  timeline.clear();
+  usleep(1000);
+  timeline.start_recording();
+  { ScopedSpan second(Track::data, "batch"); }
+  ASSERT_EQ(timeline.spans().size(), 1u);
+  EXPECT_GE(timeline.spans()[0].begin_us - first_begin, 1000.0);
+}
+
+TEST(Timeline, TrackNames) {
+  const char* expected[] = {"step",        "data",      "compute", "all-to-all", "pipeline",
+                            "aggregation", "consensus", "metrics", "checkpoint", "eval"};
+  static_assert(std::size(expected) == daa::core::kTrackCount);
+  for (int i = 0; i < daa::core::kTrackCount; ++i)
+    EXPECT_STREQ(daa::core::track_name(static_cast<Track>(i)), expected[i]);
+}
+
+TEST(ChromeTrace, ExactDocument) {
+  const std::vector<Span> spans = {{Track::compute, "forward", 3, 10.0, 12.5},
+                                   {Track::all_to_all, "dispatch", 3, 12.5, 13.0004},
+                                   {Track::compute, "backward", 4, 1500.25, 3000.125}};
+  const std::string json = daa::obs::chrome_trace_json(spans, 2, "node\"7");
+  EXPECT_EQ(json,
+            "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n"
+            "{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":3,\"tid\":0,"
+            "\"args\":{\"name\":\"rank 2 (node\\\"7)\"}},\n"
+            "{\"name\":\"process_sort_index\",\"ph\":\"M\",\"pid\":3,\"tid\":0,"
+            "\"args\":{\"sort_index\":2}},\n"
+            "{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":3,\"tid\":3,"
+            "\"args\":{\"name\":\"compute\"}},\n"
+            "{\"name\":\"thread_sort_index\",\"ph\":\"M\",\"pid\":3,\"tid\":3,"
+            "\"args\":{\"sort_index\":2}},\n"
+            "{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":3,\"tid\":4,"
+            "\"args\":{\"name\":\"all-to-all\"}},\n"
+            "{\"name\":\"thread_sort_index\",\"ph\":\"M\",\"pid\":3,\"tid\":4,"
+            "\"args\":{\"sort_index\":3}},\n"
+            "{\"name\":\"forward\",\"cat\":\"compute\",\"ph\":\"X\",\"ts\":10.000,\"dur\":2.500,"
+            "\"pid\":3,\"tid\":3,\"args\":{\"step\":3}},\n"
+            "{\"name\":\"dispatch\",\"cat\":\"all-to-all\",\"ph\":\"X\",\"ts\":12.500,"
+            "\"dur\":0.500,\"pid\":3,\"tid\":4,\"args\":{\"step\":3}},\n"
+            "{\"name\":\"backward\",\"cat\":\"compute\",\"ph\":\"X\",\"ts\":1500.250,"
+            "\"dur\":1499.875,\"pid\":3,\"tid\":3,\"args\":{\"step\":4}}\n"
+            "]}\n");
+  EXPECT_TRUE(JsonChecker::valid(json));
+}
+
+TEST(ChromeTrace, EmptyTimelineIsStillAValidTrace) {
+  const std::string json = daa::obs::chrome_trace_json({}, 0, "h");
+  EXPECT_TRUE(JsonChecker::valid(json));
+  EXPECT_THAT(json, HasSubstr("\"rank 0 (h)\""));
+  EXPECT_THAT(json, ::testing::Not(HasSubstr("thread_name")));
+}
+
+TEST(ChromeTrace, RecordedTimelineWritesAParsableFile) {
+  TimelineReset reset;
+  Timeline& timeline = Timeline::process();
+  timeline.start_recording();
+  for (int step = 1; step <= 3; ++step) {
+    timeline.set_step(step);
+    ScopedSpan whole(Track::step, "step");
+    { ScopedSpan data(Track::data, "batch"); }
+    { ScopedSpan compute(Track::compute, "forward"); }
+    { ScopedSpan aggregation(Track::aggregation, "robust all-reduce"); }
+  }
+  timeline.stop_recording();
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("daa-test-obs-" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "rank0.json").string();
+  daa::obs::write_chrome_trace(path, timeline.spans(), 0, daa::obs::host_name());
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  EXPECT_TRUE(JsonChecker::valid(text.str()));
+  EXPECT_EQ(text.str(), daa::obs::chrome_trace_json(timeline.spans(), 0, daa::obs::host_name()));
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+  // DAA_KEEP_TRACE keeps a sample for checking by hand (python3 -m json.tool, Perfetto).
+  if (!std::getenv("DAA_KEEP_TRACE")) std::filesystem::remove_all(dir);
+
+  const std::string missing = "/nonexistent-daa-dir/trace/rank0.json";
+  try {
+    daa::obs::write_chrome_trace(missing, timeline.spans(), 0, "h");
+    FAIL() << "expected daa::Error";
+  } catch (const daa::Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr(missing));
+  }
+}
+
+TEST(Prometheus, ExactTextForASmallCase) {
+  daa::obs::PrometheusText text;
+  text.gauge("daa_step", "Training steps done.", 42);
+  text.gauge("daa_resident_memory_bytes", "Resident memory of the rank.", 1.5e9,
+             {{"rank", "0"}, {"host", "a\"b\\c\nd"}});
+  text.gauge("daa_resident_memory_bytes", "Resident memory of the rank.", 2048,
+             {{"rank", "1"}, {"host", "n2"}});
+  text.counter("daa_dropped_tokens_total", "Tokens dropped by expert capacity,\nall layers.", 7);
+  daa::obs::Histogram histogram({0.5, 1});
+  for (double v : {0.25, 0.5, 0.75, 3.0}) histogram.observe(v);
+  text.histogram("daa_step_seconds", "Wall time per step.", histogram, {{"rank", "0"}});
+  text.gauge("daa_loss", "Training loss.", 0.1);
+  EXPECT_EQ(text.text(),
+            "# HELP daa_step Training steps done.\n"
+            "# TYPE daa_step gauge\n"
+            "daa_step 42\n"
+            "# HELP daa_resident_memory_bytes Resident memory of the rank.\n"
+            "# TYPE daa_resident_memory_bytes gauge\n"
+            "daa_resident_memory_bytes{rank=\"0\",host=\"a\\\"b\\\\c\\nd\"} 1500000000\n"
+            "daa_resident_memory_bytes{rank=\"1\",host=\"n2\"} 2048\n"
+            "# HELP daa_dropped_tokens_total Tokens dropped by expert capacity,\\nall layers.\n"
+            "# TYPE daa_dropped_tokens_total counter\n"
+            "daa_dropped_tokens_total 7\n"
+            "# HELP daa_step_seconds Wall time per step.\n"
+            "# TYPE daa_step_seconds histogram\n"
+            "daa_step_seconds_bucket{rank=\"0\",le=\"0.5\"} 2\n"
+            "daa_step_seconds_bucket{rank=\"0\",le=\"1\"} 3\n"
+            "daa_step_seconds_bucket{rank=\"0\",le=\"+Inf\"} 4\n"
+            "daa_step_seconds_sum{rank=\"0\"} 4.5\n"
+            "daa_step_seconds_count{rank=\"0\"} 4\n"
+            "# HELP daa_loss Training loss.\n"
+            "# TYPE daa_loss gauge\n"
+            "daa_loss 0.1\n");
+}
+
+TEST(Prometheus, ValuesRoundTrip) {
+  using daa::obs::prometheus_value;
+  EXPECT_EQ(prometheus_value(std::numeric_limits<double>::quiet_NaN()), "NaN");
+  EXPECT_EQ(prometheus_value(std::numeric_limits<double>::infinity()), "+Inf");
+  EXPECT_EQ(prometheus_value(-std::numeric_limits<double>::infinity()), "-Inf");
+  EXPECT_EQ(prometheus_value(123456789), "123456789");
+  EXPECT_EQ(prometheus_value(0), "0");
+  EXPECT_EQ(prometheus_value(-2.5), "-2.5");
+  for (double v : {0.1, 1.0 / 3, 6.02214076e23, 1e-300, 2.0 / 7 * 1e9})
+    EXPECT_EQ(std::strtod(prometheus_value(v).c_str(), nullptr), v) << prometheus_value(v);
+}
+
+TEST(Prometheus, HistogramWithoutLabelsAndEmpty) {
+  daa::obs::PrometheusText text;
+  text.histogram("h", "Empty.", daa::obs::Histogram({1}));
+  EXPECT_EQ(text.text(),
+            "# HELP h Empty.\n# TYPE h histogram\nh_bucket{le=\"1\"} 0\nh_bucket{le=\"+Inf\"} 0\n"
+            "h_sum 0\nh_count 0\n");
+}
+
+TEST(Prometheus, HistogramBucketsAreCumulative) {
+  daa::obs::Histogram h = daa::obs::Histogram::step_seconds();
+  ASSERT_EQ(h.upper_bounds().size(), 15u);
+  EXPECT_EQ(h.upper_bounds().front(), 0.001);
+  EXPECT_EQ(h.upper_bounds().back(), 60.0);
+  h.observe(0.0005);  // below the first bound
+  h.observe(0.003);   // le 0.005
+  h.observe(0.005);   // a value on a bound counts in that bucket
+  h.observe(100);     // only +Inf
+  h.observe(std::numeric_limits<double>::quiet_NaN());
+  const auto& c = h.cumulative_counts();
+  EXPECT_EQ(c[0], 1u);
+  EXPECT_EQ(c[1], 1u);
+  EXPECT_EQ(c[2], 3u);
+  EXPECT_EQ(c.back(), 3u);
+  EXPECT_EQ(h.count(), 5u);
+  for (std::size_t i = 1; i < c.size(); ++i) EXPECT_LE(c[i - 1], c[i]);
+}
+
+TEST(Prometheus, BadHistogramBoundsRejected) {
+  EXPECT_THROW(daa::obs::Histogram({1, 0.5}), daa::Error);
+  EXPECT_THROW(daa::obs::Histogram({1, 1}), daa::Error);
+  EXPECT_THROW(daa::obs::Histogram({1, std::numeric_limits<double>::infinity()}), daa::Error);
+  EXPECT_THROW(daa::obs::Histogram({std::numeric_limits<double>::quiet_NaN()}), daa::Error);
+  EXPECT_NO_THROW(daa::obs::Histogram({}));
+}
+
+// Runs `write` and expects a daa::Error whose message names `culprit`.
+template <typename Write>
+void expect_rejected(Write write, const std::string& culprit) {
+  try {
+    write();
+    ADD_FAILURE() << "expected daa::Error naming '" << culprit << "'";
+  } catch (const daa::Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("'" + culprit + "'"));
+  }
+}
+
+TEST(Prometheus, InvalidNamesRejected) {
+  daa::obs::PrometheusText text;
+  for (const std::string name : {"", "1abc", "a-b", "a b", "é"})
+    expect_rejected([&] { text.gauge(name, "x", 1); }, name);
+  for (const std::string label : {"", "0x", "a:b", "__reserved", "a-b"})
+    expect_rejected([&] { text.gauge("ok", "x", 1, {{label, "v"}}); }, label);
+  expect_rejected([&] { text.gauge("ok", "x", 1, {{"a", "1"}, {"a", "2"}}); }, "a");
+  expect_rejected([&] { text.counter("daa_tokens", "x", 1); }, "daa_tokens");
+  expect_rejected(
+      [&] {
+        text.histogram("daa_h", "x", daa::obs::Histogram({1}), {{"le", "1"}});
+      },
+      "le");
+  EXPECT_EQ(text.text(), "") << "a rejected sample must leave no half-written family";
+  EXPECT_NO_THROW(text.gauge("ns:sub_name_2", "x", 1, {{"_a1", ""}}));
+}
+
+TEST(Prometheus, FamilyReopenedAfterAnotherRejected) {
+  daa::obs::PrometheusText text;
+  text.gauge("a", "A.", 1, {{"rank", "0"}});
+  text.gauge("b", "B.", 2);
+  expect_rejected([&] { text.gauge("a", "A.", 3, {{"rank", "1"}}); }, "a");
+  expect_rejected([&] { text.counter("b", "B.", 3); }, "b");  // not _total: rejected anyway
+  daa::obs::PrometheusText typed;
+  typed.gauge("x_total", "X.", 1);
+  expect_rejected([&] { typed.counter("x_total", "X.", 2); }, "x_total");
+}
+
+TEST(Process, ResidentMemoryGrowsWithTouchedPages) {
+  const std::int64_t before = daa::obs::resident_memory_bytes();
+  ASSERT_GT(before, 0);
+  constexpr std::size_t kBytes = 64 << 20;
+  std::vector<unsigned char> buffer(kBytes);
+  for (std::size_t i = 0; i < kBytes; i += 512) buffer[i] = static_cast<unsigned char>(i >> 9);
+  const std::int64_t after = daa::obs::resident_memory_bytes();
+  EXPECT_GE(after - before, std::int64_t(kBytes) * 3 / 4) << before << " -> " << after;
+  EXPECT_EQ(buffer[kBytes - 512], static_cast<unsigned char>((kBytes - 512) >> 9));
+}
+
+TEST(Process, DeviceMemoryOnlyWithCuda) {
+#if defined(KOKKOS_ENABLE_CUDA)
+  const auto used = daa::obs::device_memory_used_bytes();
+  ASSERT_TRUE(used.has_value());
+  EXPECT_GT(*used, 0);
+#else
+  EXPECT_FALSE(daa::obs::device_memory_used_bytes().has_value());
+#endif
+}
+
+TEST(Process, HostName) {
+  char expected[256] = {};
+  ASSERT_EQ(gethostname(expected, sizeof(expected) - 1), 0);
+  EXPECT_EQ(daa::obs::host_name(), expected);
+}
+
+TEST(Status, ExactDocument) {
+  daa::obs::RunStatus s;
+  s.run = "tiny";
+  s.state = "training";
+  s.health = "degraded";
+  s.step = 120;
+  s.total_steps = 400;
+  s.epoch = 2;
+  s.loss = 0.5;
+  s.train_accuracy = 0.875;
+  s.samples_per_s = 1234.5;
+  s.seconds_per_step = 0.25;
+  s.ranks = 8;
+  s.pipeline_stages = 2;
+  s.data_parallel = 4;
+  s.expert_parallel = 2;
+  s.micro_batches = 4;
+  s.suspects = {{3, "n1", 0.125}, {6, "n\"2", 0.25}};
+  s.stragglers = {{5, "n3", 410.5}};
+  s.median_compute_ms = 100;
+  s.quarantined = {3, 6};
+  s.last_checkpoint_step = 100;
+  s.last_checkpoint = "runs/tiny/checkpoints/step-100.h5";
+  s.updated_unix_ms = 1700000000123;
+  s.message = "";
+  const std::string json = daa::obs::status_json(s);
+  EXPECT_EQ(json,
+            "{\n"
+            "  \"run\": \"tiny\",\n"
+            "  \"state\": \"training\",\n"
+            "  \"health\": \"degraded\",\n"
+            "  \"step\": 120,\n"
+            "  \"total_steps\": 400,\n"
+            "  \"epoch\": 2,\n"
+            "  \"loss\": 0.5,\n"
+            "  \"train_accuracy\": 0.875,\n"
+            "  \"samples_per_s\": 1234.5,\n"
+            "  \"seconds_per_step\": 0.25,\n"
+            "  \"layout\": {\"ranks\": 8, \"pipeline_stages\": 2, \"data_parallel\": 4, "
+            "\"expert_parallel\": 2, \"micro_batches\": 4},\n"
+            "  \"suspects\": [\n"
+            "    {\"rank\": 3, \"host\": \"n1\", \"reputation\": 0.125},\n"
+            "    {\"rank\": 6, \"host\": \"n\\\"2\", \"reputation\": 0.25}\n"
+            "  ],\n"
+            "  \"stragglers\": [\n"
+            "    {\"rank\": 5, \"host\": \"n3\", \"compute_ms\": 410.5}\n"
+            "  ],\n"
+            "  \"median_compute_ms\": 100,\n"
+            "  \"quarantined\": [3, 6],\n"
+            "  \"last_checkpoint_step\": 100,\n"
+            "  \"last_checkpoint\": \"runs/tiny/checkpoints/step-100.h5\",\n"
+            "  \"updated_unix_ms\": 1700000000123,\n"
+            "  \"message\": \"\"\n"
+            "}\n");
+  EXPECT_TRUE(JsonChecker::valid(json));
+}
+
+TEST(Status, EmptyListsAndNonFiniteNumbers) {
+  daa::obs::RunStatus s;
+  s.run = "r";
+  s.state = "failed";
+  s.health = "ok";
+  s.loss = std::numeric_limits<double>::quiet_NaN();
+  s.samples_per_s = std::numeric_limits<double>::infinity();
+  s.message = "diverged: loss is NaN at step 3\n";
+  const std::string json = daa::obs::status_json(s);
+  EXPECT_TRUE(JsonChecker::valid(json)) << json;
+  EXPECT_THAT(json, HasSubstr("  \"loss\": null,\n"));
+  EXPECT_THAT(json, HasSubstr("  \"samples_per_s\": null,\n"));
+  EXPECT_THAT(json, HasSubstr("  \"suspects\": [],\n  \"stragglers\": [],\n"));
+  EXPECT_THAT(json, HasSubstr("  \"quarantined\": [],\n"));
+  EXPECT_THAT(json, HasSubstr("  \"last_checkpoint_step\": -1,\n  \"last_checkpoint\": \"\",\n"));
+  EXPECT_THAT(json, HasSubstr("\"message\": \"diverged: loss is NaN at step 3\\u000a\"\n}\n"));
+}
+
+}  // namespace
