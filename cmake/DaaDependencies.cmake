@@ -34,6 +34,8 @@ find_package(tomlplusplus REQUIRED)
 find_package(CLI11 REQUIRED)
 find_package(fmt REQUIRED)
 find_package(ZLIB REQUIRED)
+# The watchdog's thread (core/watchdog.cpp).
+find_package(Threads REQUIRED)
 set_package_properties(tomlplusplus PROPERTIES TYPE REQUIRED PURPOSE "input files")
 set_package_properties(CLI11 PROPERTIES TYPE REQUIRED PURPOSE "command line")
 set_package_properties(fmt PROPERTIES TYPE REQUIRED PURPOSE "formatted output")

@@ -336,6 +336,10 @@ const std::vector<Key>& schema() {
                           "bit-flip: probability that a value gets one random bit flipped"));
     k.push_back(bool_key("byzantine", "lie_as_owner", &C::byzantine, &ByzantineConfig::lie_as_owner,
                          "sharded mode: the faulty ranks also publish wrong chunk results"));
+    k.push_back(float_key("byzantine", "delay_ms", &C::byzantine, &ByzantineConfig::delay_ms, 0,
+                          false, 1e6, false,
+                          "the faulty ranks also compute this many milliseconds longer each step "
+                          "(a straggler)"));
     // [consensus]
     k.push_back(int_key("consensus", "every_steps", &C::consensus, &ConsensusConfig::every_steps, 0,
                         1000000000,
@@ -376,6 +380,27 @@ const std::vector<Key>& schema() {
                         "only at the end and on SIGUSR1/SIGTERM"));
     k.push_back(int_key("checkpoint", "keep", &C::checkpoint, &CheckpointConfig::keep, 0, 1000000,
                         "keep the newest this many checkpoints; 0: keep all"));
+    // [observe]
+    k.push_back(int_key("observe", "every_steps", &C::observe, &ObserveConfig::every_steps, 0,
+                        1000000000,
+                        "replace metrics.prom and status.json every this many steps; 0: off"));
+    k.push_back(int_key("observe", "trace_first_step", &C::observe,
+                        &ObserveConfig::trace_first_step, 1, 1000000000,
+                        "first step of the trace window (numbered as in the progress lines)"));
+    k.push_back(int_key("observe", "trace_steps", &C::observe, &ObserveConfig::trace_steps, 0,
+                        1000000, "steps traced into trace/rank<N>.json; 0: no trace"));
+    k.push_back(float_key("observe", "straggler_factor", &C::observe,
+                          &ObserveConfig::straggler_factor, 0, false, 1e6, false,
+                          "a rank whose compute time per step exceeds this times the ranks' "
+                          "median is named a straggler; 0: off"));
+    // [watchdog]
+    k.push_back(float_key("watchdog", "timeout_s", &C::watchdog, &WatchdogConfig::timeout_s, 0,
+                          false, 1e6, false,
+                          "a rank that finishes no step (or evaluation chunk) in this many "
+                          "seconds exits with code 4: a peer died or hung; 0: off"));
+    k.push_back(float_key("watchdog", "checkpoint_timeout_s", &C::watchdog,
+                          &WatchdogConfig::checkpoint_timeout_s, 0, false, 1e6, false,
+                          "the same for start-up, restart and each checkpoint write"));
     // [log]
     k.push_back(int_key("log", "every_steps", &C::log, &LogConfig::every_steps, 1, 1000000000,
                         "print a progress line every this many steps"));
@@ -848,11 +873,13 @@ Config parse_config(const std::string& text, const std::string& source,
         "(\"allreduce\" can only sum)",
         pair_origin("robust", "rule", "mode"), config.robust.rule));
   }
-  if (config.byzantine.ranks.empty() != (config.byzantine.attack == "none")) {
-    throw ConfigError(
-        fmt::format("{}: [byzantine] ranks = \"{}\" and attack = \"{}\": give both, or neither",
-                    pair_origin("byzantine", "ranks", "attack"), config.byzantine.ranks,
-                    config.byzantine.attack));
+  const bool misbehaves = config.byzantine.attack != "none" || config.byzantine.delay_ms > 0;
+  if (config.byzantine.ranks.empty() == misbehaves) {
+    throw ConfigError(fmt::format(
+        "{}: [byzantine] ranks = \"{}\", attack = \"{}\" and delay_ms = {}: faulty ranks need an "
+        "attack or a delay, and an attack or a delay needs ranks",
+        pair_origin("byzantine", "ranks", "attack"), config.byzantine.ranks,
+        config.byzantine.attack, config.byzantine.delay_ms));
   }
   return config;
 }

@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "daa/core/error.hpp"
+#include "daa/core/timeline.hpp"
 
 namespace daa::parallel {
 namespace {
@@ -104,6 +105,7 @@ DispatchStats& DispatchStats::operator+=(const DispatchStats& other) {
 
 DispatchPlan DispatchPlan::build(const Communicator& ep_group,
                                  std::span<const std::size_t> rows_per_expert) {
+  const core::ScopedSpan span(core::Track::all_to_all, "plan");
   static_assert(sizeof(std::size_t) == sizeof(std::uint64_t), "counts travel as MPI_UINT64_T");
   DispatchPlan plan(ep_group);
   const std::size_t ep = std::size_t(ep_group.size());
@@ -239,6 +241,7 @@ void TokenDispatcher::fill_counts(const DispatchPlan& plan, std::size_t width, b
 template <class T>
 void TokenDispatcher::to_experts(const DispatchPlan& plan, const kernels::Matrix<T>& packed,
                                  kernels::Matrix<T>& expert_rows) {
+  const core::ScopedSpan span(core::Track::all_to_all, "to experts");
   const std::size_t width = packed.extent(1);
   plan.check_width(width);
   if (packed.extent(0) != plan.send_rows())
@@ -289,6 +292,7 @@ void TokenDispatcher::to_experts(const DispatchPlan& plan, const kernels::Matrix
 template <class T>
 void TokenDispatcher::to_sources(const DispatchPlan& plan, const kernels::Matrix<T>& expert_rows,
                                  kernels::Matrix<T>& packed_out) {
+  const core::ScopedSpan span(core::Track::all_to_all, "to sources");
   const std::size_t width = expert_rows.extent(1);
   plan.check_width(width);
   if (expert_rows.extent(0) != plan.recv_rows())

@@ -2,8 +2,11 @@
 #include "daa/train/optimizer.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <numbers>
+
+#include "daa/core/timeline.hpp"
 
 namespace daa::train {
 
@@ -88,7 +91,14 @@ double clip_gradients(const kernels::Vector<T>& grads, double max_norm, const No
   double squares = 0;
   if (shares.count_dense) squares += gradient_norm_squared(grads, 0, dense);
   if (shares.count_expert) squares += gradient_norm_squared(grads, dense, grads.extent(0));
-  if (shares.group && shares.group->size() > 1) shares.group->allreduce_sum(&squares, 1);
+  if (shares.group && shares.group->size() > 1) {
+    const core::ScopedSpan span(core::Track::metrics, "gradient norm all-reduce");
+    const auto start = std::chrono::steady_clock::now();
+    shares.group->allreduce_sum(&squares, 1);
+    if (shares.reduce_seconds)
+      *shares.reduce_seconds +=
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
   const double norm = std::sqrt(squares);
   if (max_norm > 0 && norm > max_norm) {
     const T scale = T(max_norm / (norm + 1e-6));

@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "daa/core/error.hpp"
+#include "daa/obs/process.hpp"
 #include "daa/robust/consensus.hpp"
 #include "daa/train/trainer.hpp"
 
@@ -73,13 +74,6 @@ std::vector<int> expert_data_parallel_ranks(const parallel::Layout& layout, int 
   return ranks;
 }
 
-std::string host_name() {
-  char name[MPI_MAX_PROCESSOR_NAME] = {};
-  int length = 0;
-  DAA_MPI_CHECK(MPI_Get_processor_name(name, &length));
-  return std::string(name, std::size_t(length));
-}
-
 }  // namespace
 
 void check_robust_layout(const core::Config& config, int ranks) {
@@ -131,14 +125,8 @@ RobustTraining::RobustTraining(const core::Config& config, const parallel::Topol
     params.reward_per_sample = config.ledger.reward_per_sample;
     params.quality_bonus = config.ledger.quality_bonus;
     ledger_.emplace(world.size(), params);
-    const auto width = static_cast<std::size_t>(MPI_MAX_PROCESSOR_NAME);
-    std::vector<char> mine(width, 0), all(width * static_cast<std::size_t>(world.size()));
-    const std::string host = host_name();
-    std::copy_n(host.begin(), std::min<std::size_t>(host.size(), mine.size() - 1), mine.begin());
-    DAA_MPI_CHECK(MPI_Allgather(mine.data(), MPI_MAX_PROCESSOR_NAME, MPI_CHAR, all.data(),
-                                MPI_MAX_PROCESSOR_NAME, MPI_CHAR, world.comm()));
-    for (int r = 0; r < world.size(); ++r)
-      ledger_->set_host(r, std::string(all.data() + std::size_t(r) * MPI_MAX_PROCESSOR_NAME));
+    const std::vector<std::string> hosts = world.all_gather(obs::host_name());
+    for (int r = 0; r < world.size(); ++r) ledger_->set_host(r, hosts[std::size_t(r)]);
   }
 }
 
@@ -341,6 +329,10 @@ void RobustTraining::fill_summary(obs::RunSummary& summary) const {
   if (fault_.attack != robust::Attack::none)
     summary.byzantine =
         fmt::format("ranks {} simulate {}", config_.byzantine.ranks, config_.byzantine.attack);
+  if (config_.byzantine.delay_ms > 0)
+    summary.byzantine += fmt::format("{}ranks {} compute {} ms longer per step",
+                                     summary.byzantine.empty() ? "" : "; ", config_.byzantine.ranks,
+                                     config_.byzantine.delay_ms);
   if (!ledger_) return;
   const std::vector<int> suspects = ledger_->suspects();
   for (const robust::RankAccount& a : ledger_->accounts()) {

@@ -25,6 +25,10 @@ class RobustTraining {
   RobustTraining(const core::Config& config, const parallel::Topology& topology);
 
   bool flips_labels() const { return faulty_ && fault_.attack == robust::Attack::label_flip; }
+  // Extra compute time per step of a simulated straggler ([byzantine] delay_ms); 0 elsewhere.
+  double simulated_delay_seconds() const {
+    return faulty_ ? config_.byzantine.delay_ms * 1e-3 : 0.0;
+  }
 
   // grads: this rank's flat gradient (host memory, fenced), dense parameters first, each part
   // already this rank's mean gradient. Replaces it by the aggregate over the dense parameters'
@@ -40,6 +44,9 @@ class RobustTraining {
   void consensus(std::span<const double> counts, std::span<float> bias, std::int64_t step);
 
   bool keeps_ledger() const { return ledger_.has_value(); }
+  // The ledger (identical on every rank), or nullptr without one.
+  const robust::Ledger* ledger() const { return ledger_ ? &*ledger_ : nullptr; }
+  const std::vector<char>& quarantined() const { return quarantined_; }  // by world rank
   // For the progress log: lowest reputation and the suspects; empty without a ledger.
   std::string progress_line() const;
   // The ledger's per-rank report lines (empty without a ledger).

@@ -12,16 +12,21 @@
 #include <numeric>
 #include <optional>
 #include <sstream>
+#include <thread>
 
 #include "checkpointing.hpp"
 #include "daa/core/error.hpp"
+#include "daa/core/timeline.hpp"
+#include "daa/core/watchdog.hpp"
 #include "daa/io/checkpoint.hpp"
 #include "daa/kernels/linalg.hpp"
 #include "daa/model/moe_model.hpp"
+#include "daa/obs/process.hpp"
 #include "daa/parallel/expert_registry.hpp"
 #include "daa/parallel/topology.hpp"
 #include "daa/robust/attacks.hpp"
 #include "daa/train/optimizer.hpp"
+#include "observer.hpp"
 #include "robust_training.hpp"
 
 namespace daa::train {
@@ -33,6 +38,8 @@ double since(Clock::time_point t) {
 }
 
 using Model = model::MoeModel<float>;
+using core::ScopedSpan;
+using core::Track;
 
 // Device batch buffers plus their host staging twins (the same memory on host backends).
 struct Batch {
@@ -63,9 +70,12 @@ struct EvalResult {
 // Test-set evaluation: each data-parallel index takes a contiguous slice, in chunks, and runs it
 // through the pipeline stages; the last stage sums loss and hits, reduced once over the world.
 // Every rank makes the same number of model calls (some with zero rows), because with expert
-// parallelism each call is collective over the expert-parallel group.
+// parallelism each call is collective over the expert-parallel group. A watchdog, if given,
+// gets `timeout` seconds per chunk.
 EvalResult evaluate(Model& model, const io::ImageSet& set, const parallel::Topology& topology,
-                    int d_model) {
+                    int d_model, core::Watchdog* watchdog = nullptr, std::int64_t step = 0,
+                    double timeout = 0) {
+  const ScopedSpan span(Track::eval, "evaluation");
   const parallel::Communicator& world = topology.world();
   const int dp = topology.layout().data_parallel, index = topology.place().dp_index;
   const int stages = topology.layout().pipeline_stages, stage = topology.place().stage;
@@ -79,6 +89,7 @@ EvalResult evaluate(Model& model, const io::ImageSet& set, const parallel::Topol
   kernels::Matrix<float> received("eval_received", 0, 0);
   double sums[3] = {0, 0, 0};  // loss, correct, samples
   for (std::int64_t c = 0; c < calls; ++c) {
+    if (watchdog) watchdog->expect_progress("evaluation", step, timeout);
     indices.clear();
     for (std::int64_t i = begin + c * chunk; i < std::min(end, begin + (c + 1) * chunk); ++i)
       indices.push_back(i);
@@ -266,14 +277,15 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
   const bool root = world.is_root();
   std::string log_path;
   const bool checkpointing = options.write_run_directory;
-  const std::string checkpoint_dir =
-      (std::filesystem::path(config.run.output_dir) / config.run.name / "checkpoints").string();
+  const std::string run_dir =
+      (std::filesystem::path(config.run.output_dir) / config.run.name).string();
+  const std::string checkpoint_dir = run_dir + "/checkpoints";
   // Only rank 0 touches the run directory; a failure there must still end every rank.
   std::exception_ptr setup_error;
   std::optional<obs::ProgressLog> log;
   try {
     if (options.write_run_directory && root) {
-      const auto dir = std::filesystem::path(config.run.output_dir) / config.run.name;
+      const std::filesystem::path dir = run_dir;
       std::error_code ec;
       std::filesystem::create_directories(dir, ec);
       if (ec)
@@ -315,6 +327,27 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
                                   config.train.weight_decay});
   // Collective: every rank builds it at the same point.
   RobustTraining robust(config, topology);
+  RunObserver observer(config, topology, robust, *log, options.write_run_directory ? run_dir : "",
+                       total_steps);
+  // After the observer: stopped before it goes.
+  core::Watchdog watchdog(world.rank(), obs::host_name(), [&observer](const std::string& message) {
+    observer.mark_failed(message);
+  });
+  const core::WatchdogConfig& limits = config.watchdog;
+  watchdog.expect_progress("start-up", 0, limits.checkpoint_timeout_s);
+  // status.json says "failed" when an error leaves the run (every rank throws alike).
+  struct FailureMark {
+    RunObserver& observer;
+    const int uncaught = std::uncaught_exceptions();
+    ~FailureMark() {
+      if (std::uncaught_exceptions() > uncaught)
+        observer.mark_failed("an error ended the run; the failing rank printed it on stderr");
+    }
+  } failure_mark{observer};
+  // Spans of the trace window, ending now.
+  auto trace = [](Track track, const char* name, Clock::time_point begin) {
+    core::Timeline::process().add(track, name, begin, Clock::now());
+  };
   obs::RunSummary summary;
   summary.name = config.run.name;
   summary.ranks = world.size();
@@ -404,6 +437,8 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
   bool stopped_by_signal = false;
 
   auto write_checkpoint = [&](std::int64_t done) {
+    watchdog.expect_progress("checkpoint write", done, limits.checkpoint_timeout_s);
+    const ScopedSpan span(Track::checkpoint, "checkpoint");
     const auto t = Clock::now();
     SavedCheckpoint saved;
     std::exception_ptr error;  // the same on every rank: one of them reports it
@@ -417,6 +452,7 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
     summary.checkpoint_seconds += seconds;
     summary.checkpoints += 1;
     summary.last_checkpoint = saved.path;
+    observer.checkpoint_written(done, saved.path);
     log->line(fmt::format("checkpoint: step {} -> {} ({:.1f} MB in {:.2f} s, {:.0f} MB/s)", done,
                           saved.path, double(saved.bytes) * 1e-6, seconds,
                           double(saved.bytes) * 1e-6 / seconds));
@@ -455,8 +491,21 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
     record.test_accuracy.push_back(test.accuracy);
   };
 
+  auto phase_totals = [&] {
+    return PhaseTotals{.data = phases.data,
+                       .compute = phases.compute,
+                       .communication = phases.comm,
+                       .all_to_all = dispatch_seconds,
+                       .aggregation = robust.aggregation_seconds,
+                       .consensus = robust.consensus_seconds,
+                       .checkpoint = summary.checkpoint_seconds,
+                       .eval = phases.eval};
+  };
+
   std::int64_t step = start_step;
   for (; step < total_steps; ++step) {
+    watchdog.expect_progress("training step", step + 1, limits.timeout_s);
+    observer.step_begin(step + 1);
     const auto step_start = Clock::now();
     const std::int64_t step_epoch = step / steps_per_epoch;
     if (step_epoch != epoch) {
@@ -487,12 +536,14 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
                                  micro_batches),
                  robust.flips_labels());
       phases.data += since(t);
+      trace(Track::data, "batch", t);
       t = Clock::now();
       if (!first_stage) {
         kernels::ensure_extent(received[slot], micro_rows, std::size_t(d_model));
         DAA_MPI_CHECK(MPI_Recv(received[slot].data(), int(micro_rows) * d_model, MPI_FLOAT,
                                topology.previous_stage_rank(), 2 * micro, world.comm(),
                                MPI_STATUS_IGNORE));
+        trace(Track::pipeline, "receive activations", t);
       }
       phases.comm += since(t);
       const double comm_inside = phases.comm;
@@ -500,6 +551,7 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
       const model::BatchStats stats = model.forward(slot, first_stage ? batch.x : received[slot],
                                                     batch.y, /*train=*/true, reduce_stats);
       Kokkos::fence();
+      trace(Track::compute, "forward", t);
       compute += since(t) - (phases.comm - comm_inside) - stats.dispatch_seconds;
       phases.comm += stats.dispatch_seconds;
       expert_seconds += stats.expert_seconds;
@@ -546,12 +598,14 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
         DAA_MPI_CHECK(MPI_Recv(received_grad[slot].data(), int(micro_rows) * d_model, MPI_FLOAT,
                                topology.next_stage_rank(), 2 * micro + 1, world.comm(),
                                MPI_STATUS_IGNORE));
+        trace(Track::pipeline, "receive gradients", t);
       }
       DAA_MPI_CHECK(MPI_Wait(&sends[2 * slot + 1], MPI_STATUS_IGNORE));
       phases.comm += since(t);
       model::BatchStats stats;
       t = Clock::now();
       model.backward(slot, received_grad[slot], stats);
+      trace(Track::compute, "backward", t);
       compute += since(t) - stats.dispatch_seconds;
       phases.comm += stats.dispatch_seconds;
       expert_seconds += stats.expert_seconds;
@@ -576,6 +630,7 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
       const auto t = Clock::now();
       DAA_MPI_CHECK(MPI_Waitall(int(sends.size()), sends.data(), MPI_STATUSES_IGNORE));
       phases.comm += since(t);
+      if (stages > 1) trace(Track::pipeline, "wait for sends", t);
     }
 
     auto t = Clock::now();
@@ -600,27 +655,39 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
                        double(global_batch / dp));
       Kokkos::deep_copy(grads, host);
     }
+    trace(Track::aggregation, "gradient rounds", t);
+    const auto metrics_start = Clock::now();
     world.allreduce_sum(metrics.data(), metrics.size());
+    trace(Track::metrics, "metrics all-reduce", metrics_start);
     phases.comm += since(t);
     stopped_by_signal = metrics[5] > 0;
 
     // Aux losses are global per layer and summed on every data-parallel rank of its stage.
     const double loss = metrics[0] / metrics[3] + metrics[1] / (dp * micro_batches);
-    if (!std::isfinite(loss))
-      throw DivergenceError(
-          fmt::format("training diverged: loss is {} at step {}", loss, step + 1));
+    if (!std::isfinite(loss)) {
+      const std::string message =
+          fmt::format("training diverged: loss is {} at step {}", loss, step + 1);
+      observer.mark_failed(message);
+      throw DivergenceError(message);
+    }
 
     t = Clock::now();
+    double norm_reduce = 0;
     clip_gradients(grads, config.train.grad_clip,
                    {.dense_size = dense,
                     .count_dense = place.dp_index == 0,
                     .count_expert = place.edp_index == 0,
-                    .group = &world});
+                    .group = &world,
+                    .reduce_seconds = &norm_reduce});
     const double lr = learning_rate(step, total_steps, config.train.warmup_steps, config.train.lr,
                                     config.train.min_lr);
     optimizer.update(params, lr, step + 1);
+    if (const double delay = robust.simulated_delay_seconds(); delay > 0)
+      std::this_thread::sleep_for(std::chrono::duration<double>(delay));
     Kokkos::fence();
-    compute += since(t);
+    compute += since(t) - norm_reduce;
+    phases.comm += norm_reduce;
+    trace(Track::compute, "clip and update", t);
     phases.compute += compute;
 
     last_loss = loss;
@@ -653,6 +720,7 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
     window_dropped += metrics[4];
     const std::int64_t done = step + 1;
     if (robust.consensus_due(done) && local_layers > 0) {
+      const ScopedSpan span(Track::consensus, "consensus round");
       std::vector<float> bias(consensus_counts.size());
       std::vector<Kokkos::View<float*, Kokkos::HostSpace>> host_bias;
       for (int l = 0; l < local_layers; ++l) {
@@ -675,6 +743,7 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
     }
     const bool epoch_end = done % steps_per_epoch == 0;
     if (done % config.log.every_steps == 0 || done == total_steps) {
+      const ScopedSpan span(Track::metrics, "progress line and registry");
       const double elapsed = since(window_start);
       const auto window_steps = double(window_samples / global_batch);
       const double per_step = elapsed / window_steps;
@@ -697,9 +766,21 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
       record_window(done);
       window_start = Clock::now();
     }
+    core::Timeline::process().add(Track::step, "step", step_start, Clock::now());
+    observer.step_end({.done = done,
+                       .epoch = epoch + 1,
+                       .loss = loss,
+                       .train_accuracy = metrics[2] / metrics[3],
+                       .seconds = since(step_start),
+                       .compute_seconds = compute,
+                       .imbalance = step_imbalance,
+                       .dropped = metrics[4],
+                       .samples = global_batch},
+                      phase_totals());
     if (epoch_end && config.train.eval_each_epoch && done != total_steps) {
       t = Clock::now();
-      const EvalResult test = evaluate(model, data.test, topology, d_model);
+      const EvalResult test =
+          evaluate(model, data.test, topology, d_model, &watchdog, done, limits.timeout_s);
       phases.eval += since(t);
       summary.test_accuracy_per_epoch.push_back(test.accuracy);
       record_evaluation(done, test);
@@ -727,7 +808,7 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
   EvalResult test{std::nan(""), std::nan("")};
   if (!stopped_by_signal) {
     auto t = Clock::now();
-    test = evaluate(model, data.test, topology, d_model);
+    test = evaluate(model, data.test, topology, d_model, &watchdog, step, limits.timeout_s);
     phases.eval += since(t);
     summary.test_accuracy_per_epoch.push_back(test.accuracy);
     log->line(fmt::format("final | test loss {:.4f} | test accuracy {:.2f}%", test.loss,
@@ -740,6 +821,7 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
     }
   }
 
+  watchdog.expect_progress("finishing", step, limits.checkpoint_timeout_s);
   // Checkpoints count as training time: they are what the step loop pays for them.
   summary.train_seconds = since(loop_start) - phases.eval;
   double steady_seconds = since(steady_start) - (phases.eval - steady_eval_before);
@@ -777,6 +859,8 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
   std::vector<float> values = gather_parameters(
       params, topology, model::shape_from_config(config, train_set.features(), train_set.classes));
   if (world.is_root()) summary.parameter_checksum = parameter_checksum(values);
+  observer.finish(stopped_by_signal ? "stopped-for-resubmit" : "finished", phase_totals());
+  watchdog.disarm();
   summary.wall_seconds = world.allreduce_max(since(run_start));
   log->line(obs::summary_text(summary));
   if (options.keep_parameters) result.parameters = std::move(values);

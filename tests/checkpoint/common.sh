@@ -27,3 +27,17 @@ train_ok() {
   launch "$np" "$log" train "$@" || { cat "$log" >&2; fail "train on $np ranks exited non-zero: $*"; }
 }
 checksum() { grep -oE 'checksum [0-9a-f]{16}' "$1" | tail -1; }
+
+# rank_pid MARKER RANK: the pid of the daa-swarm process of world rank RANK whose environment
+# holds MARKER (a NAME=VALUE the test exported before mpirun), or nothing yet.
+rank_pid() {
+  local dir
+  for dir in /proc/[0-9]*; do
+    [ "$(cat "$dir/comm" 2>/dev/null)" == daa-swarm ] || continue
+    # A process may end between the checks: its files vanish, which is not an error here.
+    { tr '\0' '\n' < "$dir/environ"; } 2>/dev/null | grep -qx "$1" || continue
+    { tr '\0' '\n' < "$dir/environ"; } 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2" || continue
+    echo "${dir#/proc/}"
+    return
+  done
+}

@@ -27,14 +27,7 @@ launcher=$!
 # The daa-swarm process of world rank 2, once training has printed a few progress lines.
 target=""
 for _ in $(seq 1 600); do
-  if grep -q '^step ' "$work/stdout" 2>/dev/null; then
-    for dir in /proc/[0-9]*; do
-      [ "$(cat "$dir/comm" 2>/dev/null)" == daa-swarm ] || continue
-      tr '\0' '\n' < "$dir/environ" 2>/dev/null | grep -qx "$marker" || continue
-      tr '\0' '\n' < "$dir/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=2" || continue
-      target=${dir#/proc/}
-    done
-  fi
+  grep -q '^step ' "$work/stdout" 2>/dev/null && target=$(rank_pid "$marker" 2)
   [ -n "$target" ] && break
   sleep 0.1
 done

@@ -265,7 +265,7 @@ TEST(Config, UnknownSectionFarFromAllListsSections) {
   EXPECT_THAT(parse_error("[optimizerzzz]\n"),
               HasSubstr("unknown section [optimizerzzz]; sections are [run], [data], [model], "
                         "[moe], [train], [parallel], [robust], [byzantine], [consensus], [ledger], "
-                        "[checkpoint], [log], [runtime]"));
+                        "[checkpoint], [observe], [watchdog], [log], [runtime]"));
 }
 
 TEST(Config, TopLevelKeyIsAnError) {
@@ -704,7 +704,7 @@ TEST(Config, ToTomlRoundTripsEveryField) {
 TEST(Config, ToTomlListsEveryKeyWithItsDoc) {
   const std::string text = to_toml(Config{});
   const auto keys = schema_keys();
-  EXPECT_EQ(keys.size(), 68u);
+  EXPECT_EQ(keys.size(), 75u);
   std::istringstream in(text);
   std::string line, previous;
   int values = 0;
@@ -716,7 +716,7 @@ TEST(Config, ToTomlListsEveryKeyWithItsDoc) {
     }
     previous = line;
   }
-  EXPECT_EQ(values, 68);
+  EXPECT_EQ(values, 75);
   const toml::table t = toml::parse(text);
   for (const auto& [section, key, value] : keys) {
     EXPECT_TRUE(t.at_path(section + "." + key)) << section << "." << key;

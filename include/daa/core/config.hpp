@@ -94,6 +94,7 @@ struct ByzantineConfig {
   double sigma = 10.0;           // gaussian: standard deviation
   double bitflip_rate = 1e-3;    // bit-flip: probability per value
   bool lie_as_owner = false;     // sharded mode: also publish wrong chunk results
+  double delay_ms = 0;           // extra compute time per step: a straggler
 };
 
 // Consensus routing: every_steps steps, the routing bias moves towards balanced expert load.
@@ -120,6 +121,22 @@ struct CheckpointConfig {
   int keep = 3;           // newest checkpoints kept; 0: all
 };
 
+// What the run directory shows while a run goes on (docs/operations.md): metrics.prom and
+// status.json every `every_steps`, trace/rank<N>.json for a window of steps, stragglers.
+struct ObserveConfig {
+  int every_steps = 50;           // 0: neither metrics.prom nor status.json
+  int trace_first_step = 100;     // first traced step, numbered as in the progress lines
+  int trace_steps = 5;            // 0: no trace
+  double straggler_factor = 2.0;  // compute time per step over the ranks' median; 0: off
+};
+
+// A rank blocked this long in one step (a peer died or hung) ends itself: Open MPI 4.1 has no
+// fault tolerance, so a collective with a dead peer would never return.
+struct WatchdogConfig {
+  double timeout_s = 30;              // per step and per evaluation chunk; 0: off
+  double checkpoint_timeout_s = 600;  // per checkpoint write or restart read, and start-up
+};
+
 struct LogConfig {
   int every_steps = 50;  // progress line period
 };
@@ -140,6 +157,8 @@ struct Config {
   ConsensusConfig consensus;
   LedgerConfig ledger;
   CheckpointConfig checkpoint;
+  ObserveConfig observe;
+  WatchdogConfig watchdog;
   LogConfig log;
   RuntimeConfig runtime;
 

@@ -13,6 +13,9 @@ enum class ExitCode : int {
   internal = 1,   // a bug or an environment failure (MPI, BLAS, out of memory)
   bad_input = 2,  // input file, command line, data files, layout
   diverged = 3,   // NaN or Inf in the loss
+  // The watchdog saw no progress for [watchdog] timeout_s: a peer rank died or hung. Restart
+  // from the latest checkpoint (on other nodes if one is bad).
+  no_progress = 4,
   // Checkpointed on SIGUSR1/SIGTERM before the last step: resubmit (requeue) to continue. 75 is
   // EX_TEMPFAIL of sysexits.h, "try again later".
   resubmit = 75,

@@ -57,6 +57,9 @@ struct NormShares {
   bool count_dense = true;
   bool count_expert = true;
   const parallel::Communicator* group = nullptr;
+  // Adds the seconds spent in the norm's all-reduce (waiting for the slowest rank of `group`),
+  // which callers count as communication, not compute.
+  double* reduce_seconds = nullptr;
 };
 
 // Scales gradients so that the global norm is at most max_norm (0: never); returns the norm
