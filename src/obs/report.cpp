@@ -3,8 +3,10 @@
 
 #include <fmt/format.h>
 
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 
@@ -124,14 +126,22 @@ std::string summary_json(const RunSummary& s) {
 
 void write_text_file(const std::string& path, const std::string& text) {
   const std::string tmp = path + ".tmp";
+  std::error_code ec;
   {
     std::ofstream out(tmp, std::ios::out | std::ios::trunc);
     out << text;
-    if (!out.flush()) throw Error("obs: cannot write '" + path + "'");
+    if (!out.flush()) {
+      const std::string reason = std::strerror(errno);
+      std::filesystem::remove(tmp, ec);
+      throw Error("obs: cannot write '" + path + "': " + reason);
+    }
   }
-  std::error_code ec;
   std::filesystem::rename(tmp, path, ec);
-  if (ec) throw Error("obs: cannot write '" + path + "': " + ec.message());
+  if (ec) {
+    const std::string reason = ec.message();
+    std::filesystem::remove(tmp, ec);
+    throw Error("obs: cannot write '" + path + "': " + reason);
+  }
 }
 
 }  // namespace daa::obs

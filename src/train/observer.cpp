@@ -247,7 +247,10 @@ void RunObserver::write_metrics(const PhaseTotals& phases, const std::vector<dou
              status.train_accuracy, run);
   prom.gauge("daa_samples_per_second", "training samples per second, all ranks",
              status.samples_per_s, run);
-  prom.histogram("daa_step_seconds", "wall time of a training step on rank 0", step_seconds_, run);
+  prom.histogram(
+      "daa_step_seconds",
+      "wall time of a training step on rank 0, with its evaluation or checkpoint if it has one",
+      step_seconds_, run);
   const std::pair<const char*, double> phase_seconds[] = {{"compute", phases.compute},
                                                           {"all_to_all", phases.all_to_all},
                                                           {"aggregation", phases.aggregation},

@@ -766,17 +766,6 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
       record_window(done);
       window_start = Clock::now();
     }
-    core::Timeline::process().add(Track::step, "step", step_start, Clock::now());
-    observer.step_end({.done = done,
-                       .epoch = epoch + 1,
-                       .loss = loss,
-                       .train_accuracy = metrics[2] / metrics[3],
-                       .seconds = since(step_start),
-                       .compute_seconds = compute,
-                       .imbalance = step_imbalance,
-                       .dropped = metrics[4],
-                       .samples = global_batch},
-                      phase_totals());
     if (epoch_end && config.train.eval_each_epoch && done != total_steps) {
       t = Clock::now();
       const EvalResult test =
@@ -794,6 +783,18 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
         ((every > 0 && done % every == 0) || stopped_by_signal))
       window_start += std::chrono::duration_cast<Clock::duration>(
           std::chrono::duration<double>(write_checkpoint(done)));
+    // The step as the outside sees it: its evaluation and checkpoint included.
+    core::Timeline::process().add(Track::step, "step", step_start, Clock::now());
+    observer.step_end({.done = done,
+                       .epoch = epoch + 1,
+                       .loss = loss,
+                       .train_accuracy = metrics[2] / metrics[3],
+                       .seconds = since(step_start),
+                       .compute_seconds = compute,
+                       .imbalance = step_imbalance,
+                       .dropped = metrics[4],
+                       .samples = global_batch},
+                      phase_totals());
     if (stopped_by_signal && done != total_steps) {
       log->line(
           fmt::format("stopping after step {}: SIGUSR1/SIGTERM received{}; exit code {} "
