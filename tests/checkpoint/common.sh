@@ -41,3 +41,20 @@ rank_pid() {
     return
   done
 }
+
+# await_rank MARKER RANK COMMAND...: polls (up to 60 s) until COMMAND succeeds and world rank RANK
+# of the run marked with MARKER is found; prints its pid, or nothing on time-out.
+await_rank() {
+  local marker=$1 rank=$2 pid=""
+  shift 2
+  for _ in $(seq 1 1200); do
+    if "$@" 2>/dev/null; then
+      pid=$(rank_pid "$marker" "$rank")
+      [ -n "$pid" ] && break
+    fi
+    sleep 0.05
+  done
+  echo "$pid"
+}
+# seconds_since NANOSECONDS: the time since a `date +%s%N` reading, in seconds with one decimal.
+seconds_since() { awk -v ns=$(($(date +%s%N) - $1)) 'BEGIN { printf "%.1f", ns / 1e9 }'; }

@@ -25,12 +25,7 @@ EXITS="$work/exits.txt" env "$marker" timeout --kill-after=10 120 "$mpiexec" -n 
 launcher=$!
 
 # The daa-swarm process of world rank 2, once training has printed a few progress lines.
-target=""
-for _ in $(seq 1 600); do
-  grep -q '^step ' "$work/stdout" 2>/dev/null && target=$(rank_pid "$marker" 2)
-  [ -n "$target" ] && break
-  sleep 0.1
-done
+target=$(await_rank "$marker" 2 grep -q '^step ' "$work/stdout")
 [ -n "$target" ] || { kill "$launcher"; cat "$work/stdout"; fail "rank 2 never started training"; }
 kill -USR1 "$target"
 rc=0

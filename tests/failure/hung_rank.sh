@@ -18,18 +18,13 @@ env "$marker" timeout --kill-after=10 120 "$mpiexec" -n "$ranks" "$daa_swarm" tr
   --set checkpoint.every_steps=0 \
   > "$work/hung.log" 2>&1 &
 launcher=$!
-target=""
-for _ in $(seq 1 1200); do
-  grep -q '^step ' "$work/hung.log" 2>/dev/null && target=$(rank_pid "$marker" 2)
-  [ -n "$target" ] && break
-  sleep 0.05
-done
+target=$(await_rank "$marker" 2 grep -q '^step ' "$work/hung.log")
 [ -n "$target" ] || { kill "$launcher"; cat "$work/hung.log"; fail "rank 2 never started training"; }
 stopped_at=$(date +%s%N)
 kill -STOP "$target"
 rc=0
 wait "$launcher" || rc=$?
-seconds=$(awk -v ns=$(($(date +%s%N) - stopped_at)) 'BEGIN { printf "%.1f", ns / 1e9 }')
+seconds=$(seconds_since "$stopped_at")
 # Whatever happened, the stopped process must not outlive the test.
 leftover=$(rank_pid "$marker" 2)
 [ -z "$leftover" ] || kill -KILL "$leftover"

@@ -21,20 +21,14 @@ env "$marker" timeout --kill-after=10 120 "$mpiexec" -n "$ranks" "$daa_swarm" tr
 launcher=$!
 # Rank 2, once the step-64 checkpoint exists (a third of the run).
 latest=$runs/fashion-mnist-ci/checkpoints/latest
-target=""
-for _ in $(seq 1 1200); do
-  if [ -f "$latest" ] && [ "$(cat "$latest")" \> step-00000063.h5 ]; then
-    target=$(rank_pid "$marker" 2)
-    [ -n "$target" ] && break
-  fi
-  sleep 0.05
-done
+past_step_63() { [ "$(cat "$latest")" \> step-00000063.h5 ]; }
+target=$(await_rank "$marker" 2 past_step_63)
 [ -n "$target" ] || { kill "$launcher"; cat "$work/killed.log"; fail "the run never reached step 64"; }
 killed_at=$(date +%s%N)
 kill -KILL "$target"
 rc=0
 wait "$launcher" || rc=$?
-seconds=$(awk -v ns=$(($(date +%s%N) - killed_at)) 'BEGIN { printf "%.1f", ns / 1e9 }')
+seconds=$(seconds_since "$killed_at")
 cat "$work/killed.log"
 ((rc != 0)) || fail "mpirun returned 0 after a rank was killed"
 [ -z "$(rank_pid "$marker" 0)$(rank_pid "$marker" 1)$(rank_pid "$marker" 3)" ] \
