@@ -71,6 +71,16 @@ RunObserver::RunObserver(const core::Config& config, const parallel::Topology& t
   status_.micro_batches = config.parallel.micro_batches;
 }
 
+void RunObserver::started(std::int64_t start_step) {
+  {
+    std::lock_guard lock(status_mutex_);
+    status_.state = "training";
+    status_.step = start_step;
+  }
+  if (topology_.world().is_root() && !run_dir_.empty() && config_.observe.every_steps > 0)
+    write_status();
+}
+
 void RunObserver::step_begin(std::int64_t done) {
   core::Timeline& timeline = core::Timeline::process();
   timeline.set_step(done);
@@ -100,9 +110,11 @@ void RunObserver::step_end(const StepFigures& step, const PhaseTotals& phases) {
     status_.step = step.done;
     status_.epoch = step.epoch;
   }
-  if (tracing_ && step.done == trace_last_) write_trace();
   const int every = config_.observe.every_steps;
   if (every > 0 && (step.done % every == 0 || step.done == total_steps_)) observe(phases);
+  core::Timeline::process().add(core::Track::step, "step", step.began,
+                                std::chrono::steady_clock::now());
+  if (tracing_ && step.done == trace_last_) write_trace();
 }
 
 void RunObserver::checkpoint_written(std::int64_t step, const std::string& path) {
@@ -135,6 +147,7 @@ void RunObserver::mark_failed(const std::string& message) {
 }
 
 void RunObserver::observe(const PhaseTotals& phases) {
+  const core::ScopedSpan span(core::Track::metrics, "observe: gather, metrics.prom, status.json");
   const parallel::Communicator& world = topology_.world();
   double mine[kGathered] = {};
   mine[compute_seconds] = window_compute_;

@@ -5,6 +5,7 @@
 // be written is reported once and never stops the training.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <mutex>
 #include <string>
@@ -27,14 +28,15 @@ struct PhaseTotals {
 
 // One finished step, as the step loop knows it.
 struct StepFigures {
-  std::int64_t done = 0;                // its 1-based number
-  std::int64_t epoch = 0;               // 1-based
-  double loss = 0, train_accuracy = 0;  // global
-  double seconds = 0;                   // wall time of the step on this rank
-  double compute_seconds = 0;           // of which computing
-  double imbalance = 0;                 // worst layer's busiest expert over the mean
-  double dropped = 0;                   // token-slots dropped by capacity, all ranks
-  std::int64_t samples = 0;             // global batch
+  std::int64_t done = 0;                        // its 1-based number
+  std::int64_t epoch = 0;                       // 1-based
+  double loss = 0, train_accuracy = 0;          // global
+  double seconds = 0;                           // wall time of the step on this rank
+  double compute_seconds = 0;                   // of which computing
+  double imbalance = 0;                         // worst layer's busiest expert over the mean
+  double dropped = 0;                           // token-slots dropped by capacity, all ranks
+  std::int64_t samples = 0;                     // global batch
+  std::chrono::steady_clock::time_point began;  // its trace span ends after the observation
 };
 
 class RunObserver {
@@ -45,6 +47,8 @@ class RunObserver {
               const RobustTraining& robust, obs::ProgressLog& log, std::string run_dir,
               std::int64_t total_steps);
 
+  // Once the run knows where it starts (after a restart): rank 0 writes the first status.json.
+  void started(std::int64_t start_step);
   // Before step number `done` (1-based) runs: opens and closes the trace window.
   void step_begin(std::int64_t done);
   // After it: collective at the end of every observation window and of the trace window (the

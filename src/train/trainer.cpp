@@ -423,6 +423,7 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
                       start_step, total_steps));
   }
   summary.start_step = start_step;
+  observer.started(start_step);
   auto window_start = Clock::now();
   const auto loop_start = Clock::now();
   // Steady-state throughput leaves out the first steps, which allocate workspaces and touch
@@ -784,7 +785,6 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
       window_start += std::chrono::duration_cast<Clock::duration>(
           std::chrono::duration<double>(write_checkpoint(done)));
     // The step as the outside sees it: its evaluation and checkpoint included.
-    core::Timeline::process().add(Track::step, "step", step_start, Clock::now());
     observer.step_end({.done = done,
                        .epoch = epoch + 1,
                        .loss = loss,
@@ -793,7 +793,8 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
                        .compute_seconds = compute,
                        .imbalance = step_imbalance,
                        .dropped = metrics[4],
-                       .samples = global_batch},
+                       .samples = global_batch,
+                       .began = step_start},
                       phase_totals());
     if (stopped_by_signal && done != total_steps) {
       log->line(

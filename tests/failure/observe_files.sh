@@ -4,9 +4,10 @@
 # window with a track per phase (all-to-all included, expert parallelism 2). Then the same run
 # with metrics.prom and trace/ made unwritable: each is reported once, and training goes on to
 # the same parameters.
-# Usage: observe_files.sh MPIEXEC DAA_SWARM INPUT   (exit 77: no data)
+# scripts/plot-trace draws the traces and prints each rank's time per phase.
+# Usage: observe_files.sh MPIEXEC DAA_SWARM INPUT PLOT_TRACE   (exit 77: no data)
 set -euo pipefail
-mpiexec=$1 daa_swarm=$2 input=$3
+mpiexec=$1 daa_swarm=$2 input=$3 plot_trace=$4
 # shellcheck source=../checkpoint/common.sh
 source "$(dirname "$0")/../checkpoint/common.sh"
 
@@ -78,6 +79,11 @@ for rank in range(4):
         assert step["ts"] - 1 <= e["ts"] and e["ts"] + e["dur"] <= step["ts"] + step["dur"] + 1, e
 PY
 good=$(checksum "$work/good.log")
+"$plot_trace" "$run_dir" --out "$work/trace.png" > "$work/plot-trace.txt" || fail "plot-trace failed"
+cat "$work/plot-trace.txt"
+[ "$(grep -cE '^rank [0-3] \([^)]+\): steps 30-33, ms per step: step [0-9.]+, data [0-9.]+, compute [0-9.]+, all-to-all [0-9.]+, aggregation [0-9.]+, consensus [0-9.]+, metrics [0-9.]+, checkpoint [0-9.]+, eval [0-9.]+$' "$work/plot-trace.txt")" == 4 ] \
+  || fail "plot-trace does not report the 4 ranks' phases"
+[ -s "$work/trace.png" ] || fail "plot-trace wrote no figure"
 
 # metrics.prom is a directory (the rename onto it fails) and trace/ is a file.
 bad_dir=$work/bad/fashion-mnist-ci
