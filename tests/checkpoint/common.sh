@@ -58,3 +58,13 @@ await_rank() {
 }
 # seconds_since NANOSECONDS: the time since a `date +%s%N` reading, in seconds with one decimal.
 seconds_since() { awk -v ns=$(($(date +%s%N) - $1)) 'BEGIN { printf "%.1f", ns / 1e9 }'; }
+# hit_and_wait SIGNAL PID LAUNCHER: sends SIGNAL to PID and waits for the background LAUNCHER;
+# sets hit_rc (the launcher's exit code) and hit_seconds (how long it took to end).
+hit_and_wait() {
+  local start
+  start=$(date +%s%N)
+  kill -"$1" "$2"
+  hit_rc=0
+  wait "$3" || hit_rc=$?
+  hit_seconds=$(seconds_since "$start")
+}

@@ -20,11 +20,8 @@ env "$marker" timeout --kill-after=10 120 "$mpiexec" -n "$ranks" "$daa_swarm" tr
 launcher=$!
 target=$(await_rank "$marker" 2 grep -q '^step ' "$work/hung.log")
 [ -n "$target" ] || { kill "$launcher"; cat "$work/hung.log"; fail "rank 2 never started training"; }
-stopped_at=$(date +%s%N)
-kill -STOP "$target"
-rc=0
-wait "$launcher" || rc=$?
-seconds=$(seconds_since "$stopped_at")
+hit_and_wait STOP "$target" "$launcher"
+rc=$hit_rc seconds=$hit_seconds
 # Whatever happened, the stopped process must not outlive the test.
 leftover=$(rank_pid "$marker" 2)
 [ -z "$leftover" ] || kill -KILL "$leftover"

@@ -24,11 +24,8 @@ latest=$runs/fashion-mnist-ci/checkpoints/latest
 past_step_63() { [ "$(cat "$latest")" \> step-00000063.h5 ]; }
 target=$(await_rank "$marker" 2 past_step_63)
 [ -n "$target" ] || { kill "$launcher"; cat "$work/killed.log"; fail "the run never reached step 64"; }
-killed_at=$(date +%s%N)
-kill -KILL "$target"
-rc=0
-wait "$launcher" || rc=$?
-seconds=$(seconds_since "$killed_at")
+hit_and_wait KILL "$target" "$launcher"
+rc=$hit_rc seconds=$hit_seconds
 cat "$work/killed.log"
 ((rc != 0)) || fail "mpirun returned 0 after a rank was killed"
 [ -z "$(rank_pid "$marker" 0)$(rank_pid "$marker" 1)$(rank_pid "$marker" 3)" ] \
