@@ -34,6 +34,9 @@ enum Gathered : std::size_t {
 // Below this, a "slower" rank is timer and scheduling noise (sub-millisecond steps, more ranks
 // than cores), not a node worth naming.
 constexpr double kStragglerMinExcessMs = 1.0;
+// A rank must be behind in this many consecutive windows: a descheduled moment in one short
+// window is not a slow node.
+constexpr int kStragglerWindows = 2;
 
 double median(std::vector<double> values) {
   if (values.empty()) return 0;
@@ -212,6 +215,7 @@ void RunObserver::name_stragglers(const std::vector<double>& compute_ms) {
   const int dp = topology_.layout().data_parallel;
   std::vector<int> now;
   std::vector<double> reference(compute_ms.size(), 0.0);
+  behind_windows_.resize(compute_ms.size(), 0);
   for (int r = 0; r < int(compute_ms.size()); ++r) {
     std::vector<double> others;
     for (int peer = (r / dp) * dp; peer < (r / dp + 1) * dp; ++peer)
@@ -219,9 +223,11 @@ void RunObserver::name_stragglers(const std::vector<double>& compute_ms) {
     if (others.empty()) continue;
     reference[std::size_t(r)] = median(others);
     const double excess = compute_ms[std::size_t(r)] - reference[std::size_t(r)];
-    if (compute_ms[std::size_t(r)] > factor * reference[std::size_t(r)] &&
-        excess >= kStragglerMinExcessMs)
-      now.push_back(r);
+    const bool behind = compute_ms[std::size_t(r)] > factor * reference[std::size_t(r)] &&
+                        excess >= kStragglerMinExcessMs;
+    int& windows = behind_windows_[std::size_t(r)];
+    windows = behind ? windows + 1 : 0;
+    if (windows >= kStragglerWindows) now.push_back(r);
   }
   for (int r : now)
     if (std::find(stragglers_.begin(), stragglers_.end(), r) == stragglers_.end())

@@ -93,6 +93,7 @@ class RunObserver {
   obs::Histogram step_seconds_ = obs::Histogram::step_seconds();
   double dropped_total_ = 0;
   std::vector<int> stragglers_;
+  std::vector<int> behind_windows_;  // consecutive windows each rank was behind, by world rank
   bool metrics_failing_ = false, status_failing_ = false;
   std::mutex status_mutex_;  // mark_failed may come from the watchdog's thread
   obs::RunStatus status_;

@@ -22,12 +22,13 @@ ckpt=$work/runs/fashion-mnist-ci/checkpoints
 
 job=$(submit --ntasks-per-node=$ranks "$root/jobs/train.sbatch")
 log=$work/daa-swarm-$job.out
-# pids_of_job [PROCID]: the job's daa-swarm processes (of that task only, when given).
-exe=$(readlink -f "$daa_swarm")
+# pids_of_job [PROCID]: the job's daa-swarm processes (of that task only, when given). By name,
+# not by /proc/PID/exe: slurmd may run in a mount namespace of its own (scripts/slurm-local), and
+# its tasks' exe paths do not resolve from here.
 pids_of_job() {
   local dir
   for dir in /proc/[0-9]*; do
-    [ "$(readlink "$dir/exe" 2> /dev/null)" == "$exe" ] || continue
+    [ "$(cat "$dir/comm" 2> /dev/null)" == daa-swarm ] || continue
     tr '\0' '\n' < "$dir/environ" 2> /dev/null | grep -qx "SLURM_JOB_ID=$job" || continue
     [ -z "${1:-}" ] || tr '\0' '\n' < "$dir/environ" 2> /dev/null | grep -qx "SLURM_PROCID=$1" || continue
     echo "${dir#/proc/}"
