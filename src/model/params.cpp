@@ -9,18 +9,26 @@ template <class T>
 int ParamStore<T>::declare(ParamInfo info) {
   if (values_.extent(0) != 0)
     throw Error("model::ParamStore::declare: '" + info.name + "' after allocate()");
-  if (info.kind == ParamKind::dense && total_ != dense_total_)
-    throw Error("model::ParamStore::declare: dense '" + info.name +
-                "' declared after expert parameters");
-  info.offset = total_;
-  total_ += info.size();
-  if (info.kind == ParamKind::dense) dense_total_ = total_;
+  for (const ParamInfo& p : infos_)
+    if (p.name == info.name)
+      throw Error("model::ParamStore::declare: '" + info.name + "' declared twice");
   infos_.push_back(std::move(info));
   return static_cast<int>(infos_.size()) - 1;
 }
 
 template <class T>
 void ParamStore<T>::allocate() {
+  // Dense tensors first, then expert tensors, each in declaration order: layers declare in
+  // whatever order suits them, and the two kinds still form two contiguous ranges.
+  total_ = 0;
+  for (const ParamKind kind : {ParamKind::dense, ParamKind::expert}) {
+    for (ParamInfo& p : infos_)
+      if (p.kind == kind) {
+        p.offset = total_;
+        total_ += p.size();
+      }
+    if (kind == ParamKind::dense) dense_total_ = total_;
+  }
   values_ = kernels::Vector<T>("params", total_);
   grads_ = kernels::Vector<T>("grads", total_);
 }

@@ -5,12 +5,12 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <vector>
 
 #include "daa/core/config.hpp"
 #include "daa/kernels/views.hpp"
+#include "daa/model/moe_layer.hpp"
 #include "daa/model/params.hpp"
 #include "daa/parallel/communicator.hpp"
 
@@ -54,10 +54,8 @@ struct ModelShape {
 ModelShape shape_from_config(const core::Config& config, int inputs, int classes, int ep_size = 1,
                              int ep_rank = 0);
 
-// Sums `count` doubles over the data-parallel group in place. The load-balancing loss needs
-// the global batch's routing fractions so that the optimization does not depend on the rank
-// count; a default-constructed reducer means "this process is the whole batch".
-using StatsReducer = std::function<void(double* values, std::size_t count)>;
+// The MoE layers' shape for this model (ModelShape keeps the classifier's own fields too).
+MoeShape moe_shape(const ModelShape& shape);
 
 // Routing figures of one MoE layer for one batch (local tokens of this rank).
 struct LayerRoutingStats {

@@ -32,14 +32,15 @@ struct ParamInfo {
 template <class T>
 class ParamStore {
  public:
-  // Declares a tensor; returns its id. All declarations come before allocate().
+  // Declares a tensor; returns its id. All declarations come before allocate(), which places
+  // dense tensors first and expert tensors after them, each kind in declaration order; infos()
+  // stays in declaration order.
   int declare(ParamInfo info);
   void allocate();
 
   const std::vector<ParamInfo>& infos() const { return infos_; }
   std::size_t size() const { return total_; }
-  // Elements [0, dense_size()) are dense parameters; the rest are expert parameters, provided
-  // dense ones were declared first (the model does this so the two are contiguous ranges).
+  // Elements [0, dense_size()) are dense parameters; the rest are expert parameters.
   std::size_t dense_size() const { return dense_total_; }
 
   kernels::Vector<T> values() const { return values_; }

@@ -1,0 +1,410 @@
+// Router, Experts and MoeLayer (see moe_layer.hpp). GEMMs go through the linalg adapter;
+// element- and row-wise work is Kokkos kernels. Routing bookkeeping (a counting sort of
+// token-slots by expert) runs on a host mirror: it is n*k integers, and the per-expert counts are
+// needed on the host anyway to size the expert GEMMs and the all-to-all.
+#include "daa/model/moe_layer.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+#include "daa/core/error.hpp"
+#include "daa/kernels/linalg.hpp"
+#include "daa/kernels/nn_kernels.hpp"
+#include "daa/kernels/swiglu_kernels.hpp"
+
+namespace daa::model {
+
+using kernels::Matrix;
+using kernels::Trans;
+using kernels::Vector;
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+}  // namespace
+
+void validate(const MoeShape& shape, const std::string& where) {
+  if (shape.ep_size < 1 || shape.experts % shape.ep_size != 0 || shape.ep_rank < 0 ||
+      shape.ep_rank >= shape.ep_size)
+    throw Error(fmt::format("{}: {} experts cannot be sharded as rank {} of {}", where,
+                            shape.experts, shape.ep_rank, shape.ep_size));
+  if (shape.expert_groups < 1 || shape.expert_groups > 64 ||
+      shape.experts % shape.expert_groups != 0 ||
+      (shape.max_groups_per_token > 0 &&
+       shape.top_k > shape.max_groups_per_token * (shape.experts / shape.expert_groups)))
+    throw Error(fmt::format("{}: {} experts in {} groups cannot route top-{} within {} groups",
+                            where, shape.experts, shape.expert_groups, shape.top_k,
+                            shape.max_groups_per_token));
+  if (shape.top_k < 1 || shape.top_k > shape.experts)
+    throw Error(fmt::format("{}: top_k {} outside [1, {}]", where, shape.top_k, shape.experts));
+}
+
+// ---- Router -------------------------------------------------------------------------------------
+
+template <class T>
+Router<T>::Router(ParamStore<T>& store, const std::string& name, int layer, const MoeShape& shape)
+    : store_(&store),
+      shape_(shape),
+      weight_(store.declare(weight_info(name + ".router.w", std::size_t(shape.d_model),
+                                        std::size_t(shape.experts), {.layer = layer}))),
+      bias_("routing_bias", std::size_t(shape.experts)) {}
+
+template <class T>
+void Router<T>::forward(const Matrix<T>& x, const Matrix<T>& probs, const Vector<T>& lse,
+                        const IntMatrix& choice, const Matrix<T>& gate) const {
+  kernels::gemm(Trans::no, Trans::no, T(1), x, store_->value(weight_), T(0), probs);
+  kernels::softmax_rows(probs, lse);
+  kernels::top_k_route(probs, kernels::VectorRef<T>(bias_.data(), bias_.extent(0)), shape_.top_k,
+                       shape_.normalize_gates, choice, gate, shape_.expert_groups,
+                       shape_.max_groups_per_token);
+}
+
+template <class T>
+void Router<T>::backward(const Matrix<T>& x, const Matrix<T>& probs, const Vector<T>& lse,
+                         const IntMatrix& choice, const Matrix<T>& gate, const Matrix<T>& dgate,
+                         const Vector<T>& aux_grad, T z_scale, const Matrix<T>& dprobs,
+                         const Matrix<T>& dx) const {
+  const std::size_t E = shape_.experts, k = shape_.top_k;
+  const bool normalize = shape_.normalize_gates;
+  Kokkos::parallel_for(
+      "router_backward", kernels::Range(0, probs.extent(0)), KOKKOS_LAMBDA(const int t) {
+        for (std::size_t e = 0; e < E; ++e) dprobs(t, e) = aux_grad(e);
+        if (normalize) {
+          // g_i = p_i / S  =>  dp_i += (dg_i - sum_j dg_j g_j) / S
+          T total = 0, weighted = 0;
+          for (std::size_t j = 0; j < k; ++j) {
+            total += probs(t, choice(t, j));
+            weighted += dgate(t, j) * gate(t, j);
+          }
+          for (std::size_t j = 0; j < k; ++j)
+            dprobs(t, choice(t, j)) += (dgate(t, j) - weighted) / total;
+        } else {
+          for (std::size_t j = 0; j < k; ++j) dprobs(t, choice(t, j)) += dgate(t, j);
+        }
+        // Softmax backward in place, dr_e = p_e (dp_e - sum_j p_j dp_j), plus the z-loss term
+        // 2 c lse p_e / n (z_scale = 2 c / n).
+        T dot = 0;
+        for (std::size_t e = 0; e < E; ++e) dot += probs(t, e) * dprobs(t, e);
+        for (std::size_t e = 0; e < E; ++e)
+          dprobs(t, e) = probs(t, e) * (dprobs(t, e) - dot) + z_scale * lse(t) * probs(t, e);
+      });
+  kernels::gemm(Trans::yes, Trans::no, T(1), x, dprobs, T(1), store_->grad(weight_));
+  kernels::gemm(Trans::no, Trans::yes, T(1), dprobs, store_->value(weight_), T(1), dx);
+}
+
+// ---- Experts ------------------------------------------------------------------------------------
+
+template <class T>
+Experts<T>::Experts(ParamStore<T>& store, const std::string& name, int layer, const MoeShape& shape)
+    : store_(&store), shape_(shape) {
+  const auto d = std::size_t(shape.d_model), F = std::size_t(shape.d_ff);
+  for (int e = shape.first_local_expert(); e < shape.first_local_expert() + shape.local_experts();
+       ++e) {
+    const std::string prefix = name + ".expert" + std::to_string(e) + ".";
+    const ParamPlace place{.kind = ParamKind::expert, .layer = layer, .expert = e};
+    Local local;
+    local.w1 = store.declare(weight_info(prefix + "w1", d, F, place));
+    if (shape.ffn == ExpertFfn::gelu) {
+      local.b1 = store.declare(vector_info(prefix + "b1", F, ParamInit::zeros, place));
+      local.w2 = store.declare(weight_info(prefix + "w2", F, d, place));
+      local.b2 = store.declare(vector_info(prefix + "b2", d, ParamInit::zeros, place));
+    } else {
+      local.w3 = store.declare(weight_info(prefix + "w3", d, F, place));
+      local.w2 = store.declare(weight_info(prefix + "w2", F, d, place));
+    }
+    local_.push_back(local);
+  }
+}
+
+template <class T>
+double Experts<T>::forward_flops_per_row() const {
+  const double matrices = shape_.ffn == ExpertFfn::swiglu ? 3.0 : 2.0;
+  return 2.0 * matrices * double(shape_.d_model) * double(shape_.d_ff);
+}
+
+template <class T>
+void Experts<T>::forward(int slot, const Matrix<T>& in, std::span<const std::size_t> offset,
+                         const Matrix<T>& out) {
+  State& s = states_[slot];
+  const std::size_t rows = in.extent(0), F = shape_.d_ff;
+  const bool swiglu = shape_.ffn == ExpertFfn::swiglu;
+  s.in = in;
+  s.offset.assign(offset.begin(), offset.end());
+  kernels::ensure_extent(s.pre, rows, F);
+  kernels::ensure_extent(s.act, rows, F);
+  if (swiglu) kernels::ensure_extent(s.up, rows, F);
+  const ParamStore<T>& P = *store_;
+  for (std::size_t j = 0; j < local_.size(); ++j) {
+    const auto range = std::make_pair(s.offset[j], s.offset[j + 1]);
+    if (range.first == range.second) continue;
+    const Local& e = local_[j];
+    auto x = Kokkos::subview(in, range, Kokkos::ALL);
+    auto pre = Kokkos::subview(s.pre, range, Kokkos::ALL);
+    auto act = Kokkos::subview(s.act, range, Kokkos::ALL);
+    auto y = Kokkos::subview(out, range, Kokkos::ALL);
+    kernels::gemm(Trans::no, Trans::no, T(1), x, P.value(e.w1), T(0), pre);
+    if (swiglu) {
+      auto up = Kokkos::subview(s.up, range, Kokkos::ALL);
+      kernels::gemm(Trans::no, Trans::no, T(1), x, P.value(e.w3), T(0), up);
+      kernels::swiglu_forward(pre, up, act);
+      kernels::gemm(Trans::no, Trans::no, T(1), act, P.value(e.w2), T(0), y);
+    } else {
+      kernels::add_bias(pre, P.value_vec(e.b1));
+      kernels::gelu_forward(pre, act);
+      kernels::gemm(Trans::no, Trans::no, T(1), act, P.value(e.w2), T(0), y);
+      kernels::add_bias(y, P.value_vec(e.b2));
+    }
+  }
+}
+
+template <class T>
+void Experts<T>::backward(int slot, const Matrix<T>& dout, const Matrix<T>& din) {
+  State& s = states_[slot];
+  const std::size_t rows = s.in.extent(0), F = shape_.d_ff;
+  const bool swiglu = shape_.ffn == ExpertFfn::swiglu;
+  kernels::ensure_extent(dhidden_, rows, F);
+  if (swiglu) kernels::ensure_extent(dup_, rows, F);
+  const ParamStore<T>& P = *store_;
+  for (std::size_t j = 0; j < local_.size(); ++j) {
+    const auto range = std::make_pair(s.offset[j], s.offset[j + 1]);
+    if (range.first == range.second) continue;
+    const Local& e = local_[j];
+    auto x = Kokkos::subview(s.in, range, Kokkos::ALL);
+    auto pre = Kokkos::subview(s.pre, range, Kokkos::ALL);
+    auto act = Kokkos::subview(s.act, range, Kokkos::ALL);
+    auto dy = Kokkos::subview(dout, range, Kokkos::ALL);
+    auto dhid = Kokkos::subview(dhidden_, range, Kokkos::ALL);
+    auto dx = Kokkos::subview(din, range, Kokkos::ALL);
+    kernels::gemm(Trans::yes, Trans::no, T(1), act, dy, T(1), P.grad(e.w2));
+    if (!swiglu) kernels::accumulate_bias_grad(dy, P.grad_vec(e.b2));
+    kernels::gemm(Trans::no, Trans::yes, T(1), dy, P.value(e.w2), T(0), dhid);
+    if (swiglu) {
+      // dhid holds d(act); split it into d(pre) (in place) and d(up).
+      auto up = Kokkos::subview(s.up, range, Kokkos::ALL);
+      auto dup = Kokkos::subview(dup_, range, Kokkos::ALL);
+      kernels::swiglu_backward(pre, up, dhid, dhid, dup);
+      kernels::gemm(Trans::yes, Trans::no, T(1), x, dhid, T(1), P.grad(e.w1));
+      kernels::gemm(Trans::yes, Trans::no, T(1), x, dup, T(1), P.grad(e.w3));
+      kernels::gemm(Trans::no, Trans::yes, T(1), dhid, P.value(e.w1), T(0), dx);
+      kernels::gemm(Trans::no, Trans::yes, T(1), dup, P.value(e.w3), T(1), dx);
+    } else {
+      kernels::gelu_backward(pre, dhid);
+      kernels::gemm(Trans::yes, Trans::no, T(1), x, dhid, T(1), P.grad(e.w1));
+      kernels::accumulate_bias_grad(dhid, P.grad_vec(e.b1));
+      kernels::gemm(Trans::no, Trans::yes, T(1), dhid, P.value(e.w1), T(0), dx);
+    }
+  }
+}
+
+// ---- MoeLayer -----------------------------------------------------------------------------------
+
+template <class T>
+MoeLayer<T>::MoeLayer(ParamStore<T>& store, const std::string& name, int layer,
+                      const MoeShape& shape, const parallel::Communicator* expert_group)
+    : store_(&store),
+      layer_(layer),
+      shape_((validate(shape, "model::MoeLayer '" + name + "'"), shape)),
+      expert_group_(expert_group),
+      router_(store, name, layer, shape),
+      experts_(store, name, layer, shape) {
+  if (shape.ep_size > 1 && (!expert_group || expert_group->size() != shape.ep_size ||
+                            expert_group->rank() != shape.ep_rank))
+    throw Error("model::MoeLayer '" + name +
+                "': expert parallelism needs the expert-parallel communicator");
+}
+
+template <class T>
+MoeStats MoeLayer<T>::forward(int slot, const Matrix<T>& x, const Matrix<T>& y, bool train,
+                              const StatsReducer& reduce_stats, const RoutingObserver& observer) {
+  State& L = states_[slot];
+  const MoeShape& s = shape_;
+  const std::size_t n = x.extent(0), d = s.d_model, E = s.experts, k = s.top_k;
+  MoeStats stats;
+  stats.layer = layer_;
+  L.n = n;
+  L.x = x;
+  kernels::ensure_extent(L.probs, n, E);
+  kernels::ensure_extent(L.lse, n);
+  kernels::ensure_extent(L.choice, n, k);
+  kernels::ensure_extent(L.gate, n, k);
+  router_.forward(x, L.probs, L.lse, L.choice, L.gate);
+  Kokkos::fence();
+
+  // Counting sort of token-slots by expert, slot-major (all first choices in token order, then
+  // all second choices, ...): that order is also the capacity policy's priority.
+  auto choice_h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), L.choice);
+  auto probs_h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), L.probs);
+  const std::size_t capacity =
+      s.capacity_mode ? std::size_t(std::ceil(s.capacity_factor * double(n * k) / double(E)))
+                      : n * k;
+  std::vector<std::size_t> kept(E, 0);
+  std::vector<int> rank_in_expert(n * k, -1);
+  std::vector<double> routed(E, 0.0), prob_sum(E, 0.0);
+  for (std::size_t slot_k = 0; slot_k < k; ++slot_k)
+    for (std::size_t t = 0; t < n; ++t) {
+      const int e = choice_h(t, slot_k);
+      routed[e] += 1;
+      if (kept[e] < capacity) rank_in_expert[t * k + slot_k] = int(kept[e]++);
+    }
+  for (std::size_t t = 0; t < n; ++t)
+    for (std::size_t e = 0; e < E; ++e) prob_sum[e] += probs_h(t, e);
+  L.expert_offset.assign(E + 1, 0);
+  for (std::size_t e = 0; e < E; ++e) L.expert_offset[e + 1] = L.expert_offset[e] + kept[e];
+  const std::size_t packed_rows = L.expert_offset[E];
+  kernels::ensure_extent(L.slot_pos, n, k);
+  kernels::ensure_extent(L.token_of, packed_rows);
+  auto slot_pos_h = Kokkos::create_mirror_view(L.slot_pos);
+  auto token_of_h = Kokkos::create_mirror_view(L.token_of);
+  stats.tokens_per_expert.assign(kept.begin(), kept.end());
+  stats.gate_sum_per_expert.assign(E, 0.0);
+  auto gate_h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), L.gate);
+  std::vector<int> observed(observer ? n * k : 0);
+  for (std::size_t t = 0; t < n; ++t)
+    for (std::size_t slot_k = 0; slot_k < k; ++slot_k) {
+      const int r = rank_in_expert[t * k + slot_k];
+      const int e = choice_h(t, slot_k);
+      if (observer) observed[t * k + slot_k] = r < 0 ? -1 : e;
+      if (r < 0) {
+        slot_pos_h(t, slot_k) = -1;
+        ++stats.dropped;
+        continue;
+      }
+      const std::size_t pos = L.expert_offset[e] + r;
+      slot_pos_h(t, slot_k) = int(pos);
+      token_of_h(pos) = int(t);
+      stats.gate_sum_per_expert[e] += double(gate_h(t, slot_k));
+    }
+  Kokkos::deep_copy(L.slot_pos, slot_pos_h);
+  Kokkos::deep_copy(L.token_of, token_of_h);
+  if (observer) observer({.layer = layer_, .tokens = n, .top_k = int(k), .choice = observed});
+
+  kernels::ensure_extent(L.packed_in, packed_rows, d);
+  kernels::gather_rows(x, L.token_of, L.packed_in);
+  // Expert parallelism: rows travel to the ranks holding their experts (collective over the
+  // expert-parallel group, even for zero rows).
+  if (s.ep_size > 1) {
+    const auto t = std::chrono::steady_clock::now();
+    L.plan = parallel::DispatchPlan::build(*expert_group_, kept);
+    dispatcher_.to_experts(*L.plan, L.packed_in, L.local_in);
+    L.local_offset.assign(L.plan->local_expert_offset().begin(),
+                          L.plan->local_expert_offset().end());
+    stats.dispatch_seconds += seconds_since(t);
+  } else {
+    L.local_in = L.packed_in;
+    L.local_offset = L.expert_offset;
+  }
+  const std::size_t local_rows = L.local_offset.back();
+  kernels::ensure_extent(L.local_out, local_rows, d);
+  Kokkos::fence();
+  const auto expert_start = std::chrono::steady_clock::now();
+  experts_.forward(slot, L.local_in, L.local_offset, L.local_out);
+  Kokkos::fence();
+  stats.expert_seconds += seconds_since(expert_start);
+  stats.expert_flops += experts_.forward_flops_per_row() * double(local_rows);
+  if (s.ep_size > 1) {
+    const auto t = std::chrono::steady_clock::now();
+    kernels::ensure_extent(L.expert_out, packed_rows, d);
+    dispatcher_.to_sources(*L.plan, L.local_out, L.expert_out);
+    stats.dispatch_seconds += seconds_since(t);
+  } else {
+    L.expert_out = L.local_out;
+  }
+  kernels::combine_rows(L.expert_out, L.slot_pos, L.gate, y);
+
+  // Router z-loss (local mean over tokens) and the global batch's load-balancing figures: routed
+  // fraction f_e and mean probability P_e per expert, reduced in one call.
+  double lse_sq_sum = 0;
+  if (s.z_loss_coef > 0) {
+    auto lse_h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), L.lse);
+    for (std::size_t t = 0; t < n; ++t) lse_sq_sum += double(lse_h(t)) * double(lse_h(t));
+  }
+  std::vector<double> global(2 * E + 1, 0.0);
+  std::copy(routed.begin(), routed.end(), global.begin());
+  std::copy(prob_sum.begin(), prob_sum.end(), global.begin() + std::ptrdiff_t(E));
+  global.back() = double(n);
+  if (train && reduce_stats) reduce_stats(global.data(), global.size());
+  const double n_global = global.back();
+  L.fraction.assign(E, 0.0);
+  double aux = 0, largest = 0;
+  for (std::size_t e = 0; e < E; ++e) {
+    L.fraction[e] = n_global > 0 ? global[e] / (n_global * double(k)) : 0.0;
+    aux += n_global > 0 ? L.fraction[e] * global[E + e] / n_global : 0.0;
+    largest = std::max(largest, L.fraction[e]);
+  }
+  stats.aux_loss = s.aux_loss_coef * double(E) * aux;
+  stats.imbalance = largest * double(E);
+  stats.z_loss = n > 0 ? s.z_loss_coef * lse_sq_sum / double(n) : 0.0;
+  return stats;
+}
+
+template <class T>
+void MoeLayer<T>::backward(int slot, const Matrix<T>& dy, const Matrix<T>& dx, GradMode mode,
+                           MoeStats& stats) {
+  State& L = states_[slot];
+  const MoeShape& s = shape_;
+  const std::size_t n = L.n, d = s.d_model, E = s.experts, k = s.top_k;
+  if (dy.extent(0) != n || dy.extent(1) != d)
+    throw Error(
+        fmt::format("model::MoeLayer::backward: output gradient is [{}, {}], expected "
+                    "[{}, {}]",
+                    dy.extent(0), dy.extent(1), n, d));
+  const std::size_t packed_rows = L.expert_offset[E];
+  const std::size_t local_rows = L.local_offset.back();
+  kernels::ensure_extent(dexpert_out_, packed_rows, d);
+  kernels::ensure_extent(dgate_, n, k);
+  kernels::combine_rows_backward(L.expert_out, L.slot_pos, L.gate, dy, dexpert_out_, dgate_);
+  if (s.ep_size > 1) {
+    const auto t = std::chrono::steady_clock::now();
+    dispatcher_.to_experts(*L.plan, dexpert_out_, dlocal_out_);
+    stats.dispatch_seconds += seconds_since(t);
+  } else {
+    dlocal_out_ = dexpert_out_;
+  }
+  kernels::ensure_extent(dlocal_in_, local_rows, d);
+  Kokkos::fence();
+  const auto expert_start = std::chrono::steady_clock::now();
+  experts_.backward(slot, dlocal_out_, dlocal_in_);
+  Kokkos::fence();
+  stats.expert_seconds += seconds_since(expert_start);
+  stats.expert_flops += 2.0 * experts_.forward_flops_per_row() * double(local_rows);
+  if (s.ep_size > 1) {
+    const auto t = std::chrono::steady_clock::now();
+    kernels::ensure_extent(dpacked_, packed_rows, d);
+    dispatcher_.to_sources(*L.plan, dlocal_in_, dpacked_);
+    stats.dispatch_seconds += seconds_since(t);
+  } else {
+    dpacked_ = dlocal_in_;
+  }
+
+  // dx = scatter of the experts' input gradients + the router's path.
+  const Matrix<T>& target = mode == GradMode::overwrite ? dx : dx_;
+  if (mode == GradMode::accumulate) kernels::ensure_extent(dx_, n, d);
+  Kokkos::deep_copy(target, T(0));
+  kernels::scatter_add_rows(dpacked_, L.slot_pos, target);
+  kernels::ensure_extent(aux_grad_, E);
+  {
+    auto aux_h = Kokkos::create_mirror_view(aux_grad_);
+    for (std::size_t e = 0; e < E; ++e)
+      aux_h(e) = T(s.aux_loss_coef * double(E) * L.fraction[e] / double(n));
+    Kokkos::deep_copy(aux_grad_, aux_h);
+  }
+  kernels::ensure_extent(dprobs_, n, E);
+  router_.backward(L.x, L.probs, L.lse, L.choice, L.gate, dgate_, aux_grad_,
+                   T(2.0 * s.z_loss_coef / double(n)), dprobs_, target);
+  if (mode == GradMode::accumulate) write_grad(dx, dx_, GradMode::accumulate);
+}
+
+template class Router<float>;
+template class Router<double>;
+template class Experts<float>;
+template class Experts<double>;
+template class MoeLayer<float>;
+template class MoeLayer<double>;
+
+}  // namespace daa::model
