@@ -202,6 +202,29 @@ void Experts<T>::backward(int slot, const Matrix<T>& dout, const Matrix<T>& din)
   }
 }
 
+// ---- FeedForward --------------------------------------------------------------------------------
+
+template <class T>
+FeedForward<T>::FeedForward(ParamStore<T>& store, const std::string& name, const MoeShape& shape)
+    : ffn_(store, name, -1, shape, /*dense=*/true) {}
+
+template <class T>
+void FeedForward<T>::forward(int slot, const Matrix<T>& x, const Matrix<T>& y) {
+  const std::size_t rows[2] = {0, x.extent(0)};
+  ffn_.forward(slot, x, rows, y);
+}
+
+template <class T>
+void FeedForward<T>::backward(int slot, const Matrix<T>& dy, const Matrix<T>& dx, GradMode mode) {
+  if (mode == GradMode::overwrite) {
+    ffn_.backward(slot, dy, dx);
+    return;
+  }
+  kernels::ensure_extent(dx_, dx.extent(0), dx.extent(1));
+  ffn_.backward(slot, dy, dx_);
+  write_grad(dx, dx_, GradMode::accumulate);
+}
+
 // ---- MoeLayer -----------------------------------------------------------------------------------
 
 template <class T>
@@ -400,6 +423,8 @@ void MoeLayer<T>::backward(int slot, const Matrix<T>& dy, const Matrix<T>& dx, G
   if (mode == GradMode::accumulate) write_grad(dx, dx_, GradMode::accumulate);
 }
 
+template class FeedForward<float>;
+template class FeedForward<double>;
 template class Router<float>;
 template class Router<double>;
 template class Experts<float>;

@@ -9,7 +9,6 @@
 #include <string>
 
 #include "daa/core/error.hpp"
-#include "daa/core/rng.hpp"
 #include "daa/kernels/linalg.hpp"
 #include "daa/kernels/nn_kernels.hpp"
 
@@ -142,18 +141,9 @@ MoeModel<T>::~MoeModel() = default;
 
 template <class T>
 void MoeModel<T>::initialize() {
-  auto host = Kokkos::create_mirror_view(params_.values());
-  for (const ParamInfo& p : params_.infos()) {
-    const std::uint64_t stream = core::name_hash(p.name.c_str());
-    const double std_dev = shape_.init_std > 0 ? shape_.init_std : 1.0 / std::sqrt(double(p.rows));
-    for (std::size_t i = 0; i < p.size(); ++i) {
-      double v = p.init == ParamInit::ones ? 1.0 : 0.0;
-      if (p.init == ParamInit::normal)
-        v = std_dev * core::counter_normal(shape_.seed, core::RngPurpose::init, stream, i);
-      host(p.offset + i) = static_cast<T>(v);
-    }
-  }
-  Kokkos::deep_copy(params_.values(), host);
+  params_.initialize(shape_.seed, [&](const ParamInfo& p) {
+    return shape_.init_std > 0 ? shape_.init_std : 1.0 / std::sqrt(double(p.rows));
+  });
 }
 
 template <class T>

@@ -2,6 +2,7 @@
 #include "daa/model/params.hpp"
 
 #include "daa/core/error.hpp"
+#include "daa/core/rng.hpp"
 
 namespace daa::model {
 
@@ -31,6 +32,23 @@ void ParamStore<T>::allocate() {
   }
   values_ = kernels::Vector<T>("params", total_);
   grads_ = kernels::Vector<T>("grads", total_);
+}
+
+template <class T>
+void ParamStore<T>::initialize(std::uint64_t seed,
+                               const std::function<double(const ParamInfo&)>& std_dev) {
+  auto host = Kokkos::create_mirror_view(values_);
+  for (const ParamInfo& p : infos_) {
+    const std::uint64_t stream = core::name_hash(p.name.c_str());
+    const double scale = p.init == ParamInit::normal ? std_dev(p) : 0.0;
+    for (std::size_t i = 0; i < p.size(); ++i) {
+      double v = p.init == ParamInit::ones ? 1.0 : 0.0;
+      if (p.init == ParamInit::normal)
+        v = scale * core::counter_normal(seed, core::RngPurpose::init, stream, i);
+      host(p.offset + i) = static_cast<T>(v);
+    }
+  }
+  Kokkos::deep_copy(values_, host);
 }
 
 template <class T>

@@ -107,11 +107,13 @@ class Router {
 };
 
 // Every local expert of one layer, run in one call over rows grouped by local expert: rows
-// [offset[j], offset[j+1]) go to local expert j. The place where a grouped GEMM goes.
+// [offset[j], offset[j+1]) go to local expert j. The place where a grouped GEMM goes. With
+// `dense`, one replicated FFN named "<name>.w1" ... (a transformer's dense FFN block).
 template <class T>
 class Experts {
  public:
-  Experts(ParamStore<T>& store, const std::string& name, int layer, const MoeShape& shape);
+  Experts(ParamStore<T>& store, const std::string& name, int layer, const MoeShape& shape,
+          bool dense = false);
   void forward(int slot, const kernels::Matrix<T>& in, std::span<const std::size_t> offset,
                const kernels::Matrix<T>& out);
   // Input gradient overwritten into din (sized like in).
@@ -199,6 +201,24 @@ class MoeLayer {
   kernels::Matrix<T> dx_{"moe_dx", 0, 0};
 };
 
+// A dense feed-forward block [n, d] -> [n, d] of the experts' shape (GELU MLP or SwiGLU, width
+// shape.d_ff), replicated over data parallelism.
+template <class T>
+class FeedForward {
+ public:
+  FeedForward(ParamStore<T>& store, const std::string& name, const MoeShape& shape);
+  void forward(int slot, const kernels::Matrix<T>& x, const kernels::Matrix<T>& y);
+  void backward(int slot, const kernels::Matrix<T>& dy, const kernels::Matrix<T>& dx,
+                GradMode mode);
+  double forward_flops_per_row() const { return ffn_.forward_flops_per_row(); }
+
+ private:
+  Experts<T> ffn_;
+  kernels::Matrix<T> dx_{"ffn_dx", 0, 0};
+};
+
+extern template class FeedForward<float>;
+extern template class FeedForward<double>;
 extern template class Router<float>;
 extern template class Router<double>;
 extern template class Experts<float>;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -52,6 +53,11 @@ class ParamStore {
   kernels::VectorRef<T> grad_vec(int id) const { return vector(grads_, id); }
 
   void zero_grads() const { Kokkos::deep_copy(grads_, T(0)); }
+
+  // Deterministic initial values: a counter-based normal draw keyed by (seed, the tensor's name,
+  // element) times std_dev(info) for ParamInit::normal, zeros and ones otherwise. Independent of
+  // the rank layout, so every shard draws what the one-rank model draws.
+  void initialize(std::uint64_t seed, const std::function<double(const ParamInfo&)>& std_dev);
 
  private:
   kernels::MatrixRef<T> matrix(const kernels::Vector<T>& flat, int id) const;

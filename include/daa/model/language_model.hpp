@@ -1,0 +1,107 @@
+// The causal transformer MoE language model, built only from the shared layers:
+//   token embedding -> N x [x + attn(rmsnorm(x)); x + ffn(rmsnorm(x))] -> rmsnorm -> head
+//   -> next-token cross-entropy fused with the softmax over the vocabulary.
+// Every `moe_every`-th block's FFN is an MoeLayer, the others a dense FeedForward; the head is
+// the embedding table transposed (tied) or a Linear of its own. A pipeline stage holds blocks
+// [first_block, last_block); the first also the embedding, the last the final norm and head.
+// Templated on the scalar so gradient checks run in double and training in float.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "daa/kernels/views.hpp"
+#include "daa/model/attention.hpp"
+#include "daa/model/moe_layer.hpp"
+#include "daa/model/params.hpp"
+#include "daa/parallel/communicator.hpp"
+
+namespace daa::model {
+
+struct LanguageModelShape {
+  int vocab = 4096;
+  int d_model = 128;
+  int layers = 4;  // transformer blocks
+  int heads = 4;
+  int seq_len = 128;  // the longest sequence the model is built for (rotary tables, checks)
+  double rope_base = 10000.0;
+  int attention_block = 64;  // keys per step of the online softmax
+  int moe_every = 1;         // block b has an MoE FFN when (b + 1) % moe_every == 0; 0: none
+  int d_ff_dense = 512;      // width of the dense FFN blocks
+  bool tie_embeddings = true;
+  double init_std = 0.02;  // weights ~ N(0, init_std); residual outputs scaled 1/sqrt(2 layers)
+  std::uint64_t seed = 1;
+  MoeShape moe;  // the MoE FFNs (also the dense FFN's kind, GELU or SwiGLU)
+  int first_block = 0;
+  int last_block = -1;  // -1: all blocks
+
+  int end_block() const { return last_block < 0 ? layers : last_block; }
+  bool has_embedding() const { return first_block == 0; }
+  bool has_head() const { return end_block() == layers; }
+  bool is_moe_block(int block) const { return moe_every > 0 && (block + 1) % moe_every == 0; }
+  // Index of block's MoE layer among all MoE layers (-1: a dense block); and their count.
+  int moe_layer_of(int block) const;
+  int moe_layers() const { return moe_layer_of(layers - 1) + (is_moe_block(layers - 1) ? 1 : 0); }
+};
+
+// What one forward reports: loss summed over the tokens with a target (in nats), its count,
+// top-1 hits, the MoE layers' figures, and the aux + z losses of this rank's objective.
+struct LmStats {
+  std::int64_t tokens = 0;
+  double loss_sum = 0;
+  std::int64_t correct = 0;
+  double aux_loss = 0;
+  double expert_seconds = 0, expert_flops = 0, dispatch_seconds = 0;
+  double attention_seconds = 0, attention_flops = 0;
+  std::vector<MoeStats> moe;  // per MoE layer held, in block order
+};
+
+using TokenIds = Kokkos::View<int*, kernels::MemSpace>;
+
+template <class T>
+class LanguageModel {
+ public:
+  // With shape.moe.ep_size > 1, `expert_group` is the expert-parallel communicator; it must
+  // outlive the model.
+  explicit LanguageModel(const LanguageModelShape& shape,
+                         const parallel::Communicator* expert_group = nullptr);
+  ~LanguageModel();
+  LanguageModel(const LanguageModel&) = delete;
+  LanguageModel& operator=(const LanguageModel&) = delete;
+
+  const LanguageModelShape& shape() const { return shape_; }
+  ParamStore<T>& params() { return params_; }
+  const ParamStore<T>& params() const { return params_; }
+  void initialize();
+
+  // One stage on micro-batch `slot` of `sequences` sequences of `seq_len` tokens (rows of one
+  // sequence contiguous). The first stage reads `tokens` [n], the others `input` [n, d_model]
+  // (kept alive by the caller until backward(slot)). The last stage scores `targets` [n] (-1: no
+  // target) with mean cross-entropy over the targeted tokens; with `train`, its backward starts
+  // from that mean (plus the aux losses). `observer` sees every MoE layer's routing.
+  LmStats forward(int slot, int seq_len, const TokenIds& tokens, const kernels::Matrix<T>& input,
+                  const TokenIds& targets, bool train, const StatsReducer& reduce_stats = {},
+                  const RoutingObserver& observer = {});
+  // Backward of forward(slot): the last stage from its loss (grad_output unused), the others
+  // from the gradient of their output.
+  void backward(int slot, const kernels::Matrix<T>& grad_output, LmStats& stats);
+  kernels::Matrix<T> output(int slot) const;      // this stage's output [n, d]
+  kernels::Matrix<T> input_grad(int slot) const;  // gradient of its input (not the first stage)
+  // Logits [n, vocab] of the last forward(slot, ..., train = false) on the last stage.
+  kernels::Matrix<T> logits(int slot) const;
+
+  // Routing bias of MoE layer `moe_layer` (global index), held by this stage.
+  kernels::Vector<T> routing_bias(int moe_layer) const;
+
+ private:
+  struct Parts;
+  LanguageModelShape shape_;
+  ParamStore<T> params_;
+  std::unique_ptr<Parts> parts_;
+};
+
+extern template class LanguageModel<float>;
+extern template class LanguageModel<double>;
+
+}  // namespace daa::model

@@ -1,0 +1,325 @@
+// Forward and backward of the transformer MoE language model (see language_model.hpp): the block
+// loop composes norms, attention, FFNs and residual adds; each layer keeps its own slot state.
+#include "daa/model/language_model.hpp"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cmath>
+#include <optional>
+#include <string>
+
+#include "daa/core/error.hpp"
+#include "daa/kernels/nn_kernels.hpp"
+#include "daa/model/embedding.hpp"
+#include "daa/model/linear.hpp"
+#include "daa/model/norms.hpp"
+
+namespace daa::model {
+
+using kernels::Matrix;
+
+int LanguageModelShape::moe_layer_of(int block) const {
+  if (!is_moe_block(block)) return -1;
+  int index = 0;
+  for (int b = 0; b < block; ++b) index += is_moe_block(b) ? 1 : 0;
+  return index;
+}
+
+template <class T>
+struct LanguageModel<T>::Parts {
+  struct Block {
+    RMSNorm<T> attn_norm;
+    CausalSelfAttention<T> attention;
+    RMSNorm<T> ffn_norm;
+    std::optional<MoeLayer<T>> moe;  // or the dense FFN
+    std::optional<FeedForward<T>> dense;
+  };
+  // Saved per micro-batch slot, besides what the layers keep.
+  struct Slot {
+    std::size_t n = 0;
+    int seq_len = 0;
+    std::vector<Matrix<T>> residual;  // residual[b]: input of held block b; [blocks]: output
+    std::vector<Matrix<T>> normed_attn, mid, normed_ffn;  // per held block
+    Matrix<T> final_normed{"final_normed", 0, 0};
+    Matrix<T> logits{"logits", 0, 0};  // gradients in place after a training forward
+    Matrix<T> input_grad{"input_grad", 0, 0};
+    TokenIds targets{"targets", 0};
+    std::int64_t targeted = 0;
+    std::vector<MoeStats> moe;
+  };
+  std::optional<Embedding<T>> embedding;
+  std::vector<Block> blocks;
+  std::optional<RMSNorm<T>> final_norm;
+  std::optional<Linear<T>> head;  // untied head
+  std::vector<Slot> slots;
+  // Scratch shared by the blocks: a sublayer's output, the running residual gradient, a
+  // sublayer's input gradient.
+  Matrix<T> out{"block_out", 0, 0}, dres{"dres", 0, 0}, dnormed{"dnormed", 0, 0};
+  kernels::Vector<T> row_loss{"row_loss", 0};
+  Kokkos::View<int*, kernels::MemSpace> row_correct{"row_correct", 0};
+
+  Slot& slot(int i) {
+    if (slots.size() <= std::size_t(i)) slots.resize(std::size_t(i) + 1);
+    return slots[std::size_t(i)];
+  }
+};
+
+template <class T>
+LanguageModel<T>::LanguageModel(const LanguageModelShape& shape,
+                                const parallel::Communicator* expert_group)
+    : shape_(shape), parts_(std::make_unique<Parts>()) {
+  const LanguageModelShape& s = shape_;
+  if (s.vocab < 2 || s.layers < 1 || s.first_block < 0 || s.end_block() > s.layers ||
+      s.first_block > s.end_block())
+    throw Error(
+        fmt::format("model::LanguageModel: vocab {}, {} layers, blocks [{}, {}) do not "
+                    "form a model",
+                    s.vocab, s.layers, s.first_block, s.end_block()));
+  if (s.moe.d_model != s.d_model)
+    throw Error("model::LanguageModel: the MoE layers' d_model differs from the model's");
+  Parts& p = *parts_;
+  const AttentionShape attention{.d_model = s.d_model,
+                                 .heads = s.heads,
+                                 .max_seq_len = s.seq_len,
+                                 .rope_base = s.rope_base,
+                                 .block = s.attention_block};
+  MoeShape dense = s.moe;
+  dense.d_ff = s.d_ff_dense;
+  // A tied head on another stage than the embedding would need its table's gradients summed
+  // across stages every step; not built yet, so refused.
+  if (s.tie_embeddings && s.has_head() != s.has_embedding())
+    throw Error(
+        "model::LanguageModel: tied embeddings need the embedding and the head on one pipeline "
+        "stage; set [model] tie_embeddings = false to split the model over stages");
+  if (s.has_embedding()) p.embedding.emplace(params_, "embedding", s.vocab, s.d_model);
+  p.blocks.reserve(std::size_t(s.end_block() - s.first_block));
+  for (int b = s.first_block; b < s.end_block(); ++b) {
+    const std::string name = "block" + std::to_string(b);
+    const int moe_layer = s.moe_layer_of(b);
+    auto& block = p.blocks.emplace_back(typename Parts::Block{
+        RMSNorm<T>(params_, name + ".attn_norm", s.d_model),
+        CausalSelfAttention<T>(params_, name + ".attn", attention),
+        RMSNorm<T>(params_, name + ".ffn_norm", s.d_model), std::nullopt, std::nullopt});
+    if (moe_layer >= 0)
+      block.moe.emplace(params_, name + ".moe", moe_layer, s.moe, expert_group);
+    else
+      block.dense.emplace(params_, name + ".ffn", dense);
+  }
+  if (s.has_head()) {
+    p.final_norm.emplace(params_, "final_norm", s.d_model);
+    if (!s.tie_embeddings) p.head.emplace(params_, "head", s.d_model, s.vocab, false);
+  }
+  params_.allocate();
+  initialize();
+}
+
+template <class T>
+LanguageModel<T>::~LanguageModel() = default;
+
+template <class T>
+void LanguageModel<T>::initialize() {
+  // GPT-2's scheme: N(0, init_std), the projections that write into the residual stream scaled
+  // down by sqrt(2 * layers) so the stream's variance does not grow with depth.
+  const double residual_scale = 1.0 / std::sqrt(2.0 * shape_.layers);
+  params_.initialize(shape_.seed, [&](const ParamInfo& p) {
+    const bool writes_residual = p.name.ends_with(".wo") || p.name.ends_with(".w2");
+    return shape_.init_std * (writes_residual ? residual_scale : 1.0);
+  });
+}
+
+template <class T>
+LmStats LanguageModel<T>::forward(int slot_index, int seq_len, const TokenIds& tokens,
+                                  const Matrix<T>& input, const TokenIds& targets, bool train,
+                                  const StatsReducer& reduce_stats,
+                                  const RoutingObserver& observer) {
+  const LanguageModelShape& s = shape_;
+  Parts& p = *parts_;
+  typename Parts::Slot& slot = p.slot(slot_index);
+  const std::size_t n = s.has_embedding() ? tokens.extent(0) : input.extent(0);
+  const auto d = std::size_t(s.d_model);
+  if (!s.has_embedding() && input.extent(1) != d)
+    throw Error(fmt::format("model::LanguageModel::forward: input is [{}, {}], expected width {}",
+                            input.extent(0), input.extent(1), d));
+  if (s.has_head() && targets.extent(0) != n)
+    throw Error(fmt::format("model::LanguageModel::forward: {} targets for {} tokens",
+                            targets.extent(0), n));
+  const int held = s.end_block() - s.first_block;
+  slot.n = n;
+  slot.seq_len = seq_len;
+  slot.residual.resize(std::size_t(held) + 1);
+  slot.normed_attn.resize(std::size_t(held));
+  slot.mid.resize(std::size_t(held));
+  slot.normed_ffn.resize(std::size_t(held));
+  slot.moe.clear();
+  LmStats stats;
+
+  if (s.has_embedding()) {
+    kernels::ensure_extent(slot.residual[0], n, d);
+    p.embedding->forward(slot_index, tokens, slot.residual[0]);
+  } else {
+    slot.residual[0] = input;
+  }
+  kernels::ensure_extent(p.out, n, d);
+  auto add = [n, d](const Matrix<T>& to, const Matrix<T>& a, const Matrix<T>& b) {
+    Kokkos::parallel_for(
+        "residual_add", kernels::Range(0, n), KOKKOS_LAMBDA(const int t) {
+          for (std::size_t j = 0; j < d; ++j) to(t, j) = a(t, j) + b(t, j);
+        });
+  };
+  for (int i = 0; i < held; ++i) {
+    typename Parts::Block& block = p.blocks[std::size_t(i)];
+    const auto b = std::size_t(i);
+    kernels::ensure_extent(slot.normed_attn[b], n, d);
+    kernels::ensure_extent(slot.mid[b], n, d);
+    kernels::ensure_extent(slot.normed_ffn[b], n, d);
+    kernels::ensure_extent(slot.residual[b + 1], n, d);
+    block.attn_norm.forward(slot_index, slot.residual[b], slot.normed_attn[b]);
+    Kokkos::fence();
+    const auto attention_start = std::chrono::steady_clock::now();
+    block.attention.forward(slot_index, slot.normed_attn[b], seq_len, p.out);
+    Kokkos::fence();
+    stats.attention_seconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - attention_start).count();
+    stats.attention_flops += CausalSelfAttention<T>::flops(n, seq_len, s.d_model);
+    add(slot.mid[b], slot.residual[b], p.out);
+    block.ffn_norm.forward(slot_index, slot.mid[b], slot.normed_ffn[b]);
+    if (block.moe) {
+      MoeStats moe =
+          block.moe->forward(slot_index, slot.normed_ffn[b], p.out, train, reduce_stats, observer);
+      stats.aux_loss += moe.aux_loss + moe.z_loss;
+      stats.expert_seconds += moe.expert_seconds;
+      stats.expert_flops += moe.expert_flops;
+      stats.dispatch_seconds += moe.dispatch_seconds;
+      slot.moe.push_back(moe);
+      stats.moe.push_back(std::move(moe));
+    } else {
+      block.dense->forward(slot_index, slot.normed_ffn[b], p.out);
+    }
+    add(slot.residual[b + 1], slot.mid[b], p.out);
+  }
+
+  if (s.has_head()) {
+    const Matrix<T>& h = slot.residual[std::size_t(held)];
+    kernels::ensure_extent(slot.final_normed, n, d);
+    kernels::ensure_extent(slot.logits, n, std::size_t(s.vocab));
+    p.final_norm->forward(slot_index, h, slot.final_normed);
+    if (p.head)
+      p.head->forward(slot_index, slot.final_normed, slot.logits);
+    else
+      p.embedding->head_forward(slot_index, slot.final_normed, slot.logits);
+    const auto targets_h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), targets);
+    std::int64_t targeted = 0;
+    for (std::size_t t = 0; t < n; ++t) {
+      if (targets_h(t) >= s.vocab || targets_h(t) < -1)
+        throw Error(
+            fmt::format("model::LanguageModel::forward: target {} at row {} is outside "
+                        "the vocabulary of {} tokens",
+                        targets_h(t), t, s.vocab));
+      targeted += targets_h(t) >= 0 ? 1 : 0;
+    }
+    slot.targets = targets;
+    slot.targeted = targeted;
+    kernels::ensure_extent(p.row_loss, n);
+    kernels::ensure_extent(p.row_correct, n);
+    kernels::softmax_cross_entropy_in_place(
+        slot.logits, Kokkos::View<const int*, kernels::MemSpace>(targets),
+        targeted > 0 ? T(1) / T(targeted) : T(0), train, p.row_loss, p.row_correct);
+    const auto loss_h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), p.row_loss);
+    const auto correct_h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), p.row_correct);
+    for (std::size_t t = 0; t < n; ++t) {
+      stats.loss_sum += double(loss_h(t));
+      stats.correct += correct_h(t);
+    }
+    stats.tokens = targeted;
+  }
+  return stats;
+}
+
+template <class T>
+void LanguageModel<T>::backward(int slot_index, const Matrix<T>& grad_output, LmStats& stats) {
+  const LanguageModelShape& s = shape_;
+  Parts& p = *parts_;
+  typename Parts::Slot& slot = p.slot(slot_index);
+  const std::size_t n = slot.n;
+  const auto d = std::size_t(s.d_model);
+  const int held = s.end_block() - s.first_block;
+  kernels::ensure_extent(p.dres, n, d);
+  kernels::ensure_extent(p.dnormed, n, d);
+  if (s.has_head()) {
+    // The logits buffer holds d(mean loss)/d(logits) since the training forward.
+    if (p.head)
+      p.head->backward(slot_index, slot.logits, p.dnormed);
+    else
+      p.embedding->head_backward(slot_index, slot.logits, p.dnormed);
+    p.final_norm->backward(slot_index, p.dnormed, p.dres);
+  } else {
+    if (grad_output.extent(0) != n || grad_output.extent(1) != d)
+      throw Error(
+          fmt::format("model::LanguageModel::backward: output gradient is [{}, {}], "
+                      "expected [{}, {}]",
+                      grad_output.extent(0), grad_output.extent(1), n, d));
+    Kokkos::deep_copy(p.dres, grad_output);
+  }
+  std::size_t moe_index = slot.moe.size();
+  for (int i = held - 1; i >= 0; --i) {
+    typename Parts::Block& block = p.blocks[std::size_t(i)];
+    // dres: the gradient of residual[i+1] = mid + ffn(norm(mid)); then of mid = x + attn(norm(x)).
+    if (block.moe) {
+      MoeStats& moe = slot.moe[--moe_index];
+      const double seconds = moe.expert_seconds, flops = moe.expert_flops,
+                   dispatch = moe.dispatch_seconds;
+      block.moe->backward(slot_index, p.dres, p.dnormed, GradMode::overwrite, moe);
+      stats.expert_seconds += moe.expert_seconds - seconds;
+      stats.expert_flops += moe.expert_flops - flops;
+      stats.dispatch_seconds += moe.dispatch_seconds - dispatch;
+    } else {
+      block.dense->backward(slot_index, p.dres, p.dnormed, GradMode::overwrite);
+    }
+    block.ffn_norm.backward(slot_index, p.dnormed, p.dres, GradMode::accumulate);
+    Kokkos::fence();
+    const auto attention_start = std::chrono::steady_clock::now();
+    block.attention.backward(slot_index, p.dres, p.dnormed, GradMode::overwrite);
+    Kokkos::fence();
+    stats.attention_seconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - attention_start).count();
+    stats.attention_flops += 2.0 * CausalSelfAttention<T>::flops(n, slot.seq_len, s.d_model);
+    block.attn_norm.backward(slot_index, p.dnormed, p.dres, GradMode::accumulate);
+  }
+  if (s.has_embedding()) {
+    p.embedding->backward(slot_index, p.dres);
+  } else {
+    // For the previous stage; a copy per slot, since its send may still be in flight.
+    kernels::ensure_extent(slot.input_grad, n, d);
+    Kokkos::deep_copy(slot.input_grad, p.dres);
+  }
+  Kokkos::fence();
+}
+
+template <class T>
+Matrix<T> LanguageModel<T>::output(int slot) const {
+  return parts_->slot(slot).residual.back();
+}
+
+template <class T>
+Matrix<T> LanguageModel<T>::input_grad(int slot) const {
+  return parts_->slot(slot).input_grad;
+}
+
+template <class T>
+Matrix<T> LanguageModel<T>::logits(int slot) const {
+  return parts_->slot(slot).logits;
+}
+
+template <class T>
+kernels::Vector<T> LanguageModel<T>::routing_bias(int moe_layer) const {
+  for (const typename Parts::Block& block : parts_->blocks)
+    if (block.moe && block.moe->layer() == moe_layer) return block.moe->routing_bias();
+  throw Error(fmt::format("model::LanguageModel::routing_bias: MoE layer {} is not on this stage",
+                          moe_layer));
+}
+
+template class LanguageModel<float>;
+template class LanguageModel<double>;
+
+}  // namespace daa::model

@@ -1,0 +1,205 @@
+// The whole transformer MoE language model in double: finite-difference gradients of every
+// parameter (tied and untied heads, dense and MoE blocks, SwiGLU and GELU experts), a model split
+// into two pipeline stages equal to the whole, and the bad inputs the model itself refuses.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "daa/core/error.hpp"
+#include "daa/core/rng.hpp"
+#include "daa/model/language_model.hpp"
+
+namespace daa::model::test {
+namespace {
+
+using kernels::Matrix;
+
+template <class View>
+std::vector<double> to_host(const View& view) {
+  auto host = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), view);
+  return std::vector<double>(host.data(), host.data() + host.size());
+}
+
+TokenIds token_view(const std::vector<int>& ids) {
+  TokenIds view("ids", ids.size());
+  auto host = Kokkos::create_mirror_view(view);
+  for (std::size_t i = 0; i < ids.size(); ++i) host(i) = ids[i];
+  Kokkos::deep_copy(view, host);
+  return view;
+}
+
+LanguageModelShape small_shape(ExpertFfn ffn, bool tied) {
+  LanguageModelShape s;
+  s.vocab = 11;
+  s.d_model = 8;
+  s.layers = 2;
+  s.heads = 2;
+  s.seq_len = 5;
+  s.attention_block = 2;
+  s.moe_every = 2;  // block 0 dense, block 1 MoE
+  s.d_ff_dense = 6;
+  s.tie_embeddings = tied;
+  s.init_std = 0.3;  // large enough that every path carries gradient
+  s.seed = 7;
+  s.moe = MoeShape{.d_model = 8,
+                   .experts = 4,
+                   .top_k = 2,
+                   .d_ff = 5,
+                   .ffn = ffn,
+                   .aux_loss_coef = 0.1,
+                   .z_loss_coef = 0.01};
+  return s;
+}
+
+// Two sequences of 5 tokens; the last position of the second sequence has no target.
+struct Batch {
+  TokenIds tokens = token_view({1, 4, 2, 9, 0, 3, 3, 10, 7, 5});
+  TokenIds targets = token_view({4, 2, 9, 0, 6, 3, 10, 7, 5, -1});
+};
+
+struct Result {
+  double objective = 0;  // mean cross-entropy + aux + z
+  std::vector<int> routing;
+};
+
+Result evaluate(LanguageModel<double>& model, const Batch& batch, bool train) {
+  Result r;
+  const LmStats stats =
+      model.forward(0, 5, batch.tokens, Matrix<double>("none", 0, 0), batch.targets, train, {},
+                    [&](const RoutingEvent& e) {
+                      r.routing.insert(r.routing.end(), e.choice.begin(), e.choice.end());
+                    });
+  r.objective = stats.loss_sum / double(stats.tokens) + stats.aux_loss;
+  return r;
+}
+
+void expect_gradients_match(const LanguageModelShape& shape) {
+  LanguageModel<double> model(shape);
+  const Batch batch;
+  const Result base = evaluate(model, batch, false);
+  model.params().zero_grads();
+  evaluate(model, batch, true);
+  LmStats stats;
+  model.backward(0, Matrix<double>("none", 0, 0), stats);
+  const auto analytic = to_host(model.params().grads());
+  auto values = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), model.params().values());
+  const double h = 1e-6;
+  int checked = 0, skipped = 0;
+  for (const ParamInfo& p : model.params().infos()) {
+    double diff = 0, scale = 0, norm = 0;
+    // Every entry of small tensors, a spread sample of large ones.
+    const std::size_t stride = p.size() > 64 ? 7 : 1;
+    for (std::size_t i = 0; i < p.size(); i += stride) {
+      const std::size_t at = p.offset + i;
+      const double orig = values(at);
+      auto objective_at = [&](double v) {
+        values(at) = v;
+        Kokkos::deep_copy(model.params().values(), values);
+        return evaluate(model, batch, false);
+      };
+      const Result plus = objective_at(orig + h), minus = objective_at(orig - h);
+      objective_at(orig);
+      ++checked;
+      if (plus.routing != base.routing || minus.routing != base.routing) {
+        ++skipped;
+        continue;
+      }
+      const double numeric = (plus.objective - minus.objective) / (2 * h);
+      diff = std::max(diff, std::abs(numeric - analytic[at]));
+      scale = std::max({scale, std::abs(numeric), std::abs(analytic[at])});
+      norm += analytic[at] * analytic[at];
+    }
+    EXPECT_LE(diff, 1e-6 * std::max(scale, 1e-3)) << p.name;
+    EXPECT_GT(norm, 0.0) << p.name << " receives no gradient";
+  }
+  EXPECT_LT(skipped, checked / 20 + 1);
+}
+
+TEST(LanguageModel, GradientsMatchFiniteDifferencesTiedSwiglu) {
+  expect_gradients_match(small_shape(ExpertFfn::swiglu, true));
+}
+
+TEST(LanguageModel, GradientsMatchFiniteDifferencesUntiedGelu) {
+  expect_gradients_match(small_shape(ExpertFfn::gelu, false));
+}
+
+TEST(LanguageModel, DeclaresTheBlocksItDescribes) {
+  LanguageModel<double> model(small_shape(ExpertFfn::swiglu, true));
+  std::vector<std::string> names;
+  for (const ParamInfo& p : model.params().infos()) names.push_back(p.name);
+  const auto has = [&](const std::string& n) {
+    return std::find(names.begin(), names.end(), n) != names.end();
+  };
+  EXPECT_TRUE(has("embedding.table"));
+  EXPECT_TRUE(has("block0.attn.wqkv"));
+  EXPECT_TRUE(has("block0.ffn.w1"));  // dense FFN in block 0
+  EXPECT_TRUE(has("block1.moe.router.w"));
+  EXPECT_TRUE(has("block1.moe.expert3.w3"));
+  EXPECT_TRUE(has("final_norm.gain"));
+  EXPECT_FALSE(has("head.w"));  // tied
+  EXPECT_EQ(model.shape().moe_layers(), 1);
+  EXPECT_EQ(model.shape().moe_layer_of(1), 0);
+  EXPECT_EQ(model.shape().moe_layer_of(0), -1);
+}
+
+// Stage 0 holds block 0, stage 1 block 1 and the head: the same loss and gradients as the whole.
+TEST(LanguageModel, TwoPipelineStagesEqualTheWholeModel) {
+  LanguageModelShape whole_shape = small_shape(ExpertFfn::swiglu, false);
+  LanguageModel<double> whole(whole_shape);
+  LanguageModelShape first = whole_shape, second = whole_shape;
+  first.last_block = 1;
+  second.first_block = 1;
+  LanguageModel<double> stage0(first), stage1(second);
+  const Batch batch;
+  const Matrix<double> none("none", 0, 0);
+  const LmStats w = whole.forward(0, 5, batch.tokens, none, batch.targets, true);
+  LmStats ws;
+  whole.backward(0, none, ws);
+
+  stage0.forward(0, 5, batch.tokens, none, TokenIds("none", 0), true);
+  const Matrix<double> activations = stage0.output(0);
+  const LmStats s1 = stage1.forward(0, 5, TokenIds("none", 0), activations, batch.targets, true);
+  LmStats s1s, s0s;
+  stage1.backward(0, none, s1s);
+  stage0.backward(0, stage1.input_grad(0), s0s);
+  EXPECT_NEAR(s1.loss_sum, w.loss_sum, 1e-12);
+  EXPECT_NEAR(s1.aux_loss, w.aux_loss, 1e-12);
+
+  const auto grads = to_host(whole.params().grads());
+  for (const LanguageModel<double>* stage : {&stage0, &stage1}) {
+    const auto stage_grads = to_host(stage->params().grads());
+    for (const ParamInfo& p : stage->params().infos()) {
+      const auto it = std::find_if(whole.params().infos().begin(), whole.params().infos().end(),
+                                   [&](const ParamInfo& q) { return q.name == p.name; });
+      ASSERT_NE(it, whole.params().infos().end()) << p.name;
+      for (std::size_t i = 0; i < p.size(); ++i)
+        ASSERT_NEAR(stage_grads[p.offset + i], grads[it->offset + i], 1e-12) << p.name;
+    }
+  }
+}
+
+TEST(LanguageModel, RefusesTargetsOutsideTheVocabularyAndTiedHeadsAcrossStages) {
+  LanguageModel<double> model(small_shape(ExpertFfn::gelu, true));
+  const Batch batch;
+  const TokenIds bad = token_view({4, 2, 9, 0, 6, 3, 10, 7, 5, 11});
+  try {
+    model.forward(0, 5, batch.tokens, Matrix<double>("none", 0, 0), bad, false);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("target 11"), std::string::npos) << e.what();
+  }
+  LanguageModelShape split = small_shape(ExpertFfn::gelu, true);
+  split.last_block = 1;
+  try {
+    LanguageModel<double> stage(split);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("tie_embeddings"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace daa::model::test
