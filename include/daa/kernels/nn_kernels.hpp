@@ -349,4 +349,157 @@ void cross_entropy(const Matrix<T>& logits, const Kokkos::View<int*, MemSpace>& 
       });
 }
 
+// ---------------------------------------------------------------------------------------------
+// Layers of the language model (issue 12): LayerNorm, embedding gather/scatter, fused vocabulary
+// cross-entropy.
+
+// Device-callable math under its Kokkos 3.x (Experimental) and 4.x names.
+namespace kmath {
+#if KOKKOS_VERSION >= 40000
+using Kokkos::exp;
+using Kokkos::log;
+using Kokkos::sqrt;
+#else
+using Kokkos::Experimental::exp;
+using Kokkos::Experimental::log;
+using Kokkos::Experimental::sqrt;
+#endif
+}  // namespace kmath
+
+// LayerNorm: y = (x - mean) * inv_std * gain + bias, inv_std = 1 / sqrt(var + eps) with the
+// biased variance; mean and inv_std saved for backward. Two passes over the row (mean, then
+// squared deviations) so large offsets do not cancel the variance away.
+template <class T, class X, class Y>
+void layernorm_forward(const X& x, const VectorRef<T>& gain, const VectorRef<T>& bias, T eps,
+                       const Y& y, const Vector<T>& mean, const Vector<T>& inv_std) {
+  const int cols = x.extent(1);
+  Kokkos::parallel_for(
+      "layernorm_forward", Range(0, x.extent(0)), KOKKOS_LAMBDA(const int i) {
+        T sum = 0;
+        for (int j = 0; j < cols; ++j) sum += x(i, j);
+        const T mu = sum / cols;
+        T ss = 0;
+        for (int j = 0; j < cols; ++j) ss += (x(i, j) - mu) * (x(i, j) - mu);
+        const T inv = T(1) / kmath::sqrt(ss / cols + eps);
+        mean(i) = mu;
+        inv_std(i) = inv;
+        for (int j = 0; j < cols; ++j) y(i, j) = (x(i, j) - mu) * inv * gain(j) + bias(j);
+      });
+}
+
+// With xhat = (x - mean) * inv_std and g = gain * dy:
+// dx += inv_std * (g - mean(g) - xhat * mean(g * xhat)) (skipped when dx has no rows);
+// grad_gain[j] += sum_i dy * xhat, grad_bias[j] += sum_i dy (columns, rows in order).
+template <class T, class X, class DY, class DX>
+void layernorm_backward(const X& x, const VectorRef<T>& gain, const Vector<T>& mean,
+                        const Vector<T>& inv_std, const DY& dy, const DX& dx,
+                        const VectorRef<T>& grad_gain, const VectorRef<T>& grad_bias) {
+  const int rows = x.extent(0);
+  const int cols = x.extent(1);
+  if (dx.extent(0) == x.extent(0))
+    Kokkos::parallel_for(
+        "layernorm_backward_x", Range(0, rows), KOKKOS_LAMBDA(const int i) {
+          const T mu = mean(i), inv = inv_std(i);
+          T g_sum = 0, gx_sum = 0;
+          for (int j = 0; j < cols; ++j) {
+            const T g = gain(j) * dy(i, j);
+            g_sum += g;
+            gx_sum += g * (x(i, j) - mu) * inv;
+          }
+          const T g_mean = g_sum / cols, gx_mean = gx_sum / cols;
+          for (int j = 0; j < cols; ++j)
+            dx(i, j) += inv * (gain(j) * dy(i, j) - g_mean - (x(i, j) - mu) * inv * gx_mean);
+        });
+  Kokkos::parallel_for(
+      "layernorm_backward_params", Range(0, cols), KOKKOS_LAMBDA(const int j) {
+        T sum_gain = 0, sum_bias = 0;
+        for (int i = 0; i < rows; ++i) {
+          sum_gain += dy(i, j) * (x(i, j) - mean(i)) * inv_std(i);
+          sum_bias += dy(i, j);
+        }
+        grad_gain(j) += sum_gain;
+        grad_bias(j) += sum_bias;
+      });
+}
+
+// y[i,:] = table[tokens[i],:]. Tokens must lie in [0, rows of table): the caller validates.
+template <class Table, class Tokens, class Y>
+void embedding_gather(const Table& table, const Tokens& tokens, const Y& y) {
+  const int cols = y.extent(1);
+  Kokkos::parallel_for(
+      "embedding_gather", Range(0, y.extent(0)), KOKKOS_LAMBDA(const int i) {
+        const int t = tokens(i);
+        for (int j = 0; j < cols; ++j) y(i, j) = table(t, j);
+      });
+}
+
+// grad_table[tokens[i],:] += dy[i,:]. Repeated tokens collide, so instead of atomics each thread
+// owns one column and walks the rows in order: deterministic, and coalesced across threads on a
+// GPU.
+template <class DY, class Tokens, class Grad>
+void embedding_scatter_add(const DY& dy, const Tokens& tokens, const Grad& grad_table) {
+  const int rows = dy.extent(0);
+  Kokkos::parallel_for(
+      "embedding_scatter_add", Range(0, dy.extent(1)), KOKKOS_LAMBDA(const int j) {
+        for (int i = 0; i < rows; ++i) grad_table(tokens(i), j) += dy(i, j);
+      });
+}
+
+// Index of the first token outside [0, vocab), or tokens.extent(0) if there is none (an integer
+// min-reduction: deterministic).
+template <class Tokens>
+int first_token_outside(const Tokens& tokens, int vocab) {
+  const int n = tokens.extent(0);
+  int first = n;
+  Kokkos::parallel_reduce(
+      "first_token_outside", Range(0, n),
+      KOKKOS_LAMBDA(const int i, int& acc) {
+        const int t = tokens(i);
+        if ((t < 0 || t >= vocab) && i < acc) acc = i;
+      },
+      Kokkos::Min<int>(first));
+  return first;
+}
+
+// Fused softmax cross-entropy over a vocabulary, in place, so a [tokens, vocab] gradient buffer
+// is never allocated next to the logits: row_loss(i) = logsumexp(logits_i) - logits_i[target_i];
+// with want_grad the logits are overwritten by (softmax - onehot) * grad_scale. target < 0: the
+// row is ignored (loss 0, gradient 0, not correct). row_correct(i) = argmax hit (ties toward the
+// lower index). Validates nothing on the device: the caller checks targets < vocab on the host.
+template <class T>
+void softmax_cross_entropy_in_place(const Matrix<T>& logits,
+                                    const Kokkos::View<const int*, MemSpace>& targets, T grad_scale,
+                                    bool want_grad, const Vector<T>& row_loss,
+                                    const Kokkos::View<int*, MemSpace>& row_correct) {
+  const int vocab = logits.extent(1);
+  Kokkos::parallel_for(
+      "softmax_cross_entropy_in_place", Range(0, logits.extent(0)), KOKKOS_LAMBDA(const int i) {
+        const int y = targets(i);
+        if (y < 0) {
+          row_loss(i) = 0;
+          row_correct(i) = 0;
+          if (want_grad)
+            for (int c = 0; c < vocab; ++c) logits(i, c) = 0;
+          return;
+        }
+        int arg = 0;
+        T mx = logits(i, 0);
+        for (int c = 1; c < vocab; ++c)
+          if (logits(i, c) > mx) {
+            mx = logits(i, c);
+            arg = c;
+          }
+        T sum = 0;
+        for (int c = 0; c < vocab; ++c) sum += kmath::exp(logits(i, c) - mx);
+        const T lse = mx + kmath::log(sum);
+        row_loss(i) = lse - logits(i, y);
+        row_correct(i) = arg == y ? 1 : 0;
+        if (want_grad) {
+          for (int c = 0; c < vocab; ++c)
+            logits(i, c) = kmath::exp(logits(i, c) - lse) * grad_scale;
+          logits(i, y) -= grad_scale;
+        }
+      });
+}
+
 }  // namespace daa::kernels
