@@ -101,13 +101,17 @@ void Router<T>::backward(const Matrix<T>& x, const Matrix<T>& probs, const Vecto
 // ---- Experts ------------------------------------------------------------------------------------
 
 template <class T>
-Experts<T>::Experts(ParamStore<T>& store, const std::string& name, int layer, const MoeShape& shape)
+Experts<T>::Experts(ParamStore<T>& store, const std::string& name, int layer, const MoeShape& shape,
+                    bool dense)
     : store_(&store), shape_(shape) {
   const auto d = std::size_t(shape.d_model), F = std::size_t(shape.d_ff);
-  for (int e = shape.first_local_expert(); e < shape.first_local_expert() + shape.local_experts();
-       ++e) {
-    const std::string prefix = name + ".expert" + std::to_string(e) + ".";
-    const ParamPlace place{.kind = ParamKind::expert, .layer = layer, .expert = e};
+  const int first = dense ? 0 : shape.first_local_expert();
+  const int count = dense ? 1 : shape.local_experts();
+  for (int e = first; e < first + count; ++e) {
+    const std::string prefix = dense ? name + "." : name + ".expert" + std::to_string(e) + ".";
+    const ParamPlace place =
+        dense ? ParamPlace{.layer = layer}
+              : ParamPlace{.kind = ParamKind::expert, .layer = layer, .expert = e};
     Local local;
     local.w1 = store.declare(weight_info(prefix + "w1", d, F, place));
     if (shape.ffn == ExpertFfn::gelu) {

@@ -1,0 +1,134 @@
+// 1F1B and forward-only pipeline schedules (see pipeline.hpp). Activations of micro-batch m go to
+// the next stage with tag 2m, their gradients come back with tag 2m + 1; sends are non-blocking
+// and a slot's send is waited for before the slot is reused.
+#include "daa/parallel/pipeline.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <limits>
+#include <string>
+
+#include "daa/core/error.hpp"
+#include "daa/core/timeline.hpp"
+
+namespace daa::parallel {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+void trace(const char* name, Clock::time_point begin) {
+  core::Timeline::process().add(core::Track::pipeline, name, begin, Clock::now());
+}
+
+int message_count(std::size_t rows, int width) {
+  const std::size_t count = rows * std::size_t(width);
+  if (count > std::size_t(std::numeric_limits<int>::max()))
+    throw Error("parallel::PipelineSchedule: " + std::to_string(rows) + " rows of width " +
+                std::to_string(width) + " exceed one MPI message's int count");
+  return int(count);
+}
+
+}  // namespace
+
+PipelineSchedule::PipelineSchedule(const Topology& topology, int width)
+    : topology_(topology), width_(width) {}
+
+PipelineSchedule::~PipelineSchedule() {
+  // Sends still in flight (an exception left a step midway) must not outlive their buffers.
+  for (MPI_Request& request : sends_)
+    if (request != MPI_REQUEST_NULL) MPI_Cancel(&request), MPI_Request_free(&request);
+}
+
+int PipelineSchedule::slots(int micro_batches) const {
+  return std::min(micro_batches, topology_.layout().pipeline_stages);
+}
+
+void PipelineSchedule::train_step(int micro_batches, std::size_t rows, const Forward& forward,
+                                  const Backward& backward, PipelineTiming& timing) {
+  const int stages = topology_.layout().pipeline_stages, stage = topology_.place().stage;
+  const bool first = stage == 0, last = stage == stages - 1;
+  const int slot_count = slots(micro_batches);
+  const MPI_Comm comm = topology_.world().comm();
+  const int count = message_count(rows, width_);
+  received_.resize(std::size_t(slot_count), Matrix("received", 0, 0));
+  received_grad_.resize(std::size_t(slot_count), Matrix("received_grad", 0, 0));
+  sends_.resize(2 * std::size_t(slot_count), MPI_REQUEST_NULL);
+  const Matrix none("none", 0, 0);
+
+  auto run_forward = [&](int micro) {
+    const int slot = micro % slot_count;
+    auto t = Clock::now();
+    DAA_MPI_CHECK(MPI_Wait(&sends_[2 * slot], MPI_STATUS_IGNORE));  // the slot's previous send
+    if (!first) {
+      kernels::ensure_extent(received_[slot], rows, std::size_t(width_));
+      DAA_MPI_CHECK(MPI_Recv(received_[slot].data(), count, MPI_FLOAT,
+                             topology_.previous_stage_rank(), 2 * micro, comm, MPI_STATUS_IGNORE));
+      trace("receive activations", t);
+    }
+    timing.comm_seconds += seconds_since(t);
+    const Matrix out = forward(micro, slot, first ? none : received_[slot]);
+    if (!last) {
+      Kokkos::fence();
+      DAA_MPI_CHECK(MPI_Isend(out.data(), count, MPI_FLOAT, topology_.next_stage_rank(), 2 * micro,
+                              comm, &sends_[2 * slot]));
+    }
+  };
+  auto run_backward = [&](int micro) {
+    const int slot = micro % slot_count;
+    auto t = Clock::now();
+    if (!last) {
+      kernels::ensure_extent(received_grad_[slot], rows, std::size_t(width_));
+      DAA_MPI_CHECK(MPI_Recv(received_grad_[slot].data(), count, MPI_FLOAT,
+                             topology_.next_stage_rank(), 2 * micro + 1, comm, MPI_STATUS_IGNORE));
+      trace("receive gradients", t);
+    }
+    DAA_MPI_CHECK(MPI_Wait(&sends_[2 * slot + 1], MPI_STATUS_IGNORE));
+    timing.comm_seconds += seconds_since(t);
+    const Matrix grad = backward(micro, slot, last ? none : received_grad_[slot]);
+    if (!first) {
+      Kokkos::fence();
+      DAA_MPI_CHECK(MPI_Isend(grad.data(), count, MPI_FLOAT, topology_.previous_stage_rank(),
+                              2 * micro + 1, comm, &sends_[2 * slot + 1]));
+    }
+  };
+  // 1F1B: stage s runs (stages - s - 1) forwards ahead, then alternates, then drains.
+  const int warmup = std::min(stages - stage - 1, micro_batches);
+  for (int micro = 0; micro < warmup; ++micro) run_forward(micro);
+  for (int micro = warmup; micro < micro_batches; ++micro) {
+    run_forward(micro);
+    run_backward(micro - warmup);
+  }
+  for (int micro = micro_batches - warmup; micro < micro_batches; ++micro) run_backward(micro);
+  const auto t = Clock::now();
+  DAA_MPI_CHECK(MPI_Waitall(int(sends_.size()), sends_.data(), MPI_STATUSES_IGNORE));
+  timing.comm_seconds += seconds_since(t);
+  if (stages > 1) trace("wait for sends", t);
+}
+
+void PipelineSchedule::forward_only(std::size_t rows, const Forward& forward,
+                                    PipelineTiming& timing) {
+  const int stages = topology_.layout().pipeline_stages, stage = topology_.place().stage;
+  const MPI_Comm comm = topology_.world().comm();
+  const int count = message_count(rows, width_);
+  received_.resize(std::max<std::size_t>(received_.size(), 1), Matrix("received", 0, 0));
+  const auto t = Clock::now();
+  if (stage > 0) {
+    kernels::ensure_extent(received_[0], rows, std::size_t(width_));
+    DAA_MPI_CHECK(MPI_Recv(received_[0].data(), count, MPI_FLOAT, topology_.previous_stage_rank(),
+                           0, comm, MPI_STATUS_IGNORE));
+  }
+  timing.comm_seconds += seconds_since(t);
+  const Matrix out = forward(0, 0, stage > 0 ? received_[0] : Matrix("none", 0, 0));
+  if (stage + 1 < stages) {
+    Kokkos::fence();
+    const auto s = Clock::now();
+    DAA_MPI_CHECK(MPI_Send(out.data(), count, MPI_FLOAT, topology_.next_stage_rank(), 0, comm));
+    timing.comm_seconds += seconds_since(s);
+  }
+}
+
+}  // namespace daa::parallel
