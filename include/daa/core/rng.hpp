@@ -12,7 +12,8 @@ enum class RngPurpose : std::uint64_t {
   shuffle = 1,
   init = 2,
   test = 3,
-  attack = 4,  // simulated Byzantine behaviour (noise, bit flips)
+  attack = 4,        // simulated Byzantine behaviour (noise, bit flips)
+  text_windows = 5,  // where each language-model training window starts (io/token_batches.hpp)
 };
 
 // SplitMix64 finalizer: a bijective 64-bit mixer with full avalanche.
