@@ -34,6 +34,24 @@ const char* to_string(NormKind kind) {
   return "?";
 }
 
+const char* to_string(ExpertFfnKind kind) {
+  switch (kind) {
+    case ExpertFfnKind::gelu:
+      return "gelu";
+    case ExpertFfnKind::swiglu:
+      return "swiglu";
+  }
+  return "?";
+}
+
+bool is_language_model(const Config& config) {
+  return config.data.dataset == "text";
+}
+
+int model_blocks(const Config& config) {
+  return is_language_model(config) ? config.model.layers : config.model.moe_layers;
+}
+
 const char* to_string(TokenMode mode) {
   switch (mode) {
     case TokenMode::dropless:
@@ -234,7 +252,26 @@ const std::vector<Key>& schema() {
                          "pre-norm inside each MoE block"));
     k.push_back(float_key("model", "init_std", &C::model, &ModelConfig::init_std, 0, false, 10,
                           false,
-                          "std of the initial weights; 0 scales by fan-in (1/sqrt(fan_in))"));
+                          "std of the initial weights; 0: the model's default (classifier "
+                          "1/sqrt(fan_in), language model 0.02)"));
+    k.push_back(int_key("model", "layers", &C::model, &ModelConfig::layers, 1, 256,
+                        "language model: transformer blocks"));
+    k.push_back(int_key("model", "heads", &C::model, &ModelConfig::heads, 1, 1024,
+                        "language model: attention heads; d_model / heads must be even"));
+    k.push_back(int_key("model", "seq_len", &C::model, &ModelConfig::seq_len, 1, 1048576,
+                        "language model: tokens per training sequence and the longest context"));
+    k.push_back(int_key("model", "moe_every", &C::model, &ModelConfig::moe_every, 0, 256,
+                        "language model: every moe_every-th block has an MoE FFN, the others a "
+                        "dense one; 0: none"));
+    k.push_back(int_key("model", "d_ff_dense", &C::model, &ModelConfig::d_ff_dense, 1, 1048576,
+                        "language model: hidden width of the dense FFN blocks"));
+    k.push_back(bool_key("model", "tie_embeddings", &C::model, &ModelConfig::tie_embeddings,
+                         "language model: the output head is the embedding table transposed"));
+    k.push_back(float_key("model", "rope_base", &C::model, &ModelConfig::rope_base, 1, false, 1e9,
+                          true, "language model: rotary position frequency base"));
+    k.push_back(int_key("model", "attention_block", &C::model, &ModelConfig::attention_block, 1,
+                        65536,
+                        "language model: keys per step of the blocked online-softmax attention"));
     // [moe]
     k.push_back(
         int_key("moe", "experts", &C::moe, &MoeConfig::experts, 1, 1024, "experts per MoE layer"));
@@ -242,6 +279,10 @@ const std::vector<Key>& schema() {
                         "experts each token is routed to; at most experts"));
     k.push_back(int_key("moe", "d_ff", &C::moe, &MoeConfig::d_ff, 1, 262144,
                         "hidden width of each expert FFN"));
+    k.push_back(enum_key("moe", "ffn", &C::moe, &MoeConfig::ffn,
+                         std::vector<ExpertFfnKind>{ExpertFfnKind::gelu, ExpertFfnKind::swiglu},
+                         "expert FFN: gelu (x W1 + b1 -> GELU -> W2 + b2) or swiglu "
+                         "((silu(x W1) * x W3) W2, no biases)"));
     k.push_back(bool_key("moe", "normalize_gates", &C::moe, &MoeConfig::normalize_gates,
                          "renormalize the top-k gate values to sum to 1"));
     k.push_back(float_key("moe", "aux_loss_coef", &C::moe, &MoeConfig::aux_loss_coef, 0, false, 100,
@@ -896,6 +937,13 @@ Config parse_config(const std::string& text, const std::string& source,
         "(\"allreduce\" can only sum)",
         pair_origin("robust", "rule", "mode"), config.robust.rule));
   }
+  if (is_language_model(config) && (config.model.d_model % config.model.heads != 0 ||
+                                    (config.model.d_model / config.model.heads) % 2 != 0)) {
+    throw ConfigError(fmt::format(
+        "{}: [model] d_model = {} and heads = {} give a head width that is not an even integer "
+        "(rotary positions rotate pairs of columns)",
+        pair_origin("model", "d_model", "heads"), config.model.d_model, config.model.heads));
+  }
   try {
     parse_text_sources(config.text.sources);
   } catch (const std::invalid_argument& e) {
@@ -961,11 +1009,12 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
 void validate_layout(const Config& config, int ranks) {
   if (ranks < 1) throw ConfigError(fmt::format("the layout needs at least 1 rank, got {}", ranks));
   const int stages = config.parallel.pipeline_stages;
-  if (stages > 1 && stages > config.model.moe_layers) {
+  const int blocks = model_blocks(config);
+  const char* blocks_key = is_language_model(config) ? "[model] layers" : "[model] moe_layers";
+  if (stages > 1 && stages > blocks) {
     throw ConfigError(fmt::format(
-        "[parallel] pipeline_stages = {} exceeds [model] moe_layers = {} (each stage needs an MoE "
-        "block)",
-        stages, config.model.moe_layers));
+        "[parallel] pipeline_stages = {} exceeds {} = {} (each stage needs {})", stages, blocks_key,
+        blocks, is_language_model(config) ? "a transformer block" : "an MoE block"));
   }
   if (ranks % stages != 0) {
     throw ConfigError(fmt::format("{} rank{} {} not a multiple of [parallel] pipeline_stages = {}",
@@ -974,12 +1023,12 @@ void validate_layout(const Config& config, int ranks) {
   if (!config.parallel.stage_blocks.empty()) {
     const std::vector<int> split = parse_counts(config.parallel.stage_blocks);
     const int total = std::accumulate(split.begin(), split.end(), 0);
-    if (int(split.size()) != stages || total != config.model.moe_layers) {
+    if (int(split.size()) != stages || total != blocks) {
       throw ConfigError(fmt::format(
           "[parallel] stage_blocks = \"{}\" gives {} stage{} and {} block{}; the input has "
-          "[parallel] pipeline_stages = {} and [model] moe_layers = {}",
+          "[parallel] pipeline_stages = {} and {} = {}",
           config.parallel.stage_blocks, split.size(), split.size() == 1 ? "" : "s", total,
-          total == 1 ? "" : "s", stages, config.model.moe_layers));
+          total == 1 ? "" : "s", stages, blocks_key, blocks));
     }
   }
   for (int r : parse_rank_list(config.byzantine.ranks)) {

@@ -11,6 +11,7 @@ namespace daa::core {
 
 enum class NormKind { none, rmsnorm };
 enum class TokenMode { dropless, capacity };
+enum class ExpertFfnKind { gelu, swiglu };
 
 struct RunConfig {
   std::string name = "fashion-mnist";  // run directory is <output_dir>/<name>
@@ -44,18 +45,29 @@ struct TextSource {
 
 struct ModelConfig {
   int d_model = 128;                  // width of the residual stream
-  int moe_layers = 2;                 // number of MoE blocks
-  NormKind norm = NormKind::rmsnorm;  // pre-norm inside each MoE block
-  double init_std = 0.0;  // 0: scaled by fan-in (1/sqrt(fan_in)); otherwise this std for weights
+  int moe_layers = 2;                 // classifier: number of MoE blocks
+  NormKind norm = NormKind::rmsnorm;  // classifier: pre-norm inside each MoE block
+  double init_std = 0.0;  // 0: the model's default (classifier 1/sqrt(fan_in), language model 0.02)
+  // Language model ([data] dataset = "text"): pre-norm transformer blocks of causal attention
+  // and an FFN that is an MoE layer in every moe_every-th block and dense in the others.
+  int layers = 4;              // transformer blocks
+  int heads = 4;               // attention heads (d_model / heads even: rotary positions)
+  int seq_len = 128;           // tokens per training sequence and the longest context
+  int moe_every = 1;           // 1: every block's FFN is MoE; 2: every second; 0: none
+  int d_ff_dense = 512;        // hidden width of the dense FFN blocks
+  bool tie_embeddings = true;  // the output head is the token embedding table transposed
+  double rope_base = 10000.0;  // rotary position frequency base
+  int attention_block = 64;    // keys per step of the blocked online-softmax attention
 };
 
 struct MoeConfig {
   int experts = 8;
   int top_k = 2;
-  int d_ff = 256;               // hidden width of each expert FFN
-  bool normalize_gates = true;  // renormalize the top-k gate values to sum to 1
-  double aux_loss_coef = 0.01;  // Switch load-balancing loss weight
-  double z_loss_coef = 0.0;     // router z-loss weight (0: off)
+  int d_ff = 256;                           // hidden width of each expert FFN
+  ExpertFfnKind ffn = ExpertFfnKind::gelu;  // GELU MLP with biases, or SwiGLU (Mixtral's shape)
+  bool normalize_gates = true;              // renormalize the top-k gate values to sum to 1
+  double aux_loss_coef = 0.01;              // Switch load-balancing loss weight
+  double z_loss_coef = 0.0;                 // router z-loss weight (0: off)
   TokenMode token_mode = TokenMode::dropless;
   int expert_groups = 0;          // contiguous expert groups; 0: one per expert-parallel rank
   int max_groups_per_token = 0;   // group-limited routing: groups a token may use; 0: no limit
@@ -213,5 +225,12 @@ std::vector<int> parse_rank_list(const std::string& text);
 
 const char* to_string(NormKind kind);
 const char* to_string(TokenMode mode);
+const char* to_string(ExpertFfnKind kind);
+
+// The blocks a pipeline splits over stages: the classifier's MoE blocks or the language model's
+// transformer blocks.
+int model_blocks(const Config& config);
+// Whether the input trains the language model (text data) rather than the classifier.
+bool is_language_model(const Config& config);
 
 }  // namespace daa::core
