@@ -52,6 +52,14 @@ int model_blocks(const Config& config) {
   return is_language_model(config) ? config.model.layers : config.model.moe_layers;
 }
 
+std::vector<int> moe_blocks(const Config& config) {
+  std::vector<int> blocks;
+  const int every = is_language_model(config) ? config.model.moe_every : 1;
+  for (int b = 0; b < model_blocks(config); ++b)
+    if (every > 0 && (b + 1) % every == 0) blocks.push_back(b);
+  return blocks;
+}
+
 const char* to_string(TokenMode mode) {
   switch (mode) {
     case TokenMode::dropless:

@@ -26,6 +26,22 @@ int LanguageModelShape::moe_layer_of(int block) const {
   return index;
 }
 
+parallel::StageCosts language_model_stage_costs(const core::Config& config, int vocab) {
+  const double d = config.model.d_model, e = config.moe.experts, f = config.moe.d_ff;
+  const bool swiglu = config.moe.ffn == core::ExpertFfnKind::swiglu;
+  // A GELU FFN of width w: 2 d w + w + d; a SwiGLU one: 3 d w.
+  auto ffn = [&](double w) { return swiglu ? 3 * d * w : 2 * d * w + w + d; };
+  const double attention = 4 * d * d + 2 * d;  // wqkv, wo, two norms
+  parallel::StageCosts costs;
+  costs.blocks.assign(std::size_t(core::model_blocks(config)),
+                      attention + ffn(config.model.d_ff_dense));
+  for (const int b : core::moe_blocks(config))
+    costs.blocks[std::size_t(b)] = attention + d * e + e * ffn(f);
+  costs.first = double(vocab) * d;
+  costs.last = d + (config.model.tie_embeddings ? 0.0 : d * double(vocab));
+  return costs;
+}
+
 template <class T>
 struct LanguageModel<T>::Parts {
   struct Block {

@@ -47,6 +47,14 @@ ModelShape shape_from_config(const core::Config& config, int inputs, int classes
   return s;
 }
 
+parallel::StageCosts classifier_stage_costs(const core::Config& config, int inputs, int classes) {
+  const double d = config.model.d_model, e = config.moe.experts, f = config.moe.d_ff;
+  const double block = d + d * e + e * (2 * d * f + f + d);  // norm, router, experts
+  return {.blocks = std::vector<double>(std::size_t(config.model.moe_layers), block),
+          .first = double(inputs) * d + d,
+          .last = d * double(classes) + double(classes)};
+}
+
 MoeShape moe_shape(const ModelShape& shape) {
   return MoeShape{.d_model = shape.d_model,
                   .experts = shape.experts,
@@ -168,17 +176,18 @@ kernels::Matrix<T> MoeModel<T>::input_grad(int slot) const {
 
 template <class T>
 BatchStats MoeModel<T>::run(const Matrix<T>& x, const IntVector& labels, bool train,
-                            const StatsReducer& reduce_stats) {
+                            const StatsReducer& reduce_stats, const RoutingObserver& observer) {
   if (!shape_.has_input() || !shape_.has_classifier())
     throw Error("model::MoeModel::run: a pipeline stage runs forward() and backward()");
-  BatchStats stats = forward(0, x, labels, train, reduce_stats);
+  BatchStats stats = forward(0, x, labels, train, reduce_stats, observer);
   if (train) backward(0, Matrix<T>("none", 0, 0), stats);
   return stats;
 }
 
 template <class T>
 BatchStats MoeModel<T>::forward(int slot_index, const Matrix<T>& input, const IntVector& labels,
-                                bool train, const StatsReducer& reduce_stats) {
+                                bool train, const StatsReducer& reduce_stats,
+                                const RoutingObserver& observer) {
   Workspace& w = *ws_;
   const ModelShape& s = shape_;
   auto& slot = w.slot(std::size_t(slot_index));
@@ -210,11 +219,6 @@ BatchStats MoeModel<T>::forward(int slot_index, const Matrix<T>& input, const In
     slot.residual[0] = input;  // the previous stage's output, kept alive by the caller
   }
 
-  // Expert-by-class counts: the classifier's own reading of the routing (the layer reports
-  // expert choices per token; the labels are this model's business). Labels on the host once.
-  const bool labelled = labels.extent(0) == n;
-  const auto C = std::size_t(s.classes);
-  const auto labels_h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), labels);
   kernels::ensure_extent(w.block_out, n, d);
   for (int l = 0; l < blocks; ++l) {
     auto& block = w.blocks[std::size_t(l)];
@@ -226,27 +230,9 @@ BatchStats MoeModel<T>::forward(int slot_index, const Matrix<T>& input, const In
       kernels::rmsnorm_forward(h, P.value_vec(block.norm_gain), T(1e-5), B.normed, B.inv_rms);
     else
       Kokkos::deep_copy(B.normed, h);
-    LayerRoutingStats& rs = stats.layers[l];
-    const std::size_t E = s.experts;
-    if (labelled) rs.tokens_per_expert_class.assign(E * C, 0);
-    const RoutingObserver by_class = [&](const RoutingEvent& event) {
-      if (!labelled) return;
-      for (std::size_t t = 0; t < event.tokens; ++t)
-        for (int k = 0; k < event.top_k; ++k) {
-          const int e = event.choice[t * std::size_t(event.top_k) + std::size_t(k)];
-          if (e >= 0 && labels_h(t) >= 0 && std::size_t(labels_h(t)) < C)
-            ++rs.tokens_per_expert_class[std::size_t(e) * C + std::size_t(labels_h(t))];
-        }
-    };
     const MoeStats moe =
-        block.moe.forward(slot_index, B.normed, w.block_out, train, reduce_stats, by_class);
-    rs.layer = moe.layer;
-    rs.tokens_per_expert = moe.tokens_per_expert;
-    rs.gate_sum_per_expert = moe.gate_sum_per_expert;
-    rs.dropped = moe.dropped;
-    rs.aux_loss = moe.aux_loss;
-    rs.imbalance = moe.imbalance;
-    rs.z_loss = moe.z_loss;
+        block.moe.forward(slot_index, B.normed, w.block_out, train, reduce_stats, observer);
+    stats.layers[l] = moe;
     stats.aux_loss += moe.aux_loss + moe.z_loss;
     stats.expert_seconds += moe.expert_seconds;
     stats.expert_flops += moe.expert_flops;

@@ -15,16 +15,16 @@
 
 namespace daa::parallel {
 
-ExpertRegistry ExpertRegistry::from_layout(const Layout& layout, int moe_layers) {
+ExpertRegistry ExpertRegistry::from_layout(const Layout& layout) {
   ExpertRegistry registry;
-  for (int l = 0; l < moe_layers; ++l)
+  for (int l = 0; l < layout.moe_layers(); ++l)
     for (int e = 0; e < layout.experts; ++e) {
       ExpertEntry entry;
       entry.layer = l;
       entry.expert = e;
       for (int r = 0; r < layout.ranks; ++r) {
         const RankPlace p = layout.place(r);
-        const bool holds_layer = l >= p.first_block && l < p.last_block;
+        const bool holds_layer = l >= p.first_moe_layer && l < p.last_moe_layer;
         if (holds_layer && e >= p.first_expert && e < p.first_expert + p.local_experts)
           entry.home_ranks.push_back(r);
       }

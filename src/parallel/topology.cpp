@@ -7,6 +7,8 @@
 #include <limits>
 #include <tuple>
 
+#include "daa/core/error.hpp"
+
 namespace daa::parallel {
 
 std::pair<int, int> Layout::stage_blocks(int stage) const {
@@ -20,6 +22,10 @@ RankPlace Layout::place(int rank) const {
   p.rank = rank;
   p.stage = rank / data_parallel;
   std::tie(p.first_block, p.last_block) = stage_blocks(p.stage);
+  p.first_moe_layer = int(std::lower_bound(moe_blocks.begin(), moe_blocks.end(), p.first_block) -
+                          moe_blocks.begin());
+  p.last_moe_layer = int(std::lower_bound(moe_blocks.begin(), moe_blocks.end(), p.last_block) -
+                         moe_blocks.begin());
   p.dp_index = rank % data_parallel;
   p.ep_rank = p.dp_index % expert_parallel;
   p.edp_index = p.dp_index / expert_parallel;
@@ -41,9 +47,11 @@ std::vector<std::string> Layout::describe() const {
     const auto [first, last] = stage_blocks(s);
     const std::string prefix = pipeline_stages == 1 ? "" : fmt::format("stage {} ", s);
     if (pipeline_stages > 1)
-      lines.push_back(fmt::format("  stage {}: MoE blocks {}..{}{}{}", s, first, last - 1,
-                                  s == 0 ? ", input layer" : "",
-                                  s == pipeline_stages - 1 ? ", classifier" : ""));
+      lines.push_back(fmt::format(
+          "  stage {}: {} {}..{}{}{}", s, language_model ? "transformer blocks" : "MoE blocks",
+          first, last - 1, s == 0 ? (language_model ? ", embedding" : ", input layer") : "",
+          s == pipeline_stages - 1 ? (language_model ? ", final norm and head" : ", classifier")
+                                   : ""));
     const int base = s * data_parallel;
     for (int g = 0; g < groups; ++g) {
       std::string members;
@@ -71,12 +79,14 @@ std::vector<std::string> Layout::describe() const {
 
 namespace {
 
-// Contiguous split of `blocks` equal blocks over `stages` stages (each at least one) minimizing
-// the largest stage cost, where the first stage also pays `first_extra` and the last
-// `last_extra`. Exact by dynamic programming; ties go to the split found first (fewer blocks on
-// earlier stages).
-std::vector<int> balanced_split(int blocks, int stages, double block_cost, double first_extra,
-                                double last_extra) {
+// Contiguous split of the blocks over `stages` stages (each at least one) minimizing the largest
+// stage cost, where the first stage also pays `first` and the last `last`. Exact by dynamic
+// programming; ties go to the split found first (fewer blocks on earlier stages).
+std::vector<int> balanced_split(const StageCosts& costs, int stages) {
+  const int blocks = int(costs.blocks.size());
+  std::vector<double> prefix(std::size_t(blocks) + 1, 0.0);
+  for (int b = 0; b < blocks; ++b)
+    prefix[std::size_t(b) + 1] = prefix[std::size_t(b)] + costs.blocks[std::size_t(b)];
   const double inf = std::numeric_limits<double>::infinity();
   // best[s][b]: smallest largest-stage cost placing the first b blocks on the first s stages.
   std::vector<std::vector<double>> best(stages + 1, std::vector<double>(blocks + 1, inf));
@@ -85,8 +95,8 @@ std::vector<int> balanced_split(int blocks, int stages, double block_cost, doubl
   for (int s = 1; s <= stages; ++s)
     for (int b = s; b <= blocks - (stages - s); ++b)
       for (int n = 1; n <= b - (s - 1); ++n) {
-        const double cost =
-            n * block_cost + (s == 1 ? first_extra : 0) + (s == stages ? last_extra : 0);
+        const double cost = prefix[std::size_t(b)] - prefix[std::size_t(b - n)] +
+                            (s == 1 ? costs.first : 0) + (s == stages ? costs.last : 0);
         const double worst = std::max(best[s - 1][b - n], cost);
         if (worst < best[s][b]) best[s][b] = worst, take[s][b] = n;
       }
@@ -97,24 +107,24 @@ std::vector<int> balanced_split(int blocks, int stages, double block_cost, doubl
 
 }  // namespace
 
-Layout make_layout(const core::Config& config, int ranks, int input_features, int classes) {
+Layout make_layout(const core::Config& config, int ranks, const StageCosts& costs) {
   core::validate_layout(config, ranks);
   Layout layout;
   layout.ranks = ranks;
   layout.pipeline_stages = config.parallel.pipeline_stages;
-  layout.moe_layers = config.model.moe_layers;
+  layout.blocks = core::model_blocks(config);
+  layout.moe_blocks = core::moe_blocks(config);
+  layout.language_model = core::is_language_model(config);
   layout.data_parallel = ranks / layout.pipeline_stages;
   layout.expert_parallel = config.parallel.expert_parallel;
   layout.experts = config.moe.experts;
-  if (!config.parallel.stage_blocks.empty()) {
+  if (int(costs.blocks.size()) != layout.blocks)
+    throw Error(fmt::format("parallel::make_layout: {} block costs for a model of {} blocks",
+                            costs.blocks.size(), layout.blocks));
+  if (!config.parallel.stage_blocks.empty())
     layout.blocks_per_stage = core::parse_counts(config.parallel.stage_blocks);
-  } else {
-    const double d = config.model.d_model, e = config.moe.experts, f = config.moe.d_ff;
-    const double block = d + d * e + e * (2 * d * f + f + d);  // norm, router, experts
-    layout.blocks_per_stage =
-        balanced_split(layout.moe_layers, layout.pipeline_stages, block,
-                       double(input_features) * d + d, d * double(classes) + double(classes));
-  }
+  else
+    layout.blocks_per_stage = balanced_split(costs, layout.pipeline_stages);
   return layout;
 }
 
@@ -124,9 +134,8 @@ MPI_Comm Topology::split(const Communicator& world, int color, int key) {
   return comm;
 }
 
-Topology::Topology(const Communicator& world, const core::Config& config, int input_features,
-                   int classes)
-    : layout_(make_layout(config, world.size(), input_features, classes)),
+Topology::Topology(const Communicator& world, const core::Config& config, const StageCosts& costs)
+    : layout_(make_layout(config, world.size(), costs)),
       place_(layout_.place(world.rank())),
       world_(world.comm(), world.name()),
       data_parallel_(split(world, place_.stage, place_.dp_index), "data-parallel"),

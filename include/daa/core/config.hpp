@@ -230,6 +230,9 @@ const char* to_string(ExpertFfnKind kind);
 // The blocks a pipeline splits over stages: the classifier's MoE blocks or the language model's
 // transformer blocks.
 int model_blocks(const Config& config);
+// The block index of each MoE layer, in order: every block of the classifier; for the language
+// model the blocks b with (b + 1) % moe_every == 0.
+std::vector<int> moe_blocks(const Config& config);
 // Whether the input trains the language model (text data) rather than the classifier.
 bool is_language_model(const Config& config);
 

@@ -11,11 +11,13 @@
 #include <memory>
 #include <vector>
 
+#include "daa/core/config.hpp"
 #include "daa/kernels/views.hpp"
 #include "daa/model/attention.hpp"
 #include "daa/model/moe_layer.hpp"
 #include "daa/model/params.hpp"
 #include "daa/parallel/communicator.hpp"
+#include "daa/parallel/topology.hpp"
 
 namespace daa::model {
 
@@ -42,8 +44,12 @@ struct LanguageModelShape {
   bool is_moe_block(int block) const { return moe_every > 0 && (block + 1) % moe_every == 0; }
   // Index of block's MoE layer among all MoE layers (-1: a dense block); and their count.
   int moe_layer_of(int block) const;
-  int moe_layers() const { return moe_layer_of(layers - 1) + (is_moe_block(layers - 1) ? 1 : 0); }
+  int moe_layers() const { return moe_every > 0 ? layers / moe_every : 0; }
 };
+
+// Parameters per transformer block (norms, attention, the MoE or dense FFN), of the embedding
+// (first stage) and of the final norm and untied head (last stage), for the pipeline split.
+parallel::StageCosts language_model_stage_costs(const core::Config& config, int vocab);
 
 // What one forward reports: loss summed over the tokens with a target (in nats), its count,
 // top-1 hits, the MoE layers' figures, and the aux + z losses of this rank's objective.

@@ -13,6 +13,7 @@
 #include "daa/model/moe_layer.hpp"
 #include "daa/model/params.hpp"
 #include "daa/parallel/communicator.hpp"
+#include "daa/parallel/topology.hpp"
 
 namespace daa::model {
 
@@ -54,22 +55,15 @@ struct ModelShape {
 ModelShape shape_from_config(const core::Config& config, int inputs, int classes, int ep_size = 1,
                              int ep_rank = 0);
 
+// Parameters per block (norm, router, experts) and of the input layer and the classifier, for
+// the split over pipeline stages.
+parallel::StageCosts classifier_stage_costs(const core::Config& config, int inputs, int classes);
+
 // The MoE layers' shape for this model (ModelShape keeps the classifier's own fields too).
 MoeShape moe_shape(const ModelShape& shape);
 
-// Routing figures of one MoE layer for one batch (local tokens of this rank).
-struct LayerRoutingStats {
-  int layer = 0;                                // global MoE layer index
-  std::vector<std::int64_t> tokens_per_expert;  // kept token-slots this rank sends per expert
-  std::vector<double> gate_sum_per_expert;      // sum of their gate values
-  // Kept token-slots per (expert, class label), row-major [experts][classes]: how each expert's
-  // tokens spread over the classes (empty when the batch came without labels).
-  std::vector<std::int64_t> tokens_per_expert_class;
-  std::int64_t dropped = 0;  // token-slots dropped by capacity
-  double aux_loss = 0;       // global-batch Switch loss (weighted)
-  double imbalance = 0;      // max expert load / mean load over the global (micro-)batch, pre-drop
-  double z_loss = 0;         // local router z-loss (weighted)
-};
+// Routing figures of one MoE layer for one batch (see moe_layer.hpp).
+using LayerRoutingStats = MoeStats;
 
 struct BatchStats {
   std::int64_t samples = 0;
@@ -105,14 +99,15 @@ class MoeModel {
   // backward pass: gradients of (mean cross-entropy + aux losses) are accumulated into
   // params().grads() (callers zero them first). Only for a model that is a whole pipeline.
   BatchStats run(const kernels::Matrix<T>& x, const Kokkos::View<int*, kernels::MemSpace>& labels,
-                 bool train, const StatsReducer& reduce_stats = {});
+                 bool train, const StatsReducer& reduce_stats = {},
+                 const RoutingObserver& observer = {});
 
   // One pipeline stage on micro-batch `slot` (slots let several micro-batches be in flight).
   // `input` is x [n, inputs] on the first stage, else the previous stage's output [n, d_model],
   // which must stay alive until backward(slot). The last stage computes the loss with `labels`.
   BatchStats forward(int slot, const kernels::Matrix<T>& input,
                      const Kokkos::View<int*, kernels::MemSpace>& labels, bool train,
-                     const StatsReducer& reduce_stats = {});
+                     const StatsReducer& reduce_stats = {}, const RoutingObserver& observer = {});
   // Backward of forward(slot): the last stage starts from its loss (grad_output unused), other
   // stages from the gradient of their output. Adds expert and dispatch times to `stats`.
   void backward(int slot, const kernels::Matrix<T>& grad_output, BatchStats& stats);

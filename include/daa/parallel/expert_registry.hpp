@@ -31,7 +31,7 @@ struct ExpertEntry {
 class ExpertRegistry {
  public:
   // Rows for every expert of every layer with home ranks from the layout and no traffic yet.
-  static ExpertRegistry from_layout(const Layout& layout, int moe_layers);
+  static ExpertRegistry from_layout(const Layout& layout);
 
   // Merges the rows of all ranks of `group` (collective): rows with the same (layer, expert) add
   // their tokens and gate sums and unite their home ranks. The result is sorted by (layer, expert)

@@ -19,8 +19,10 @@ namespace daa::parallel {
 struct RankPlace {
   int rank = 0;
   int stage = 0;
-  int first_block = 0;  // MoE blocks [first_block, last_block) live on this stage
+  int first_block = 0;  // blocks [first_block, last_block) live on this stage
   int last_block = 0;
+  int first_moe_layer = 0;  // and with them the MoE layers [first_moe_layer, last_moe_layer)
+  int last_moe_layer = 0;
   int dp_index = 0;      // index in the data-parallel group
   int ep_rank = 0;       // index in its expert-parallel group
   int edp_index = 0;     // index in its expert-data-parallel group
@@ -31,11 +33,14 @@ struct RankPlace {
 struct Layout {
   int ranks = 1;
   int pipeline_stages = 1;
-  int moe_layers = 0;
+  int blocks = 0;               // the model's blocks, split over the stages
+  std::vector<int> moe_blocks;  // the block of each MoE layer, ascending
+  int moe_layers() const { return int(moe_blocks.size()); }
+  bool language_model = false;  // names the stages' parts in describe()
   int data_parallel = 1;
   int expert_parallel = 1;
   int experts = 1;
-  std::vector<int> blocks_per_stage;  // MoE blocks of each stage, in order
+  std::vector<int> blocks_per_stage;  // blocks of each stage, in order
   RankPlace place(int rank) const;
   // Blocks [first, last) of stage s.
   std::pair<int, int> stage_blocks(int stage) const;
@@ -44,16 +49,24 @@ struct Layout {
   std::vector<std::string> describe() const;
 };
 
+// What the model's parts cost (parameters: memory, and a proxy for time), supplied by the model
+// for the split over pipeline stages: each block, and what only the first stage (input layer,
+// embedding) or the last (classifier, head) holds.
+struct StageCosts {
+  std::vector<double> blocks;
+  double first = 0;
+  double last = 0;
+};
+
 // Checks the config against `ranks` (core::validate_layout) and returns the layout. Without
 // [parallel] stage_blocks, the blocks are split over the stages to minimize the largest stage's
-// parameter count, counting the input layer (input_features x d_model) on the first stage and
-// the classifier (d_model x classes) on the last.
-Layout make_layout(const core::Config& config, int ranks, int input_features, int classes);
+// cost. `costs` must have one entry per block of the config's model.
+Layout make_layout(const core::Config& config, int ranks, const StageCosts& costs);
 
 // The communicators of one rank, built once (collective over `world`) and freed on destruction.
 class Topology {
  public:
-  Topology(const Communicator& world, const core::Config& config, int input_features, int classes);
+  Topology(const Communicator& world, const core::Config& config, const StageCosts& costs);
   ~Topology();
   Topology(const Topology&) = delete;
   Topology& operator=(const Topology&) = delete;

@@ -1,0 +1,192 @@
+// The two models behind the Model interface (see model.hpp), and the factory that builds the one
+// an input describes for a rank's place in the layout.
+#include "daa/model/model.hpp"
+
+#include <fmt/format.h>
+
+#include <cctype>
+
+#include "daa/core/error.hpp"
+#include "daa/model/language_model.hpp"
+#include "daa/model/moe_model.hpp"
+
+namespace daa::model {
+namespace {
+
+using kernels::Matrix;
+
+void add_costs(StepStats& to, const BatchStats& from) {
+  to.expert_seconds += from.expert_seconds;
+  to.expert_flops += from.expert_flops;
+  to.dispatch_seconds += from.dispatch_seconds;
+}
+
+class Classifier final : public Model {
+ public:
+  Classifier(const ModelShape& shape, const parallel::Communicator* expert_group)
+      : model_(shape, expert_group) {}
+  const char* kind() const override { return "classifier"; }
+  ParamStore<float>& params() override { return model_.params(); }
+  int width() const override { return model_.shape().d_model; }
+  StepStats forward(int slot, const StageBatch& batch, const Matrix<float>& received, bool train,
+                    const StatsReducer& reduce_stats, const RoutingObserver& observer) override {
+    const BatchStats b =
+        model_.forward(slot, model_.shape().has_input() ? batch.features : received, batch.targets,
+                       train, reduce_stats, observer);
+    StepStats s;
+    s.scored = b.samples;
+    s.loss_sum = b.loss_sum;
+    s.correct = b.correct;
+    s.aux_loss = b.aux_loss;
+    s.moe = b.layers;
+    add_costs(s, b);
+    return s;
+  }
+  void backward(int slot, const Matrix<float>& grad_output, StepStats& stats) override {
+    BatchStats b;
+    model_.backward(slot, grad_output, b);
+    add_costs(stats, b);
+  }
+  Matrix<float> output(int slot) const override { return model_.output(slot); }
+  Matrix<float> input_grad(int slot) const override { return model_.input_grad(slot); }
+  kernels::Vector<float> routing_bias(int moe_layer) const override {
+    return model_.routing_bias(moe_layer);
+  }
+  // "moe0.expert3.w1" -> "layer0/expert3/w1" (docs/checkpoint-format.md).
+  std::string checkpoint_path(const ParamInfo& info) const override {
+    std::string out;
+    for (std::size_t start = 0;;) {
+      const std::size_t dot = info.name.find('.', start);
+      std::string part = info.name.substr(start, dot == std::string::npos ? dot : dot - start);
+      if (part.size() > 3 && part.rfind("moe", 0) == 0 && std::isdigit(part[3]))
+        part = "layer" + part.substr(3);
+      out += (out.empty() ? "" : "/") + part;
+      if (dot == std::string::npos) return out;
+      start = dot + 1;
+    }
+  }
+
+ private:
+  MoeModel<float> model_;
+};
+
+class Language final : public Model {
+ public:
+  Language(const LanguageModelShape& shape, const parallel::Communicator* expert_group)
+      : model_(shape, expert_group) {}
+  const char* kind() const override { return "language-model"; }
+  ParamStore<float>& params() override { return model_.params(); }
+  int width() const override { return model_.shape().d_model; }
+  StepStats forward(int slot, const StageBatch& batch, const Matrix<float>& received, bool train,
+                    const StatsReducer& reduce_stats, const RoutingObserver& observer) override {
+    LmStats l = model_.forward(slot, batch.seq_len, batch.tokens, received, batch.targets, train,
+                               reduce_stats, observer);
+    StepStats s;
+    s.scored = l.tokens;
+    s.loss_sum = l.loss_sum;
+    s.correct = l.correct;
+    s.aux_loss = l.aux_loss;
+    s.expert_seconds = l.expert_seconds;
+    s.expert_flops = l.expert_flops;
+    s.dispatch_seconds = l.dispatch_seconds;
+    s.attention_seconds = l.attention_seconds;
+    s.attention_flops = l.attention_flops;
+    s.moe = std::move(l.moe);
+    return s;
+  }
+  void backward(int slot, const Matrix<float>& grad_output, StepStats& stats) override {
+    LmStats l;
+    model_.backward(slot, grad_output, l);
+    stats.expert_seconds += l.expert_seconds;
+    stats.expert_flops += l.expert_flops;
+    stats.dispatch_seconds += l.dispatch_seconds;
+    stats.attention_seconds += l.attention_seconds;
+    stats.attention_flops += l.attention_flops;
+  }
+  Matrix<float> output(int slot) const override { return model_.output(slot); }
+  Matrix<float> input_grad(int slot) const override { return model_.input_grad(slot); }
+  kernels::Vector<float> routing_bias(int moe_layer) const override {
+    return model_.routing_bias(moe_layer);
+  }
+  // "block1.moe.expert3.w1" -> "block1/moe/expert3/w1".
+  std::string checkpoint_path(const ParamInfo& info) const override {
+    std::string out = info.name;
+    for (char& c : out)
+      if (c == '.') c = '/';
+    return out;
+  }
+
+ private:
+  LanguageModel<float> model_;
+};
+
+MoeShape moe_shape_from_config(const core::Config& config, int ep_size, int ep_rank) {
+  return MoeShape{
+      .d_model = config.model.d_model,
+      .experts = config.moe.experts,
+      .top_k = config.moe.top_k,
+      .d_ff = config.moe.d_ff,
+      .ffn = config.moe.ffn == core::ExpertFfnKind::swiglu ? ExpertFfn::swiglu : ExpertFfn::gelu,
+      .normalize_gates = config.moe.normalize_gates,
+      .aux_loss_coef = config.moe.aux_loss_coef,
+      .z_loss_coef = config.moe.z_loss_coef,
+      .capacity_mode = config.moe.token_mode == core::TokenMode::capacity,
+      .capacity_factor = config.moe.capacity_factor,
+      // 0 groups: one group per expert-parallel rank, so a token visits at most that many ranks.
+      .expert_groups = config.moe.expert_groups > 0 ? config.moe.expert_groups : ep_size,
+      .max_groups_per_token = config.moe.max_groups_per_token,
+      .ep_size = ep_size,
+      .ep_rank = ep_rank};
+}
+
+LanguageModelShape language_shape(const core::Config& config, int vocab, int ep_size, int ep_rank) {
+  LanguageModelShape s;
+  s.vocab = vocab;
+  s.d_model = config.model.d_model;
+  s.layers = config.model.layers;
+  s.heads = config.model.heads;
+  s.seq_len = config.model.seq_len;
+  s.rope_base = config.model.rope_base;
+  s.attention_block = config.model.attention_block;
+  s.moe_every = config.model.moe_every;
+  s.d_ff_dense = config.model.d_ff_dense;
+  s.tie_embeddings = config.model.tie_embeddings;
+  s.init_std = config.model.init_std > 0 ? config.model.init_std : 0.02;
+  s.seed = config.run.seed;
+  s.moe = moe_shape_from_config(config, ep_size, ep_rank);
+  return s;
+}
+
+}  // namespace
+
+std::unique_ptr<Model> make_model(const core::Config& config, const parallel::Topology& topology,
+                                  int inputs, int outputs) {
+  const parallel::RankPlace& place = topology.place();
+  const int ep = topology.layout().expert_parallel;
+  if (core::is_language_model(config)) {
+    LanguageModelShape shape = language_shape(config, outputs, ep, place.ep_rank);
+    shape.first_block = place.first_block;
+    shape.last_block = place.last_block;
+    return std::make_unique<Language>(shape, &topology.expert_parallel());
+  }
+  ModelShape shape = shape_from_config(config, inputs, outputs, ep, place.ep_rank);
+  shape.first_block = place.first_block;
+  shape.last_block = place.last_block;
+  return std::make_unique<Classifier>(shape, &topology.expert_parallel());
+}
+
+ParamStore<float> whole_model_params(const core::Config& config, int inputs, int outputs) {
+  if (core::is_language_model(config)) {
+    const LanguageModel<float> model(language_shape(config, outputs, 1, 0));
+    return model.params();
+  }
+  const MoeModel<float> model(shape_from_config(config, inputs, outputs));
+  return model.params();
+}
+
+parallel::StageCosts stage_costs(const core::Config& config, int inputs, int outputs) {
+  return core::is_language_model(config) ? language_model_stage_costs(config, outputs)
+                                         : classifier_stage_costs(config, inputs, outputs);
+}
+
+}  // namespace daa::model
