@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <memory>
 #include <thread>
 
 #include "daa/build_config.hpp"
@@ -23,6 +24,7 @@
 #include "daa/io/replay.hpp"
 #include "daa/io/token_file.hpp"
 #include "daa/io/vectors_csv.hpp"
+#include "daa/model/model.hpp"
 #include "daa/obs/report.hpp"
 #include "daa/parallel/communicator.hpp"
 #include "daa/parallel/expert_registry.hpp"
@@ -59,14 +61,13 @@ struct TrainArgs {
 // The collective setup of train and eval: input, layout and data, checked on every rank; any
 // rank's error ends every rank with the lowest failing rank's message.
 void load_inputs(const TrainArgs& args, const daa::parallel::Communicator& world,
-                 daa::core::Config& config, daa::io::Dataset& data) {
+                 daa::core::Config& config, std::unique_ptr<daa::train::Task>& task) {
   std::exception_ptr setup_error;
   try {
     config = daa::core::load_config(args.input, args.overrides);
     daa::core::validate_layout(config, world.size());
     daa::train::check_robust_layout(config, world.size());
-    data = daa::io::load_dataset(config.data);
-    daa::train::check_data_fits(config, data);
+    task = daa::train::load_task(config);
     if (!args.summary_json.empty() && world.is_root()) {
       const auto parent = std::filesystem::absolute(args.summary_json).parent_path();
       if (!std::filesystem::is_directory(parent))
@@ -116,11 +117,11 @@ int run_train(const TrainArgs& args) {
   daa::train::install_checkpoint_signals();
   return run_parallel([&](const daa::parallel::Communicator& world) {
     daa::core::Config config;
-    daa::io::Dataset data;
-    load_inputs(args, world, config, data);
+    std::unique_ptr<daa::train::Task> task;
+    load_inputs(args, world, config, task);
     daa::train::TrainOptions options;
     options.restart = args.restart;
-    const daa::train::TrainResult result = daa::train::run_training(config, data, world, options);
+    const daa::train::TrainResult result = daa::train::run_training(config, *task, world, options);
     if (world.is_root() && !args.summary_json.empty())
       daa::obs::write_text_file(args.summary_json, daa::obs::summary_json(result.summary));
     return result.summary.stopped_by_signal ? int(daa::ExitCode::resubmit) : 0;
@@ -130,16 +131,26 @@ int run_train(const TrainArgs& args) {
 int run_eval(const TrainArgs& args) {
   return run_parallel([&](const daa::parallel::Communicator& world) {
     daa::core::Config config;
-    daa::io::Dataset data;
-    load_inputs(args, world, config, data);
+    std::unique_ptr<daa::train::Task> task;
+    load_inputs(args, world, config, task);
     const daa::train::CheckpointEvaluation result =
-        daa::train::evaluate_checkpoint(config, data, world, args.checkpoint);
-    if (world.is_root())
-      std::cout << fmt::format(
-          "eval: {} (step {}) on {} rank{}: test loss {:.4f} | test accuracy {:.2f}% ({} "
-          "images)\n",
-          args.checkpoint, result.step, world.size(), world.size() == 1 ? "" : "s",
-          result.test_loss, 100 * result.test_accuracy, data.test.count);
+        daa::train::evaluate_checkpoint(config, *task, world, args.checkpoint);
+    const daa::train::Evaluation& e = result.evaluation;
+    if (world.is_root()) {
+      std::string figures =
+          fmt::format("test loss {:.4f} | test accuracy {:.2f}% ({} {})", e.loss, 100 * e.accuracy,
+                      e.rows, std::string(task->kind()) == "classifier" ? "images" : "tokens");
+      if (!e.domains.empty()) {
+        figures =
+            fmt::format("validation loss {:.4f} | {:.3f} bits/byte |", e.loss, e.bits_per_byte);
+        for (std::size_t k = 0; k < e.domains.size(); ++k)
+          figures += fmt::format(" {} {:.3f}", e.domains[k], e.domain_bits_per_byte[k]);
+        figures +=
+            fmt::format(" | next-token accuracy {:.2f}% ({} tokens)", 100 * e.accuracy, e.rows);
+      }
+      std::cout << fmt::format("eval: {} (step {}) on {} rank{}: {}\n", args.checkpoint,
+                               result.step, world.size(), world.size() == 1 ? "" : "s", figures);
+    }
     return 0;
   });
 }
@@ -199,15 +210,14 @@ int run_validate(const std::string& input, const std::vector<std::string>& overr
   const daa::core::Config config = daa::core::load_config(input, overrides);
   daa::core::validate_layout(config, ranks);  // before the data: layout errors come first
   daa::train::check_robust_layout(config, ranks);
-  const daa::io::Dataset data = daa::io::load_dataset(config.data);
-  daa::train::check_data_fits(config, data);
-  const daa::parallel::Layout layout =
-      daa::parallel::make_layout(config, ranks, data.train.features(), data.train.classes);
+  const std::unique_ptr<daa::train::Task> task = daa::train::load_task(config);
+  const daa::parallel::Layout layout = daa::parallel::make_layout(
+      config, ranks, daa::model::stage_costs(config, task->inputs(), task->outputs()));
   std::cout << fmt::format("{}: valid for {} ranks\n", input, ranks);
   for (const std::string& line : layout.describe()) std::cout << line << '\n';
   std::cout << "expert registry (home ranks):\n";
   for (const std::string& line :
-       daa::parallel::ExpertRegistry::from_layout(layout, config.model.moe_layers).describe_homes())
+       daa::parallel::ExpertRegistry::from_layout(layout).describe_homes())
     std::cout << line << '\n';
   {
     const int dp = ranks / config.parallel.pipeline_stages, ep = config.parallel.expert_parallel;
@@ -229,9 +239,7 @@ int run_validate(const std::string& input, const std::vector<std::string>& overr
       "batch: global {} = {} ranks x {} samples, in {} micro-batch{} of {} per rank\n",
       config.train.global_batch, ranks, local, config.parallel.micro_batches,
       config.parallel.micro_batches == 1 ? "" : "es", local / config.parallel.micro_batches);
-  std::cout << fmt::format("data: {} train and {} test images of {}x{} pixels, {} classes\n",
-                           data.train.count, data.test.count, data.train.rows, data.train.cols,
-                           data.train.classes);
+  std::cout << "data: " << task->describe() << '\n';
   return 0;
 }
 

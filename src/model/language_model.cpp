@@ -243,9 +243,11 @@ LmStats LanguageModel<T>::forward(int slot_index, int seq_len, const TokenIds& t
         targeted > 0 ? T(1) / T(targeted) : T(0), train, p.row_loss, p.row_correct);
     const auto loss_h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), p.row_loss);
     const auto correct_h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), p.row_correct);
+    if (!train) stats.row_loss.resize(n);
     for (std::size_t t = 0; t < n; ++t) {
       stats.loss_sum += double(loss_h(t));
       stats.correct += correct_h(t);
+      if (!train) stats.row_loss[t] = double(loss_h(t));
     }
     stats.tokens = targeted;
   }

@@ -92,6 +92,7 @@ class Language final : public Model {
     s.attention_seconds = l.attention_seconds;
     s.attention_flops = l.attention_flops;
     s.moe = std::move(l.moe);
+    s.row_loss = std::move(l.row_loss);
     return s;
   }
   void backward(int slot, const Matrix<float>& grad_output, StepStats& stats) override {

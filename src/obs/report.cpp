@@ -43,18 +43,33 @@ std::string summary_text(const RunSummary& s) {
         "summary: final loss {:.4f}, train accuracy {:.2f}% (no final evaluation: stopped by a "
         "signal)\n",
         s.final_loss, 100 * s.train_accuracy);
-  else
+  else if (s.model == "language-model") {
+    std::string domains;
+    for (const auto& [domain, bits] : s.domain_bits_per_byte)
+      domains += fmt::format("{}{} {:.3f}", domains.empty() ? "" : ", ", domain, bits);
+    out += fmt::format(
+        "summary: final loss {:.4f}, validation loss {:.4f}, {:.3f} bits/byte ({}), next-token "
+        "accuracy {:.2f}%\n",
+        s.final_loss, s.test_loss, s.bits_per_byte, domains, 100 * s.test_accuracy);
+  } else
     out += fmt::format(
         "summary: final loss {:.4f}, train accuracy {:.2f}%, test accuracy {:.2f}% (test loss "
         "{:.4f})\n",
         s.final_loss, 100 * s.train_accuracy, 100 * s.test_accuracy, s.test_loss);
-  out += fmt::format("summary: {:.0f} samples/s; training {:.1f} s, whole run {:.1f} s\n",
-                     s.samples_per_s, s.train_seconds, s.wall_seconds);
+  if (s.model == "language-model")
+    out += fmt::format(
+        "summary: {:.0f} tokens/s ({:.1f} sequences/s); training {:.1f} s, whole run {:.1f} s\n",
+        s.tokens_per_s, s.samples_per_s, s.train_seconds, s.wall_seconds);
+  else
+    out += fmt::format("summary: {:.0f} samples/s; training {:.1f} s, whole run {:.1f} s\n",
+                       s.samples_per_s, s.train_seconds, s.wall_seconds);
   out += fmt::format(
       "summary: time per phase: compute {:.1f} s, communication {:.1f} s (of which token "
       "all-to-all {:.1f} s), data {:.1f} s, eval {:.1f} s\n",
       s.phases.compute, s.phases.comm, s.phases.dispatch, s.phases.data, s.phases.eval);
   out += fmt::format("summary: expert FFNs run at {:.1f} GFLOP/s per rank\n", s.expert_gflops);
+  if (s.attention_gflops > 0)
+    out += fmt::format("summary: attention runs at {:.1f} GFLOP/s per rank\n", s.attention_gflops);
   out +=
       fmt::format("summary: aggregation {}: {:.1f} s in gradient rounds, {:.1f} s in consensus\n",
                   s.robust, s.aggregation_seconds, s.consensus_seconds);

@@ -75,12 +75,12 @@ std::vector<T> sum_on_root(const parallel::Communicator& world, const std::vecto
 
 // Every rank's (path, shape) of the parameters it writes, so that every rank knows the whole
 // model's datasets and checks a checkpoint against all of them alike.
-std::map<std::string, U64s> whole_model_datasets(const model::ParamStore<float>& params,
+std::map<std::string, U64s> whole_model_datasets(model::Model& model,
                                                  const parallel::Topology& topology) {
   std::string mine;
-  for (const model::ParamInfo& p : params.infos()) {
+  for (const model::ParamInfo& p : model.params().infos()) {
     if (!first_holder(p, topology.place())) continue;
-    mine += "/model/" + parameter_path(p.name);
+    mine += "/model/" + model.checkpoint_path(p);
     for (std::uint64_t d : parameter_dims(p)) mine += fmt::format(" {}", d);
     mine += '\n';
   }
@@ -130,6 +130,23 @@ void check_fits(const io::CheckpointReader& reader, const std::map<std::string, 
       throw InputError(what + "dataset '" + bias_path(l) + "' is missing or not [" +
                        std::to_string(experts) + "]");
   }
+}
+
+// Refuses a checkpoint of another kind of model by name. Files without the dataset predate the
+// language model: they hold the classifier. (A read of its own: the kind must be known before the
+// datasets are matched, so the message names the kind rather than a missing tensor. It verifies
+// the file once more, which a restart can afford.)
+void check_kind(io::CheckpointReader& reader, const std::string& kind) {
+  std::string theirs = "classifier";
+  if (reader.find("/meta/model_kind")) {
+    std::vector<io::ReadRequest> request(1);
+    request[0].path = "/meta/model_kind";
+    reader.read(request);
+    theirs = request[0].out.text();
+  }
+  if (theirs != kind)
+    throw InputError("checkpoint: '" + reader.path() + "' holds a " + theirs +
+                     " model; this input trains a " + kind);
 }
 
 // The mean of a [replicas, n] block of rows, for a layout with another replica count.
@@ -205,25 +222,12 @@ const HistoryColumn kHistoryColumns[] = {
 
 }  // namespace
 
-RunRecord::RunRecord(int layers_, int experts_, int classes_)
+RunRecord::RunRecord(int layers_, int experts_, std::vector<std::string> categories_)
     : layers(layers_),
       experts(experts_),
-      classes(classes_),
+      categories(std::move(categories_)),
       registry_gate_sum(std::size_t(layers_ * experts_), 0.0),
-      specialization(std::size_t(layers_ * experts_ * classes_), 0) {}
-
-std::string parameter_path(const std::string& name) {
-  std::string out;
-  for (std::size_t start = 0;;) {
-    const std::size_t dot = name.find('.', start);
-    std::string part = name.substr(start, dot == std::string::npos ? dot : dot - start);
-    if (part.size() > 3 && part.rfind("moe", 0) == 0 && std::isdigit(part[3]))
-      part = "layer" + part.substr(3);
-    out += (out.empty() ? "" : "/") + part;
-    if (dot == std::string::npos) return out;
-    start = dot + 1;
-  }
-}
+      specialization(std::size_t(layers_ * experts_) * categories.size(), 0) {}
 
 SavedCheckpoint save_checkpoint(const TrainingParts& parts, std::int64_t step,
                                 const std::string& dir) {
@@ -246,7 +250,7 @@ SavedCheckpoint save_checkpoint(const TrainingParts& parts, std::int64_t step,
   const bool momentum = config.robust.momentum > 0;
   if (momentum) robust.momentum.resize(params.size(), 0.0f);
   for (const model::ParamInfo& p : params.infos()) {
-    const std::string path = parameter_path(p.name);
+    const std::string path = parts.model.checkpoint_path(p);
     if (first_holder(p, place)) {
       writer.add_f32("/model/" + path, host_span(values, p.offset, p.size()), parameter_dims(p));
       writer.add_f32("/optimizer/m/" + path, host_span(m, p.offset, p.size()), parameter_dims(p));
@@ -264,7 +268,7 @@ SavedCheckpoint save_checkpoint(const TrainingParts& parts, std::int64_t step,
   // Routing bias (identical over the stage's data-parallel group) and pending consensus counts.
   const int experts = config.moe.experts;
   std::vector<std::vector<float>> biases;
-  for (int l = place.first_block; l < place.last_block; ++l) {
+  for (int l = place.first_moe_layer; l < place.last_moe_layer; ++l) {
     const auto bias =
         Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), parts.model.routing_bias(l));
     biases.emplace_back(bias.data(), bias.data() + experts);
@@ -275,7 +279,7 @@ SavedCheckpoint save_checkpoint(const TrainingParts& parts, std::int64_t step,
                   std::uint64_t(place.dp_index), 1,
                   std::as_bytes(std::span<const double>(
                       parts.consensus_counts->data() +
-                          std::size_t(l - place.first_block) * std::size_t(experts),
+                          std::size_t(l - place.first_moe_layer) * std::size_t(experts),
                       std::size_t(experts)))});
   }
 
@@ -297,13 +301,16 @@ SavedCheckpoint save_checkpoint(const TrainingParts& parts, std::int64_t step,
   std::vector<std::int64_t> suspects;
   std::string hosts;
   const auto L = std::uint64_t(record.layers), E = std::uint64_t(record.experts),
-             C = std::uint64_t(record.classes);
+             C = std::uint64_t(record.categories.size());
+  std::string category_names;
+  for (const std::string& c : record.categories) category_names += c + '\n';
   if (world.is_root()) {
     writer.add_text("/meta/format", io::kCheckpointFormatName);
     writer.add_scalar("/meta/format_version", io::kCheckpointFormatVersion);
     writer.add_text("/meta/program_version", kVersion);
     writer.add_text("/meta/created_utc", utc_now());
     writer.add_text("/config/input", config_text);
+    writer.add_text("/meta/model_kind", parts.model.kind());
     writer.add_scalar("/layout/ranks", std::int64_t(layout.ranks));
     writer.add_scalar("/layout/pipeline_stages", std::int64_t(layout.pipeline_stages));
     writer.add_scalar("/layout/data_parallel", std::int64_t(layout.data_parallel));
@@ -322,6 +329,7 @@ SavedCheckpoint save_checkpoint(const TrainingParts& parts, std::int64_t step,
     writer.add_i64("/registry/tokens", tokens, {L, E});
     writer.add_f64("/registry/gate_sum", gate_sum, {L, E});
     writer.add_i64("/specialization/tokens", specialization, {L, E, C});
+    writer.add_text("/specialization/categories", category_names);
     for (const HistoryColumn& c : kHistoryColumns) {
       if (c.ledger_only && !robust.ledger) continue;
       if (c.ints)
@@ -397,7 +405,8 @@ std::int64_t load_checkpoint(const TrainingParts& parts, const std::string& file
   const int experts = config.moe.experts;
 
   io::CheckpointReader reader(world, file);
-  check_fits(reader, whole_model_datasets(params, topology), config.model.moe_layers, experts);
+  check_kind(reader, parts.model.kind());
+  check_fits(reader, whole_model_datasets(parts.model, topology), layout.moe_layers(), experts);
 
   // What this rank asks for; indices into `requests` by name.
   std::vector<ReadRequest> requests;
@@ -418,13 +427,13 @@ std::int64_t load_checkpoint(const TrainingParts& parts, const std::string& file
         "/layout/expert_parallel", "/state/steps_per_epoch"})
     want(p);
   for (const model::ParamInfo& p : params.infos()) {
-    const std::string path = parameter_path(p.name);
+    const std::string path = parts.model.checkpoint_path(p);
     want("/model/" + path);
     if (!everything) continue;
     want("/optimizer/m/" + path);
     want("/optimizer/v/" + path);
   }
-  for (int l = place.first_block; l < place.last_block; ++l) want(bias_path(l));
+  for (int l = place.first_moe_layer; l < place.last_moe_layer; ++l) want(bias_path(l));
 
   RobustTraining::State* robust = nullptr;
   std::optional<RobustTraining::State> robust_state;
@@ -437,7 +446,7 @@ std::int64_t load_checkpoint(const TrainingParts& parts, const std::string& file
     if (momentum) {
       want("/robust/momentum_steps", true);
       for (const model::ParamInfo& p : params.infos()) {
-        const std::string path = "/robust/momentum/" + parameter_path(p.name);
+        const std::string path = "/robust/momentum/" + parts.model.checkpoint_path(p);
         const io::DatasetInfo* d = reader.find(path);
         const auto [replica, replicas] = replica_of(p, topology);
         const bool same = d && !d->dims.empty() && d->dims[0] == std::uint64_t(replicas);
@@ -445,7 +454,7 @@ std::int64_t load_checkpoint(const TrainingParts& parts, const std::string& file
       }
     }
     if (consensus)
-      for (int l = place.first_block; l < place.last_block; ++l) {
+      for (int l = place.first_moe_layer; l < place.last_moe_layer; ++l) {
         const io::DatasetInfo* d = reader.find(pending_path(l));
         const bool same =
             d && !d->dims.empty() && d->dims[0] == std::uint64_t(layout.data_parallel);
@@ -489,7 +498,7 @@ std::int64_t load_checkpoint(const TrainingParts& parts, const std::string& file
   auto host_v = everything ? Kokkos::create_mirror_view(parts.optimizer->second_moment())
                            : decltype(host_values)();
   for (const model::ParamInfo& p : params.infos()) {
-    const std::string path = parameter_path(p.name);
+    const std::string path = parts.model.checkpoint_path(p);
     auto place_values = [&](const std::string& dataset, auto& host) {
       const std::vector<float> data = got(dataset).as<float>();
       std::copy(data.begin(), data.end(), host.data() + p.offset);
@@ -504,7 +513,7 @@ std::int64_t load_checkpoint(const TrainingParts& parts, const std::string& file
     Kokkos::deep_copy(parts.optimizer->first_moment(), host_m);
     Kokkos::deep_copy(parts.optimizer->second_moment(), host_v);
   }
-  for (int l = place.first_block; l < place.last_block; ++l) {
+  for (int l = place.first_moe_layer; l < place.last_moe_layer; ++l) {
     auto bias = Kokkos::create_mirror_view(parts.model.routing_bias(l));
     const std::vector<float> data = got(bias_path(l)).as<float>();
     std::copy(data.begin(), data.end(), bias.data());
@@ -525,7 +534,7 @@ std::int64_t load_checkpoint(const TrainingParts& parts, const std::string& file
     robust->momentum.assign(params.size(), 0.0f);
     bool averaged = false, missing = false;
     for (const model::ParamInfo& p : params.infos()) {
-      const std::string path = "/robust/momentum/" + parameter_path(p.name);
+      const std::string path = "/robust/momentum/" + parts.model.checkpoint_path(p);
       if (!has(path)) {
         missing = true;
         continue;
@@ -549,7 +558,7 @@ std::int64_t load_checkpoint(const TrainingParts& parts, const std::string& file
     }
   }
   if (consensus)
-    for (int l = place.first_block; l < place.last_block; ++l) {
+    for (int l = place.first_moe_layer; l < place.last_moe_layer; ++l) {
       if (!has(pending_path(l))) continue;
       std::vector<double> rows = got(pending_path(l)).as<double>();
       if (rows.size() != std::size_t(experts)) {
@@ -561,7 +570,7 @@ std::int64_t load_checkpoint(const TrainingParts& parts, const std::string& file
       }
       std::copy(rows.begin(), rows.end(),
                 parts.consensus_counts->begin() +
-                    std::ptrdiff_t(l - place.first_block) * std::ptrdiff_t(experts));
+                    std::ptrdiff_t(l - place.first_moe_layer) * std::ptrdiff_t(experts));
     }
   if (robust->ledger) {
     if (!has("/ledger/rank")) {

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "daa/core/config.hpp"
-#include "daa/model/moe_model.hpp"
+#include "daa/model/model.hpp"
 #include "daa/parallel/topology.hpp"
 #include "daa/train/optimizer.hpp"
 #include "robust_training.hpp"
@@ -19,7 +19,8 @@ namespace daa::train {
 // values are world-reduced), and whole-run counters that each rank keeps for its own tokens and
 // that are summed over the world when written.
 struct RunRecord {
-  int layers = 0, experts = 0, classes = 0;
+  int layers = 0, experts = 0;
+  std::vector<std::string> categories;  // the specialization statistic's columns
   // per step
   std::vector<std::int64_t> step, dropped_tokens;
   std::vector<double> loss, train_accuracy, learning_rate, samples_per_s, imbalance;
@@ -35,11 +36,11 @@ struct RunRecord {
   std::vector<double> reputation, reputation_reward;
   // whole run, this rank's share
   std::vector<double> registry_gate_sum;     // [layers][experts]
-  std::vector<std::int64_t> specialization;  // [layers][experts][classes]
+  std::vector<std::int64_t> specialization;  // [layers][experts][categories]
   // the current epoch's training hits and samples so far (world-reduced)
   double epoch_correct = 0, epoch_samples = 0;
 
-  RunRecord(int layers, int experts, int classes);
+  RunRecord(int layers, int experts, std::vector<std::string> categories);
 };
 
 // What a checkpoint saves and restores. For evaluation only the model is needed: the other
@@ -47,7 +48,7 @@ struct RunRecord {
 struct TrainingParts {
   const core::Config& config;
   const parallel::Topology& topology;
-  model::MoeModel<float>& model;
+  model::Model& model;
   AdamW<float>* optimizer = nullptr;
   RobustTraining* robust = nullptr;
   RunRecord* record = nullptr;
@@ -75,8 +76,5 @@ enum class LoadScope { everything, model_only };
 // and InputError for one that does not fit the input, on every rank alike.
 std::int64_t load_checkpoint(const TrainingParts& parts, const std::string& file, LoadScope scope,
                              std::vector<std::string>& notes);
-
-// "moe0.expert3.w1" -> "layer0/expert3/w1": a parameter's path below /model/ and /optimizer/m/.
-std::string parameter_path(const std::string& name);
 
 }  // namespace daa::train

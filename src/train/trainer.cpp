@@ -1,5 +1,8 @@
-// The training loop (see trainer.hpp). Phases are timed separately so the progress line and the
-// summary can split a step into compute and communication.
+// The training loop (see trainer.hpp), readable top to bottom: each step loads its micro-batches,
+// runs them through the pipeline schedule, aggregates the gradients in robust rounds, clips and
+// updates, then does what the step's number asks for (progress line, consensus round,
+// evaluation, checkpoint). The model and the task are behind interfaces; phases are timed
+// separately so the progress line and the summary split a step into compute and communication.
 #include "daa/train/trainer.hpp"
 
 #include <fmt/format.h>
@@ -20,11 +23,10 @@
 #include "daa/core/watchdog.hpp"
 #include "daa/io/checkpoint.hpp"
 #include "daa/kernels/linalg.hpp"
-#include "daa/model/moe_model.hpp"
 #include "daa/obs/process.hpp"
 #include "daa/parallel/expert_registry.hpp"
+#include "daa/parallel/pipeline.hpp"
 #include "daa/parallel/topology.hpp"
-#include "daa/robust/attacks.hpp"
 #include "daa/train/optimizer.hpp"
 #include "observer.hpp"
 #include "robust_training.hpp"
@@ -37,83 +39,44 @@ double since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-using Model = model::MoeModel<float>;
 using core::ScopedSpan;
 using core::Track;
 
-// Device batch buffers plus their host staging twins (the same memory on host backends).
-struct Batch {
-  kernels::Matrix<float> x{"batch_x", 0, 0};
-  Kokkos::View<int*, kernels::MemSpace> y{"batch_y", 0};
+// A step's figures summed over its micro-batches on this rank, then over the world in one
+// all-reduce: the loss and hits of the rows the last stages scored, the aux losses, dropped
+// token-slots, the checkpoint signal, and each MoE layer's expert load.
+struct StepTotals {
+  double loss_sum = 0, aux_loss = 0, correct = 0, scored = 0, dropped = 0, signal = 0;
+  std::vector<double> expert_load;  // [moe layers][experts], kept token-slots
 
-  // flip_labels: a simulated label-flipping rank trains on classes - 1 - label.
-  void load(const io::ImageSet& set, std::span<const std::int64_t> indices,
-            bool flip_labels = false) {
-    kernels::ensure_extent(x, indices.size(), std::size_t(set.features()));
-    kernels::ensure_extent(y, indices.size());
-    auto x_host = Kokkos::create_mirror_view(x);
-    auto y_host = Kokkos::create_mirror_view(y);
-    io::fill_batch(set, indices, x_host.data(), y_host.data());
-    if (flip_labels)
-      for (std::size_t i = 0; i < indices.size(); ++i)
-        y_host(i) = robust::flip_label(y_host(i), set.classes);
-    Kokkos::deep_copy(x, x_host);
-    Kokkos::deep_copy(y, y_host);
+  explicit StepTotals(std::size_t loads) : expert_load(loads, 0.0) {}
+  void reduce(const parallel::Communicator& world) {
+    std::vector<double> packed = {loss_sum, aux_loss, correct, scored, dropped, signal};
+    packed.insert(packed.end(), expert_load.begin(), expert_load.end());
+    world.allreduce_sum(packed.data(), packed.size());
+    loss_sum = packed[0], aux_loss = packed[1], correct = packed[2], scored = packed[3];
+    dropped = packed[4], signal = packed[5];
+    std::copy(packed.begin() + 6, packed.end(), expert_load.begin());
+  }
+  // The most loaded expert over its layer's mean, worst layer.
+  double worst_imbalance(int experts) const {
+    double worst = 0;
+    for (std::size_t at = 0; at < expert_load.size(); at += std::size_t(experts)) {
+      const auto first = expert_load.begin() + std::ptrdiff_t(at);
+      const double sum = std::accumulate(first, first + experts, 0.0);
+      if (sum > 0)
+        worst = std::max(worst, *std::max_element(first, first + experts) * experts / sum);
+    }
+    return worst;
   }
 };
 
-struct EvalResult {
-  double loss = 0;
-  double accuracy = 0;
+// Sums over the steps of one progress-line window.
+struct Window {
+  double loss = 0, correct = 0, scored = 0, compute = 0, comm = 0, imbalance = 0, dropped = 0;
+  double steps = 0;
+  Clock::time_point start = Clock::now();
 };
-
-// Test-set evaluation: each data-parallel index takes a contiguous slice, in chunks, and runs it
-// through the pipeline stages; the last stage sums loss and hits, reduced once over the world.
-// Every rank makes the same number of model calls (some with zero rows), because with expert
-// parallelism each call is collective over the expert-parallel group. A watchdog, if given,
-// gets `timeout` seconds per chunk.
-EvalResult evaluate(Model& model, const io::ImageSet& set, const parallel::Topology& topology,
-                    int d_model, core::Watchdog* watchdog = nullptr, std::int64_t step = 0,
-                    double timeout = 0) {
-  const ScopedSpan span(Track::eval, "evaluation");
-  const parallel::Communicator& world = topology.world();
-  const int dp = topology.layout().data_parallel, index = topology.place().dp_index;
-  const int stages = topology.layout().pipeline_stages, stage = topology.place().stage;
-  const std::int64_t begin = set.count * index / dp;
-  const std::int64_t end = set.count * (index + 1) / dp;
-  constexpr std::int64_t chunk = 1000;
-  const std::int64_t largest_slice = (set.count + dp - 1) / dp;
-  const std::int64_t calls = (largest_slice + chunk - 1) / chunk;
-  std::vector<std::int64_t> indices;
-  Batch batch;
-  kernels::Matrix<float> received("eval_received", 0, 0);
-  double sums[3] = {0, 0, 0};  // loss, correct, samples
-  for (std::int64_t c = 0; c < calls; ++c) {
-    if (watchdog) watchdog->expect_progress("evaluation", step, timeout);
-    indices.clear();
-    for (std::int64_t i = begin + c * chunk; i < std::min(end, begin + (c + 1) * chunk); ++i)
-      indices.push_back(i);
-    batch.load(set, indices);
-    if (stage > 0) {
-      kernels::ensure_extent(received, indices.size(), std::size_t(d_model));
-      DAA_MPI_CHECK(MPI_Recv(received.data(), int(received.size()), MPI_FLOAT,
-                             topology.previous_stage_rank(), 0, world.comm(), MPI_STATUS_IGNORE));
-    }
-    const model::BatchStats stats =
-        model.forward(0, stage == 0 ? batch.x : received, batch.y, /*train=*/false);
-    if (stage + 1 < stages) {
-      Kokkos::fence();
-      const kernels::Matrix<float> out = model.output(0);
-      DAA_MPI_CHECK(MPI_Send(out.data(), int(out.size()), MPI_FLOAT, topology.next_stage_rank(), 0,
-                             world.comm()));
-    }
-    sums[0] += stats.loss_sum;
-    sums[1] += double(stats.correct);
-    sums[2] += double(stats.samples);
-  }
-  world.allreduce_sum(sums, 3);
-  return {sums[0] / sums[2], sums[1] / sums[2]};
-}
 
 // All parameters in the order a one-rank model holds them, on rank 0 (empty elsewhere): each rank
 // sends what it holds first (its dense parameters if it is data-parallel index 0 of its stage,
@@ -121,7 +84,7 @@ EvalResult evaluate(Model& model, const io::ImageSet& set, const parallel::Topol
 // layout of a one-rank model. Independent of the layout, so checksums compare across layouts.
 std::vector<float> gather_parameters(const model::ParamStore<float>& params,
                                      const parallel::Topology& topology,
-                                     const model::ModelShape& whole_model) {
+                                     const model::ParamStore<float>& whole_model) {
   const parallel::Communicator& world = topology.world();
   const parallel::RankPlace& place = topology.place();
   auto host = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), params.values());
@@ -153,10 +116,9 @@ std::vector<float> gather_parameters(const model::ParamStore<float>& params,
                             value_counts.data(), value_displs.data(), MPI_FLOAT, 0, world.comm()));
   if (!root) return {};
   // The one-rank layout: names, offsets and sizes (its own values are not used).
-  const Model layout(whole_model);
   std::map<std::string, const model::ParamInfo*> by_name;
-  for (const model::ParamInfo& p : layout.params().infos()) by_name[p.name] = &p;
-  std::vector<float> global(layout.params().size());
+  for (const model::ParamInfo& p : whole_model.infos()) by_name[p.name] = &p;
+  std::vector<float> global(whole_model.size());
   std::size_t placed = 0, cursor = 0, start = 0;
   for (std::size_t end = all_names.find('\n'); end != std::string::npos;
        start = end + 1, end = all_names.find('\n', start)) {
@@ -218,18 +180,14 @@ std::int64_t resume(const TrainingParts& parts, const std::string& restart, cons
 
 }  // namespace
 
-CheckpointEvaluation evaluate_checkpoint(const core::Config& config, const io::Dataset& data,
+CheckpointEvaluation evaluate_checkpoint(const core::Config& config, const Task& task,
                                          const parallel::Communicator& world,
                                          const std::string& checkpoint) {
-  const parallel::Topology topology(world, config, data.train.features(), data.train.classes);
-  const parallel::RankPlace& place = topology.place();
-  model::ModelShape shape =
-      model::shape_from_config(config, data.train.features(), data.train.classes,
-                               topology.layout().expert_parallel, place.ep_rank);
-  shape.first_block = place.first_block;
-  shape.last_block = place.last_block;
-  Model model(shape, &topology.expert_parallel());
-  const TrainingParts parts{config, topology, model};
+  const parallel::Topology topology(world, config,
+                                    model::stage_costs(config, task.inputs(), task.outputs()));
+  const std::unique_ptr<model::Model> model =
+      model::make_model(config, topology, task.inputs(), task.outputs());
+  const TrainingParts parts{config, topology, *model};
   std::vector<std::string> notes;
   CheckpointEvaluation result;
   std::exception_ptr error;
@@ -239,9 +197,8 @@ CheckpointEvaluation evaluate_checkpoint(const core::Config& config, const io::D
     error = std::current_exception();
   }
   world.agree_on_failure(error);
-  const EvalResult test = evaluate(model, data.test, topology, config.model.d_model);
-  result.test_loss = test.loss;
-  result.test_accuracy = test.accuracy;
+  parallel::PipelineSchedule schedule(topology, model->width());
+  result.evaluation = task.evaluate(*model, topology, schedule, [] {});
   return result;
 }
 
@@ -258,17 +215,12 @@ std::string parameter_checksum(const std::vector<float>& values) {
   return fmt::format("{:016x}", h);
 }
 
-void check_data_fits(const core::Config& config, const io::Dataset& data) {
-  if (data.train.count < config.train.global_batch)
-    throw ConfigError(fmt::format("[train] global_batch = {} exceeds the {} training samples",
-                                  config.train.global_batch, data.train.count));
-}
-
-TrainResult run_training(const core::Config& config, const io::Dataset& data,
+TrainResult run_training(const core::Config& config, const Task& task,
                          const parallel::Communicator& world, const TrainOptions& options) {
   const auto run_start = Clock::now();
-  // Validates the layout; the input layer's size weighs in the split over pipeline stages.
-  const parallel::Topology topology(world, config, data.train.features(), data.train.classes);
+  // Validates the layout; the model's block costs decide the split over pipeline stages.
+  const parallel::Topology topology(world, config,
+                                    model::stage_costs(config, task.inputs(), task.outputs()));
   const parallel::RankPlace& place = topology.place();
   const int ep = topology.layout().expert_parallel;
   const int micro_batches = config.parallel.micro_batches;
@@ -307,21 +259,15 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
   }
   world.agree_on_failure(setup_error);
 
-  const io::ImageSet& train_set = data.train;
   const int global_batch = config.train.global_batch;
-  const std::int64_t steps_per_epoch = train_set.count / global_batch;
-  if (steps_per_epoch == 0)
-    throw Error("train::run_training: no full batch per epoch; call check_data_fits first");
+  const std::int64_t steps_per_epoch = task.steps_per_epoch();
   const std::int64_t total_steps =
       config.train.max_steps > 0 ? config.train.max_steps : config.train.epochs * steps_per_epoch;
 
-  model::ModelShape shape =
-      model::shape_from_config(config, train_set.features(), train_set.classes, ep, place.ep_rank);
-  shape.first_block = place.first_block;
-  shape.last_block = place.last_block;
-  Model model(shape, &topology.expert_parallel());
-  const int stages = topology.layout().pipeline_stages;
-  const bool first_stage = place.stage == 0, last_stage = place.stage == stages - 1;
+  const std::unique_ptr<model::Model> model_owner =
+      model::make_model(config, topology, task.inputs(), task.outputs());
+  model::Model& model = *model_owner;
+  parallel::PipelineSchedule schedule(topology, model.width());
   auto& params = model.params();
   AdamW<float> optimizer(params, {config.train.beta1, config.train.beta2, config.train.eps,
                                   config.train.weight_decay});
@@ -350,24 +296,27 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
   };
   obs::RunSummary summary;
   summary.name = config.run.name;
+  summary.model = model.kind();
   summary.ranks = world.size();
   summary.global_batch = global_batch;
+  summary.unit = task.unit();
   // Parameter counts of the whole model: every stage's dense part and all expert shards.
   double counts[2] = {place.dp_index == 0 ? double(params.dense_size()) : 0.0,
                       place.edp_index == 0 ? double(params.size() - params.dense_size()) : 0.0};
   world.allreduce_sum(counts, 2);
   const auto expert_parameters = std::int64_t(counts[1]);
   summary.parameters = std::int64_t(counts[0]) + expert_parameters;
-
+  const int stages = topology.layout().pipeline_stages;
   log->line(fmt::format(
       "daa-swarm: {} on {} ranks ({} pipeline stage{}, expert parallelism {}) | {} parameters ({} "
-      "dense, {} in experts) | {} train / {} test samples | {} steps of {} samples",
+      "dense, {} in experts) | {} | {} steps of {} {}",
       config.run.name, world.size(), stages, stages == 1 ? "" : "s", ep, summary.parameters,
-      summary.parameters - expert_parameters, expert_parameters, train_set.count, data.test.count,
-      total_steps, global_batch));
+      summary.parameters - expert_parameters, expert_parameters, task.describe(), total_steps,
+      global_batch, task.unit()));
 
   obs::PhaseTimes phases;
   double expert_seconds = 0, expert_flops = 0, dispatch_seconds = 0;
+  double attention_seconds = 0, attention_flops = 0;
   // Reductions inside the model (load-balancing statistics) count as communication.
   const model::StatsReducer reduce_stats = [&](double* values, std::size_t count) {
     const auto t = Clock::now();
@@ -375,36 +324,26 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
     phases.comm += since(t);
   };
 
-  // Micro-batches in flight on one stage: at most min(micro_batches, stages) under 1F1B.
-  const int slots = std::min(micro_batches, stages);
-  std::vector<Batch> batches(slots);
-  std::vector<kernels::Matrix<float>> received(slots, kernels::Matrix<float>("received", 0, 0));
-  std::vector<kernels::Matrix<float>> received_grad(slots,
-                                                    kernels::Matrix<float>("received_grad", 0, 0));
-  std::vector<MPI_Request> sends(2 * std::size_t(slots), MPI_REQUEST_NULL);
-  const int d_model = config.model.d_model;
-  std::vector<std::int64_t> order;
-  std::int64_t epoch = -1;
-  double window_loss = 0, window_correct = 0, window_samples = 0, window_compute = 0,
-         window_comm = 0, window_imbalance = 0, window_dropped = 0;
+  // MoE layers of the whole model, and those this stage holds.
+  const int layers = topology.layout().moe_layers(), experts = config.moe.experts;
+  const int first_layer = place.first_moe_layer, local_layers = place.last_moe_layer - first_layer;
   // This rank's rows of the expert registry for the current log window: what its tokens sent to
   // every expert, and itself as a home of its local experts.
   std::vector<parallel::ExpertEntry> registry_rows;
-  for (int l = 0; l < config.model.moe_layers; ++l)
-    for (int e = 0; e < config.moe.experts; ++e) {
+  for (int l = 0; l < layers; ++l)
+    for (int e = 0; e < experts; ++e) {
       parallel::ExpertEntry row;
       row.layer = l;
       row.expert = e;
-      if (l >= place.first_block && l < place.last_block && e >= place.first_expert &&
+      if (l >= first_layer && l < place.last_moe_layer && e >= place.first_expert &&
           e < place.first_expert + place.local_experts)
         row.home_ranks.push_back(world.rank());
       registry_rows.push_back(std::move(row));
     }
   // This rank's token counts per (local MoE layer, expert) since the last consensus round.
-  const int local_layers = place.last_block - place.first_block;
-  std::vector<double> consensus_counts(std::size_t(local_layers * config.moe.experts), 0.0);
-  const int layers = config.model.moe_layers, experts = config.moe.experts;
-  RunRecord record(layers, experts, train_set.classes);
+  std::vector<double> consensus_counts(std::size_t(local_layers * experts), 0.0);
+  const std::vector<std::string> categories = task.category_names();
+  RunRecord record(layers, experts, categories);
   const TrainingParts parts{config,  topology,          model,           &optimizer, &robust,
                             &record, &consensus_counts, steps_per_epoch, total_steps};
   std::int64_t start_step = 0;
@@ -424,7 +363,6 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
   }
   summary.start_step = start_step;
   observer.started(start_step);
-  auto window_start = Clock::now();
   const auto loop_start = Clock::now();
   // Steady-state throughput leaves out the first steps, which allocate workspaces and touch
   // fresh pages (benchmarks against peers that skip their warm-up steps compare like for like).
@@ -432,9 +370,6 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
   auto steady_start = loop_start;
   double steady_eval_before = 0;
   double last_loss = record.loss.empty() ? 0 : record.loss.back();
-  // Expert load of each step over the whole global batch, reduced with the step's metrics.
-  constexpr std::size_t kMetrics = 6;  // loss, aux, correct, samples, dropped, signal
-  std::vector<double> metrics(kMetrics + std::size_t(layers * experts));
   bool stopped_by_signal = false;
 
   auto write_checkpoint = [&](std::int64_t done) {
@@ -459,13 +394,22 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
                           double(saved.bytes) * 1e-6 / seconds));
     return seconds;
   };
+  auto evaluate = [&](std::int64_t done) {
+    const auto t = Clock::now();
+    const ScopedSpan span(Track::eval, "evaluation");
+    const Evaluation result = task.evaluate(model, topology, schedule, [&] {
+      watchdog.expect_progress("evaluation", done, limits.timeout_s);
+    });
+    phases.eval += since(t);
+    return result;
+  };
 
   // Rank 0's rows for the end of a log window: routing bias of every layer (held by the first
   // data-parallel rank of its stage) and the ledger's reputation per rank. Collective.
   auto record_window = [&](std::int64_t done) {
     std::vector<float> bias(std::size_t(layers * experts), 0.0f);
     if (place.dp_index == 0)
-      for (int l = place.first_block; l < place.last_block; ++l) {
+      for (int l = first_layer; l < place.last_moe_layer; ++l) {
         const auto host =
             Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), model.routing_bias(l));
         std::copy_n(host.data(), experts, bias.begin() + std::ptrdiff_t(l * experts));
@@ -484,12 +428,23 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
       record.reputation_reward.push_back(a.reward);
     }
   };
-  auto record_evaluation = [&](std::int64_t done, const EvalResult& test) {
+  auto record_evaluation = [&](std::int64_t done, const Evaluation& e) {
     if (!root) return;
     record.eval_step.push_back(done);
     record.eval_epoch.push_back((done + steps_per_epoch - 1) / steps_per_epoch);
-    record.test_loss.push_back(test.loss);
-    record.test_accuracy.push_back(test.accuracy);
+    record.test_loss.push_back(e.loss);
+    record.test_accuracy.push_back(e.accuracy);
+  };
+  auto evaluation_line = [&](const char* what, const Evaluation& e) {
+    if (e.domains.empty())
+      return fmt::format("{} | test loss {:.4f} | test accuracy {:.2f}%", what, e.loss,
+                         100 * e.accuracy);
+    std::string domains;
+    for (std::size_t k = 0; k < e.domains.size(); ++k)
+      domains += fmt::format("{}{} {:.3f}", k ? ", " : "", e.domains[k], e.domain_bits_per_byte[k]);
+    return fmt::format(
+        "{} | validation loss {:.4f} | {:.3f} bits/byte ({}) | next-token accuracy {:.2f}%", what,
+        e.loss, e.bits_per_byte, domains, 100 * e.accuracy);
   };
 
   auto phase_totals = [&] {
@@ -503,137 +458,102 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
                        .eval = phases.eval};
   };
 
+  const int dp = topology.data_parallel().size();
+  const std::size_t micro_rows =
+      std::size_t(global_batch / micro_batches / dp) * std::size_t(task.rows_per_unit());
+  // Micro-batches in flight on one stage: at most min(micro_batches, stages) under 1F1B.
+  std::vector<model::StageBatch> batches(std::size_t(schedule.slots(micro_batches)));
+  std::vector<model::StepStats> slot_stats(batches.size());
+  Window window;
   std::int64_t step = start_step;
   for (; step < total_steps; ++step) {
     watchdog.expect_progress("training step", step + 1, limits.timeout_s);
     observer.step_begin(step + 1);
     const auto step_start = Clock::now();
-    const std::int64_t step_epoch = step / steps_per_epoch;
-    if (step_epoch != epoch) {
-      epoch = step_epoch;
-      order = io::epoch_permutation(train_set.count, config.run.seed, epoch);
-      // A restart inside an epoch keeps the epoch's counts from the checkpoint.
-      if (step % steps_per_epoch == 0) record.epoch_correct = record.epoch_samples = 0;
-    }
-    // Micro-batches accumulate gradients; the load-balancing statistics are per global
-    // micro-batch, so the optimization does not depend on the layout.
-    std::fill(metrics.begin(), metrics.end(), 0.0);
-    metrics[5] = g_checkpoint_signal != 0 ? 1.0 : 0.0;
+    const std::int64_t epoch = step / steps_per_epoch;
+    // A restart inside an epoch keeps the epoch's counts from the checkpoint.
+    if (step % steps_per_epoch == 0) record.epoch_correct = record.epoch_samples = 0;
+    StepTotals totals(std::size_t(layers * experts));
+    totals.signal = g_checkpoint_signal != 0 ? 1.0 : 0.0;
     double step_imbalance = 0;  // worst layer's max/mean expert load, averaged over micro-batches
     double compute = 0;
     const double comm_before = phases.comm;
     params.zero_grads();
-    const std::int64_t batch_index = step % steps_per_epoch;
-    const int dp = topology.data_parallel().size();
-    const std::size_t micro_rows = std::size_t(global_batch / micro_batches / dp);
-    // Activations go to the next stage with tag 2*micro, gradients come back with 2*micro + 1.
-    auto forward = [&](int micro) {
-      const int slot = micro % slots;
+
+    // ---- forward and backward of every micro-batch, through the pipeline ----
+    auto forward = [&](int micro, int slot, const kernels::Matrix<float>& received) {
+      model::StageBatch& batch = batches[std::size_t(slot)];
       auto t = Clock::now();
-      DAA_MPI_CHECK(MPI_Wait(&sends[2 * slot], MPI_STATUS_IGNORE));  // slot's previous send
-      Batch& batch = batches[slot];
-      batch.load(train_set,
-                 io::local_batch(order, batch_index, global_batch, place.dp_index, dp, micro,
-                                 micro_batches),
-                 robust.flips_labels());
+      task.load(batch, step, micro, place.dp_index, dp, robust.flips_labels());
       phases.data += since(t);
       trace(Track::data, "batch", t);
-      t = Clock::now();
-      if (!first_stage) {
-        kernels::ensure_extent(received[slot], micro_rows, std::size_t(d_model));
-        DAA_MPI_CHECK(MPI_Recv(received[slot].data(), int(micro_rows) * d_model, MPI_FLOAT,
-                               topology.previous_stage_rank(), 2 * micro, world.comm(),
-                               MPI_STATUS_IGNORE));
-        trace(Track::pipeline, "receive activations", t);
-      }
-      phases.comm += since(t);
+      // Expert x category counts of this micro-batch, from the MoE layers' routing.
+      const model::RoutingObserver count_categories = [&](const model::RoutingEvent& event) {
+        const std::size_t sets = std::size_t(batch.category_sets), C = categories.size();
+        for (std::size_t row = 0; row < event.tokens; ++row)
+          for (int k = 0; k < event.top_k; ++k) {
+            const int e = event.choice[row * std::size_t(event.top_k) + std::size_t(k)];
+            if (e < 0) continue;
+            for (std::size_t s = 0; s < sets; ++s) {
+              const int c = batch.categories[row * sets + s];
+              if (c >= 0 && std::size_t(c) < C)
+                ++record.specialization[(std::size_t(event.layer * experts + e)) * C +
+                                        std::size_t(c)];
+            }
+          }
+      };
       const double comm_inside = phases.comm;
       t = Clock::now();
-      const model::BatchStats stats = model.forward(slot, first_stage ? batch.x : received[slot],
-                                                    batch.y, /*train=*/true, reduce_stats);
+      model::StepStats& stats = slot_stats[std::size_t(slot)];
+      stats = model.forward(slot, batch, received, /*train=*/true, reduce_stats, count_categories);
       Kokkos::fence();
       trace(Track::compute, "forward", t);
       compute += since(t) - (phases.comm - comm_inside) - stats.dispatch_seconds;
       phases.comm += stats.dispatch_seconds;
-      expert_seconds += stats.expert_seconds;
-      expert_flops += stats.expert_flops;
-      dispatch_seconds += stats.dispatch_seconds;
-      metrics[0] += stats.loss_sum;
-      metrics[1] += stats.aux_loss;
-      metrics[2] += double(stats.correct);
-      metrics[3] += double(stats.samples);
+      totals.loss_sum += stats.loss_sum;
+      totals.aux_loss += stats.aux_loss;
+      totals.correct += double(stats.correct);
+      totals.scored += double(stats.scored);
       double worst = 0;
-      for (const model::LayerRoutingStats& layer : stats.layers) {
-        const auto at = std::size_t(layer.layer * experts);
+      for (const model::MoeStats& layer : stats.moe) {
         for (int e = 0; e < experts; ++e) {
-          const auto tokens = layer.tokens_per_expert[std::size_t(e)];
-          consensus_counts[std::size_t((layer.layer - place.first_block) * experts + e)] +=
-              double(tokens);
-          metrics[kMetrics + at + std::size_t(e)] += double(tokens);
-          record.registry_gate_sum[at + std::size_t(e)] +=
+          const auto tokens = double(layer.tokens_per_expert[std::size_t(e)]);
+          consensus_counts[std::size_t((layer.layer - first_layer) * experts + e)] += tokens;
+          totals.expert_load[std::size_t(layer.layer * experts + e)] += tokens;
+          record.registry_gate_sum[std::size_t(layer.layer * experts + e)] +=
               layer.gate_sum_per_expert[std::size_t(e)];
+          parallel::ExpertEntry& row = registry_rows[std::size_t(layer.layer * experts + e)];
+          row.tokens += layer.tokens_per_expert[std::size_t(e)];
+          row.gate_sum += layer.gate_sum_per_expert[std::size_t(e)];
         }
-        for (std::size_t i = 0; i < layer.tokens_per_expert_class.size(); ++i)
-          record.specialization[at * std::size_t(train_set.classes) + i] +=
-              layer.tokens_per_expert_class[i];
-        metrics[4] += double(layer.dropped);
+        totals.dropped += double(layer.dropped);
         worst = std::max(worst, layer.imbalance);
-        for (int e = 0; e < config.moe.experts; ++e) {
-          parallel::ExpertEntry& row = registry_rows[layer.layer * config.moe.experts + e];
-          row.tokens += layer.tokens_per_expert[e];
-          row.gate_sum += layer.gate_sum_per_expert[e];
-        }
       }
       step_imbalance += worst / micro_batches;
-      if (!last_stage) {
-        const kernels::Matrix<float> out = model.output(slot);
-        DAA_MPI_CHECK(MPI_Isend(out.data(), int(out.size()), MPI_FLOAT, topology.next_stage_rank(),
-                                2 * micro, world.comm(), &sends[2 * slot]));
-      }
+      return model.output(slot);
     };
-    auto backward = [&](int micro) {
-      const int slot = micro % slots;
-      auto t = Clock::now();
-      if (!last_stage) {
-        kernels::ensure_extent(received_grad[slot], micro_rows, std::size_t(d_model));
-        DAA_MPI_CHECK(MPI_Recv(received_grad[slot].data(), int(micro_rows) * d_model, MPI_FLOAT,
-                               topology.next_stage_rank(), 2 * micro + 1, world.comm(),
-                               MPI_STATUS_IGNORE));
-        trace(Track::pipeline, "receive gradients", t);
-      }
-      DAA_MPI_CHECK(MPI_Wait(&sends[2 * slot + 1], MPI_STATUS_IGNORE));
-      phases.comm += since(t);
-      model::BatchStats stats;
-      t = Clock::now();
-      model.backward(slot, received_grad[slot], stats);
+    auto backward = [&](int, int slot, const kernels::Matrix<float>& received_grad) {
+      model::StepStats& stats = slot_stats[std::size_t(slot)];
+      const double dispatch_before = stats.dispatch_seconds;
+      const auto t = Clock::now();
+      model.backward(slot, received_grad, stats);
       trace(Track::compute, "backward", t);
-      compute += since(t) - stats.dispatch_seconds;
-      phases.comm += stats.dispatch_seconds;
+      const double dispatch = stats.dispatch_seconds - dispatch_before;
+      compute += since(t) - dispatch;
+      phases.comm += dispatch;
+      // The micro-batch's forward and backward costs, before its slot takes the next one.
       expert_seconds += stats.expert_seconds;
       expert_flops += stats.expert_flops;
       dispatch_seconds += stats.dispatch_seconds;
-      if (!first_stage) {
-        const kernels::Matrix<float> grad = model.input_grad(slot);
-        DAA_MPI_CHECK(MPI_Isend(grad.data(), int(grad.size()), MPI_FLOAT,
-                                topology.previous_stage_rank(), 2 * micro + 1, world.comm(),
-                                &sends[2 * slot + 1]));
-      }
+      attention_seconds += stats.attention_seconds;
+      attention_flops += stats.attention_flops;
+      return model.input_grad(slot);
     };
-    // 1F1B: stage s runs (stages - s - 1) forwards ahead, then alternates, then drains.
-    const int warmup = std::min(stages - place.stage - 1, micro_batches);
-    for (int micro = 0; micro < warmup; ++micro) forward(micro);
-    for (int micro = warmup; micro < micro_batches; ++micro) {
-      forward(micro);
-      backward(micro - warmup);
-    }
-    for (int micro = micro_batches - warmup; micro < micro_batches; ++micro) backward(micro);
-    {
-      const auto t = Clock::now();
-      DAA_MPI_CHECK(MPI_Waitall(int(sends.size()), sends.data(), MPI_STATUSES_IGNORE));
-      phases.comm += since(t);
-      if (stages > 1) trace(Track::pipeline, "wait for sends", t);
-    }
+    parallel::PipelineTiming pipeline;
+    schedule.train_step(micro_batches, micro_rows, forward, backward, pipeline);
+    phases.comm += pipeline.comm_seconds;
 
+    // ---- aggregate: robust rounds over the data-parallel and expert-data-parallel groups ----
     auto t = Clock::now();
     auto grads = params.grads();
     const std::size_t dense = params.dense_size();
@@ -658,13 +578,13 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
     }
     trace(Track::aggregation, "gradient rounds", t);
     const auto metrics_start = Clock::now();
-    world.allreduce_sum(metrics.data(), metrics.size());
+    totals.reduce(world);
     trace(Track::metrics, "metrics all-reduce", metrics_start);
     phases.comm += since(t);
-    stopped_by_signal = metrics[5] > 0;
+    stopped_by_signal = totals.signal > 0;
 
     // Aux losses are global per layer and summed on every data-parallel rank of its stage.
-    const double loss = metrics[0] / metrics[3] + metrics[1] / (dp * micro_batches);
+    const double loss = totals.loss_sum / totals.scored + totals.aux_loss / (dp * micro_batches);
     if (!std::isfinite(loss)) {
       const std::string message =
           fmt::format("training diverged: loss is {} at step {}", loss, step + 1);
@@ -672,6 +592,7 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
       throw DivergenceError(message);
     }
 
+    // ---- update: global-norm clip, learning rate, AdamW ----
     t = Clock::now();
     double norm_reduce = 0;
     clip_gradients(grads, config.train.grad_clip,
@@ -691,34 +612,29 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
     trace(Track::compute, "clip and update", t);
     phases.compute += compute;
 
+    // ---- what this step's number asks for ----
     last_loss = loss;
-    record.epoch_correct += metrics[2];
-    record.epoch_samples += metrics[3];
+    const double accuracy = totals.correct / totals.scored;
+    record.epoch_correct += totals.correct;
+    record.epoch_samples += totals.scored;
     if (root) {
       record.step.push_back(step + 1);
       record.loss.push_back(loss);
-      record.train_accuracy.push_back(metrics[2] / metrics[3]);
+      record.train_accuracy.push_back(accuracy);
       record.learning_rate.push_back(lr);
       record.samples_per_s.push_back(global_batch / since(step_start));
-      record.dropped_tokens.push_back(std::int64_t(metrics[4]));
-      double worst = 0;  // the most loaded expert over its layer's mean, worst layer
-      for (int l = 0; l < layers; ++l) {
-        const auto first = metrics.begin() + std::ptrdiff_t(kMetrics + std::size_t(l * experts));
-        const double sum = std::accumulate(first, first + experts, 0.0);
-        if (sum > 0)
-          worst = std::max(worst, *std::max_element(first, first + experts) * experts / sum);
-      }
-      record.imbalance.push_back(worst);
-      for (std::size_t i = kMetrics; i < metrics.size(); ++i)
-        record.expert_load.push_back(std::int64_t(metrics[i]));
+      record.dropped_tokens.push_back(std::int64_t(totals.dropped));
+      record.imbalance.push_back(totals.worst_imbalance(experts));
+      for (const double load : totals.expert_load) record.expert_load.push_back(std::int64_t(load));
     }
-    window_loss += loss;
-    window_correct += metrics[2];
-    window_samples += metrics[3];
-    window_compute += compute;
-    window_comm += phases.comm - comm_before;
-    window_imbalance += step_imbalance;
-    window_dropped += metrics[4];
+    window.loss += loss;
+    window.correct += totals.correct;
+    window.scored += totals.scored;
+    window.compute += compute;
+    window.comm += phases.comm - comm_before;
+    window.imbalance += step_imbalance;
+    window.dropped += totals.dropped;
+    window.steps += 1;
     const std::int64_t done = step + 1;
     if (robust.consensus_due(done) && local_layers > 0) {
       const ScopedSpan span(Track::consensus, "consensus round");
@@ -726,15 +642,14 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
       std::vector<Kokkos::View<float*, Kokkos::HostSpace>> host_bias;
       for (int l = 0; l < local_layers; ++l) {
         host_bias.push_back(Kokkos::create_mirror_view_and_copy(
-            Kokkos::HostSpace(), model.routing_bias(place.first_block + l)));
-        std::copy_n(host_bias.back().data(), config.moe.experts,
-                    bias.begin() + std::ptrdiff_t(l) * config.moe.experts);
+            Kokkos::HostSpace(), model.routing_bias(first_layer + l)));
+        std::copy_n(host_bias.back().data(), experts, bias.begin() + std::ptrdiff_t(l) * experts);
       }
       robust.consensus(consensus_counts, bias, step);
       for (int l = 0; l < local_layers; ++l) {
-        std::copy_n(bias.begin() + std::ptrdiff_t(l) * config.moe.experts, config.moe.experts,
+        std::copy_n(bias.begin() + std::ptrdiff_t(l) * experts, experts,
                     host_bias[std::size_t(l)].data());
-        Kokkos::deep_copy(model.routing_bias(place.first_block + l), host_bias[std::size_t(l)]);
+        Kokkos::deep_copy(model.routing_bias(first_layer + l), host_bias[std::size_t(l)]);
       }
       std::fill(consensus_counts.begin(), consensus_counts.end(), 0.0);
     }
@@ -745,54 +660,50 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
     const bool epoch_end = done % steps_per_epoch == 0;
     if (done % config.log.every_steps == 0 || done == total_steps) {
       const ScopedSpan span(Track::metrics, "progress line and registry");
-      const double elapsed = since(window_start);
-      const auto window_steps = double(window_samples / global_batch);
-      const double per_step = elapsed / window_steps;
+      const double elapsed = since(window.start);
+      const double per_step = elapsed / window.steps;
       log->line(fmt::format(
           "step {:>{}}/{} | epoch {} | loss {:.4f} | acc {:5.1f}% | lr {:.2e} | expert load "
-          "max/mean {:.2f}, dropped {:.0f} | {:.0f} samples/s | {:.1f} ms/step (compute {:.1f}, "
+          "max/mean {:.2f}, dropped {:.0f} | {:.0f} {}/s | {:.1f} ms/step (compute {:.1f}, "
           "comm {:.1f}) | ETA {}",
           done, std::to_string(total_steps).size(), total_steps, epoch + 1,
-          window_loss / window_steps, 100 * window_correct / window_samples, lr,
-          window_imbalance / window_steps, window_dropped / window_steps, window_samples / elapsed,
-          1e3 * per_step, 1e3 * window_compute / window_steps, 1e3 * window_comm / window_steps,
+          window.loss / window.steps, 100 * window.correct / window.scored, lr,
+          window.imbalance / window.steps, window.dropped / window.steps,
+          window.steps * global_batch / elapsed, task.unit(), 1e3 * per_step,
+          1e3 * window.compute / window.steps, 1e3 * window.comm / window.steps,
           obs::format_duration(per_step * double(total_steps - done))));
-      window_loss = window_correct = window_samples = window_compute = window_comm = 0;
-      window_imbalance = window_dropped = 0;
+      window = Window{};
       // Every rank reaches this step: the registry exchange is collective.
       const auto registry = parallel::ExpertRegistry::all_gather(world, registry_rows);
-      if (config.model.moe_layers > 0) log->line(registry.summary_line());
+      if (layers > 0) log->line(registry.summary_line());
       if (robust.keeps_ledger()) log->line(robust.progress_line());
       for (parallel::ExpertEntry& row : registry_rows) row.tokens = 0, row.gate_sum = 0;
       record_window(done);
-      window_start = Clock::now();
+      window.start = Clock::now();
     }
     if (epoch_end && config.train.eval_each_epoch && done != total_steps) {
       t = Clock::now();
-      const EvalResult test =
-          evaluate(model, data.test, topology, d_model, &watchdog, done, limits.timeout_s);
-      phases.eval += since(t);
+      const Evaluation test = evaluate(done);
       summary.test_accuracy_per_epoch.push_back(test.accuracy);
       record_evaluation(done, test);
-      log->line(fmt::format("epoch {} done | test loss {:.4f} | test accuracy {:.2f}%", epoch + 1,
-                            test.loss, 100 * test.accuracy));
+      log->line(evaluation_line(fmt::format("epoch {} done", epoch + 1).c_str(), test));
       // The window's step figures leave the evaluation out, and keep the steps before it.
-      window_start += Clock::now() - t;
+      window.start += Clock::now() - t;
     }
     const int every = config.checkpoint.every_steps;
     if (checkpointing && done != total_steps &&
         ((every > 0 && done % every == 0) || stopped_by_signal))
-      window_start += std::chrono::duration_cast<Clock::duration>(
+      window.start += std::chrono::duration_cast<Clock::duration>(
           std::chrono::duration<double>(write_checkpoint(done)));
     // The step as the outside sees it: its evaluation and checkpoint included.
     observer.step_end({.done = done,
                        .epoch = epoch + 1,
                        .loss = loss,
-                       .train_accuracy = metrics[2] / metrics[3],
+                       .train_accuracy = accuracy,
                        .seconds = since(step_start),
                        .compute_seconds = compute,
                        .imbalance = step_imbalance,
-                       .dropped = metrics[4],
+                       .dropped = totals.dropped,
                        .samples = global_batch,
                        .began = step_start},
                       phase_totals());
@@ -807,14 +718,12 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
   }
   stopped_by_signal = stopped_by_signal && step < total_steps;
   // A signalled run stops as soon as its checkpoint is safe: the allocation may end any moment.
-  EvalResult test{std::nan(""), std::nan("")};
+  Evaluation test;
+  test.loss = test.accuracy = std::nan("");
   if (!stopped_by_signal) {
-    auto t = Clock::now();
-    test = evaluate(model, data.test, topology, d_model, &watchdog, step, limits.timeout_s);
-    phases.eval += since(t);
+    test = evaluate(step);
     summary.test_accuracy_per_epoch.push_back(test.accuracy);
-    log->line(fmt::format("final | test loss {:.4f} | test accuracy {:.2f}%", test.loss,
-                          100 * test.accuracy));
+    log->line(evaluation_line("final", test));
     // The last checkpoint holds the final evaluation too; a restart that had nothing left to
     // train leaves the existing one as it is.
     if (checkpointing && step > start_step) {
@@ -836,15 +745,20 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
       record.epoch_samples > 0 ? record.epoch_correct / record.epoch_samples : 0;
   summary.test_loss = test.loss;
   summary.test_accuracy = test.accuracy;
+  summary.bits_per_byte = test.bits_per_byte;
+  for (std::size_t k = 0; k < test.domains.size(); ++k)
+    summary.domain_bits_per_byte.emplace_back(test.domains[k], test.domain_bits_per_byte[k]);
   // The slowest rank sets the pace of a bulk-synchronous program.
   summary.train_seconds = world.allreduce_max(summary.train_seconds);
   summary.samples_per_s = double(steps_run) * global_batch / summary.train_seconds;
+  summary.tokens_per_s = summary.samples_per_s * task.rows_per_unit();
   steady_seconds = world.allreduce_max(steady_seconds);
   summary.steady_samples_per_s =
       steps_run > kSteadyAfter ? double(steps_run - kSteadyAfter) * global_batch / steady_seconds
                                : summary.samples_per_s;
   summary.phases = phases;
   summary.expert_gflops = expert_seconds > 0 ? expert_flops / expert_seconds * 1e-9 : 0;
+  summary.attention_gflops = attention_seconds > 0 ? attention_flops / attention_seconds * 1e-9 : 0;
 
   summary.phases.dispatch = dispatch_seconds;
   robust.fill_summary(summary);
@@ -859,7 +773,7 @@ TrainResult run_training(const core::Config& config, const io::Dataset& data,
         parameter_checksum(std::vector<float>(local.data(), local.data() + local.extent(0)));
   }
   std::vector<float> values = gather_parameters(
-      params, topology, model::shape_from_config(config, train_set.features(), train_set.classes));
+      params, topology, model::whole_model_params(config, task.inputs(), task.outputs()));
   if (world.is_root()) summary.parameter_checksum = parameter_checksum(values);
   observer.finish(stopped_by_signal ? "stopped-for-resubmit" : "finished", phase_totals());
   watchdog.disarm();

@@ -61,6 +61,7 @@ struct LmStats {
   double expert_seconds = 0, expert_flops = 0, dispatch_seconds = 0;
   double attention_seconds = 0, attention_flops = 0;
   std::vector<MoeStats> moe;  // per MoE layer held, in block order
+  std::vector<double> row_loss;  // last stage, forward without train: each row's loss
 };
 
 using TokenIds = Kokkos::View<int*, kernels::MemSpace>;

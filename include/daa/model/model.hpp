@@ -42,6 +42,9 @@ struct StepStats {
   double expert_seconds = 0, expert_flops = 0, dispatch_seconds = 0;
   double attention_seconds = 0, attention_flops = 0;
   std::vector<MoeStats> moe;  // per MoE layer held, in order
+  // Last stage, forward without train: each row's loss (0 without a target), for per-category
+  // figures such as bits per byte by domain.
+  std::vector<double> row_loss;
 };
 
 class Model {

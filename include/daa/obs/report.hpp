@@ -4,7 +4,9 @@
 
 #include <cstdint>
 #include <fstream>
+#include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace daa::obs {
@@ -31,6 +33,8 @@ struct LedgerRow {
 
 struct RunSummary {
   std::string name;
+  std::string model = "classifier";  // or "language-model"
+  std::string unit = "samples";      // what global_batch counts: samples or sequences
   int ranks = 1;
   std::int64_t steps = 0;
   std::int64_t epochs = 0;
@@ -39,12 +43,17 @@ struct RunSummary {
   double train_accuracy = 0;  // over the training batches of the last epoch (or partial epoch)
   double test_loss = 0;
   double test_accuracy = 0;
+  // Language model: validation bits per byte of text, overall and per domain (NaN otherwise).
+  double bits_per_byte = std::numeric_limits<double>::quiet_NaN();
+  std::vector<std::pair<std::string, double>> domain_bits_per_byte;
   double samples_per_s = 0;         // training samples per second, all ranks together
+  double tokens_per_s = 0;          // rows of the model per second (tokens for the language model)
   double steady_samples_per_s = 0;  // the same after the first 20 steps
   double train_seconds = 0;         // wall time of the step loop, excluding evaluation
   double wall_seconds = 0;          // whole run including data loading and evaluation
   PhaseTimes phases;
-  double expert_gflops = 0;  // GEMM FLOP rate inside the expert FFNs, per rank
+  double expert_gflops = 0;     // GEMM FLOP rate inside the expert FFNs, per rank
+  double attention_gflops = 0;  // FLOP rate of causal attention (projections included), per rank
   std::int64_t parameters = 0;
   std::string parameter_checksum;  // FNV-1a over all parameter bytes in registry order
   std::vector<double> test_accuracy_per_epoch;

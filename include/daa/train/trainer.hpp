@@ -7,9 +7,9 @@
 #include <vector>
 
 #include "daa/core/config.hpp"
-#include "daa/io/dataset.hpp"
 #include "daa/obs/report.hpp"
 #include "daa/parallel/communicator.hpp"
+#include "daa/train/task.hpp"
 
 namespace daa::train {
 
@@ -29,16 +29,13 @@ struct TrainResult {
   std::string local_checksum;     // of this rank's own parameters: equal within a replica group
 };
 
-// Checks what the input and the loaded data must agree on (a global batch no larger than the
-// training set). Callers run it in their collective setup phase; run_training relies on it.
-void check_data_fits(const core::Config& config, const io::Dataset& data);
-
 // Checks the [robust], [consensus] and [byzantine] settings against the layout for `ranks` ranks:
 // every data-parallel and expert-data-parallel group is large enough for the rule and f (the
 // message names the group, n and f). Call after core::validate_layout. Throws daa::ConfigError.
 void check_robust_layout(const core::Config& config, int ranks);
 
-TrainResult run_training(const core::Config& config, const io::Dataset& data,
+// Trains the task's model as the input describes; collective over `world`.
+TrainResult run_training(const core::Config& config, const Task& task,
                          const parallel::Communicator& world, const TrainOptions& options);
 
 // SIGUSR1 and SIGTERM then ask a running training to checkpoint at the next step boundary and
@@ -48,12 +45,11 @@ void install_checkpoint_signals();
 
 struct CheckpointEvaluation {
   std::int64_t step = 0;  // steps done when the checkpoint was written
-  double test_loss = 0;
-  double test_accuracy = 0;
+  Evaluation evaluation;  // on the task's held-out data
 };
 // Test loss and accuracy of a checkpoint's model on this input's layout (any rank count).
 // Collective; a checkpoint that is invalid or does not fit the input ends in AgreedFailure.
-CheckpointEvaluation evaluate_checkpoint(const core::Config& config, const io::Dataset& data,
+CheckpointEvaluation evaluate_checkpoint(const core::Config& config, const Task& task,
                                          const parallel::Communicator& world,
                                          const std::string& checkpoint);
 
