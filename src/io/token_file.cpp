@@ -24,7 +24,7 @@ namespace fs = std::filesystem;
 // Paths inside the file (docs/language-model.md lists them).
 constexpr const char* kTrainTokens = "/tokens/train";
 constexpr const char* kValidationTokens = "/tokens/validation";
-constexpr hsize_t kTokenChunk = 1 << 16;
+constexpr hsize_t kTokenChunk = 1 << 12;
 
 void silence_hdf5() {
   static const bool done = [] {
