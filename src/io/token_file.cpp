@@ -344,6 +344,24 @@ class Reader {
   std::string path_;
 };
 
+// File access: sec2, with HDF5's file lock where the file system supports one and without it
+// where it does not (Lustre or NFS mounted without flock would otherwise refuse every open).
+Handle file_access(const std::string& path, bool reading) {
+  Handle fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+  const std::string what = "file access properties";
+  if (reading)
+    check_read(fapl.get(), path, what);
+  else
+    check_write(fapl.get(), path, what);
+#if H5_VERSION_GE(1, 10, 7)
+  if (H5Pset_file_locking(fapl.get(), true, true) < 0) {
+    if (reading) check_read(-1, path, what);
+    check_write(-1, path, what);
+  }
+#endif
+  return fapl;
+}
+
 std::string temp_name(const std::string& path) {
   return fmt::format("{}.tmp.{}", path, ::getpid());
 }
@@ -423,7 +441,8 @@ void write_token_file(const std::string& path, const TokenFileData& data) {
   check_writable(path);
   const std::string temp = temp_name(path);
   try {
-    Handle file(check_write(H5Fcreate(temp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), path,
+    const Handle fapl = file_access(path, false);
+    Handle file(check_write(H5Fcreate(temp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), path,
                             "create " + temp),
                 H5Fclose);
     Writer w(file.get(), path);
@@ -592,7 +611,8 @@ TokenFile::TokenFile(const std::string& path) : impl_(std::make_unique<Impl>()) 
     H5Eclear2(H5E_DEFAULT);
     throw DataError(fmt::format("'{}' is not a token file: not an HDF5 file", path));
   }
-  const hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  const Handle fapl = file_access(path, true);
+  const hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get());
   if (id < 0)
     throw DataError(fmt::format("cannot open token file '{}': {} (truncated or corrupt?)", path,
                                 hdf5_detail()));

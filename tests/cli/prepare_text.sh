@@ -4,6 +4,7 @@
 # as docs/language-model.md describes it (byte tokens must give back each file exactly), then the
 # same with the BPE tokenizer, and a second run that must write the same tokens.
 # Usage: prepare_text.sh RANKS MPIEXEC DAA_SWARM INPUT CORPUS_DIR   (exit 77: no h5py)
+# RANKS 0 runs daa-swarm alone, without mpirun.
 set -euo pipefail
 ranks=$1 mpiexec=$2 daa_swarm=$3 input=$4 corpus=$5
 python=/usr/bin/python3
@@ -17,7 +18,9 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_
 prepare() {  # prepare OUTPUT [--set ...]
   local out=$1
   shift
-  timeout --kill-after=10 60 "$mpiexec" -n "$ranks" "$daa_swarm" prepare "$input" \
+  local launcher=("$mpiexec" -n "$ranks")
+  ((ranks > 0)) || launcher=()
+  timeout --kill-after=10 60 "${launcher[@]}" "$daa_swarm" prepare "$input" \
     --set data.tokens="$out" --set text.sources="prose=files:$corpus/prose,code=files:$corpus/code" \
     --set text.validation_fraction=0.5 "$@" > "$work/stdout" 2> "$work/stderr" ||
     { cat "$work/stdout" "$work/stderr" >&2; fail "prepare exited $?"; }
@@ -79,4 +82,4 @@ train = a["tokens/train"][:]
 assert train.min() >= 0 and train.max() < vocab
 print("bpe token files identical, vocabulary", vocab)
 EOF
-echo "prepare_text: $ranks rank(s) ok"
+echo "prepare_text: ok ($ranks ranks; 0: without mpirun)"
