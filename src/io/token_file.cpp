@@ -505,11 +505,7 @@ void write_token_file(const std::string& path, const TokenFileData& data) {
 PrepareSummary prepare_token_file(const core::Config& config) {
   const core::TextConfig& text = config.text;
   const TokenizerKind kind = parse_tokenizer_kind(text.tokenizer);
-  if (kind == TokenizerKind::bpe && text.vocab_size < kMinBpeVocab)
-    throw ConfigError(fmt::format(
-        "[text] vocab_size = {} is below the minimum {} of the bpe tokenizer (256 byte tokens, "
-        "unknown, end-of-document)",
-        text.vocab_size, kMinBpeVocab));
+  if (kind == TokenizerKind::bpe) check_bpe_vocab_size(text.vocab_size);
   check_writable(config.data.tokens);
 
   PrepareSummary summary;
