@@ -170,32 +170,39 @@ int run_replay(const daa::io::ReplayOptions& options) {
   });
 }
 
-// One process works (rank 0 under mpirun); the others wait for its exit code, sleeping rather
-// than spinning in MPI so that they do not take its cores.
+// Extracts, tokenizes and writes the token file; prints the summary or the error. Exit code.
+int prepare_once(const std::string& input, const std::vector<std::string>& overrides) {
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    const daa::core::Config config = daa::core::load_config(input, overrides);
+    std::cout << fmt::format("prepare: {} -> {} (tokenizer {})\n", input, config.data.tokens,
+                             config.text.tokenizer)
+              << std::flush;
+    const daa::io::PrepareSummary summary = daa::io::prepare_token_file(config);
+    for (const std::string& line : daa::io::describe(summary)) std::cout << line << '\n';
+    std::cout << fmt::format(
+                     "prepare: done in {:.1f} s\n",
+                     std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count())
+              << std::flush;
+    return 0;
+  } catch (const daa::Error& e) {
+    print_error(e.what());
+    return int(e.exit_code());
+  } catch (const std::exception& e) {
+    print_error(e.what());
+    return int(daa::ExitCode::internal);
+  }
+}
+
+// One process works. Started by an MPI launcher, rank 0 works and the others wait for its exit
+// code, sleeping rather than spinning in MPI so that they leave it the cores; started alone it
+// needs no MPI at all (a singleton MPI_Init costs a second or more).
 int run_prepare(const std::string& input, const std::vector<std::string>& overrides) {
+  const bool launched =
+      std::getenv("OMPI_COMM_WORLD_SIZE") || std::getenv("PMIX_RANK") || std::getenv("PMI_SIZE");
+  if (!launched) return prepare_once(input, overrides);
   return run_parallel([&](const daa::parallel::Communicator& world) {
-    int code = 0;
-    if (world.is_root()) {
-      const auto t0 = std::chrono::steady_clock::now();
-      try {
-        const daa::core::Config config = daa::core::load_config(input, overrides);
-        std::cout << fmt::format("prepare: {} -> {} (tokenizer {})\n", input, config.data.tokens,
-                                 config.text.tokenizer)
-                  << std::flush;
-        const daa::io::PrepareSummary summary = daa::io::prepare_token_file(config);
-        for (const std::string& line : daa::io::describe(summary)) std::cout << line << '\n';
-        std::cout << fmt::format(
-            "prepare: done in {:.1f} s\n",
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-        std::cout << std::flush;
-      } catch (const daa::Error& e) {
-        print_error(e.what());
-        code = int(e.exit_code());
-      } catch (const std::exception& e) {
-        print_error(e.what());
-        code = int(daa::ExitCode::internal);
-      }
-    }
+    int code = world.is_root() ? prepare_once(input, overrides) : 0;
     MPI_Request request;
     DAA_MPI_CHECK(MPI_Ibcast(&code, 1, MPI_INT, 0, world.comm(), &request));
     for (int done = 0; !done;) {

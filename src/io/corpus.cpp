@@ -138,6 +138,8 @@ std::string heading_title(std::string_view body) {
   return std::string(trim(line));
 }
 
+constexpr std::uint64_t kCapSalt = 0x6361702d6f726465ULL;  // "cap-orde"
+
 std::uint64_t fnv1a(std::string_view s) {
   std::uint64_t h = 0xcbf29ce484222325ULL;
   for (char c : s) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ULL;
@@ -246,9 +248,11 @@ Corpus build_corpus(const std::vector<core::TextSource>& sources,
     if (max_bytes_per_domain > 0) {
       std::vector<std::size_t> order(docs.size());
       std::iota(order.begin(), order.end(), 0);
-      std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
-        return document_hash(docs[a].name) < document_hash(docs[b].name);
-      });
+      // Salted, so that the documents kept are independent of the split, which uses the plain
+      // hash: unsalted, the cap would keep the lowest hashes, i.e. the validation documents.
+      auto key = [&](std::size_t i) { return core::mix64(document_hash(docs[i].name) ^ kCapSalt); };
+      std::stable_sort(order.begin(), order.end(),
+                       [&](std::size_t a, std::size_t b) { return key(a) < key(b); });
       std::vector<bool> keep(docs.size(), false);
       std::int64_t used = 0;
       for (std::size_t i : order) {

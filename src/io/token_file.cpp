@@ -24,7 +24,7 @@ namespace fs = std::filesystem;
 // Paths inside the file (docs/language-model.md lists them).
 constexpr const char* kTrainTokens = "/tokens/train";
 constexpr const char* kValidationTokens = "/tokens/validation";
-constexpr hsize_t kTokenChunk = 1 << 16;
+constexpr hsize_t kTokenChunk = 1 << 12;
 
 void silence_hdf5() {
   static const bool done = [] {
@@ -344,6 +344,24 @@ class Reader {
   std::string path_;
 };
 
+// File access: sec2, with HDF5's file lock where the file system supports one and without it
+// where it does not (Lustre or NFS mounted without flock would otherwise refuse every open).
+Handle file_access(const std::string& path, bool reading) {
+  Handle fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+  const std::string what = "file access properties";
+  if (reading)
+    check_read(fapl.get(), path, what);
+  else
+    check_write(fapl.get(), path, what);
+#if H5_VERSION_GE(1, 10, 7)
+  if (H5Pset_file_locking(fapl.get(), true, true) < 0) {
+    if (reading) check_read(-1, path, what);
+    check_write(-1, path, what);
+  }
+#endif
+  return fapl;
+}
+
 std::string temp_name(const std::string& path) {
   return fmt::format("{}.tmp.{}", path, ::getpid());
 }
@@ -423,7 +441,8 @@ void write_token_file(const std::string& path, const TokenFileData& data) {
   check_writable(path);
   const std::string temp = temp_name(path);
   try {
-    Handle file(check_write(H5Fcreate(temp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), path,
+    const Handle fapl = file_access(path, false);
+    Handle file(check_write(H5Fcreate(temp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), path,
                             "create " + temp),
                 H5Fclose);
     Writer w(file.get(), path);
@@ -486,11 +505,7 @@ void write_token_file(const std::string& path, const TokenFileData& data) {
 PrepareSummary prepare_token_file(const core::Config& config) {
   const core::TextConfig& text = config.text;
   const TokenizerKind kind = parse_tokenizer_kind(text.tokenizer);
-  if (kind == TokenizerKind::bpe && text.vocab_size < kMinBpeVocab)
-    throw ConfigError(fmt::format(
-        "[text] vocab_size = {} is below the minimum {} of the bpe tokenizer (256 byte tokens, "
-        "unknown, end-of-document)",
-        text.vocab_size, kMinBpeVocab));
+  if (kind == TokenizerKind::bpe) check_bpe_vocab_size(text.vocab_size);
   check_writable(config.data.tokens);
 
   PrepareSummary summary;
@@ -592,7 +607,8 @@ TokenFile::TokenFile(const std::string& path) : impl_(std::make_unique<Impl>()) 
     H5Eclear2(H5E_DEFAULT);
     throw DataError(fmt::format("'{}' is not a token file: not an HDF5 file", path));
   }
-  const hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  const Handle fapl = file_access(path, true);
+  const hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get());
   if (id < 0)
     throw DataError(fmt::format("cannot open token file '{}': {} (truncated or corrupt?)", path,
                                 hdf5_detail()));

@@ -153,11 +153,15 @@ Tokenizer::Tokenizer(TokenizerKind kind, std::string_view model, const std::stri
   sp_ = std::move(sp);
 }
 
-Tokenizer Tokenizer::train_bpe(const std::vector<std::string_view>& lines, int vocab_size) {
+void check_bpe_vocab_size(int vocab_size) {
   if (vocab_size < kMinBpeVocab)
     vocab_error(vocab_size, fmt::format("is below the minimum {} of the bpe tokenizer (256 byte "
                                         "tokens, unknown, end-of-document)",
                                         kMinBpeVocab));
+}
+
+Tokenizer Tokenizer::train_bpe(const std::vector<std::string_view>& lines, int vocab_size) {
+  check_bpe_vocab_size(vocab_size);
   class Lines : public sentencepiece::SentenceIterator {
    public:
     explicit Lines(const std::vector<std::string_view>& lines) : lines_(lines) { load(); }

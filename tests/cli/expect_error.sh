@@ -4,7 +4,8 @@
 # does not hang (timeout), and that no process it started outlives it.
 #
 # usage: expect_error.sh --code N [--stderr ERE] [--stdout ERE]... [--errors K]
-#                        [--setup MODE] [--data-source DIR] [--needs-data] -- COMMAND [ARG]...
+#                        [--setup MODE] [--data-source DIR] [--needs-data] [--absent PATH]...
+#                        -- COMMAND [ARG]...
 #   --code N         exit code the command must return (exactly)
 #   --stderr ERE     the one "daa-swarm: error: ..." line must match this extended regex
 #   --stdout ERE     stdout must have a line matching this regex (repeatable)
@@ -12,6 +13,8 @@
 #   --setup MODE     prepare @TMP@/data: empty | truncated | swapped-magic (from --data-source)
 #   --data-source D  the real Fashion-MNIST directory (default /usr/share/datasets/fashion-mnist)
 #   --needs-data     the command reads the real data set: skip (exit 77) if it is not installed
+#   --absent PATH    after the command, neither PATH nor any PATH.tmp.* may exist (repeatable;
+#                    @TMP@ allowed): a failed command leaves nothing half-written
 # Every "@TMP@" in COMMAND is replaced by a fresh temporary directory, removed at the end.
 # DAA_CLI_TIMEOUT_S changes the 60 s limit (for trying the script itself).
 set -euo pipefail
@@ -33,6 +36,7 @@ errors=""
 setup=""
 data_source=/usr/share/datasets/fashion-mnist
 needs_data=0
+absent=()
 while (($# > 0)); do
   case "$1" in
     --code) code="$2"; shift 2 ;;
@@ -42,6 +46,7 @@ while (($# > 0)); do
     --setup) setup="$2"; shift 2 ;;
     --data-source) data_source="$2"; shift 2 ;;
     --needs-data) needs_data=1; shift ;;
+    --absent) absent+=("$2"); shift 2 ;;
     --) shift; break ;;
     *) fail "expect_error.sh: unknown option '$1'" ;;
   esac
@@ -132,5 +137,10 @@ if [[ -n "$stderr_re" ]]; then
 fi
 for re in "${stdout_res[@]+"${stdout_res[@]}"}"; do
   grep -qE -- "$re" "$tmp/stdout" || fail "stdout has no line matching: $re"
+done
+for path in "${absent[@]+"${absent[@]}"}"; do
+  path="${path//@TMP@/$tmp}"
+  [[ ! -e "$path" ]] || fail "$path exists"
+  compgen -G "$path.tmp.*" >/dev/null && fail "a temporary file $path.tmp.* was left"
 done
 echo "PASS"

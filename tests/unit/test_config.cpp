@@ -823,6 +823,25 @@ TEST(Config, ByzantineInputIsTheMainInputOnEightRanksWithTwoFaultyRanks) {
   EXPECT_NO_THROW(validate_layout(c, 8));
 }
 
+// The language model's data inputs: only [run], [data] and [text] so far.
+TEST(Config, TextInputsDescribeTheMixture) {
+  const Config c = load_config((repo_root() / "inputs" / "text-mixture.toml").string());
+  EXPECT_EQ(c.run.name, "text-mixture");
+  EXPECT_EQ(c.data.dataset, "text");
+  EXPECT_EQ(c.data.tokens, "data/text-mixture.h5");
+  EXPECT_EQ(c.text.sources, Config{}.text.sources);
+  EXPECT_EQ(c.text.tokenizer, "bpe");
+  EXPECT_EQ(c.text.vocab_size, 4096);
+  EXPECT_EQ(c.text.max_bytes_per_domain, 0);
+  const Config ci = load_config((repo_root() / "inputs" / "text-mixture-ci.toml").string());
+  EXPECT_EQ(ci.run.name, "text-mixture-ci");
+  EXPECT_EQ(ci.data.dataset, "text");
+  EXPECT_EQ(ci.data.tokens, "data/text-mixture-ci.h5");
+  EXPECT_EQ(ci.text.sources, c.text.sources);
+  EXPECT_EQ(ci.text.vocab_size, 512);
+  EXPECT_EQ(ci.text.max_bytes_per_domain, 100000);
+}
+
 TEST(Config, InputFilesListAndCommentEveryKey) {
   for (const char* name :
        {"fashion-mnist.toml", "fashion-mnist-ci.toml", "fashion-mnist-byzantine.toml"}) {

@@ -381,6 +381,20 @@ TEST_F(TextTest, CorpusCapKeepsWholeDocumentsDeterministically) {
               HasSubstr("[text] domain 'prose' has no documents"));
 }
 
+TEST_F(TextTest, CorpusCapIsIndependentOfTheSplit) {
+  // 200 equal documents, half kept: about half of the kept ones must be validation documents at
+  // fraction 0.5 (the cap's order and the split use different hashes).
+  for (int i = 0; i < 200; ++i)
+    write_file(dir_ / "many" / ("doc" + std::to_string(i)), "0123456789");
+  const Corpus capped =
+      daa::io::build_corpus({{"d", "files:" + (dir_ / "many").string()}}, 100 * 10);
+  ASSERT_EQ(capped.documents.size(), 100u);
+  const auto splits = daa::io::split_documents(capped, 0.5);
+  const auto validation = std::count(splits.begin(), splits.end(), Split::validation);
+  EXPECT_GT(validation, 30);
+  EXPECT_LT(validation, 70);
+}
+
 TEST_F(TextTest, TokenizerSampleTakesEveryDomainAndRespectsTheBudget) {
   const Corpus corpus = daa::io::build_corpus(write_sources(), 0);
   const auto sample = daa::io::tokenizer_sample(corpus, 2000);

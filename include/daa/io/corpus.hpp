@@ -45,9 +45,9 @@ std::vector<Document> extract_source(const std::string& source);
 std::vector<Document> extract_metamath(std::string_view mm_text, const std::string& source);
 
 // All sources of [text] sources. A positive `max_bytes_per_domain` keeps, per domain, whole
-// documents taken in the order of a hash of their names while they fit (a spread over the whole
-// source, not its first books), then restores the source order. A domain left without documents
-// is an InputError naming it.
+// documents taken in the order of a (salted) hash of their names while they fit (a spread over the
+// whole source, not its first books), then restores the source order. A domain left without
+// documents is an InputError naming it.
 Corpus build_corpus(const std::vector<core::TextSource>& sources,
                     std::int64_t max_bytes_per_domain);
 
@@ -59,8 +59,8 @@ std::vector<std::int64_t> domain_bytes(const Corpus& corpus);
 std::string domain_sha256(const Corpus& corpus, int domain);
 std::string sha256_hex(std::string_view data);
 
-// Stable 64-bit hash of a document name (FNV-1a then a SplitMix64 finalizer), the key of the
-// validation split and of the max_bytes_per_domain order.
+// Stable 64-bit hash of a document name (FNV-1a then a SplitMix64 finalizer): the key of the
+// validation split and, salted, of the max_bytes_per_domain order.
 std::uint64_t document_hash(std::string_view name);
 
 // Lines for BPE training: at most about `max_bytes`, the same share from each domain, taken as

@@ -27,7 +27,8 @@ std::pair<std::int64_t, std::int64_t> rank_share(std::int64_t total, int d, int 
 
 class TokenBatches {
  public:
-  // A split shorter than one window (seq_len + 1 tokens) is a DataError naming the file.
+  // Keeps a reference to `file`, which must outlive it. A split shorter than one window
+  // (seq_len + 1 tokens) is a DataError naming the file.
   TokenBatches(const TokenFile& file, int seq_len, int global_batch, std::uint64_t seed);
 
   int seq_len() const { return seq_len_; }

@@ -34,6 +34,8 @@ TokenizerKind parse_tokenizer_kind(const std::string& text);
 
 // The smallest BPE vocabulary: 256 byte-fallback tokens, unknown, end-of-document.
 inline constexpr int kMinBpeVocab = 258;
+// A ConfigError naming [text] vocab_size and kMinBpeVocab if vocab_size is below it.
+void check_bpe_vocab_size(int vocab_size);
 
 class Tokenizer {
  public:

@@ -1,0 +1,2 @@
+# café: non-ASCII in a comment
+GREETING = "héllo"
