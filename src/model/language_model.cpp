@@ -337,6 +337,22 @@ kernels::Vector<T> LanguageModel<T>::routing_bias(int moe_layer) const {
                           moe_layer));
 }
 
+template <class T>
+typename LanguageModel<T>::Layers LanguageModel<T>::layers() {
+  Parts& p = *parts_;
+  Layers layers{.embedding = p.embedding ? &*p.embedding : nullptr,
+                .blocks = {},
+                .final_norm = p.final_norm ? &*p.final_norm : nullptr,
+                .head = p.head ? &*p.head : nullptr};
+  for (typename Parts::Block& b : p.blocks)
+    layers.blocks.push_back({.attn_norm = &b.attn_norm,
+                             .attention = &b.attention,
+                             .ffn_norm = &b.ffn_norm,
+                             .moe = b.moe ? &*b.moe : nullptr,
+                             .dense = b.dense ? &*b.dense : nullptr});
+  return layers;
+}
+
 template class LanguageModel<float>;
 template class LanguageModel<double>;
 

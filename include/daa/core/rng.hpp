@@ -14,6 +14,7 @@ enum class RngPurpose : std::uint64_t {
   test = 3,
   attack = 4,        // simulated Byzantine behaviour (noise, bit flips)
   text_windows = 5,  // where each language-model training window starts (io/token_batches.hpp)
+  sample = 6,        // the token drawn at each position of generated text (model/generation.hpp)
 };
 
 // SplitMix64 finalizer: a bijective 64-bit mixer with full avalanche.

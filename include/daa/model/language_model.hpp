@@ -67,6 +67,13 @@ struct LmStats {
 using TokenIds = Kokkos::View<int*, kernels::MemSpace>;
 
 template <class T>
+class Embedding;
+template <class T>
+class RMSNorm;
+template <class T>
+class Linear;
+
+template <class T>
 class LanguageModel {
  public:
   // With shape.moe.ep_size > 1, `expert_group` is the expert-parallel communicator; it must
@@ -100,6 +107,23 @@ class LanguageModel {
 
   // Routing bias of MoE layer `moe_layer` (global index), held by this stage.
   kernels::Vector<T> routing_bias(int moe_layer) const;
+
+  // This stage's layers, for code that runs them one by one (the incremental decoding of
+  // generation.hpp); null where the stage does not hold a layer. Pointers into the model.
+  struct BlockLayers {
+    RMSNorm<T>* attn_norm;
+    CausalSelfAttention<T>* attention;
+    RMSNorm<T>* ffn_norm;
+    MoeLayer<T>* moe;  // exactly one of moe and dense is set
+    FeedForward<T>* dense;
+  };
+  struct Layers {
+    Embedding<T>* embedding;
+    std::vector<BlockLayers> blocks;  // held blocks, in order
+    RMSNorm<T>* final_norm;
+    Linear<T>* head;  // null with tied embeddings: the embedding's head_forward is the head
+  };
+  Layers layers();
 
  private:
   struct Parts;
