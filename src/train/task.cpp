@@ -133,7 +133,7 @@ class ClassifierTask final : public Task {
     batch.categories.assign(y.data(), y.data() + n);
   }
 
-  const core::Config& config_;
+  const core::Config config_;  // a copy: a task may outlive the caller's config
   io::Dataset data_;
   mutable std::vector<std::int64_t> order_;
   mutable std::int64_t order_epoch_ = -1;
@@ -265,7 +265,7 @@ class LanguageTask final : public Task {
     }
   }
 
-  const core::Config& config_;
+  const core::Config config_;  // a copy: a task may outlive the caller's config
   io::TokenFile file_;
   io::TokenBatches batches_;
   std::vector<int> token_bytes_, token_kind_;

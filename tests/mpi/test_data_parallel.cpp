@@ -8,10 +8,10 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <memory>
 
 #include "daa/core/config.hpp"
 #include "daa/core/error.hpp"
-#include "daa/io/dataset.hpp"
 #include "daa/parallel/communicator.hpp"
 #include "daa/train/trainer.hpp"
 
@@ -29,12 +29,12 @@ daa::core::Config twenty_step_config(std::vector<std::string> extra = {}) {
 
 daa::train::TrainResult train_on(const daa::core::Config& config,
                                  const daa::parallel::Communicator& comm) {
-  static const daa::io::Dataset data = daa::io::load_dataset(config.data);
+  const std::unique_ptr<daa::train::Task> task = daa::train::load_task(config);
   daa::train::TrainOptions options;
   options.write_run_directory = false;
   options.print_progress = false;
   options.keep_parameters = true;
-  return daa::train::run_training(config, data, comm, options);
+  return daa::train::run_training(config, *task, comm, options);
 }
 
 double relative_difference(const std::vector<float>& a, const std::vector<float>& reference) {

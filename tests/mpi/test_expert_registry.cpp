@@ -82,8 +82,9 @@ TEST(ExpertRegistry, ImbalanceAndSummary) {
 TEST(ExpertRegistry, HomesFollowTheLayout) {
   daa::core::Config config;  // 8 experts
   config.parallel.expert_parallel = 2;
-  const auto layout = daa::parallel::make_layout(config, 4, 784, 10);
-  const ExpertRegistry registry = ExpertRegistry::from_layout(layout, 2);
+  const auto layout = daa::parallel::make_layout(
+      config, 4, daa::parallel::StageCosts{.blocks = std::vector<double>(2, 1.0)});
+  const ExpertRegistry registry = ExpertRegistry::from_layout(layout);
   ASSERT_EQ(registry.entries().size(), 16u);
   EXPECT_EQ(registry.entries()[0].home_ranks, (std::vector<int>{0, 2}));   // layer 0 expert 0
   EXPECT_EQ(registry.entries()[7].home_ranks, (std::vector<int>{1, 3}));   // layer 0 expert 7
