@@ -844,7 +844,8 @@ TEST(Config, TextInputsDescribeTheMixture) {
 
 TEST(Config, InputFilesListAndCommentEveryKey) {
   for (const char* name :
-       {"fashion-mnist.toml", "fashion-mnist-ci.toml", "fashion-mnist-byzantine.toml"}) {
+       {"fashion-mnist.toml", "fashion-mnist-ci.toml", "fashion-mnist-byzantine.toml",
+        "text-mixture.toml", "text-mixture-ci.toml"}) {
     SCOPED_TRACE(name);
     const std::string text = read_text(repo_root() / "inputs" / name);
     const toml::table t = toml::parse(text);
