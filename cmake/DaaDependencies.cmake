@@ -33,12 +33,15 @@ set_package_properties(Boost PROPERTIES TYPE REQUIRED PURPOSE "serialized contro
 find_package(tomlplusplus REQUIRED)
 find_package(CLI11 REQUIRED)
 find_package(fmt REQUIRED)
+find_package(nlohmann_json 3 REQUIRED)
 find_package(ZLIB REQUIRED)
 # The watchdog's thread (core/watchdog.cpp).
 find_package(Threads REQUIRED)
 set_package_properties(tomlplusplus PROPERTIES TYPE REQUIRED PURPOSE "input files")
 set_package_properties(CLI11 PROPERTIES TYPE REQUIRED PURPOSE "command line")
 set_package_properties(fmt PROPERTIES TYPE REQUIRED PURPOSE "formatted output")
+set_package_properties(nlohmann_json PROPERTIES TYPE REQUIRED
+                       PURPOSE "JSON documents (status, summary, traces, replay)")
 set_package_properties(ZLIB PROPERTIES TYPE REQUIRED PURPOSE "gzipped IDX data")
 
 # SentencePiece trains and runs the BPE tokenizer of `daa-swarm prepare` (src/io/tokenizer.cpp).

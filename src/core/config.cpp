@@ -21,6 +21,7 @@
 #include <variant>
 
 #include "daa/core/error.hpp"
+#include "daa/core/text.hpp"
 
 namespace daa::core {
 
@@ -78,9 +79,7 @@ std::vector<int> parse_integer_list(const std::string& text) {
   std::size_t start = 0;
   while (start <= text.size() && !text.empty()) {
     const std::size_t comma = std::min(text.find(',', start), text.size());
-    std::string item = text.substr(start, comma - start);
-    item.erase(0, item.find_first_not_of(' '));
-    item.erase(item.find_last_not_of(' ') + 1);
+    const std::string item(trim(std::string_view(text).substr(start, comma - start)));
     if (item.empty() || item.size() > 9 ||
         !std::all_of(item.begin(), item.end(), [](char c) { return c >= '0' && c <= '9'; }))
       throw std::invalid_argument("not a non-negative integer: '" + item + "'");
@@ -788,20 +787,13 @@ std::string range_error(const Key& k, const Value& v) {
   return fmt::format("[{}] {} = {} must be {}", k.section, k.name, message_value(v), range_text(k));
 }
 
-std::string trim(std::string_view s) {
-  const auto b = s.find_first_not_of(" \t");
-  if (b == std::string_view::npos) return "";
-  const auto e = s.find_last_not_of(" \t");
-  return std::string(s.substr(b, e - b + 1));
-}
-
 // "section.key=value"; a value that is not valid TOML, or not a TOML string for a string key, is
 // taken as a bare string.
 void apply_override(const std::string& text, std::vector<Value>& values,
                     std::vector<std::string>& origins) {
   const std::string origin = "--set " + text;
   const auto eq = text.find('=');
-  const std::string lhs = trim(std::string_view(text).substr(0, eq));
+  const std::string lhs(trim(std::string_view(text).substr(0, eq)));
   const auto dot = lhs.find('.');
   if (eq == std::string::npos || dot == std::string::npos || dot == 0 || dot + 1 == lhs.size() ||
       lhs.find('.', dot + 1) != std::string::npos) {
@@ -818,7 +810,7 @@ void apply_override(const std::string& text, std::vector<Value>& values,
     throw ConfigError(fmt::format("{}: unknown key [{}] {}{}", origin, section, name,
                                   suggest_key(section, name)));
   }
-  const std::string raw = trim(std::string_view(text).substr(eq + 1));
+  const std::string raw(trim(std::string_view(text).substr(eq + 1)));
   toml::table parsed;
   bool is_toml = false;
   try {

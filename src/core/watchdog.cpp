@@ -56,8 +56,7 @@ void Watchdog::watch() {
     const std::string message = fmt::format(
         "rank {} ({}): no progress for {:.1f} s in {} at step {}; a peer rank has probably died "
         "or hung, exiting with code {} (restart with --restart auto)",
-        rank_, host_, std::chrono::duration<double>(Clock::now() - armed_at_).count(), activity_,
-        step_, int(ExitCode::no_progress));
+        rank_, host_, seconds_since(armed_at_), activity_, step_, int(ExitCode::no_progress));
     std::fprintf(stderr, "daa-swarm: error: %s\n", message.c_str());
     std::fflush(stderr);
     if (last_words_) last_words_(message);

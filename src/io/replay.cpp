@@ -3,6 +3,7 @@
 #include "daa/io/replay.hpp"
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <filesystem>
@@ -13,15 +14,14 @@
 #include <sstream>
 
 #include "daa/core/config.hpp"
-#include "daa/core/json.hpp"
 #include "daa/io/checkpoint.hpp"
 
 namespace daa::io {
 namespace {
 
 namespace fs = std::filesystem;
-using core::json_number;
-using core::json_string;
+// Keys keep the order written here (ordered_json).
+using Json = nlohmann::ordered_json;
 using I64s = std::vector<std::int64_t>;
 using F64s = std::vector<double>;
 
@@ -348,98 +348,88 @@ void write_csv(const Story& s, const std::string& dir, std::ostream& out) {
   (void)out;
 }
 
-template <class T>
-std::string json_array(const std::vector<T>& values) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < values.size(); ++i) {
-    if (i) out += ", ";
-    if constexpr (std::is_integral_v<T>)
-      out += std::to_string(values[i]);
-    else
-      out += json_number(double(values[i]));
-  }
-  return out + "]";
-}
-
 // values [outer][inner] as nested arrays
 template <class T>
-std::string json_matrix(const std::vector<T>& values, std::size_t inner) {
-  std::string out = "[";
+Json json_matrix(const std::vector<T>& values, std::size_t inner) {
+  Json out = Json::array();
   for (std::size_t i = 0; inner > 0 && i < values.size() / inner; ++i)
-    out += (i ? ", " : "") +
-           json_array(std::vector<T>(values.begin() + std::ptrdiff_t(i * inner),
-                                     values.begin() + std::ptrdiff_t((i + 1) * inner)));
-  return out + "]";
+    out.push_back(std::vector<T>(values.begin() + std::ptrdiff_t(i * inner),
+                                 values.begin() + std::ptrdiff_t((i + 1) * inner)));
+  return out;
 }
 
 void print_json(const Story& s, std::ostream& out) {
   const Shape sh = shape_of(s);
   const std::size_t le = sh.layers * sh.experts;
-  std::string fields;
-  auto field = [&](const std::string& name, const std::string& value) {
-    fields += fmt::format("{}\n  {}: {}", fields.empty() ? "" : ",", json_string(name), value);
-  };
-  field("file", json_string(s.file()));
-  field("format_version", std::to_string(s.scalar("/meta/format_version")));
-  field("program_version", json_string(s.text("/meta/program_version")));
-  field("created_utc", json_string(s.text("/meta/created_utc")));
-  field("input", json_string(s.text("/config/input")));
-  field("layout",
-        fmt::format("{{\"ranks\": {}, \"pipeline_stages\": {}, \"data_parallel\": {}, "
-                    "\"expert_parallel\": {}, \"micro_batches\": {}}}",
-                    s.scalar("/layout/ranks"), s.scalar("/layout/pipeline_stages"),
-                    s.scalar("/layout/data_parallel"), s.scalar("/layout/expert_parallel"),
-                    s.scalar("/layout/micro_batches")));
-  field("step", std::to_string(s.scalar("/state/step")));
-  field("total_steps", std::to_string(s.scalar("/state/total_steps")));
-  field("shape", fmt::format("{{\"layers\": {}, \"experts\": {}, \"classes\": {}}}", sh.layers,
-                             sh.experts, sh.classes));
+  Json doc;
+  doc["file"] = s.file();
+  doc["format_version"] = s.scalar("/meta/format_version");
+  doc["program_version"] = s.text("/meta/program_version");
+  doc["created_utc"] = s.text("/meta/created_utc");
+  doc["input"] = s.text("/config/input");
+  doc["layout"] = {{"ranks", s.scalar("/layout/ranks")},
+                   {"pipeline_stages", s.scalar("/layout/pipeline_stages")},
+                   {"data_parallel", s.scalar("/layout/data_parallel")},
+                   {"expert_parallel", s.scalar("/layout/expert_parallel")},
+                   {"micro_batches", s.scalar("/layout/micro_batches")}};
+  doc["step"] = s.scalar("/state/step");
+  doc["total_steps"] = s.scalar("/state/total_steps");
+  doc["shape"] = {{"layers", sh.layers}, {"experts", sh.experts}, {"classes", sh.classes}};
   const StepHistory h(s);
-  field("history",
-        fmt::format("{{\"step\": {}, \"loss\": {}, \"train_accuracy\": {}, \"learning_rate\": {}, "
-                    "\"samples_per_s\": {}, \"imbalance\": {}, \"dropped_tokens\": {}, "
-                    "\"expert_load\": {}}}",
-                    json_array(h.step), json_array(h.loss), json_array(h.accuracy),
-                    json_array(h.lr), json_array(h.speed), json_array(h.imbalance),
-                    json_array(h.dropped), json_matrix(h.load, le)));
-  field("eval",
-        fmt::format("{{\"step\": {}, \"epoch\": {}, \"test_loss\": {}, \"test_accuracy\": {}}}",
-                    json_array(s.ints("/history/eval/step")),
-                    json_array(s.ints("/history/eval/epoch")),
-                    json_array(s.floats("/history/eval/test_loss")),
-                    json_array(s.floats("/history/eval/test_accuracy"))));
+  doc["history"] = {{"step", h.step},
+                    {"loss", h.loss},
+                    {"train_accuracy", h.accuracy},
+                    {"learning_rate", h.lr},
+                    {"samples_per_s", h.speed},
+                    {"imbalance", h.imbalance},
+                    {"dropped_tokens", h.dropped},
+                    {"expert_load", json_matrix(h.load, le)}};
+  doc["eval"] = {{"step", s.ints("/history/eval/step")},
+                 {"epoch", s.ints("/history/eval/epoch")},
+                 {"test_loss", s.floats("/history/eval/test_loss")},
+                 {"test_accuracy", s.floats("/history/eval/test_accuracy")}};
   F64s bias;
   for (std::size_t l = 0; l < sh.layers; ++l) {
     const F64s b = s.singles(fmt::format("/model/layer{}/routing_bias", l));
     bias.insert(bias.end(), b.begin(), b.end());
   }
-  field("routing_bias",
-        fmt::format("{{\"now\": {}, \"window_step\": {}, \"windows\": {}}}",
-                    json_matrix(bias, sh.experts), json_array(s.ints("/history/windows/step")),
-                    json_matrix(s.singles("/history/windows/routing_bias"), le)));
-  field("registry_tokens", json_matrix(s.ints("/registry/tokens"), sh.experts));
-  field("specialization", json_matrix(s.ints("/specialization/tokens"), sh.classes));
+  doc["routing_bias"] = {{"now", json_matrix(bias, sh.experts)},
+                         {"window_step", s.ints("/history/windows/step")},
+                         {"windows", json_matrix(s.singles("/history/windows/routing_bias"), le)}};
+  doc["registry_tokens"] = json_matrix(s.ints("/registry/tokens"), sh.experts);
+  doc["specialization"] = json_matrix(s.ints("/specialization/tokens"), sh.classes);
   const LedgerView ledger(s);
-  std::string rows;
+  Json rows = Json::array();
   for (std::size_t r = 0; r < ledger.rank.size(); ++r)
-    rows += fmt::format(
-        "{}\n    {{\"rank\": {}, \"host\": {}, \"reputation\": {}, \"rounds\": {}, \"accepted\": "
-        "{}, \"rejected\": {}, \"accusations\": {}, \"non_finite\": {}, \"reward\": {}, "
-        "\"quarantined\": {}, \"suspect\": {}}}",
-        r ? "," : "", ledger.rank[r], json_string(ledger.hosts[r]),
-        json_number(ledger.reputation[r]), ledger.rounds[r], ledger.accepted[r], ledger.rejected[r],
-        ledger.accusations[r], ledger.non_finite[r], json_number(ledger.reward[r]),
-        ledger.quarantined[r] != 0, ledger.suspect(ledger.rank[r]));
-  field("ledger", "[" + rows + (rows.empty() ? "]" : "\n  ]"));
-  field("suspects", json_array(ledger.suspects));
+    rows.push_back({{"rank", ledger.rank[r]},
+                    {"host", ledger.hosts[r]},
+                    {"reputation", ledger.reputation[r]},
+                    {"rounds", ledger.rounds[r]},
+                    {"accepted", ledger.accepted[r]},
+                    {"rejected", ledger.rejected[r]},
+                    {"accusations", ledger.accusations[r]},
+                    {"non_finite", ledger.non_finite[r]},
+                    {"reward", ledger.reward[r]},
+                    {"quarantined", ledger.quarantined[r] != 0},
+                    {"suspect", ledger.suspect(ledger.rank[r])}});
+  doc["ledger"] = rows;
+  doc["suspects"] = ledger.suspects;
   if (s.has("/history/reputation/step"))
-    field("reputation_history",
-          fmt::format("{{\"step\": {}, \"rank\": {}, \"reputation\": {}, \"reward\": {}}}",
-                      json_array(s.ints("/history/reputation/step")),
-                      json_array(s.ints("/history/reputation/rank")),
-                      json_array(s.floats("/history/reputation/reputation")),
-                      json_array(s.floats("/history/reputation/reward"))));
-  out << "{" << fields << "\n}\n";
+    doc["reputation_history"] = {{"step", s.ints("/history/reputation/step")},
+                                 {"rank", s.ints("/history/reputation/rank")},
+                                 {"reputation", s.floats("/history/reputation/reputation")},
+                                 {"reward", s.floats("/history/reputation/reward")}};
+  // One top-level key per line, each value compact: the history arrays run to thousands of
+  // numbers, which an indented dump would put one per line. Non-finite numbers come out as null,
+  // finite ones round-trippable; bytes that are not UTF-8 become U+FFFD.
+  out << "{";
+  bool first = true;
+  for (const auto& [key, value] : doc.items()) {
+    out << (first ? "\n  " : ",\n  ") << Json(key).dump() << ": "
+        << value.dump(-1, ' ', false, Json::error_handler_t::replace);
+    first = false;
+  }
+  out << "\n}\n";
 }
 
 }  // namespace

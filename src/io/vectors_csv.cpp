@@ -11,15 +11,10 @@
 #include <limits>
 
 #include "daa/core/error.hpp"
+#include "daa/core/text.hpp"
 
 namespace daa::io {
 namespace {
-
-std::string trim(const std::string& s) {
-  const auto b = s.find_first_not_of(" \t\r");
-  if (b == std::string::npos) return "";
-  return s.substr(b, s.find_last_not_of(" \t\r") - b + 1);
-}
 
 double parse_number(const std::string& cell, const std::string& where) {
   if (cell == "nan" || cell == "NaN") return std::numeric_limits<double>::quiet_NaN();
@@ -42,18 +37,18 @@ VectorTable read_vectors_csv(const std::string& path) {
   VectorTable table;
   std::string line;
   for (int number = 1; std::getline(in, line); ++number) {
-    const std::string text = trim(line);
+    const std::string_view text = core::trim(line);
     if (text.empty() || text.starts_with('#')) continue;
     int columns = 0;
     std::size_t start = 0;
     while (true) {
       const std::size_t comma = text.find(',', start);
-      const std::string cell =
-          trim(text.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+      // With no comma left, comma - start exceeds the rest and substr stops at the end.
+      const std::string cell(core::trim(text.substr(start, comma - start)));
       table.values.push_back(
           parse_number(cell, fmt::format("{}:{}: column {}", path, number, columns + 1)));
       ++columns;
-      if (comma == std::string::npos) break;
+      if (comma == std::string_view::npos) break;
       start = comma + 1;
     }
     if (table.rows > 0 && columns != table.columns)

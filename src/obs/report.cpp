@@ -2,6 +2,7 @@
 #include "daa/obs/report.hpp"
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include <cerrno>
 #include <cmath>
@@ -11,7 +12,6 @@
 #include <iostream>
 
 #include "daa/core/error.hpp"
-#include "daa/core/json.hpp"
 
 namespace daa::obs {
 
@@ -96,47 +96,59 @@ std::string summary_text(const RunSummary& s) {
   return out;
 }
 
-using core::json_number;
-using core::json_string;
-
 std::string summary_json(const RunSummary& s) {
-  std::string ledger;
-  for (std::size_t i = 0; i < s.ledger.size(); ++i) {
-    const LedgerRow& r = s.ledger[i];
-    ledger += fmt::format(
-        "{}\n    {{\"rank\": {}, \"host\": {}, \"reputation\": {}, \"rounds\": {}, "
-        "\"accepted\": {}, \"rejected\": {}, \"accusations\": {}, \"reward\": {}, "
-        "\"quarantined\": {}, \"suspect\": {}}}",
-        i ? "," : "", r.rank, json_string(r.host), json_number(r.reputation), r.rounds, r.accepted,
-        r.rejected, r.accusations, json_number(r.reward), r.quarantined, r.suspect);
-  }
-  if (!ledger.empty()) ledger += "\n  ";
-  std::string epochs;
-  for (std::size_t i = 0; i < s.test_accuracy_per_epoch.size(); ++i)
-    epochs += (i ? ", " : "") + json_number(s.test_accuracy_per_epoch[i]);
-  return fmt::format(
-      "{{\n  \"name\": {},\n  \"ranks\": {},\n  \"steps\": {},\n  \"epochs\": {},\n  "
-      "\"global_batch\": {},\n"
-      "  \"final_loss\": {},\n  \"train_accuracy\": {},\n  \"test_loss\": {},\n  "
-      "\"test_accuracy\": {},\n"
-      "  \"test_accuracy_per_epoch\": [{}],\n  \"samples_per_s\": {},\n  "
-      "\"steady_samples_per_s\": {},\n  \"train_seconds\": {},\n"
-      "  \"wall_seconds\": {},\n  \"phases\": {{\"data_s\": {}, \"compute_s\": {}, \"comm_s\": {}, "
-      "\"dispatch_s\": {}, \"eval_s\": {}}},\n"
-      "  \"expert_gflops\": {},\n  \"parameters\": {},\n  \"parameter_checksum\": {},\n"
-      "  \"robust\": {},\n  \"byzantine\": {},\n  \"aggregation_s\": {},\n  \"consensus_s\": {},\n"
-      "  \"ledger\": [{}],\n  \"start_step\": {},\n  \"checkpoints\": {},\n"
-      "  \"checkpoint_s\": {},\n  \"last_checkpoint\": {},\n  \"stopped_by_signal\": {}\n}}\n",
-      json_string(s.name), s.ranks, s.steps, s.epochs, s.global_batch, json_number(s.final_loss),
-      json_number(s.train_accuracy), json_number(s.test_loss), json_number(s.test_accuracy), epochs,
-      json_number(s.samples_per_s), json_number(s.steady_samples_per_s),
-      json_number(s.train_seconds), json_number(s.wall_seconds), json_number(s.phases.data),
-      json_number(s.phases.compute), json_number(s.phases.comm), json_number(s.phases.dispatch),
-      json_number(s.phases.eval), json_number(s.expert_gflops), s.parameters,
-      json_string(s.parameter_checksum), json_string(s.robust), json_string(s.byzantine),
-      json_number(s.aggregation_seconds), json_number(s.consensus_seconds), ledger, s.start_step,
-      s.checkpoints, json_number(s.checkpoint_seconds), json_string(s.last_checkpoint),
-      s.stopped_by_signal);
+  // Keys keep the order written here (ordered_json).
+  using Json = nlohmann::ordered_json;
+  Json ledger = Json::array();
+  for (const LedgerRow& r : s.ledger)
+    ledger.push_back({{"rank", r.rank},
+                      {"host", r.host},
+                      {"reputation", r.reputation},
+                      {"rounds", r.rounds},
+                      {"accepted", r.accepted},
+                      {"rejected", r.rejected},
+                      {"accusations", r.accusations},
+                      {"reward", r.reward},
+                      {"quarantined", r.quarantined},
+                      {"suspect", r.suspect}});
+  const Json doc = {
+      {"name", s.name},
+      {"ranks", s.ranks},
+      {"steps", s.steps},
+      {"epochs", s.epochs},
+      {"global_batch", s.global_batch},
+      {"final_loss", s.final_loss},
+      {"train_accuracy", s.train_accuracy},
+      {"test_loss", s.test_loss},
+      {"test_accuracy", s.test_accuracy},
+      {"test_accuracy_per_epoch", s.test_accuracy_per_epoch},
+      {"samples_per_s", s.samples_per_s},
+      {"steady_samples_per_s", s.steady_samples_per_s},
+      {"train_seconds", s.train_seconds},
+      {"wall_seconds", s.wall_seconds},
+      {"phases",
+       {{"data_s", s.phases.data},
+        {"compute_s", s.phases.compute},
+        {"comm_s", s.phases.comm},
+        {"dispatch_s", s.phases.dispatch},
+        {"eval_s", s.phases.eval}}},
+      {"expert_gflops", s.expert_gflops},
+      {"parameters", s.parameters},
+      {"parameter_checksum", s.parameter_checksum},
+      {"robust", s.robust},
+      {"byzantine", s.byzantine},
+      {"aggregation_s", s.aggregation_seconds},
+      {"consensus_s", s.consensus_seconds},
+      {"ledger", ledger},
+      {"start_step", s.start_step},
+      {"checkpoints", s.checkpoints},
+      {"checkpoint_s", s.checkpoint_seconds},
+      {"last_checkpoint", s.last_checkpoint},
+      {"stopped_by_signal", s.stopped_by_signal},
+  };
+  // Non-finite numbers come out as null, finite ones round-trippable; bytes that are not UTF-8 (a
+  // host name, a path) become U+FFFD instead of failing the write.
+  return doc.dump(2, ' ', false, Json::error_handler_t::replace) + "\n";
 }
 
 void write_text_file(const std::string& path, const std::string& text) {

@@ -1,63 +1,55 @@
 // The run's status document (see status.hpp).
 #include "daa/obs/status.hpp"
 
-#include <fmt/format.h>
-
-#include "daa/core/json.hpp"
+#include <nlohmann/json.hpp>
 
 namespace daa::obs {
 
-using core::json_number;
-using core::json_string;
-
 namespace {
 
+// Keys keep the order written here (ordered_json), so the file reads the same way every time.
+using Json = nlohmann::ordered_json;
+
 // `value_key` names what RankNote::value means in this list.
-std::string rank_notes(const std::vector<RankNote>& notes, const char* value_key) {
-  std::string out;
-  for (std::size_t i = 0; i < notes.size(); ++i)
-    out += fmt::format("{}\n    {{\"rank\": {}, \"host\": {}, \"{}\": {}}}", i ? "," : "",
-                       notes[i].rank, json_string(notes[i].host), value_key,
-                       json_number(notes[i].value));
-  return out.empty() ? out : out + "\n  ";
+Json rank_notes(const std::vector<RankNote>& notes, const char* value_key) {
+  Json out = Json::array();
+  for (const RankNote& note : notes)
+    out.push_back({{"rank", note.rank}, {"host", note.host}, {value_key, note.value}});
+  return out;
 }
 
 }  // namespace
 
 std::string status_json(const RunStatus& s) {
-  std::string quarantined;
-  for (std::size_t i = 0; i < s.quarantined.size(); ++i)
-    quarantined += fmt::format("{}{}", i ? ", " : "", s.quarantined[i]);
-  return fmt::format(
-      "{{\n"
-      "  \"run\": {},\n"
-      "  \"state\": {},\n"
-      "  \"health\": {},\n"
-      "  \"step\": {},\n"
-      "  \"total_steps\": {},\n"
-      "  \"epoch\": {},\n"
-      "  \"loss\": {},\n"
-      "  \"train_accuracy\": {},\n"
-      "  \"samples_per_s\": {},\n"
-      "  \"seconds_per_step\": {},\n"
-      "  \"layout\": {{\"ranks\": {}, \"pipeline_stages\": {}, \"data_parallel\": {}, "
-      "\"expert_parallel\": {}, \"micro_batches\": {}}},\n"
-      "  \"suspects\": [{}],\n"
-      "  \"stragglers\": [{}],\n"
-      "  \"median_compute_ms\": {},\n"
-      "  \"quarantined\": [{}],\n"
-      "  \"last_checkpoint_step\": {},\n"
-      "  \"last_checkpoint\": {},\n"
-      "  \"updated_unix_ms\": {},\n"
-      "  \"message\": {}\n"
-      "}}\n",
-      json_string(s.run), json_string(s.state), json_string(s.health), s.step, s.total_steps,
-      s.epoch, json_number(s.loss), json_number(s.train_accuracy), json_number(s.samples_per_s),
-      json_number(s.seconds_per_step), s.ranks, s.pipeline_stages, s.data_parallel,
-      s.expert_parallel, s.micro_batches, rank_notes(s.suspects, "reputation"),
-      rank_notes(s.stragglers, "compute_ms"), json_number(s.median_compute_ms), quarantined,
-      s.last_checkpoint_step, json_string(s.last_checkpoint), s.updated_unix_ms,
-      json_string(s.message));
+  const Json doc = {
+      {"run", s.run},
+      {"state", s.state},
+      {"health", s.health},
+      {"step", s.step},
+      {"total_steps", s.total_steps},
+      {"epoch", s.epoch},
+      {"loss", s.loss},
+      {"train_accuracy", s.train_accuracy},
+      {"samples_per_s", s.samples_per_s},
+      {"seconds_per_step", s.seconds_per_step},
+      {"layout",
+       {{"ranks", s.ranks},
+        {"pipeline_stages", s.pipeline_stages},
+        {"data_parallel", s.data_parallel},
+        {"expert_parallel", s.expert_parallel},
+        {"micro_batches", s.micro_batches}}},
+      {"suspects", rank_notes(s.suspects, "reputation")},
+      {"stragglers", rank_notes(s.stragglers, "compute_ms")},
+      {"median_compute_ms", s.median_compute_ms},
+      {"quarantined", s.quarantined},
+      {"last_checkpoint_step", s.last_checkpoint_step},
+      {"last_checkpoint", s.last_checkpoint},
+      {"updated_unix_ms", s.updated_unix_ms},
+      {"message", s.message},
+  };
+  // Non-finite numbers come out as null, finite ones round-trippable; bytes that are not UTF-8 (a
+  // host name, a message) become U+FFFD instead of failing the write.
+  return doc.dump(2, ' ', false, Json::error_handler_t::replace) + "\n";
 }
 
 }  // namespace daa::obs

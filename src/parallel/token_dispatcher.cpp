@@ -2,24 +2,21 @@
 // DispatchPlan, and the two MPI_Alltoallv + permutation moves, instantiated for float and double.
 #include "daa/parallel/token_dispatcher.hpp"
 
-#include <chrono>
 #include <climits>
 #include <cstdint>
 #include <type_traits>
 
+#include "daa/core/clock.hpp"
 #include "daa/core/error.hpp"
 #include "daa/core/timeline.hpp"
 
 namespace daa::parallel {
 namespace {
 
+using core::Clock;
+using core::seconds_since;
 using kernels::MemSpace;
 using kernels::Range;
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
 
 template <class T>
 MPI_Datatype mpi_type() {

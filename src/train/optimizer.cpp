@@ -2,10 +2,10 @@
 #include "daa/train/optimizer.hpp"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <numbers>
 
+#include "daa/core/clock.hpp"
 #include "daa/core/timeline.hpp"
 
 namespace daa::train {
@@ -93,11 +93,9 @@ double clip_gradients(const kernels::Vector<T>& grads, double max_norm, const No
   if (shares.count_expert) squares += gradient_norm_squared(grads, dense, grads.extent(0));
   if (shares.group && shares.group->size() > 1) {
     const core::ScopedSpan span(core::Track::metrics, "gradient norm all-reduce");
-    const auto start = std::chrono::steady_clock::now();
+    const auto start = core::Clock::now();
     shares.group->allreduce_sum(&squares, 1);
-    if (shares.reduce_seconds)
-      *shares.reduce_seconds +=
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (shares.reduce_seconds) *shares.reduce_seconds += core::seconds_since(start);
   }
   const double norm = std::sqrt(squares);
   if (max_norm > 0 && norm > max_norm) {

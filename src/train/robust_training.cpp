@@ -8,10 +8,10 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstring>
 
+#include "daa/core/clock.hpp"
 #include "daa/core/error.hpp"
 #include "daa/obs/process.hpp"
 #include "daa/robust/consensus.hpp"
@@ -20,10 +20,8 @@
 namespace daa::train {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-double since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
+using core::Clock;
+using core::seconds_since;
 
 robust::RuleParams rule_params(const core::Config& config) {
   robust::RuleParams p;
@@ -197,7 +195,7 @@ void RobustTraining::aggregate(std::span<float> grads, std::size_t dense, std::i
     if (!one_world_round) apply_ledger_rounds();
     if (config_.ledger.quarantine) decide_quarantine();
   }
-  aggregation_seconds += since(start);
+  aggregation_seconds += seconds_since(start);
 }
 
 void RobustTraining::apply_ledger_rounds() {
@@ -295,7 +293,7 @@ void RobustTraining::consensus(std::span<const double> counts, std::span<float> 
   options.excluded = excluded_members;
   consensus_round_.reduce(load, *data_parallel_.comm, options);
   robust::balance_step(load, config_.moe.experts, config_.consensus.bias_rate, bias);
-  consensus_seconds += since(start);
+  consensus_seconds += seconds_since(start);
 }
 
 std::string RobustTraining::progress_line() const {

@@ -6,7 +6,6 @@
 
 #include <Kokkos_Core.hpp>
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -22,7 +21,6 @@ using daa::kernels::Matrix;
 using daa::parallel::Communicator;
 using daa::parallel::DispatchPlan;
 using daa::parallel::TokenDispatcher;
-using Clock = std::chrono::steady_clock;
 
 constexpr std::size_t kExperts = 8;
 

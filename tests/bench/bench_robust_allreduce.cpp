@@ -6,7 +6,6 @@
 #include <Kokkos_Core.hpp>
 #include <algorithm>
 #include <bit>
-#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -26,7 +25,6 @@ using daa::parallel::Communicator;
 using daa::robust::Mode;
 using daa::robust::Rule;
 using daa::robust::RuleParams;
-using Clock = std::chrono::steady_clock;
 
 struct Options {
   int iterations = 30;

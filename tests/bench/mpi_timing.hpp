@@ -3,9 +3,9 @@
 #pragma once
 
 #include <algorithm>
-#include <chrono>
 #include <vector>
 
+#include "daa/core/clock.hpp"
 #include "daa/parallel/communicator.hpp"
 
 namespace daa::bench {
@@ -20,9 +20,9 @@ inline double median(std::vector<double> v) {
 template <class F>
 double timed(const parallel::Communicator& world, F&& body) {
   DAA_MPI_CHECK(MPI_Barrier(world.comm()));
-  const auto start = std::chrono::steady_clock::now();
+  const auto start = core::Clock::now();
   body();
-  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  double seconds = core::seconds_since(start);
   DAA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &seconds, 1, MPI_DOUBLE, MPI_MAX, world.comm()));
   return seconds;
 }

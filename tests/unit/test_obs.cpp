@@ -1,10 +1,12 @@
 // The observability building blocks: the step timeline, Chrome trace files, Prometheus text,
-// process figures and status.json, checked against exact expected output and a JSON syntax check.
+// process figures, status.json and the run summary JSON, checked against exact expected output
+// (the JSON documents value by value after parsing, and for their layout) and a JSON syntax check.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <Kokkos_Macros.hpp>
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
@@ -12,6 +14,7 @@
 #include <fstream>
 #include <limits>
 #include <new>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -20,6 +23,7 @@
 #include "daa/core/timeline.hpp"
 #include "daa/obs/metrics.hpp"
 #include "daa/obs/process.hpp"
+#include "daa/obs/report.hpp"
 #include "daa/obs/status.hpp"
 #include "daa/obs/trace.hpp"
 
@@ -52,6 +56,14 @@ using daa::core::Span;
 using daa::core::Timeline;
 using daa::core::Track;
 using ::testing::HasSubstr;
+// Parsed with keys in document order, so that comparing two documents also compares key order.
+using Json = nlohmann::ordered_json;
+
+// Every top-level key of `doc` starts a line of `text` (the "one key per line" promise).
+void expect_one_key_per_line(const std::string& text, const Json& doc) {
+  for (const auto& [key, value] : doc.items())
+    EXPECT_THAT(text, HasSubstr("\n  \"" + key + "\": ")) << key;
+}
 
 // A strict JSON syntax check (RFC 8259), enough to tell that a document would parse.
 class JsonChecker {
@@ -246,28 +258,47 @@ TEST(ChromeTrace, ExactDocument) {
                                    {Track::all_to_all, "dispatch", 3, 12.5, 13.0004},
                                    {Track::compute, "backward", 4, 1500.25, 3000.125}};
   const std::string json = daa::obs::chrome_trace_json(spans, 2, "node\"7");
-  EXPECT_EQ(json,
-            "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n"
-            "{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":3,\"tid\":0,"
-            "\"args\":{\"name\":\"rank 2 (node\\\"7)\"}},\n"
-            "{\"name\":\"process_sort_index\",\"ph\":\"M\",\"pid\":3,\"tid\":0,"
-            "\"args\":{\"sort_index\":2}},\n"
-            "{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":3,\"tid\":3,"
-            "\"args\":{\"name\":\"compute\"}},\n"
-            "{\"name\":\"thread_sort_index\",\"ph\":\"M\",\"pid\":3,\"tid\":3,"
-            "\"args\":{\"sort_index\":2}},\n"
-            "{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":3,\"tid\":4,"
-            "\"args\":{\"name\":\"all-to-all\"}},\n"
-            "{\"name\":\"thread_sort_index\",\"ph\":\"M\",\"pid\":3,\"tid\":4,"
-            "\"args\":{\"sort_index\":3}},\n"
-            "{\"name\":\"forward\",\"cat\":\"compute\",\"ph\":\"X\",\"ts\":10.000,\"dur\":2.500,"
-            "\"pid\":3,\"tid\":3,\"args\":{\"step\":3}},\n"
-            "{\"name\":\"dispatch\",\"cat\":\"all-to-all\",\"ph\":\"X\",\"ts\":12.500,"
-            "\"dur\":0.500,\"pid\":3,\"tid\":4,\"args\":{\"step\":3}},\n"
-            "{\"name\":\"backward\",\"cat\":\"compute\",\"ph\":\"X\",\"ts\":1500.250,"
-            "\"dur\":1499.875,\"pid\":3,\"tid\":3,\"args\":{\"step\":4}}\n"
-            "]}\n");
   EXPECT_TRUE(JsonChecker::valid(json));
+  // Values and key order; ts and dur are rounded to the nanosecond (0.5004 us -> 0.5).
+  EXPECT_EQ(Json::parse(json), Json::parse(R"json({"displayTimeUnit": "ms", "traceEvents": [
+    {"name": "process_name", "ph": "M", "pid": 3, "tid": 0, "args": {"name": "rank 2 (node\"7)"}},
+    {"name": "process_sort_index", "ph": "M", "pid": 3, "tid": 0, "args": {"sort_index": 2}},
+    {"name": "thread_name", "ph": "M", "pid": 3, "tid": 3, "args": {"name": "compute"}},
+    {"name": "thread_sort_index", "ph": "M", "pid": 3, "tid": 3, "args": {"sort_index": 2}},
+    {"name": "thread_name", "ph": "M", "pid": 3, "tid": 4, "args": {"name": "all-to-all"}},
+    {"name": "thread_sort_index", "ph": "M", "pid": 3, "tid": 4, "args": {"sort_index": 3}},
+    {"name": "forward", "cat": "compute", "ph": "X", "ts": 10.0, "dur": 2.5, "pid": 3, "tid": 3,
+     "args": {"step": 3}},
+    {"name": "dispatch", "cat": "all-to-all", "ph": "X", "ts": 12.5, "dur": 0.5, "pid": 3,
+     "tid": 4, "args": {"step": 3}},
+    {"name": "backward", "cat": "compute", "ph": "X", "ts": 1500.25, "dur": 1499.875, "pid": 3,
+     "tid": 3, "args": {"step": 4}}
+  ]
+})json"));
+  // Layout: one event per line between the opening and the closing line.
+  EXPECT_TRUE(json.starts_with("{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n{\"name\":"))
+      << json;
+  EXPECT_TRUE(json.ends_with("}\n]}\n")) << json;
+  EXPECT_EQ(std::count(json.begin(), json.end(), '\n'), 1 + 9 + 1) << json;  // 9 events
+  EXPECT_THAT(json, HasSubstr(R"("ts":12.5,"dur":0.5,)"));
+}
+
+TEST(ChromeTrace, WallClockTimestampsRoundTrip) {
+  // Wall-clock microseconds (~1.7e15) hold no nanoseconds; the written number must read back as
+  // the very same double, or the ranks' files would not line up.
+  const double begin = 1700000000123456.25, end = begin + 3.5;
+  const std::string json =
+      daa::obs::chrome_trace_json({{Track::step, "step", 1, begin, end}}, 0, "h");
+  const Json doc = Json::parse(json);
+  const Json& event = doc["traceEvents"].back();
+  EXPECT_EQ(event["ts"].get<double>(), begin);
+  EXPECT_EQ(event["dur"].get<double>(), 3.5);
+}
+
+TEST(ChromeTrace, HostThatIsNotUtf8StillGivesValidJson) {
+  const std::string json = daa::obs::chrome_trace_json({}, 0, "bad\xff");
+  EXPECT_TRUE(JsonChecker::valid(json));
+  EXPECT_EQ(Json::parse(json)["traceEvents"][0]["args"]["name"], "rank 0 (bad\xEF\xBF\xBD)");
 }
 
 TEST(ChromeTrace, EmptyTimelineIsStillAValidTrace) {
@@ -486,35 +517,41 @@ TEST(Status, ExactDocument) {
   s.updated_unix_ms = 1700000000123;
   s.message = "";
   const std::string json = daa::obs::status_json(s);
-  EXPECT_EQ(json,
-            "{\n"
-            "  \"run\": \"tiny\",\n"
-            "  \"state\": \"training\",\n"
-            "  \"health\": \"degraded\",\n"
-            "  \"step\": 120,\n"
-            "  \"total_steps\": 400,\n"
-            "  \"epoch\": 2,\n"
-            "  \"loss\": 0.5,\n"
-            "  \"train_accuracy\": 0.875,\n"
-            "  \"samples_per_s\": 1234.5,\n"
-            "  \"seconds_per_step\": 0.25,\n"
-            "  \"layout\": {\"ranks\": 8, \"pipeline_stages\": 2, \"data_parallel\": 4, "
-            "\"expert_parallel\": 2, \"micro_batches\": 4},\n"
-            "  \"suspects\": [\n"
-            "    {\"rank\": 3, \"host\": \"n1\", \"reputation\": 0.125},\n"
-            "    {\"rank\": 6, \"host\": \"n\\\"2\", \"reputation\": 0.25}\n"
-            "  ],\n"
-            "  \"stragglers\": [\n"
-            "    {\"rank\": 5, \"host\": \"n3\", \"compute_ms\": 410.5}\n"
-            "  ],\n"
-            "  \"median_compute_ms\": 100,\n"
-            "  \"quarantined\": [3, 6],\n"
-            "  \"last_checkpoint_step\": 100,\n"
-            "  \"last_checkpoint\": \"runs/tiny/checkpoints/step-100.h5\",\n"
-            "  \"updated_unix_ms\": 1700000000123,\n"
-            "  \"message\": \"\"\n"
-            "}\n");
   EXPECT_TRUE(JsonChecker::valid(json));
+  const Json doc = Json::parse(json);
+  EXPECT_EQ(doc, Json::parse(R"json({
+    "run": "tiny",
+    "state": "training",
+    "health": "degraded",
+    "step": 120,
+    "total_steps": 400,
+    "epoch": 2,
+    "loss": 0.5,
+    "train_accuracy": 0.875,
+    "samples_per_s": 1234.5,
+    "seconds_per_step": 0.25,
+    "layout": {"ranks": 8, "pipeline_stages": 2, "data_parallel": 4, "expert_parallel": 2,
+               "micro_batches": 4},
+    "suspects": [
+      {"rank": 3, "host": "n1", "reputation": 0.125},
+      {"rank": 6, "host": "n\"2", "reputation": 0.25}
+    ],
+    "stragglers": [
+      {"rank": 5, "host": "n3", "compute_ms": 410.5}
+    ],
+    "median_compute_ms": 100,
+    "quarantined": [3, 6],
+    "last_checkpoint_step": 100,
+    "last_checkpoint": "runs/tiny/checkpoints/step-100.h5",
+    "updated_unix_ms": 1700000000123,
+    "message": ""
+  })json"));
+  // Integers stay integers (a step of 1e2 would read badly and compare oddly in jq).
+  EXPECT_TRUE(doc["step"].is_number_integer());
+  EXPECT_TRUE(doc["updated_unix_ms"].is_number_integer());
+  EXPECT_TRUE(json.starts_with("{\n  \"run\": \"tiny\",\n"));
+  EXPECT_TRUE(json.ends_with("\n}\n"));
+  expect_one_key_per_line(json, doc);
 }
 
 TEST(Status, EmptyListsAndNonFiniteNumbers) {
@@ -527,12 +564,96 @@ TEST(Status, EmptyListsAndNonFiniteNumbers) {
   s.message = "diverged: loss is NaN at step 3\n";
   const std::string json = daa::obs::status_json(s);
   EXPECT_TRUE(JsonChecker::valid(json)) << json;
-  EXPECT_THAT(json, HasSubstr("  \"loss\": null,\n"));
-  EXPECT_THAT(json, HasSubstr("  \"samples_per_s\": null,\n"));
-  EXPECT_THAT(json, HasSubstr("  \"suspects\": [],\n  \"stragglers\": [],\n"));
-  EXPECT_THAT(json, HasSubstr("  \"quarantined\": [],\n"));
-  EXPECT_THAT(json, HasSubstr("  \"last_checkpoint_step\": -1,\n  \"last_checkpoint\": \"\",\n"));
-  EXPECT_THAT(json, HasSubstr("\"message\": \"diverged: loss is NaN at step 3\\u000a\"\n}\n"));
+  const Json doc = Json::parse(json);
+  EXPECT_TRUE(doc["loss"].is_null());
+  EXPECT_TRUE(doc["samples_per_s"].is_null());
+  EXPECT_EQ(doc["train_accuracy"], 0.0);
+  EXPECT_EQ(doc["suspects"], Json::array());
+  EXPECT_EQ(doc["stragglers"], Json::array());
+  EXPECT_EQ(doc["quarantined"], Json::array());
+  EXPECT_EQ(doc["last_checkpoint_step"], -1);
+  EXPECT_EQ(doc["last_checkpoint"], "");
+  EXPECT_EQ(doc["message"], "diverged: loss is NaN at step 3\n");
+  expect_one_key_per_line(json, doc);
+}
+
+TEST(Status, TextThatIsNotUtf8StillGivesValidJson) {
+  daa::obs::RunStatus s;
+  s.stragglers = {{1, "n\xc3", 2.0}};  // a truncated two-byte sequence
+  s.message = "read \xff\xfe";
+  const std::string json = daa::obs::status_json(s);
+  EXPECT_TRUE(JsonChecker::valid(json)) << json;
+  const Json doc = Json::parse(json);
+  EXPECT_EQ(doc["stragglers"][0]["host"], "n\xEF\xBF\xBD");
+  EXPECT_EQ(doc["message"], "read \xEF\xBF\xBD\xEF\xBF\xBD");
+}
+
+TEST(Summary, ExactDocument) {
+  daa::obs::RunSummary s;
+  s.name = "tiny";
+  s.ranks = 4;
+  s.steps = 64;
+  s.epochs = 2;
+  s.global_batch = 64;
+  s.final_loss = 0.1 + 0.2;  // not a short decimal: must still read back as the same double
+  s.train_accuracy = 0.75;
+  s.test_loss = std::numeric_limits<double>::quiet_NaN();
+  s.test_accuracy = 0.8125;
+  s.test_accuracy_per_epoch = {0.5, 0.8125};
+  s.samples_per_s = 2048.5;
+  s.steady_samples_per_s = 2100;
+  s.train_seconds = 1.25;
+  s.wall_seconds = 2.5;
+  s.phases = {.data = 0.125, .compute = 0.5, .comm = 0.25, .dispatch = 0.0625, .eval = 0.375};
+  s.expert_gflops = 12.5;
+  s.parameters = 123456;
+  s.parameter_checksum = "0123456789abcdef";
+  s.robust = "median (sharded, f = 1)";
+  s.byzantine = "ranks 3 simulate bit-flip";
+  s.aggregation_seconds = 0.2;
+  s.consensus_seconds = 1e-5;
+  s.ledger = {{.rank = 0, .host = "n0", .reputation = 1, .rounds = 10, .accepted = 10},
+              {.rank = 3,
+               .host = "n\"3",
+               .reputation = 0.25,
+               .rounds = 10,
+               .accepted = 4,
+               .rejected = 6,
+               .accusations = 2,
+               .reward = -1.5,
+               .quarantined = true,
+               .suspect = true}};
+  s.start_step = 32;
+  s.checkpoints = 1;
+  s.checkpoint_seconds = 0.03125;
+  s.last_checkpoint = "runs/tiny/checkpoints/step-00000064.h5";
+  const std::string json = daa::obs::summary_json(s);
+  EXPECT_TRUE(JsonChecker::valid(json)) << json;
+  const Json doc = Json::parse(json);
+  EXPECT_EQ(doc, Json::parse(R"json({
+    "name": "tiny", "ranks": 4, "steps": 64, "epochs": 2, "global_batch": 64,
+    "final_loss": 0.30000000000000004, "train_accuracy": 0.75, "test_loss": null,
+    "test_accuracy": 0.8125, "test_accuracy_per_epoch": [0.5, 0.8125], "samples_per_s": 2048.5,
+    "steady_samples_per_s": 2100, "train_seconds": 1.25, "wall_seconds": 2.5,
+    "phases": {"data_s": 0.125, "compute_s": 0.5, "comm_s": 0.25, "dispatch_s": 0.0625,
+               "eval_s": 0.375},
+    "expert_gflops": 12.5, "parameters": 123456, "parameter_checksum": "0123456789abcdef",
+    "robust": "median (sharded, f = 1)", "byzantine": "ranks 3 simulate bit-flip",
+    "aggregation_s": 0.2, "consensus_s": 1e-05,
+    "ledger": [
+      {"rank": 0, "host": "n0", "reputation": 1, "rounds": 10, "accepted": 10, "rejected": 0,
+       "accusations": 0, "reward": 0, "quarantined": false, "suspect": false},
+      {"rank": 3, "host": "n\"3", "reputation": 0.25, "rounds": 10, "accepted": 4, "rejected": 6,
+       "accusations": 2, "reward": -1.5, "quarantined": true, "suspect": true}
+    ],
+    "start_step": 32, "checkpoints": 1, "checkpoint_s": 0.03125,
+    "last_checkpoint": "runs/tiny/checkpoints/step-00000064.h5", "stopped_by_signal": false
+  })json"));
+  EXPECT_EQ(doc["final_loss"].get<double>(), 0.1 + 0.2);
+  // Scripts read single keys with grep (scripts/bench-ep): `"key": value` on a line of its own.
+  expect_one_key_per_line(json, doc);
+  EXPECT_THAT(json, HasSubstr("\n    \"comm_s\": 0.25,\n"));
+  EXPECT_TRUE(json.ends_with("\n}\n"));
 }
 
 }  // namespace

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "daa/core/text.hpp"
+
 namespace daa::core {
 
 // Separate key spaces so that, e.g., the data shuffle and weight init never share draws.
@@ -49,9 +51,7 @@ inline double counter_normal(std::uint64_t seed, RngPurpose purpose, std::uint64
 
 // Stable 64-bit hash of a name (FNV-1a), used to give each parameter its own init stream.
 constexpr std::uint64_t name_hash(const char* s) {
-  std::uint64_t h = 0xcbf29ce484222325ULL;
-  for (; *s != '\0'; ++s) h = (h ^ static_cast<unsigned char>(*s)) * 0x100000001b3ULL;
-  return h;
+  return fnv1a64(std::string_view(s));
 }
 
 }  // namespace daa::core

@@ -12,6 +12,8 @@
 #include <string>
 #include <thread>
 
+#include "daa/core/clock.hpp"
+
 namespace daa::core {
 
 class Watchdog {
@@ -32,7 +34,6 @@ class Watchdog {
  private:
   void watch();
 
-  using Clock = std::chrono::steady_clock;
   const int rank_;
   const std::string host_;
   const std::function<void(const std::string&)> last_words_;
