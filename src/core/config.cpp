@@ -967,12 +967,12 @@ std::vector<TextSource> parse_text_sources(const std::string& text) {
   std::size_t start = 0;
   while (start <= text.size()) {
     const std::size_t comma = std::min(text.find(',', start), text.size());
-    const std::string item = trim(std::string_view(text).substr(start, comma - start));
+    const std::string item(trim(std::string_view(text).substr(start, comma - start)));
     start = comma + 1;
     const auto eq = item.find('=');
     if (eq == std::string::npos) throw std::invalid_argument("'" + item + "' is not domain=source");
-    TextSource s{trim(std::string_view(item).substr(0, eq)),
-                 trim(std::string_view(item).substr(eq + 1))};
+    TextSource s{std::string(trim(std::string_view(item).substr(0, eq))),
+                 std::string(trim(std::string_view(item).substr(eq + 1)))};
     if (s.domain.empty() || !std::all_of(s.domain.begin(), s.domain.end(), [](char c) {
           return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
         }))

@@ -16,6 +16,7 @@
 
 #include "daa/core/error.hpp"
 #include "daa/core/rng.hpp"
+#include "daa/core/text.hpp"
 
 namespace daa::io {
 namespace {
@@ -116,26 +117,20 @@ bool is_space(char c) {
   return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f';
 }
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && is_space(s.front())) s.remove_prefix(1);
-  while (!s.empty() && is_space(s.back())) s.remove_suffix(1);
-  return s;
-}
-
 // A set.mm section heading comment: a decoration line ("#*#*...", "=-=-...", "-.-.-...",
 // "####...") then the title.
 std::string heading_title(std::string_view body) {
   std::istringstream in{std::string(body)};
   std::string line;
-  while (std::getline(in, line) && trim(line).empty()) {
+  while (std::getline(in, line) && core::trim(line).empty()) {
   }
-  const std::string_view first = trim(line);
+  const std::string_view first = core::trim(line);
   const bool decoration = first.starts_with("####") || first.starts_with("#*#*") ||
                           first.starts_with("=-=-") || first.starts_with("-.-.");
   if (!decoration) return "";
-  while (std::getline(in, line) && trim(line).empty()) {
+  while (std::getline(in, line) && core::trim(line).empty()) {
   }
-  return std::string(trim(line));
+  return std::string(core::trim(line));
 }
 
 constexpr std::uint64_t kCapSalt = 0x6361702d6f726465ULL;  // "cap-orde"

@@ -4,11 +4,11 @@
 
 #include <fmt/format.h>
 
-#include <chrono>
 #include <cmath>
 #include <optional>
 #include <string>
 
+#include "daa/core/clock.hpp"
 #include "daa/core/error.hpp"
 #include "daa/kernels/nn_kernels.hpp"
 #include "daa/model/embedding.hpp"
@@ -192,11 +192,10 @@ LmStats LanguageModel<T>::forward(int slot_index, int seq_len, const TokenIds& t
     kernels::ensure_extent(slot.residual[b + 1], n, d);
     block.attn_norm.forward(slot_index, slot.residual[b], slot.normed_attn[b]);
     Kokkos::fence();
-    const auto attention_start = std::chrono::steady_clock::now();
+    const auto attention_start = core::Clock::now();
     block.attention.forward(slot_index, slot.normed_attn[b], seq_len, p.out);
     Kokkos::fence();
-    stats.attention_seconds +=
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - attention_start).count();
+    stats.attention_seconds += core::seconds_since(attention_start);
     stats.attention_flops += CausalSelfAttention<T>::flops(n, seq_len, s.d_model);
     add(slot.mid[b], slot.residual[b], p.out);
     block.ffn_norm.forward(slot_index, slot.mid[b], slot.normed_ffn[b]);
@@ -296,11 +295,10 @@ void LanguageModel<T>::backward(int slot_index, const Matrix<T>& grad_output, Lm
     }
     block.ffn_norm.backward(slot_index, p.dnormed, p.dres, GradMode::accumulate);
     Kokkos::fence();
-    const auto attention_start = std::chrono::steady_clock::now();
+    const auto attention_start = core::Clock::now();
     block.attention.backward(slot_index, p.dres, p.dnormed, GradMode::overwrite);
     Kokkos::fence();
-    stats.attention_seconds +=
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - attention_start).count();
+    stats.attention_seconds += core::seconds_since(attention_start);
     stats.attention_flops += 2.0 * CausalSelfAttention<T>::flops(n, slot.seq_len, s.d_model);
     block.attn_norm.backward(slot_index, p.dnormed, p.dres, GradMode::accumulate);
   }

@@ -7,9 +7,9 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 
+#include "daa/core/clock.hpp"
 #include "daa/core/error.hpp"
 #include "daa/kernels/linalg.hpp"
 #include "daa/kernels/nn_kernels.hpp"
@@ -21,13 +21,7 @@ using kernels::Matrix;
 using kernels::Trans;
 using kernels::Vector;
 
-namespace {
-
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-}  // namespace
+namespace {}  // namespace
 
 void validate(const MoeShape& shape, const std::string& where) {
   if (shape.ep_size < 1 || shape.experts % shape.ep_size != 0 || shape.ep_rank < 0 ||
@@ -316,12 +310,12 @@ MoeStats MoeLayer<T>::forward(int slot, const Matrix<T>& x, const Matrix<T>& y, 
   // Expert parallelism: rows travel to the ranks holding their experts (collective over the
   // expert-parallel group, even for zero rows).
   if (s.ep_size > 1) {
-    const auto t = std::chrono::steady_clock::now();
+    const auto t = core::Clock::now();
     L.plan = parallel::DispatchPlan::build(*expert_group_, kept);
     dispatcher_.to_experts(*L.plan, L.packed_in, L.local_in);
     L.local_offset.assign(L.plan->local_expert_offset().begin(),
                           L.plan->local_expert_offset().end());
-    stats.dispatch_seconds += seconds_since(t);
+    stats.dispatch_seconds += core::seconds_since(t);
   } else {
     L.local_in = L.packed_in;
     L.local_offset = L.expert_offset;
@@ -329,16 +323,16 @@ MoeStats MoeLayer<T>::forward(int slot, const Matrix<T>& x, const Matrix<T>& y, 
   const std::size_t local_rows = L.local_offset.back();
   kernels::ensure_extent(L.local_out, local_rows, d);
   Kokkos::fence();
-  const auto expert_start = std::chrono::steady_clock::now();
+  const auto expert_start = core::Clock::now();
   experts_.forward(slot, L.local_in, L.local_offset, L.local_out);
   Kokkos::fence();
-  stats.expert_seconds += seconds_since(expert_start);
+  stats.expert_seconds += core::seconds_since(expert_start);
   stats.expert_flops += experts_.forward_flops_per_row() * double(local_rows);
   if (s.ep_size > 1) {
-    const auto t = std::chrono::steady_clock::now();
+    const auto t = core::Clock::now();
     kernels::ensure_extent(L.expert_out, packed_rows, d);
     dispatcher_.to_sources(*L.plan, L.local_out, L.expert_out);
-    stats.dispatch_seconds += seconds_since(t);
+    stats.dispatch_seconds += core::seconds_since(t);
   } else {
     L.expert_out = L.local_out;
   }
@@ -387,24 +381,24 @@ void MoeLayer<T>::backward(int slot, const Matrix<T>& dy, const Matrix<T>& dx, G
   kernels::ensure_extent(dgate_, n, k);
   kernels::combine_rows_backward(L.expert_out, L.slot_pos, L.gate, dy, dexpert_out_, dgate_);
   if (s.ep_size > 1) {
-    const auto t = std::chrono::steady_clock::now();
+    const auto t = core::Clock::now();
     dispatcher_.to_experts(*L.plan, dexpert_out_, dlocal_out_);
-    stats.dispatch_seconds += seconds_since(t);
+    stats.dispatch_seconds += core::seconds_since(t);
   } else {
     dlocal_out_ = dexpert_out_;
   }
   kernels::ensure_extent(dlocal_in_, local_rows, d);
   Kokkos::fence();
-  const auto expert_start = std::chrono::steady_clock::now();
+  const auto expert_start = core::Clock::now();
   experts_.backward(slot, dlocal_out_, dlocal_in_);
   Kokkos::fence();
-  stats.expert_seconds += seconds_since(expert_start);
+  stats.expert_seconds += core::seconds_since(expert_start);
   stats.expert_flops += 2.0 * experts_.forward_flops_per_row() * double(local_rows);
   if (s.ep_size > 1) {
-    const auto t = std::chrono::steady_clock::now();
+    const auto t = core::Clock::now();
     kernels::ensure_extent(dpacked_, packed_rows, d);
     dispatcher_.to_sources(*L.plan, dlocal_in_, dpacked_);
-    stats.dispatch_seconds += seconds_since(t);
+    stats.dispatch_seconds += core::seconds_since(t);
   } else {
     dpacked_ = dlocal_in_;
   }

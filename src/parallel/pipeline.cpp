@@ -4,21 +4,18 @@
 #include "daa/parallel/pipeline.hpp"
 
 #include <algorithm>
-#include <chrono>
 #include <limits>
 #include <string>
 
+#include "daa/core/clock.hpp"
 #include "daa/core/error.hpp"
 #include "daa/core/timeline.hpp"
 
 namespace daa::parallel {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
+using core::Clock;
+using core::seconds_since;
 
 void trace(const char* name, Clock::time_point begin) {
   core::Timeline::process().add(core::Track::pipeline, name, begin, Clock::now());

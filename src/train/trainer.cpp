@@ -18,7 +18,9 @@
 #include <thread>
 
 #include "checkpointing.hpp"
+#include "daa/core/clock.hpp"
 #include "daa/core/error.hpp"
+#include "daa/core/text.hpp"
 #include "daa/core/timeline.hpp"
 #include "daa/core/watchdog.hpp"
 #include "daa/io/checkpoint.hpp"
@@ -34,10 +36,8 @@
 namespace daa::train {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-double since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
+using core::Clock;
+constexpr auto since = core::seconds_since;
 
 using core::ScopedSpan;
 using core::Track;
@@ -208,11 +208,7 @@ void install_checkpoint_signals() {
 }
 
 std::string parameter_checksum(const std::vector<float>& values) {
-  std::uint64_t h = 0xcbf29ce484222325ULL;
-  const auto* bytes = reinterpret_cast<const unsigned char*>(values.data());
-  for (std::size_t i = 0; i < values.size() * sizeof(float); ++i)
-    h = (h ^ bytes[i]) * 0x100000001b3ULL;
-  return fmt::format("{:016x}", h);
+  return core::hex64(core::fnv1a64(std::as_bytes(std::span(values))));
 }
 
 TrainResult run_training(const core::Config& config, const Task& task,
