@@ -155,6 +155,42 @@ int run_eval(const TrainArgs& args) {
   });
 }
 
+struct GenerateArgs {
+  std::string input;
+  std::vector<std::string> overrides;
+  daa::train::GenerateOptions options;
+};
+
+int run_generate(const GenerateArgs& args) {
+  return run_parallel([&](const daa::parallel::Communicator& world) {
+    daa::core::Config config;
+    std::unique_ptr<daa::train::Task> task;
+    std::exception_ptr setup_error;
+    try {
+      config = daa::train::generation_config(daa::core::load_config(args.input, args.overrides),
+                                             world.size());
+      daa::core::validate_layout(config, world.size());
+      task = daa::train::load_task(config);
+    } catch (...) {
+      setup_error = std::current_exception();
+    }
+    world.agree_on_failure(setup_error);
+    const daa::train::GeneratedText g =
+        daa::train::generate_text(config, *task, world, args.options);
+    if (world.is_root()) {
+      std::cout << g.prompt << g.text << '\n';
+      std::cout << fmt::format(
+          "generate: {} (step {}) on {} rank{}: {} prompt tokens + {} new tokens in {:.2f} s, "
+          "{:.0f} tokens/s (temperature {}, top-k {}, seed {}){}\n",
+          args.options.checkpoint, g.step, world.size(), world.size() == 1 ? "" : "s",
+          g.prompt_tokens, g.new_tokens, g.seconds, g.new_tokens / g.seconds,
+          args.options.temperature, args.options.top_k, args.options.seed,
+          g.context_full ? "; stopped at the model's context length" : "");
+    }
+    return 0;
+  });
+}
+
 int run_replay(const daa::io::ReplayOptions& options) {
   return run_parallel([&](const daa::parallel::Communicator& world) {
     // One process and no collectives: errors end here without MPI_Abort's noise.
@@ -350,6 +386,30 @@ int main(int argc, char** argv) {
   eval->add_option("--set", eval_args.overrides, "override one key: section.key=value (repeatable)")
       ->type_name("KEY=VALUE");
 
+  GenerateArgs generate_args;
+  CLI::App* generate = app.add_subcommand(
+      "generate",
+      "continue a prompt with a language-model checkpoint, sampling with a key/value cache (one "
+      "rank, or experts sharded over the ranks of mpirun)");
+  generate->add_option("input", generate_args.input, "input file (TOML) of the language model")
+      ->required();
+  generate->add_option("--checkpoint", generate_args.options.checkpoint, "checkpoint file (.h5)")
+      ->required();
+  generate->add_option("--prompt", generate_args.options.prompt, "text to continue")->required();
+  generate->add_option("--tokens", generate_args.options.tokens, "new tokens at most (100)")
+      ->check(CLI::Range(0, 1 << 20));
+  generate
+      ->add_option("--temperature", generate_args.options.temperature,
+                   "softmax temperature; 0 picks the most likely token (0.8)")
+      ->check(CLI::Range(0.0, 100.0));
+  generate
+      ->add_option("--top-k", generate_args.options.top_k,
+                   "sample among the k most likely tokens; 0: all (40)")
+      ->check(CLI::Range(0, 1 << 24));
+  generate->add_option("--seed", generate_args.options.seed, "sampling seed (1)");
+  generate->add_option("--set", generate_args.overrides, "override one key: section.key=value")
+      ->type_name("KEY=VALUE");
+
   daa::io::ReplayOptions replay_options;
   CLI::App* replay = app.add_subcommand(
       "replay",
@@ -416,6 +476,7 @@ int main(int argc, char** argv) {
     if (*replay) return run_replay(replay_options);
     if (*aggregate) return run_aggregate(aggregate_args);
     if (*prepare) return run_prepare(prepare_input, prepare_overrides);
+    if (*generate) return run_generate(generate_args);
     return run_validate(validate_input, validate_overrides, validate_ranks);
   } catch (const daa::Error& e) {
     print_error(e.what());

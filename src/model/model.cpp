@@ -109,6 +109,7 @@ class Language final : public Model {
   kernels::Vector<float> routing_bias(int moe_layer) const override {
     return model_.routing_bias(moe_layer);
   }
+  LanguageModel<float>* language_model() override { return &model_; }
   // "block1.moe.expert3.w1" -> "block1/moe/expert3/w1".
   std::string checkpoint_path(const ParamInfo& info) const override {
     std::string out = info.name;

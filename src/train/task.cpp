@@ -196,6 +196,7 @@ class LanguageTask final : public Task {
     return names;
   }
   int category_sets() const override { return 2; }
+  const io::Tokenizer* tokenizer() const override { return &file_.tokenizer(); }
 
   Evaluation evaluate(model::Model& model, const parallel::Topology& topology,
                       parallel::PipelineSchedule& schedule,

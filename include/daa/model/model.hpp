@@ -17,6 +17,9 @@
 
 namespace daa::model {
 
+template <class T>
+class LanguageModel;
+
 using TokenIds = Kokkos::View<int*, kernels::MemSpace>;
 
 // One micro-batch as a stage sees it. The first stage reads `features` (classifier) or `tokens`
@@ -68,6 +71,8 @@ class Model {
   virtual kernels::Vector<float> routing_bias(int moe_layer) const = 0;
   // The checkpoint path below /model/ of a parameter: stable names, independent of the layout.
   virtual std::string checkpoint_path(const ParamInfo& info) const = 0;
+  // The language model behind the interface (generation needs its layers); null otherwise.
+  virtual LanguageModel<float>* language_model() { return nullptr; }
 };
 
 // The model the input describes, as the stage `place` of `topology` holds it (its blocks and

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "daa/core/config.hpp"
+#include "daa/io/tokenizer.hpp"
 #include "daa/model/model.hpp"
 #include "daa/parallel/pipeline.hpp"
 #include "daa/parallel/topology.hpp"
@@ -54,6 +55,8 @@ class Task {
   // The held-out data through the pipeline, each data-parallel index taking its share in chunks;
   // collective over the world (every rank makes the same model calls). `progress` is called
   // before each chunk (the watchdog's promise).
+  // The tokenizer of a text task (prompts for generation); null for the classifier.
+  virtual const io::Tokenizer* tokenizer() const { return nullptr; }
   virtual Evaluation evaluate(model::Model& model, const parallel::Topology& topology,
                               parallel::PipelineSchedule& schedule,
                               const std::function<void()>& progress) const = 0;

@@ -53,6 +53,31 @@ CheckpointEvaluation evaluate_checkpoint(const core::Config& config, const Task&
                                          const parallel::Communicator& world,
                                          const std::string& checkpoint);
 
+struct GenerateOptions {
+  std::string checkpoint;
+  std::string prompt;
+  int tokens = 100;  // new tokens at most (the model's seq_len bounds prompt + new tokens)
+  double temperature = 0.8;
+  int top_k = 40;
+  std::uint64_t seed = 1;
+};
+struct GeneratedText {
+  std::string prompt, text;  // text: the new tokens decoded
+  int prompt_tokens = 0, new_tokens = 0;
+  bool context_full = false;  // stopped at the model's seq_len
+  double seconds = 0;         // of the generation itself (prefill and steps)
+  std::int64_t step = 0;      // the checkpoint's step
+};
+// Samples a continuation of the prompt from a language-model checkpoint, with a key/value cache,
+// on the ranks of `world` (experts sharded over them when their count divides the experts; every
+// rank computes every token and rank 0's draw is broadcast, so the ranks stay in step). The same
+// seed gives the same text. Collective; bad input ends in AgreedFailure (exit 2).
+GeneratedText generate_text(const core::Config& config, const Task& task,
+                            const parallel::Communicator& world, const GenerateOptions& options);
+// The layout generation runs on: one stage, expert parallelism over all ranks where it divides
+// the experts (else none), one micro-batch.
+core::Config generation_config(core::Config config, int ranks);
+
 // FNV-1a 64-bit over the bytes of `values`, as 16 hex digits: equal iff bit-identical.
 std::string parameter_checksum(const std::vector<float>& values);
 
