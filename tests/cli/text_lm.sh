@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# End-to-end check of the language model from the command line, on the CI twin input: prepare a
+# token file, train on 2 ranks, evaluate, generate on 1 and 2 ranks (same seed, same text), and
+# every bad input of the language model's path: exit 2, one error line naming the problem, no
+# hang (each command has a timeout), nothing left running.
+# Usage: text_lm.sh MPIEXEC DAA_SWARM SOURCE_DIR
+set -euo pipefail
+mpiexec=$1 daa_swarm=$2 source_dir=$3
+input=$source_dir/inputs/text-mixture-ci.toml
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+fail() { echo "text_lm: $*" >&2; exit 1; }
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+common=(--set "data.tokens=$work/bpe.h5" --set "run.output_dir=$work/runs")
+
+# run RANKS ARGS...: daa-swarm under mpirun (RANKS 0: alone), output in $work/out, $work/err.
+run() {
+  local ranks=$1
+  shift
+  local launcher=("$mpiexec" -n "$ranks")
+  ((ranks > 0)) || launcher=()
+  local status=0
+  timeout --kill-after=10 120 "${launcher[@]}" "$daa_swarm" "$@" > "$work/out" 2> "$work/err" ||
+    status=$?
+  return "$status"
+}
+# refused PATTERN RANKS ARGS...: exit 2 and exactly one error line matching PATTERN.
+refused() {
+  local pattern=$1 status=0
+  shift
+  run "$@" || status=$?
+  [[ $status == 2 ]] || { cat "$work/out" "$work/err" >&2; fail "exit $status, not 2: $*"; }
+  local lines
+  lines=$(grep -c '^daa-swarm: error: ' "$work/err" || true)
+  [[ $lines == 1 ]] || { cat "$work/err" >&2; fail "$lines error lines, not 1: $*"; }
+  grep -qE "^daa-swarm: error: .*$pattern" "$work/err" ||
+    { cat "$work/err" >&2; fail "no error matching '$pattern': $*"; }
+}
+
+run 0 prepare "$input" "${common[@]}" || { cat "$work/err" >&2; fail "prepare failed"; }
+run 2 train "$input" "${common[@]}" --summary-json "$work/summary.json" ||
+  { cat "$work/out" "$work/err" >&2; fail "train failed"; }
+grep -qE '^final \| validation loss [0-9.]+ \| [0-9.]+ bits/byte \(prose [0-9.]+, code [0-9.]+, math [0-9.]+\) \| next-token accuracy [0-9.]+%$' \
+  "$work/out" || { cat "$work/out" >&2; fail "no final evaluation line with bits/byte per domain"; }
+checkpoint=$work/runs/text-mixture-ci/checkpoints/step-00000040.h5
+[[ -f $checkpoint ]] || fail "no final checkpoint $checkpoint"
+
+# eval on another rank count reads the same model: the same validation figures.
+final=$(sed -n 's/^final | validation loss \([0-9.]*\) | \([0-9.]*\) bits.*/\1 \2/p' "$work/out")
+run 1 eval "$input" "${common[@]}" --checkpoint "$checkpoint" || { cat "$work/err" >&2; fail "eval failed"; }
+grep -qE "validation loss ${final% *} \| ${final#* } bits/byte \| prose " "$work/out" ||
+  { cat "$work/out" >&2; fail "eval on 1 rank does not repeat the training's final figures ($final)"; }
+
+# generate: the same seed gives the same text on 1 and 2 ranks; another seed another text.
+gen() { run "$1" generate "$input" "${common[@]}" --checkpoint "$checkpoint" --prompt "In the beginning" --tokens 20 --seed "$2"; }
+gen 0 5 || { cat "$work/err" >&2; fail "generate failed"; }
+head -n -1 "$work/out" > "$work/one"
+grep -qE '^generate: .* [0-9]+ prompt tokens \+ 20 new tokens in [0-9.]+ s, [0-9]+ tokens/s' "$work/out" ||
+  { cat "$work/out" >&2; fail "no tokens/s line"; }
+gen 2 5 || { cat "$work/err" >&2; fail "generate on 2 ranks failed"; }
+head -n -1 "$work/out" | cmp -s - "$work/one" || fail "2 ranks generated another text with the same seed"
+gen 0 6
+head -n -1 "$work/out" | cmp -s - "$work/one" && fail "another seed generated the same text"
+
+# Bad input.
+refused 'generate: --prompt is empty' 0 generate "$input" "${common[@]}" --checkpoint "$checkpoint" --prompt ""
+long=$(printf 'word %.0s' $(seq 200))
+refused 'the prompt is [0-9]+ tokens, longer than the model.s context of \[model\] seq_len = 32' \
+  0 generate "$input" "${common[@]}" --checkpoint "$checkpoint" --prompt "$long"
+refused "trains a classifier. generate needs a language-model input" \
+  0 generate "$source_dir/inputs/fashion-mnist-ci.toml" --checkpoint "$checkpoint" --prompt "x"
+refused 'holds a language-model model. this input trains a classifier' \
+  2 eval "$source_dir/inputs/fashion-mnist-ci.toml" --checkpoint "$checkpoint"
+run 0 prepare "$input" --set "data.tokens=$work/bytes.h5" --set text.tokenizer=bytes ||
+  fail "prepare with bytes failed"
+refused "'$work/bytes.h5' was written with the bytes tokenizer. the input names \[text\] tokenizer = \"bpe\"" \
+  2 train "$input" "${common[@]}" --set "data.tokens=$work/bytes.h5"
+refused "'$work/bpe.h5' holds a vocabulary of 512 tokens. the input names \[text\] vocab_size = 600" \
+  2 train "$input" "${common[@]}" --set text.vocab_size=600
+refused 'pipeline_stages = 2 with \[model\] tie_embeddings = true: tied embeddings need the embedding and the head on one pipeline stage' \
+  2 train "$input" "${common[@]}" --set parallel.pipeline_stages=2
+refused "\[model\] d_model = 32 and heads = 3 give a head width that is not an even integer" \
+  0 validate "$input" "${common[@]}" --set model.heads=3
+echo "text_lm: all checks passed"
