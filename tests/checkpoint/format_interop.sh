@@ -3,7 +3,7 @@
 # alone (make_fake_checkpoint.py) must replay, and a corrupt one be refused, by both daa-swarm
 # replay and scripts/plot-run; plot-run must also handle a run without a ledger. /meta/model_kind
 # and /specialization/categories: absent (an older checkpoint) and "classifier" read alike, a
-# language model's columns split into domains and token kinds, and names that do not fit are refused.
+# language model's columns split into domains and token kinds, names that do not fit are refused.
 # Usage: format_interop.sh DAA_SWARM PLOT_RUN
 set -euo pipefail
 daa_swarm=$1 plot_run=$2

@@ -47,7 +47,8 @@ assert doc["model_kind"] == "language-model" and doc["categories"] == domains + 
 L, E, C = doc["shape"]["layers"], doc["shape"]["experts"], doc["shape"]["classes"]
 assert (L, E, C) == (2, 4, 8), (L, E, C)
 steps = doc["step"]
-assert steps == 40 and math.isclose(doc["history"]["loss"][-1], summary["final_loss"], rel_tol=1e-12)
+assert steps == 40
+assert math.isclose(doc["history"]["loss"][-1], summary["final_loss"], rel_tol=1e-12)
 slots = config["train"]["global_batch"] * config["model"]["seq_len"] * config["moe"]["top_k"]
 registry = [x for row in doc["registry_tokens"] for x in row]
 for l in range(L):
@@ -68,7 +69,8 @@ for s in sets:
             assert sum(row) == registry[l * E + e], (s["name"], l, e)
             shares = s["shares_percent"][l][e]
             assert math.isclose(sum(shares), 100, rel_tol=1e-9), (s["name"], l, e, shares)
-            assert all(math.isclose(x, 100 * k / sum(row), rel_tol=1e-9) for x, k in zip(shares, row))
+            assert all(math.isclose(x, 100 * k / sum(row), rel_tol=1e-9)
+                       for x, k in zip(shares, row))
             assert s["top"][l][e] == s["categories"][row.index(max(row))]
             mi += sum(k / n * math.log2(k * n / (sum(row) * column[c]))
                       for c, k in enumerate(row) if k > 0)
@@ -79,8 +81,8 @@ text = open(f"{work}/replay.txt").read()
 for s in sets:
     block = text.split(f"expert specialization by {s['name']} ")[1]
     for l in range(L):
-        rows = re.findall(r"^          \|\s+(\d+) \|([ 0-9.]+)\| (\S+)", block.split(f"  layer {l} |")[1],
-                          re.M)[:E]
+        table = block.split(f"  layer {l} |")[1]
+        rows = re.findall(r"^          \|\s+(\d+) \|([ 0-9.]+)\| (\S+)", table, re.M)[:E]
         assert len(rows) == E, (s["name"], l, rows)
         for e, (expert, shares, top) in enumerate(rows):
             values = [float(x) for x in shares.split()]
@@ -96,8 +98,10 @@ for r in rows:
     l, e, c = int(r["layer"]), int(r["expert"]), int(r["class"])
     assert int(r["tokens"]) == spec[l * E + e][c] and r["category"] == doc["categories"][c]
     assert r["category_set"] == ("domain" if c < 3 else "token kind"), r
-    share_sum[(l, e, r["category_set"])] = share_sum.get((l, e, r["category_set"]), 0) + float(r["share"])
-assert len(share_sum) == L * E * 2 and all(math.isclose(v, 1, rel_tol=1e-9) for v in share_sum.values())
+    key = (l, e, r["category_set"])
+    share_sum[key] = share_sum.get(key, 0) + float(r["share"])
+assert len(share_sum) == L * E * 2
+assert all(math.isclose(v, 1, rel_tol=1e-9) for v in share_sum.values()), share_sum
 # plot-run: the map exists and its line names the model kind, the sets and the same token-slots.
 data = open(f"{work}/png/specialization.png", "rb").read()
 assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10000
@@ -108,4 +112,4 @@ assert expect in plot, expect
 assert "reputation.png: no ledger" in plot
 print("lm_replay: values agree")
 PY
-echo "lm_replay: replay text, JSON, CSV and plot-run show the language model's expert specialization"
+echo "lm_replay: replay text, JSON, CSV and plot-run show the LM's expert specialization"
