@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -15,6 +16,7 @@
 
 #include "daa/core/config.hpp"
 #include "daa/io/checkpoint.hpp"
+#include "daa/io/tokenizer.hpp"
 
 namespace daa::io {
 namespace {
@@ -31,8 +33,10 @@ class Story {
   Story(const parallel::Communicator& self, const std::string& file) : file_(file) {
     CheckpointReader reader(self, file);
     std::vector<ReadRequest> requests;
-    for (const DatasetInfo& d : reader.datasets())
+    for (const DatasetInfo& d : reader.datasets()) {
       requests.push_back({d.path, 0, ReadRequest::kAllRows, false, {}});
+      dims_[d.path] = d.dims;
+    }
     reader.read(requests);
     for (ReadRequest& r : requests) data_[r.path] = std::move(r.out);
   }
@@ -51,10 +55,15 @@ class Story {
   }
   std::int64_t scalar(const std::string& path) const { return ints(path).at(0); }
   std::string text(const std::string& path) const { return at(path).text(); }
+  const std::vector<std::uint64_t>& dims(const std::string& path) const {
+    at(path);  // names the file and path when it is missing
+    return dims_.at(path);
+  }
 
  private:
   std::string file_;
   std::map<std::string, DatasetValues> data_;
+  std::map<std::string, std::vector<std::uint64_t>> dims_;
 };
 
 // The newest valid checkpoint of a run directory (or of its checkpoints/ directory), or the file.
@@ -96,21 +105,153 @@ std::vector<std::size_t> sample_rows(std::size_t n, std::size_t count) {
 const char* const kFashionClasses[] = {"T-shirt", "Trouser", "Pullover", "Dress", "Coat",
                                        "Sandal",  "Shirt",   "Sneaker",  "Bag",   "Boot"};
 
-struct Shape {
-  std::size_t layers = 0, experts = 0, classes = 0, steps = 0;
+// Columns of /specialization/tokens whose shares are taken together. Each routed token-slot counts
+// once in every set: the classifier has one (its classes), the language model two (the domain of
+// the token's document, and the kind of the token itself), so shares are per expert and set.
+struct CategorySet {
+  std::string name;    // "class", "domain", "token kind"
+  std::string plural;  // "classes", "domains", "token kinds"
+  std::size_t first = 0, count = 0;
 };
 
+struct Shape {
+  std::size_t layers = 0, experts = 0, classes = 0, steps = 0;  // classes: every category column
+  std::string model_kind;                                       // "classifier" or "language-model"
+  std::vector<std::string> categories;                          // the stored column names
+  std::vector<std::string> labels;  // as shown: Fashion-MNIST's class names where they apply
+  std::vector<CategorySet> sets;
+  bool language_model() const { return model_kind == "language-model"; }
+};
+
+std::vector<std::string> split_lines(const std::string& text) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+// Checkpoints written before the language model have neither /meta/model_kind nor
+// /specialization/categories: they are the classifier's, with columns "class 0".."class C-1".
 Shape shape_of(const Story& s) {
   Shape shape;
   const core::Config config =
       core::parse_config(s.text("/config/input"), s.file() + ":/config/input");
-  shape.layers = std::size_t(config.model.moe_layers);
-  shape.experts = std::size_t(config.moe.experts);
-  const I64s spec = s.ints("/specialization/tokens");
-  const std::size_t cells = shape.layers * shape.experts;
-  shape.classes = cells > 0 ? spec.size() / cells : 0;
+  const std::vector<std::uint64_t>& dims = s.dims("/specialization/tokens");
+  if (dims.size() != 3)
+    throw CheckpointError(
+        fmt::format("'{}': dataset '/specialization/tokens' has {} dimensions, "
+                    "not 3 [layers, experts, categories]",
+                    s.file(), dims.size()));
+  shape.layers = std::size_t(dims[0]);
+  shape.experts = std::size_t(dims[1]);
+  shape.classes = std::size_t(dims[2]);
   shape.steps = s.ints("/history/steps/step").size();
+  const auto expect_size = [&](const std::string& path, std::size_t size, std::size_t rows) {
+    if (size != rows * shape.layers * shape.experts)
+      throw CheckpointError(
+          fmt::format("'{}': dataset '{}' holds {} values, not {} rows x {} "
+                      "layers x {} experts as /specialization/tokens says",
+                      s.file(), path, size, rows, shape.layers, shape.experts));
+  };
+  expect_size("/history/steps/expert_load", s.ints("/history/steps/expert_load").size(),
+              shape.steps);
+  expect_size("/history/windows/routing_bias", s.singles("/history/windows/routing_bias").size(),
+              s.ints("/history/windows/step").size());
+
+  shape.model_kind = s.has("/meta/model_kind") ? s.text("/meta/model_kind") : "classifier";
+  if (shape.model_kind != "classifier" && shape.model_kind != "language-model")
+    throw CheckpointError(
+        fmt::format("'{}': /meta/model_kind is '{}'; known kinds are classifier, "
+                    "language-model",
+                    s.file(), shape.model_kind));
+  if (s.has("/specialization/categories")) {
+    shape.categories = split_lines(s.text("/specialization/categories"));
+  } else if (shape.language_model()) {
+    throw CheckpointError("'" + s.file() +
+                          "': a language-model checkpoint has no /specialization/categories");
+  } else {
+    for (std::size_t c = 0; c < shape.classes; ++c)
+      shape.categories.push_back(fmt::format("class {}", c));
+  }
+  if (shape.categories.size() != shape.classes)
+    throw CheckpointError(
+        fmt::format("'{}': /specialization/categories names {} columns, "
+                    "/specialization/tokens has {}",
+                    s.file(), shape.categories.size(), shape.classes));
+  if (shape.language_model()) {
+    // The columns are the domains, then the token kinds in TokenKind order.
+    const auto kinds = std::size_t(kTokenKinds);
+    bool fits = shape.classes > kinds;
+    for (std::size_t k = 0; fits && k < kinds; ++k)
+      fits = shape.categories[shape.classes - kinds + k] == to_string(TokenKind(k));
+    if (!fits)
+      throw CheckpointError(
+          fmt::format("'{}': /specialization/categories of a language model must "
+                      "be its domains followed by the {} token kinds",
+                      s.file(), kinds));
+    shape.sets = {{"domain", "domains", 0, shape.classes - kinds},
+                  {"token kind", "token kinds", shape.classes - kinds, kinds}};
+  } else {
+    shape.sets = {{"class", "classes", 0, shape.classes}};
+  }
+  shape.labels = shape.categories;
+  // Only the input tells Fashion-MNIST from other 10-class data sets.
+  if (!shape.language_model() && shape.classes == 10 && config.data.dataset == "fashion-mnist")
+    shape.labels.assign(std::begin(kFashionClasses), std::end(kFashionClasses));
   return shape;
+}
+
+// One expert x category-set table of a layer: shares within the set, each expert's top category
+// and how much more of it the expert gets than its layer does ("lift"), and the mutual information
+// between expert and category, which docs/checkpoint-format.md defines.
+struct SetTable {
+  std::vector<std::int64_t> totals;  // [E] token-slots counted in this set
+  std::vector<double> shares;        // [E][count] percent of the expert's token-slots in the set
+  std::vector<std::size_t> top;      // [E] column (within the set) with the largest share
+  std::vector<double> lift;          // [E] the top column's share over the layer's share of it
+  double mutual_information = 0;     // bits
+  double entropy = 0;                // bits, of the category over the layer's token-slots
+};
+
+SetTable set_table(const I64s& spec, const Shape& sh, std::size_t layer, const CategorySet& set) {
+  SetTable t;
+  const std::size_t E = sh.experts, K = set.count;
+  std::vector<double> column(K, 0.0);
+  const auto count = [&](std::size_t e, std::size_t k) {
+    return double(spec[(layer * E + e) * sh.classes + set.first + k]);
+  };
+  double all = 0;
+  for (std::size_t e = 0; e < E; ++e) {
+    std::int64_t total = 0;
+    for (std::size_t k = 0; k < K; ++k) {
+      total += spec[(layer * E + e) * sh.classes + set.first + k];
+      column[k] += count(e, k);
+    }
+    t.totals.push_back(total);
+    all += double(total);
+  }
+  for (std::size_t e = 0; e < E; ++e) {
+    std::size_t best = 0;
+    for (std::size_t k = 0; k < K; ++k) {
+      t.shares.push_back(t.totals[e] > 0 ? 100 * count(e, k) / double(t.totals[e]) : 0.0);
+      if (count(e, k) > count(e, best)) best = k;
+    }
+    t.top.push_back(best);
+    const double layer_share = all > 0 ? column[best] / all : 0.0;
+    t.lift.push_back(layer_share > 0 && t.totals[e] > 0
+                         ? count(e, best) / double(t.totals[e]) / layer_share
+                         : 0.0);
+  }
+  // I(expert; category) = sum p(e,c) log2(p(e,c) / (p(e) p(c))) over the layer's token-slots.
+  for (std::size_t k = 0; k < K && all > 0; ++k)
+    if (column[k] > 0) t.entropy -= column[k] / all * std::log2(column[k] / all);
+  for (std::size_t e = 0; e < E && all > 0; ++e)
+    for (std::size_t k = 0; k < K; ++k)
+      if (count(e, k) > 0)
+        t.mutual_information +=
+            count(e, k) / all * std::log2(count(e, k) * all / (double(t.totals[e]) * column[k]));
+  t.mutual_information = std::max(0.0, t.mutual_information);  // rounding only
+  return t;
 }
 
 // The per-step history table.
@@ -154,6 +295,42 @@ struct LedgerView {
   }
 };
 
+// One table per MoE layer and category set: each expert's share of its token-slots per category,
+// its top category (for the language model's domains, its "specialty", with the lift over the
+// layer's share of that domain), and per layer the mutual information between expert and category.
+void print_specialization(const I64s& spec, const Shape& sh, std::ostream& out) {
+  for (const CategorySet& set : sh.sets) {
+    const bool specialty = sh.language_model() && set.name == "domain";
+    out << fmt::format(
+        "\nexpert specialization by {} (share of each expert's token-slots among the {}, %):\n",
+        set.name, set.plural);
+    std::size_t width = 8;
+    for (std::size_t k = 0; k < set.count; ++k)
+      width = std::max(width, sh.labels[set.first + k].size());
+    for (std::size_t l = 0; l < sh.layers; ++l) {
+      const SetTable t = set_table(spec, sh, l, set);
+      std::string head = fmt::format("  layer {} | expert |", l);
+      for (std::size_t k = 0; k < set.count; ++k)
+        head += fmt::format(" {:>{}}", sh.labels[set.first + k], width);
+      out << head << (specialty ? " | specialty (x layer share)\n" : " | top " + set.name + "\n");
+      for (std::size_t e = 0; e < sh.experts; ++e) {
+        std::string line = fmt::format("          | {:>6} |", e);
+        for (std::size_t k = 0; k < set.count; ++k)
+          line += fmt::format(" {:{}.1f}", t.shares[e * set.count + k], width);
+        const std::string& top = sh.labels[set.first + t.top[e]];
+        out << line
+            << (t.totals[e] == 0 ? std::string(" | none\n")
+                : specialty      ? fmt::format(" | {} (x{:.2f})\n", top, t.lift[e])
+                                 : fmt::format(" | {}\n", top));
+      }
+      out << fmt::format(
+          "  layer {}: mutual information between expert and {} {:.4f} bits (of H({}) = {:.4f} "
+          "bits)\n",
+          l, set.name, t.mutual_information, set.name, t.entropy);
+    }
+  }
+}
+
 void print_text(const Story& s, const std::string& listing, std::ostream& out) {
   const Shape sh = shape_of(s);
   const core::Config config = core::parse_config(s.text("/config/input"), s.file());
@@ -171,11 +348,20 @@ void print_text(const Story& s, const std::string& listing, std::ostream& out) {
       s.scalar("/layout/ranks"), s.scalar("/layout/pipeline_stages"),
       s.scalar("/layout/data_parallel"), s.scalar("/layout/expert_parallel"),
       s.scalar("/layout/micro_batches"));
-  out << fmt::format(
-      "model: d_model {}, {} MoE layers x {} experts (top-{}), d_ff {}, {} classes; robust rule "
-      "{} ({}, f = {}), consensus every {} steps\n",
-      config.model.d_model, sh.layers, sh.experts, config.moe.top_k, config.moe.d_ff, sh.classes,
-      config.robust.rule, config.robust.mode, config.robust.f, config.consensus.every_steps);
+  if (sh.language_model())
+    out << fmt::format(
+        "model: language model, d_model {}, {} blocks ({} heads, sequences of {} tokens), {} MoE "
+        "layers x {} experts (top-{}), d_ff {}; robust rule {} ({}, f = {}), consensus every {} "
+        "steps\n",
+        config.model.d_model, config.model.layers, config.model.heads, config.model.seq_len,
+        sh.layers, sh.experts, config.moe.top_k, config.moe.d_ff, config.robust.rule,
+        config.robust.mode, config.robust.f, config.consensus.every_steps);
+  else
+    out << fmt::format(
+        "model: classifier, d_model {}, {} MoE layers x {} experts (top-{}), d_ff {}, {} classes; "
+        "robust rule {} ({}, f = {}), consensus every {} steps\n",
+        config.model.d_model, sh.layers, sh.experts, config.moe.top_k, config.moe.d_ff, sh.classes,
+        config.robust.rule, config.robust.mode, config.robust.f, config.consensus.every_steps);
 
   const StepHistory h(s);
   const I64s& step = h.step;
@@ -190,8 +376,14 @@ void print_text(const Story& s, const std::string& listing, std::ostream& out) {
              test_acc = s.floats("/history/eval/test_accuracy");
   out << "\nevaluations:\n";
   for (std::size_t i = 0; i < eval_step.size(); ++i)
-    out << fmt::format("  step {} (epoch {}): test loss {:.4f}, test accuracy {:.2f}%\n",
-                       eval_step[i], eval_epoch[i], test_loss[i], 100 * test_acc[i]);
+    if (sh.language_model())
+      out << fmt::format(
+          "  step {} (epoch {}): validation loss {:.4f} (perplexity {:.2f}), next-token accuracy "
+          "{:.2f}%\n",
+          eval_step[i], eval_epoch[i], test_loss[i], std::exp(test_loss[i]), 100 * test_acc[i]);
+    else
+      out << fmt::format("  step {} (epoch {}): test loss {:.4f}, test accuracy {:.2f}%\n",
+                         eval_step[i], eval_epoch[i], test_loss[i], 100 * test_acc[i]);
 
   // Expert load shares per stretch of steps between the sampled rows.
   out << "\nexpert load (share of each layer's token-slots per stretch of steps):\n";
@@ -218,26 +410,7 @@ void print_text(const Story& s, const std::string& listing, std::ostream& out) {
     out << fmt::format("    routing bias now:{}\n", text);
   }
 
-  const I64s spec = s.ints("/specialization/tokens");
-  out << "\nexpert specialization (share of each expert's token-slots per class, %):\n";
-  for (std::size_t l = 0; l < sh.layers; ++l) {
-    std::string head = fmt::format("  layer {} | expert |", l);
-    for (std::size_t c = 0; c < sh.classes; ++c)
-      head += fmt::format(" {:>8}", sh.classes == 10 ? kFashionClasses[c] : std::to_string(c));
-    out << head << " | top class\n";
-    for (std::size_t e = 0; e < sh.experts; ++e) {
-      const auto first = spec.begin() + std::ptrdiff_t((l * sh.experts + e) * sh.classes);
-      const double total = double(std::accumulate(first, first + std::ptrdiff_t(sh.classes), 0LL));
-      std::string line = fmt::format("          | {:>6} |", e);
-      for (std::size_t c = 0; c < sh.classes; ++c)
-        line += fmt::format(" {:8.1f}",
-                            total > 0 ? 100 * double(first[std::ptrdiff_t(c)]) / total : 0.0);
-      const auto top =
-          std::size_t(std::max_element(first, first + std::ptrdiff_t(sh.classes)) - first);
-      out << line
-          << fmt::format(" | {}\n", sh.classes == 10 ? kFashionClasses[top] : std::to_string(top));
-    }
-  }
+  print_specialization(s.ints("/specialization/tokens"), sh, out);
 
   const LedgerView ledger(s);
   if (ledger.rank.empty()) {
@@ -276,6 +449,14 @@ class CsvFile {
   std::ofstream out_;
 };
 
+// RFC 4180: a field with a comma, quote or line break goes in quotes, its quotes doubled.
+std::string csv_field(const std::string& text) {
+  if (text.find_first_of(",\"\r\n") == std::string::npos) return text;
+  std::string quoted = "\"";
+  for (char c : text) quoted += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return quoted + "\"";
+}
+
 void write_csv(const Story& s, const std::string& dir, std::ostream& out) {
   std::error_code ec;
   fs::create_directories(dir, ec);
@@ -307,12 +488,22 @@ void write_csv(const Story& s, const std::string& dir, std::ostream& out) {
           f.row("{},{},{},{}", step[i], l, e, load[(i * sh.layers + l) * sh.experts + e]);
   }
   {
-    CsvFile f(d / "specialization.csv", "layer,expert,class,tokens");
+    // `class` is the column index, as before categories had names; `share` is the fraction of
+    // the expert's token-slots in the category's set (classes; domains or token kinds).
+    CsvFile f(d / "specialization.csv", "layer,expert,class,tokens,category,category_set,share");
     const I64s spec = s.ints("/specialization/tokens");
-    for (std::size_t l = 0; l < sh.layers; ++l)
+    for (std::size_t l = 0; l < sh.layers; ++l) {
+      std::vector<SetTable> tables;
+      for (const CategorySet& set : sh.sets) tables.push_back(set_table(spec, sh, l, set));
       for (std::size_t e = 0; e < sh.experts; ++e)
-        for (std::size_t c = 0; c < sh.classes; ++c)
-          f.row("{},{},{},{}", l, e, c, spec[(l * sh.experts + e) * sh.classes + c]);
+        for (std::size_t i = 0; i < sh.sets.size(); ++i)
+          for (std::size_t k = 0; k < sh.sets[i].count; ++k) {
+            const std::size_t c = sh.sets[i].first + k;
+            f.row("{},{},{},{},{},{},{}", l, e, c, spec[(l * sh.experts + e) * sh.classes + c],
+                  csv_field(sh.categories[c]), csv_field(sh.sets[i].name),
+                  tables[i].shares[e * sh.sets[i].count + k] / 100);
+          }
+    }
   }
   {
     CsvFile f(d / "routing_bias.csv", "step,layer,expert,bias");
@@ -374,7 +565,10 @@ void print_json(const Story& s, std::ostream& out) {
                    {"micro_batches", s.scalar("/layout/micro_batches")}};
   doc["step"] = s.scalar("/state/step");
   doc["total_steps"] = s.scalar("/state/total_steps");
+  doc["model_kind"] = sh.model_kind;
+  // "classes" counts every column of the specialization matrix, as before categories had names.
   doc["shape"] = {{"layers", sh.layers}, {"experts", sh.experts}, {"classes", sh.classes}};
+  doc["categories"] = sh.categories;
   const StepHistory h(s);
   doc["history"] = {{"step", h.step},
                     {"loss", h.loss},
@@ -397,7 +591,37 @@ void print_json(const Story& s, std::ostream& out) {
                          {"window_step", s.ints("/history/windows/step")},
                          {"windows", json_matrix(s.singles("/history/windows/routing_bias"), le)}};
   doc["registry_tokens"] = json_matrix(s.ints("/registry/tokens"), sh.experts);
-  doc["specialization"] = json_matrix(s.ints("/specialization/tokens"), sh.classes);
+  const I64s spec = s.ints("/specialization/tokens");
+  doc["specialization"] = json_matrix(spec, sh.classes);  // [L*E][categories] token-slots
+  Json sets = Json::array();
+  for (const CategorySet& set : sh.sets) {
+    Json shares = Json::array(), top = Json::array(), lift = Json::array(), mi = Json::array(),
+         entropy = Json::array();
+    for (std::size_t l = 0; l < sh.layers; ++l) {
+      const SetTable t = set_table(spec, sh, l, set);
+      shares.push_back(json_matrix(t.shares, set.count));
+      Json names = Json::array();
+      for (std::size_t e = 0; e < sh.experts; ++e)
+        names.push_back(t.totals[e] > 0 ? Json(sh.categories[set.first + t.top[e]]) : Json());
+      top.push_back(names);
+      lift.push_back(t.lift);
+      mi.push_back(t.mutual_information);
+      entropy.push_back(t.entropy);
+    }
+    sets.push_back(
+        {{"name", set.name},
+         {"first", set.first},
+         {"count", set.count},
+         {"categories",
+          std::vector<std::string>(sh.categories.begin() + std::ptrdiff_t(set.first),
+                                   sh.categories.begin() + std::ptrdiff_t(set.first + set.count))},
+         {"shares_percent", shares},
+         {"top", top},
+         {"top_lift", lift},
+         {"mutual_information_bits", mi},
+         {"entropy_bits", entropy}});
+  }
+  doc["category_sets"] = sets;
   const LedgerView ledger(s);
   Json rows = Json::array();
   for (std::size_t r = 0; r < ledger.rank.size(); ++r)

@@ -14,11 +14,18 @@ notes are empty, stored as a single NUL byte as the C++ writer does. Without a l
 "allreduce" and there is no /ledger or /history/reputation; everything else is identical.
 
 Usage: make_fake_checkpoint.py OUT [--steps S] [--ledger | --no-ledger] [--momentum]
-                                   [--run-dir] [--corrupt DATASET]
+                                   [--model-kind KIND [--categories NAMES]] [--run-dir]
+                                   [--corrupt DATASET]
   OUT              the .h5 file to write; with --run-dir, a run directory: the file goes to
                    OUT/checkpoints/step-<S, 8 digits>.h5 and OUT/checkpoints/latest names it
   --steps S        steps done (default 60: 3 epochs, 3 evaluations, 6 log windows)
   --momentum       worker momentum 0.9: adds /robust/momentum/... and /robust/momentum_steps
+  --model-kind K   writes /meta/model_kind = K and /specialization/categories, as checkpoints
+                   since the language model do (without it, neither: an older checkpoint).
+                   classifier: "class 0".."class 9"; language-model: the 10 columns are read as
+                   5 domains (prose, code, math, law, chat) then the 5 token kinds. Only these
+                   two datasets change; the rest stays the classifier's fake run.
+  --categories N   with --model-kind: these comma-separated names instead (to test refusals)
   --corrupt PATH   after writing, flip one byte of that dataset's data (e.g. /history/steps/loss)
                    and keep its old crc32 attribute, so a verifying reader must refuse the file
 Dataset values are drawn from numpy generators seeded by a fixed seed and a name per part (per
@@ -365,8 +372,18 @@ def config_text(steps, ledger, momentum):
         consensus_every=CONSENSUS_EVERY, log_every=LOG_EVERY)
 
 
-def build(steps, ledger, momentum):
+LM_DOMAINS = ["prose", "code", "math", "law", "chat"]
+TOKEN_KINDS = ["letters", "digits", "whitespace", "punctuation", "other"]
+
+
+def build(steps, ledger, momentum, model_kind=None, categories=None):
     ck = Checkpoint()
+    if model_kind:
+        if categories is None:
+            categories = (["class %d" % c for c in range(CLASSES)] if model_kind == "classifier"
+                          else LM_DOMAINS + TOKEN_KINDS)
+        ck.text("/meta/model_kind", model_kind)
+        ck.text("/specialization/categories", "".join(name + "\n" for name in categories))
     ck.text("/meta/format", "daa-swarm checkpoint")
     ck.scalar("/meta/format_version", 1)
     ck.text("/meta/program_version", "0.1.0")
@@ -426,7 +443,13 @@ def main():
     parser.add_argument("--run-dir", action="store_true",
                         help="OUT is a run directory: write checkpoints/step-*.h5 and latest")
     parser.add_argument("--corrupt", metavar="DATASET", help="flip one byte of this dataset")
+    parser.add_argument("--model-kind", choices=["classifier", "language-model"],
+                        help="write /meta/model_kind and /specialization/categories")
+    parser.add_argument("--categories", metavar="NAMES",
+                        help="with --model-kind: comma-separated category names to write")
     args = parser.parse_args()
+    if args.categories is not None and not args.model_kind:
+        parser.error("--categories needs --model-kind")
     if args.steps < 1:
         parser.error("--steps must be at least 1")
 
@@ -436,7 +459,8 @@ def main():
         os.makedirs(directory, exist_ok=True)
         path = os.path.join(directory, "step-%08d.h5" % args.steps)
     # Written under a temporary name and renamed, as the trainer does.
-    build(args.steps, args.ledger, args.momentum).write(path + ".tmp")
+    categories = args.categories.split(",") if args.categories is not None else None
+    build(args.steps, args.ledger, args.momentum, args.model_kind, categories).write(path + ".tmp")
     if args.corrupt:
         corrupt(path + ".tmp", args.corrupt)
     os.replace(path + ".tmp", path)

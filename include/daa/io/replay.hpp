@@ -1,6 +1,8 @@
 // `daa-swarm replay`: a run's story told from its newest valid checkpoint (which carries the whole
 // history): configuration and layout, loss and accuracy, expert load and routing bias over time,
-// expert specialization by class, and the ledger. As text, as CSV tables, or as one JSON document.
+// expert specialization (the classifier's classes; the language model's domains and token kinds,
+// with each expert's specialty and the mutual information between expert and category per layer),
+// and the ledger. As text, as CSV tables, or as one JSON document.
 #pragma once
 
 #include <ostream>
