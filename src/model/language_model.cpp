@@ -26,6 +26,25 @@ int LanguageModelShape::moe_layer_of(int block) const {
   return index;
 }
 
+LanguageModelShape language_model_shape_from_config(const core::Config& config, int vocab,
+                                                    int ep_size, int ep_rank) {
+  LanguageModelShape s;
+  s.vocab = vocab;
+  s.d_model = config.model.d_model;
+  s.layers = config.model.layers;
+  s.heads = config.model.heads;
+  s.seq_len = config.model.seq_len;
+  s.rope_base = config.model.rope_base;
+  s.attention_block = config.model.attention_block;
+  s.moe_every = config.model.moe_every;
+  s.d_ff_dense = config.model.d_ff_dense;
+  s.tie_embeddings = config.model.tie_embeddings;
+  s.init_std = config.model.init_std > 0 ? config.model.init_std : 0.02;
+  s.seed = config.run.seed;
+  s.moe = moe_shape_from_config(config, ep_size, ep_rank);
+  return s;
+}
+
 parallel::StageCosts language_model_stage_costs(const core::Config& config, int vocab) {
   const double d = config.model.d_model, e = config.moe.experts, f = config.moe.d_ff;
   const bool swiglu = config.moe.ffn == core::ExpertFfnKind::swiglu;

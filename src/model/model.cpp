@@ -122,43 +122,6 @@ class Language final : public Model {
   LanguageModel<float> model_;
 };
 
-MoeShape moe_shape_from_config(const core::Config& config, int ep_size, int ep_rank) {
-  return MoeShape{
-      .d_model = config.model.d_model,
-      .experts = config.moe.experts,
-      .top_k = config.moe.top_k,
-      .d_ff = config.moe.d_ff,
-      .ffn = config.moe.ffn == core::ExpertFfnKind::swiglu ? ExpertFfn::swiglu : ExpertFfn::gelu,
-      .normalize_gates = config.moe.normalize_gates,
-      .aux_loss_coef = config.moe.aux_loss_coef,
-      .z_loss_coef = config.moe.z_loss_coef,
-      .capacity_mode = config.moe.token_mode == core::TokenMode::capacity,
-      .capacity_factor = config.moe.capacity_factor,
-      // 0 groups: one group per expert-parallel rank, so a token visits at most that many ranks.
-      .expert_groups = config.moe.expert_groups > 0 ? config.moe.expert_groups : ep_size,
-      .max_groups_per_token = config.moe.max_groups_per_token,
-      .ep_size = ep_size,
-      .ep_rank = ep_rank};
-}
-
-LanguageModelShape language_shape(const core::Config& config, int vocab, int ep_size, int ep_rank) {
-  LanguageModelShape s;
-  s.vocab = vocab;
-  s.d_model = config.model.d_model;
-  s.layers = config.model.layers;
-  s.heads = config.model.heads;
-  s.seq_len = config.model.seq_len;
-  s.rope_base = config.model.rope_base;
-  s.attention_block = config.model.attention_block;
-  s.moe_every = config.model.moe_every;
-  s.d_ff_dense = config.model.d_ff_dense;
-  s.tie_embeddings = config.model.tie_embeddings;
-  s.init_std = config.model.init_std > 0 ? config.model.init_std : 0.02;
-  s.seed = config.run.seed;
-  s.moe = moe_shape_from_config(config, ep_size, ep_rank);
-  return s;
-}
-
 }  // namespace
 
 std::unique_ptr<Model> make_model(const core::Config& config, const parallel::Topology& topology,
@@ -166,7 +129,7 @@ std::unique_ptr<Model> make_model(const core::Config& config, const parallel::To
   const parallel::RankPlace& place = topology.place();
   const int ep = topology.layout().expert_parallel;
   if (core::is_language_model(config)) {
-    LanguageModelShape shape = language_shape(config, outputs, ep, place.ep_rank);
+    LanguageModelShape shape = language_model_shape_from_config(config, outputs, ep, place.ep_rank);
     shape.first_block = place.first_block;
     shape.last_block = place.last_block;
     return std::make_unique<Language>(shape, &topology.expert_parallel());
@@ -179,7 +142,7 @@ std::unique_ptr<Model> make_model(const core::Config& config, const parallel::To
 
 ParamStore<float> whole_model_params(const core::Config& config, int inputs, int outputs) {
   if (core::is_language_model(config)) {
-    const LanguageModel<float> model(language_shape(config, outputs, 1, 0));
+    const LanguageModel<float> model(language_model_shape_from_config(config, outputs, 1, 0));
     return model.params();
   }
   const MoeModel<float> model(shape_from_config(config, inputs, outputs));

@@ -23,6 +23,25 @@ using kernels::Vector;
 
 namespace {}  // namespace
 
+MoeShape moe_shape_from_config(const core::Config& config, int ep_size, int ep_rank) {
+  return MoeShape{
+      .d_model = config.model.d_model,
+      .experts = config.moe.experts,
+      .top_k = config.moe.top_k,
+      .d_ff = config.moe.d_ff,
+      .ffn = config.moe.ffn == core::ExpertFfnKind::swiglu ? ExpertFfn::swiglu : ExpertFfn::gelu,
+      .normalize_gates = config.moe.normalize_gates,
+      .aux_loss_coef = config.moe.aux_loss_coef,
+      .z_loss_coef = config.moe.z_loss_coef,
+      .capacity_mode = config.moe.token_mode == core::TokenMode::capacity,
+      .capacity_factor = config.moe.capacity_factor,
+      // 0 groups: one group per expert-parallel rank, so a token visits at most that many ranks.
+      .expert_groups = config.moe.expert_groups > 0 ? config.moe.expert_groups : ep_size,
+      .max_groups_per_token = config.moe.max_groups_per_token,
+      .ep_size = ep_size,
+      .ep_rank = ep_rank};
+}
+
 void validate(const MoeShape& shape, const std::string& where) {
   if (shape.ep_size < 1 || shape.experts % shape.ep_size != 0 || shape.ep_rank < 0 ||
       shape.ep_rank >= shape.ep_size)

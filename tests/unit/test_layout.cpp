@@ -82,11 +82,13 @@ TEST(Layout, LanguageModelBlocksWeighTheirExperts) {
   c.data.dataset = "text";
   c.model.layers = 4;
   c.model.moe_every = 2;
+  c.model.tie_embeddings = false;  // the head on the last stage, the embedding on the first
   const daa::parallel::StageCosts lm = daa::model::language_model_stage_costs(c, 4096);
   ASSERT_EQ(lm.blocks.size(), 4u);
   EXPECT_GT(lm.blocks[1], lm.blocks[0]);  // block 1 is an MoE block
   EXPECT_EQ(lm.blocks[0], lm.blocks[2]);
   EXPECT_DOUBLE_EQ(lm.first, 4096.0 * 128);
+  EXPECT_DOUBLE_EQ(lm.last, 128 + 128 * 4096.0);  // final norm and untied head
   const auto layout = make_layout(c, 2, lm);
   EXPECT_EQ(layout.moe_blocks, (std::vector<int>{1, 3}));
   EXPECT_EQ(layout.place(0).first_moe_layer, 0);

@@ -32,9 +32,9 @@ struct LanguageModelShape {
   int moe_every = 1;         // block b has an MoE FFN when (b + 1) % moe_every == 0; 0: none
   int d_ff_dense = 512;      // width of the dense FFN blocks
   bool tie_embeddings = true;
-  double init_std = 0.02;  // weights ~ N(0, init_std); residual outputs scaled 1/sqrt(2 layers)
-  std::uint64_t seed = 1;
-  MoeShape moe;  // the MoE FFNs (also the dense FFN's kind, GELU or SwiGLU)
+  double init_std = 0.02;     // weights ~ N(0, init_std); residual outputs scaled 1/sqrt(2 layers)
+  std::uint64_t seed = 1234;  // [run] seed's default
+  MoeShape moe;               // the MoE FFNs (also the dense FFN's kind, GELU or SwiGLU)
   int first_block = 0;
   int last_block = -1;  // -1: all blocks
 
@@ -45,7 +45,13 @@ struct LanguageModelShape {
   // Index of block's MoE layer among all MoE layers (-1: a dense block); and their count.
   int moe_layer_of(int block) const;
   int moe_layers() const { return moe_every > 0 ? layers / moe_every : 0; }
+  bool operator==(const LanguageModelShape&) const = default;
 };
+
+// The whole model an input describes ([model], [moe], [run] seed), for a vocabulary of `vocab`
+// tokens, with the experts of rank ep_rank of an expert-parallel group of ep_size.
+LanguageModelShape language_model_shape_from_config(const core::Config& config, int vocab,
+                                                    int ep_size = 1, int ep_rank = 0);
 
 // Parameters per transformer block (norms, attention, the MoE or dense FFN), of the embedding
 // (first stage) and of the final norm and untied head (last stage), for the pipeline split.
@@ -60,7 +66,7 @@ struct LmStats {
   double aux_loss = 0;
   double expert_seconds = 0, expert_flops = 0, dispatch_seconds = 0;
   double attention_seconds = 0, attention_flops = 0;
-  std::vector<MoeStats> moe;  // per MoE layer held, in block order
+  std::vector<MoeStats> moe;     // per MoE layer held, in block order
   std::vector<double> row_loss;  // last stage, forward without train: each row's loss
 };
 

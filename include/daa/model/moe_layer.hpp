@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "daa/core/config.hpp"
 #include "daa/kernels/views.hpp"
 #include "daa/model/layer.hpp"
 #include "daa/parallel/communicator.hpp"
@@ -44,7 +45,12 @@ struct MoeShape {
   int ep_rank = 0;
   int local_experts() const { return experts / ep_size; }
   int first_local_expert() const { return ep_rank * local_experts(); }
+  bool operator==(const MoeShape&) const = default;
 };
+
+// The MoE layers' shape an input describes, for rank ep_rank of an expert-parallel group of
+// ep_size ([moe] expert_groups = 0: one group per expert-parallel rank).
+MoeShape moe_shape_from_config(const core::Config& config, int ep_size = 1, int ep_rank = 0);
 
 // Throws daa::Error naming `where` when the shape cannot route or shard.
 void validate(const MoeShape& shape, const std::string& where);

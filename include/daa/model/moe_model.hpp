@@ -31,8 +31,8 @@ struct ModelShape {
   double z_loss_coef = 0.0;
   bool capacity_mode = false;
   double capacity_factor = 1.25;
-  double init_std = 0.0;  // 0: 1/sqrt(fan_in)
-  std::uint64_t seed = 1;
+  double init_std = 0.0;      // 0: 1/sqrt(fan_in)
+  std::uint64_t seed = 1234;  // [run] seed's default
   // Expert parallelism: this rank holds experts [ep_rank * experts / ep_size, ...) of each layer.
   int ep_size = 1;
   int ep_rank = 0;
@@ -49,6 +49,7 @@ struct ModelShape {
   bool has_classifier() const { return last_block < 0 || last_block == moe_layers; }
   int local_experts() const { return experts / ep_size; }
   int first_local_expert() const { return ep_rank * local_experts(); }
+  bool operator==(const ModelShape&) const = default;
 };
 
 // The shape for one rank; ep_size and ep_rank describe its expert shard.
