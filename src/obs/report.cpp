@@ -111,7 +111,7 @@ std::string summary_json(const RunSummary& s) {
                       {"reward", r.reward},
                       {"quarantined", r.quarantined},
                       {"suspect", r.suspect}});
-  const Json doc = {
+  Json doc = {
       {"name", s.name},
       {"ranks", s.ranks},
       {"steps", s.steps},
@@ -124,15 +124,28 @@ std::string summary_json(const RunSummary& s) {
       {"test_accuracy_per_epoch", s.test_accuracy_per_epoch},
       {"samples_per_s", s.samples_per_s},
       {"steady_samples_per_s", s.steady_samples_per_s},
-      {"train_seconds", s.train_seconds},
-      {"wall_seconds", s.wall_seconds},
-      {"phases",
-       {{"data_s", s.phases.data},
-        {"compute_s", s.phases.compute},
-        {"comm_s", s.phases.comm},
-        {"dispatch_s", s.phases.dispatch},
-        {"eval_s", s.phases.eval}}},
-      {"expert_gflops", s.expert_gflops},
+  };
+  // The language model's figures, for scripts/bench-peer-lm; a classifier's document keeps its
+  // keys as they were.
+  const bool lm = s.model == "language-model";
+  if (lm) {
+    Json domains = Json::object();
+    for (const auto& [domain, bits] : s.domain_bits_per_byte) domains[domain] = bits;
+    doc["model"] = s.model;
+    doc["tokens_per_s"] = s.tokens_per_s;
+    doc["val_bits_per_byte"] = s.bits_per_byte;
+    doc["val_bits_per_byte_per_domain"] = domains;
+  }
+  doc["train_seconds"] = s.train_seconds;
+  doc["wall_seconds"] = s.wall_seconds;
+  doc["phases"] = {{"data_s", s.phases.data},
+                   {"compute_s", s.phases.compute},
+                   {"comm_s", s.phases.comm},
+                   {"dispatch_s", s.phases.dispatch},
+                   {"eval_s", s.phases.eval}};
+  doc["expert_gflops"] = s.expert_gflops;
+  if (lm) doc["attention_gflops"] = s.attention_gflops;
+  const Json rest = {
       {"parameters", s.parameters},
       {"parameter_checksum", s.parameter_checksum},
       {"robust", s.robust},
@@ -146,6 +159,7 @@ std::string summary_json(const RunSummary& s) {
       {"last_checkpoint", s.last_checkpoint},
       {"stopped_by_signal", s.stopped_by_signal},
   };
+  for (const auto& [key, value] : rest.items()) doc[key] = value;
   // Non-finite numbers come out as null, finite ones round-trippable; bytes that are not UTF-8 (a
   // host name, a path) become U+FFFD instead of failing the write.
   return doc.dump(2, ' ', false, Json::error_handler_t::replace) + "\n";

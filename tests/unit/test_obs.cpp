@@ -656,4 +656,63 @@ TEST(Summary, ExactDocument) {
   EXPECT_TRUE(json.ends_with("\n}\n"));
 }
 
+// A language model's summary adds its figures (read by scripts/bench-peer-lm) in fixed places;
+// a NaN bits/byte (no final evaluation) comes out as null.
+TEST(Summary, LanguageModelKeys) {
+  daa::obs::RunSummary s;
+  s.name = "lm";
+  s.model = "language-model";
+  s.unit = "sequences";
+  s.samples_per_s = 24.5;
+  s.steady_samples_per_s = 25;
+  s.tokens_per_s = 3136;
+  s.bits_per_byte = 2.5;
+  s.domain_bits_per_byte = {{"prose", 2.25}, {"code", 2.75}, {"math", 2.5}};
+  s.expert_gflops = 48.5;
+  s.attention_gflops = 16.25;
+  const std::string json = daa::obs::summary_json(s);
+  EXPECT_TRUE(JsonChecker::valid(json)) << json;
+  const Json doc = Json::parse(json);
+  std::vector<std::string> keys;
+  for (const auto& [key, value] : doc.items()) keys.push_back(key);
+  const std::vector<std::string> head{"name",
+                                      "ranks",
+                                      "steps",
+                                      "epochs",
+                                      "global_batch",
+                                      "final_loss",
+                                      "train_accuracy",
+                                      "test_loss",
+                                      "test_accuracy",
+                                      "test_accuracy_per_epoch",
+                                      "samples_per_s",
+                                      "steady_samples_per_s",
+                                      "model",
+                                      "tokens_per_s",
+                                      "val_bits_per_byte",
+                                      "val_bits_per_byte_per_domain",
+                                      "train_seconds",
+                                      "wall_seconds",
+                                      "phases",
+                                      "expert_gflops",
+                                      "attention_gflops",
+                                      "parameters"};
+  ASSERT_GE(keys.size(), head.size());
+  EXPECT_EQ(std::vector<std::string>(keys.begin(), keys.begin() + std::ptrdiff_t(head.size())),
+            head);
+  EXPECT_EQ(doc["model"], "language-model");
+  EXPECT_EQ(doc["tokens_per_s"].get<double>(), 3136);
+  EXPECT_EQ(doc["val_bits_per_byte"].get<double>(), 2.5);
+  EXPECT_EQ(doc["val_bits_per_byte_per_domain"],
+            Json::parse(R"({"prose": 2.25, "code": 2.75, "math": 2.5})"));
+  EXPECT_EQ(doc["attention_gflops"].get<double>(), 16.25);
+  expect_one_key_per_line(json, doc);
+
+  s.bits_per_byte = std::numeric_limits<double>::quiet_NaN();
+  s.domain_bits_per_byte.clear();
+  const Json stopped = Json::parse(daa::obs::summary_json(s));
+  EXPECT_TRUE(stopped["val_bits_per_byte"].is_null());
+  EXPECT_EQ(stopped["val_bits_per_byte_per_domain"], Json::object());
+}
+
 }  // namespace
