@@ -3,6 +3,7 @@
 // innermost message; failures inside the collective write phase are recorded and the protocol
 // continues on every rank, so that no rank waits alone in a collective call.
 #include "daa/io/checkpoint.hpp"
+#include "hdf5_handle.hpp"
 
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -26,30 +27,11 @@
 namespace daa::io {
 namespace {
 
+using detail::Handle;
+using detail::hdf5_detail;
+using detail::silence_hdf5;
+
 namespace fs = std::filesystem;
-
-// HDF5 prints its error stack to stderr by default; we report errors ourselves, once.
-void silence_hdf5() {
-  static const bool done = [] {
-    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-    return true;
-  }();
-  (void)done;
-}
-
-// The innermost (most specific) description on HDF5's error stack.
-std::string hdf5_detail() {
-  std::string detail;
-  H5Ewalk2(
-      H5E_DEFAULT, H5E_WALK_UPWARD,
-      [](unsigned n, const H5E_error2_t* e, void* out) -> herr_t {
-        if (n == 0 && e->desc) *static_cast<std::string*>(out) = e->desc;
-        return 0;
-      },
-      &detail);
-  H5Eclear2(H5E_DEFAULT);
-  return detail.empty() ? "no detail from HDF5" : detail;
-}
 
 // H5Ovisit's callback changed its info type in HDF5 1.12.
 #if H5_VERSION_GE(1, 12, 0)
@@ -70,34 +52,6 @@ T check_h5(T result, const char* call, const std::string& context) {
   return result;
 }
 #define DAA_H5(call, context) check_h5((call), #call, (context))
-
-// Owns one HDF5 identifier and closes it with the matching function.
-class Handle {
- public:
-  using Closer = herr_t (*)(hid_t);
-  Handle() = default;
-  Handle(hid_t id, Closer closer) : id_(id), closer_(closer) {}
-  Handle(Handle&& o) noexcept : id_(o.id_), closer_(o.closer_) { o.id_ = -1; }
-  Handle& operator=(Handle&& o) noexcept {
-    std::swap(id_, o.id_);
-    std::swap(closer_, o.closer_);
-    return *this;
-  }
-  ~Handle() {
-    if (id_ >= 0 && closer_) closer_(id_);
-  }
-  hid_t get() const { return id_; }
-  // Closes now and reports the result (H5Fclose flushes, so its failure matters).
-  herr_t close() {
-    const herr_t rc = id_ >= 0 && closer_ ? closer_(id_) : 0;
-    id_ = -1;
-    return rc;
-  }
-
- private:
-  hid_t id_ = -1;
-  Closer closer_ = nullptr;
-};
 
 Handle file_access(const parallel::Communicator& comm) {
   Handle fapl(DAA_H5(H5Pcreate(H5P_FILE_ACCESS), "file access"), H5Pclose);

@@ -15,9 +15,14 @@
 #include <fstream>
 
 #include "daa/core/error.hpp"
+#include "hdf5_handle.hpp"
 
 namespace daa::io {
 namespace {
+
+using detail::Handle;
+using detail::hdf5_detail;
+using detail::silence_hdf5;
 
 namespace fs = std::filesystem;
 
@@ -25,56 +30,6 @@ namespace fs = std::filesystem;
 constexpr const char* kTrainTokens = "/tokens/train";
 constexpr const char* kValidationTokens = "/tokens/validation";
 constexpr hsize_t kTokenChunk = 1 << 12;
-
-void silence_hdf5() {
-  static const bool done = [] {
-    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-    return true;
-  }();
-  (void)done;
-}
-
-std::string hdf5_detail() {
-  std::string detail;
-  H5Ewalk2(
-      H5E_DEFAULT, H5E_WALK_UPWARD,
-      [](unsigned n, const H5E_error2_t* e, void* out) -> herr_t {
-        if (n == 0 && e->desc) *static_cast<std::string*>(out) = e->desc;
-        return 0;
-      },
-      &detail);
-  H5Eclear2(H5E_DEFAULT);
-  return detail.empty() ? "no detail from HDF5" : detail;
-}
-
-// Owns one HDF5 identifier.
-class Handle {
- public:
-  using Closer = herr_t (*)(hid_t);
-  Handle() = default;
-  Handle(hid_t id, Closer closer) : id_(id), closer_(closer) {}
-  Handle(Handle&& o) noexcept : id_(o.id_), closer_(o.closer_) { o.id_ = -1; }
-  Handle& operator=(Handle&& o) noexcept {
-    std::swap(id_, o.id_);
-    std::swap(closer_, o.closer_);
-    return *this;
-  }
-  Handle(const Handle&) = delete;
-  Handle& operator=(const Handle&) = delete;
-  ~Handle() {
-    if (id_ >= 0 && closer_) closer_(id_);
-  }
-  hid_t get() const { return id_; }
-  herr_t close() {
-    const herr_t rc = id_ >= 0 && closer_ ? closer_(id_) : 0;
-    id_ = -1;
-    return rc;
-  }
-
- private:
-  hid_t id_ = -1;
-  Closer closer_ = nullptr;
-};
 
 // HDF5 failures while writing become InputErrors (the usual cause is the path), while reading
 // DataErrors; both name the file and the object.
