@@ -9,6 +9,7 @@
 
 #include "daa/core/config.hpp"
 #include "daa/model/model.hpp"
+#include "daa/obs/report.hpp"
 #include "daa/parallel/topology.hpp"
 #include "daa/train/optimizer.hpp"
 #include "robust_training.hpp"
@@ -76,5 +77,16 @@ enum class LoadScope { everything, model_only };
 // and InputError for one that does not fit the input, on every rank alike.
 std::int64_t load_checkpoint(const TrainingParts& parts, const std::string& file, LoadScope scope,
                              std::vector<std::string>& notes);
+
+// All parameters in the order a one-rank model holds them (`whole_model`'s layout), on rank 0
+// (empty elsewhere). Independent of the layout, so checksums compare across layouts. Collective.
+std::vector<float> gather_parameters(const model::ParamStore<float>& params,
+                                     const parallel::Topology& topology,
+                                     const model::ParamStore<float>& whole_model);
+
+// --restart: the checkpoint to continue from ("auto": the newest valid one in `dir`), loaded
+// into `parts`; returns its step (0: none). Collective; errors are thrown on every rank alike.
+std::int64_t resume(const TrainingParts& parts, const std::string& restart, const std::string& dir,
+                    obs::ProgressLog& log);
 
 }  // namespace daa::train

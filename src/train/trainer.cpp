@@ -78,104 +78,10 @@ struct Window {
   Clock::time_point start = Clock::now();
 };
 
-// All parameters in the order a one-rank model holds them, on rank 0 (empty elsewhere): each rank
-// sends what it holds first (its dense parameters if it is data-parallel index 0 of its stage,
-// its expert shard if it is the first holder), named, and rank 0 places them by name in the
-// layout of a one-rank model. Independent of the layout, so checksums compare across layouts.
-std::vector<float> gather_parameters(const model::ParamStore<float>& params,
-                                     const parallel::Topology& topology,
-                                     const model::ParamStore<float>& whole_model) {
-  const parallel::Communicator& world = topology.world();
-  const parallel::RankPlace& place = topology.place();
-  auto host = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), params.values());
-  std::string names;
-  std::vector<float> values;
-  for (const model::ParamInfo& p : params.infos()) {
-    const bool first_holder =
-        p.kind == model::ParamKind::dense ? place.dp_index == 0 : place.edp_index == 0;
-    if (!first_holder) continue;
-    names += p.name + '\n';
-    values.insert(values.end(), host.data() + p.offset, host.data() + p.offset + p.size());
-  }
-  // Counts and displacements on rank 0 for one MPI_Gatherv.
-  auto layout_of = [&](int count, std::vector<int>& counts, std::vector<int>& displs) {
-    counts.assign(world.size(), 0);
-    displs.assign(world.size(), 0);
-    DAA_MPI_CHECK(MPI_Gather(&count, 1, MPI_INT, counts.data(), 1, MPI_INT, 0, world.comm()));
-    for (int r = 1; r < world.size(); ++r) displs[r] = displs[r - 1] + counts[r - 1];
-  };
-  std::vector<int> name_counts, name_displs, value_counts, value_displs;
-  layout_of(int(names.size()), name_counts, name_displs);
-  layout_of(int(values.size()), value_counts, value_displs);
-  const bool root = world.rank() == 0;
-  std::string all_names(root ? std::size_t(name_displs.back() + name_counts.back()) : 0, '\0');
-  std::vector<float> all_values(root ? std::size_t(value_displs.back() + value_counts.back()) : 0);
-  DAA_MPI_CHECK(MPI_Gatherv(names.data(), int(names.size()), MPI_CHAR, all_names.data(),
-                            name_counts.data(), name_displs.data(), MPI_CHAR, 0, world.comm()));
-  DAA_MPI_CHECK(MPI_Gatherv(values.data(), int(values.size()), MPI_FLOAT, all_values.data(),
-                            value_counts.data(), value_displs.data(), MPI_FLOAT, 0, world.comm()));
-  if (!root) return {};
-  // The one-rank layout: names, offsets and sizes (its own values are not used).
-  std::map<std::string, const model::ParamInfo*> by_name;
-  for (const model::ParamInfo& p : whole_model.infos()) by_name[p.name] = &p;
-  std::vector<float> global(whole_model.size());
-  std::size_t placed = 0, cursor = 0, start = 0;
-  for (std::size_t end = all_names.find('\n'); end != std::string::npos;
-       start = end + 1, end = all_names.find('\n', start)) {
-    const auto it = by_name.find(all_names.substr(start, end - start));
-    if (it == by_name.end() || cursor + it->second->size() > all_values.size())
-      throw Error("train::gather_parameters: unexpected parameter '" +
-                  all_names.substr(start, end - start) + "'");
-    std::copy_n(all_values.begin() + std::ptrdiff_t(cursor), it->second->size(),
-                global.begin() + std::ptrdiff_t(it->second->offset));
-    cursor += it->second->size();
-    placed += it->second->size();
-  }
-  if (placed != global.size())
-    throw Error("train::gather_parameters: gathered " + std::to_string(placed) + " of " +
-                std::to_string(global.size()) + " parameters");
-  return global;
-}
-
 // Set by SIGUSR1/SIGTERM; read once per step and agreed on by all ranks with the step's metrics.
 volatile std::sig_atomic_t g_checkpoint_signal = 0;
 extern "C" void on_checkpoint_signal(int signal) {
   g_checkpoint_signal = signal;
-}
-
-// --restart: the checkpoint to continue from, loaded into `parts`; returns its step (0: none).
-// With "auto", rank 0 lists the run directory's checkpoints and every rank tries them in that
-// order, skipping (with a warning) those that fail verification. Collective; every error is
-// thrown on every rank alike.
-std::int64_t resume(const TrainingParts& parts, const std::string& restart, const std::string& dir,
-                    obs::ProgressLog& log) {
-  const parallel::Communicator& world = parts.topology.world();
-  std::vector<std::string> candidates;
-  if (restart == "auto") {
-    std::vector<std::string> notes;
-    std::string listed;
-    if (world.is_root())
-      for (const io::CheckpointCandidate& c : io::restart_candidates(dir, notes))
-        listed += c.path + "\n";
-    for (const std::string& note : notes) log.line("restart: " + note);
-    std::istringstream lines(world.broadcast(listed));
-    for (std::string line; std::getline(lines, line);) candidates.push_back(line);
-  } else {
-    candidates.push_back(restart);
-  }
-  for (const std::string& file : candidates) {
-    std::vector<std::string> notes;
-    try {
-      const std::int64_t step = load_checkpoint(parts, file, LoadScope::everything, notes);
-      for (const std::string& note : notes) log.line(note);
-      return step;
-    } catch (const io::CheckpointError& e) {
-      if (restart != "auto") throw;
-      log.line(std::string("warning: ") + e.what() + "; trying the next older checkpoint");
-    }
-  }
-  log.line("restart: no valid checkpoint in '" + dir + "'; starting from step 0");
-  return 0;
 }
 
 }  // namespace
