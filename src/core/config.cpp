@@ -316,6 +316,10 @@ const std::vector<Key>& schema() {
                         "passes over the training set"));
     k.push_back(int_key("train", "max_steps", &C::train, &TrainConfig::max_steps, 0, 1000000000000,
                         "stop after this many optimizer steps; 0 lets epochs decide"));
+    k.push_back(float_key("train", "max_seconds", &C::train, &TrainConfig::max_seconds, 0, false,
+                          1e9, false,
+                          "stop after the first step that ends this many seconds into the training "
+                          "(any rank's clock); 0: no time limit"));
     k.push_back(int_key("train", "global_batch", &C::train, &TrainConfig::global_batch, 1, 10000000,
                         "samples per optimizer step over all ranks; divisible by the rank count"));
     k.push_back(float_key("train", "lr", &C::train, &TrainConfig::lr, 0, true, 10, false,

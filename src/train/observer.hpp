@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <exception>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -61,6 +62,21 @@ class RunObserver {
   // Rank 0 marks status.json failed. Not collective: for errors, and for the watchdog's thread
   // while the training thread is stuck.
   void mark_failed(const std::string& message);
+
+  // Marks status.json "failed" when an error leaves the scope it guards (every rank throws
+  // alike, so every rank's guard fires).
+  class FailureMark {
+   public:
+    explicit FailureMark(RunObserver& observer) : observer_(observer) {}
+    ~FailureMark() {
+      if (std::uncaught_exceptions() > uncaught_)
+        observer_.mark_failed("an error ended the run; the failing rank printed it on stderr");
+    }
+
+   private:
+    RunObserver& observer_;
+    const int uncaught_ = std::uncaught_exceptions();
+  };
 
  private:
   void observe(const PhaseTotals& phases);  // collective

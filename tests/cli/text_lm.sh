@@ -51,6 +51,19 @@ run 1 eval "$input" "${common[@]}" --checkpoint "$checkpoint" || { cat "$work/er
 grep -qE "validation loss ${final% *} \| ${final#* } bits/byte \| prose " "$work/out" ||
   { cat "$work/out" >&2; fail "eval on 1 rank does not repeat the training's final figures ($final)"; }
 
+# [train] max_seconds: a time budget ends the run after the step that crosses it, with the final
+# evaluation and checkpoint as at a planned end (the plan here is far longer than 2 s).
+run 2 train "$input" "${common[@]}" --set run.name=budget --set train.max_steps=100000 \
+  --set train.max_seconds=2 --set checkpoint.every_steps=0 --summary-json "$work/budget.json" ||
+  { cat "$work/out" "$work/err" >&2; fail "train with max_seconds failed"; }
+budget_steps=$(sed -n 's/^stopping after step \([0-9]*\): \[train\] max_seconds = 2 reached$/\1/p' "$work/out")
+[[ -n $budget_steps ]] || { cat "$work/out" >&2; fail "no 'stopping after step N: [train] max_seconds = 2 reached' line"; }
+((budget_steps < 100000)) || fail "max_seconds did not stop the run ($budget_steps steps)"
+grep -qE "\"steps\": $budget_steps[,}]?$" "$work/budget.json" || { cat "$work/budget.json" >&2; fail "summary steps != $budget_steps"; }
+grep -q '^final | validation loss ' "$work/out" || fail "no final evaluation after the time budget"
+[[ -f $work/runs/budget/checkpoints/step-$(printf %08d "$budget_steps").h5 ]] ||
+  fail "no final checkpoint at step $budget_steps after the time budget"
+
 # generate: the same seed gives the same text on 1 and 2 ranks; another seed another text.
 gen() { run "$1" generate "$input" "${common[@]}" --checkpoint "$checkpoint" --prompt "In the beginning" --tokens 20 --seed "$2"; }
 gen 0 5 || { cat "$work/err" >&2; fail "generate failed"; }

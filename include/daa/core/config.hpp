@@ -77,6 +77,7 @@ struct MoeConfig {
 struct TrainConfig {
   int epochs = 10;
   std::int64_t max_steps = 0;  // 0: epochs decide; otherwise stop after this many steps
+  double max_seconds = 0;      // 0: no limit; otherwise a training-time budget (equal-time runs)
   int global_batch = 256;      // samples per optimizer step over all ranks
   double lr = 2e-3;            // peak learning rate
   double min_lr = 2e-5;        // floor of the cosine decay

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <exception>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace daa::parallel {
@@ -54,6 +55,10 @@ class Communicator {
   // Every rank passes the error it hit in a phase, or "" for none; every rank gets the message of
   // the lowest failing rank, or "" when none failed. For errors the caller recovers from alike.
   std::string agree_on_message(const std::string& local_message) const;
+  // Runs `phase` and agrees on its failure as agree_on_failure does; returns what it returned
+  // (default-constructible results only). For phases whose errors must end every rank alike.
+  template <class Phase>
+  auto agreed(Phase&& phase) const;
 
  private:
   MPI_Comm comm_;
@@ -72,6 +77,29 @@ class AgreedFailure : public std::exception {
  private:
   int exit_code_;
 };
+
+template <class Phase>
+auto Communicator::agreed(Phase&& phase) const {
+  using Result = decltype(phase());
+  std::exception_ptr error;
+  if constexpr (std::is_void_v<Result>) {
+    try {
+      phase();
+    } catch (...) {
+      error = std::current_exception();
+    }
+    agree_on_failure(error);
+  } else {
+    Result result{};
+    try {
+      result = phase();
+    } catch (...) {
+      error = std::current_exception();
+    }
+    agree_on_failure(error);
+    return result;
+  }
+}
 
 // Rank in MPI_COMM_WORLD, or -1 before MPI_Init: for error messages.
 int world_rank();
