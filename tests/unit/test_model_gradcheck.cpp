@@ -289,9 +289,10 @@ ModelShape small_shape() {
   s.inputs = 12;
   s.classes = 5;
   s.d_model = 6;
-  s.d_ff = 7;
-  s.experts = 4;
-  s.top_k = 2;
+  s.moe.d_model = 6;
+  s.moe.d_ff = 7;
+  s.moe.experts = 4;
+  s.moe.top_k = 2;
   s.moe_layers = 2;
   s.init_std = 0.5;
   s.seed = 5;
@@ -322,35 +323,35 @@ void check_config(const ModelShape& shape, int n = 9) {
 TEST(ModelGradCheck, RmsNormNormalizedGatesAuxAndZLoss) {
   ModelShape s = small_shape();
   s.rmsnorm = true;
-  s.normalize_gates = true;
-  s.aux_loss_coef = 0.1;
-  s.z_loss_coef = 0.05;
+  s.moe.normalize_gates = true;
+  s.moe.aux_loss_coef = 0.1;
+  s.moe.z_loss_coef = 0.05;
   check_config(s);
 }
 
 TEST(ModelGradCheck, NoNormUnnormalizedGatesTop1) {
   ModelShape s = small_shape();
   s.rmsnorm = false;
-  s.normalize_gates = false;
-  s.top_k = 1;
-  s.aux_loss_coef = 0.1;
+  s.moe.normalize_gates = false;
+  s.moe.top_k = 1;
+  s.moe.aux_loss_coef = 0.1;
   check_config(s);
 }
 
 TEST(ModelGradCheck, TopKEqualsExperts) {
   ModelShape s = small_shape();
-  s.top_k = s.experts;
-  s.aux_loss_coef = 0.1;
-  s.z_loss_coef = 0.05;
+  s.moe.top_k = s.moe.experts;
+  s.moe.aux_loss_coef = 0.1;
+  s.moe.z_loss_coef = 0.05;
   check_config(s);
 }
 
 TEST(ModelGradCheck, CapacityModeDroppingTokens) {
   ModelShape s = small_shape();
-  s.capacity_mode = true;
-  s.capacity_factor = 0.5;
-  s.aux_loss_coef = 0.1;
-  s.z_loss_coef = 0.05;
+  s.moe.capacity_mode = true;
+  s.moe.capacity_factor = 0.5;
+  s.moe.aux_loss_coef = 0.1;
+  s.moe.z_loss_coef = 0.05;
   MoeModel<double> model(s);
   const Batch batch = make_batch(s, 9, 21);
   const BatchStats stats = model.run(batch.x, batch.labels, false);
