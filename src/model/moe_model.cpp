@@ -24,26 +24,17 @@ using IntVector = Kokkos::View<int*, MemSpace>;
 ModelShape shape_from_config(const core::Config& config, int inputs, int classes, int ep_size,
                              int ep_rank) {
   ModelShape s;
-  s.ep_size = ep_size;
-  s.ep_rank = ep_rank;
   s.inputs = inputs;
   s.classes = classes;
   s.d_model = config.model.d_model;
   s.moe_layers = config.model.moe_layers;
   s.rmsnorm = config.model.norm == core::NormKind::rmsnorm;
   s.init_std = config.model.init_std;
-  s.experts = config.moe.experts;
-  s.top_k = config.moe.top_k;
-  s.d_ff = config.moe.d_ff;
-  s.normalize_gates = config.moe.normalize_gates;
-  s.aux_loss_coef = config.moe.aux_loss_coef;
-  s.z_loss_coef = config.moe.z_loss_coef;
-  s.capacity_mode = config.moe.token_mode == core::TokenMode::capacity;
-  s.capacity_factor = config.moe.capacity_factor;
   s.seed = config.run.seed;
-  // 0 groups: one group per expert-parallel rank, so a token visits at most that many ranks.
-  s.expert_groups = config.moe.expert_groups > 0 ? config.moe.expert_groups : ep_size;
-  s.max_groups_per_token = config.moe.max_groups_per_token;
+  s.moe = moe_shape_from_config(config, ep_size, ep_rank);
+  // The classifier's experts are GELU MLPs whatever [moe] ffn says (SwiGLU is the language
+  // model's); classifier_stage_costs and its checkpoints count on that.
+  s.moe.ffn = ExpertFfn::gelu;
   return s;
 }
 
@@ -53,23 +44,6 @@ parallel::StageCosts classifier_stage_costs(const core::Config& config, int inpu
   return {.blocks = std::vector<double>(std::size_t(config.model.moe_layers), block),
           .first = double(inputs) * d + d,
           .last = d * double(classes) + double(classes)};
-}
-
-MoeShape moe_shape(const ModelShape& shape) {
-  return MoeShape{.d_model = shape.d_model,
-                  .experts = shape.experts,
-                  .top_k = shape.top_k,
-                  .d_ff = shape.d_ff,
-                  .ffn = ExpertFfn::gelu,
-                  .normalize_gates = shape.normalize_gates,
-                  .aux_loss_coef = shape.aux_loss_coef,
-                  .z_loss_coef = shape.z_loss_coef,
-                  .capacity_mode = shape.capacity_mode,
-                  .capacity_factor = shape.capacity_factor,
-                  .expert_groups = shape.expert_groups,
-                  .max_groups_per_token = shape.max_groups_per_token,
-                  .ep_size = shape.ep_size,
-                  .ep_rank = shape.ep_rank};
 }
 
 template <class T>
@@ -114,10 +88,12 @@ struct MoeModel<T>::Workspace {
 template <class T>
 MoeModel<T>::MoeModel(const ModelShape& shape, const parallel::Communicator* expert_group)
     : shape_(shape), expert_group_(expert_group), ws_(std::make_unique<Workspace>()) {
-  const MoeShape moe = moe_shape(shape);
+  const MoeShape& moe = shape.moe;
   validate(moe, "model::MoeModel");
-  if (shape.ep_size > 1 && (!expert_group || expert_group->size() != shape.ep_size ||
-                            expert_group->rank() != shape.ep_rank))
+  if (moe.d_model != shape.d_model)
+    throw Error("model::MoeModel: the MoE layers' d_model differs from the model's");
+  if (moe.ep_size > 1 &&
+      (!expert_group || expert_group->size() != moe.ep_size || expert_group->rank() != moe.ep_rank))
     throw Error("model::MoeModel: expert parallelism needs the expert-parallel communicator");
   const std::size_t d = shape.d_model;
   Workspace& w = *ws_;

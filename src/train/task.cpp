@@ -214,7 +214,8 @@ class LanguageTask final : public Task {
       progress();
       const std::int64_t from = std::min(last, first + c * chunk);
       const std::int64_t count = std::min(last, from + chunk) - from;
-      fill(batch, batches_.validation(from, count));
+      const io::TokenWindows windows = batches_.validation(from, count);
+      fill(batch, windows);
       schedule.forward_only(
           batch.rows,
           [&](int, int slot, const Matrix<float>& received) {
@@ -223,7 +224,7 @@ class LanguageTask final : public Task {
               for (std::size_t r = 0; r < batch.rows; ++r) {
                 const auto domain = std::size_t(batch.categories[2 * r]);
                 sums[3 * domain] += stats.row_loss[r];
-                sums[3 * domain + 1] += token_bytes_[std::size_t(targets_[r])];
+                sums[3 * domain + 1] += token_bytes_[std::size_t(windows.targets[r])];
                 sums[3 * domain + 2] += 1;
               }
               sums[3 * domains] += double(stats.correct);
@@ -254,7 +255,6 @@ class LanguageTask final : public Task {
   void fill(model::StageBatch& batch, const io::TokenWindows& windows) const {
     upload(batch.tokens, windows.tokens);
     upload(batch.targets, windows.targets);
-    targets_ = windows.targets;
     batch.rows = windows.tokens.size();
     batch.seq_len = windows.seq_len;
     batch.category_sets = 2;
@@ -270,7 +270,6 @@ class LanguageTask final : public Task {
   io::TokenFile file_;
   io::TokenBatches batches_;
   std::vector<int> token_bytes_, token_kind_;
-  mutable std::vector<std::int32_t> targets_;  // of the latest fill, for bytes per target
 };
 
 }  // namespace

@@ -35,14 +35,12 @@ loss uses its own tokens' routing fractions (the usual way); daa-swarm reduces t
 global batch. Capacity mode and group-limited routing are not modelled (refused).
 """
 
-import argparse
-import json
 import math
-import os
-import socket
 import sys
 import time
 import tomllib
+
+import peer_args
 
 
 def fail(msg, code=2):
@@ -51,8 +49,7 @@ def fail(msg, code=2):
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = peer_args.parser(__doc__)
     ap.add_argument("input", nargs="?", default="inputs/text-mixture.toml",
                     help="daa-swarm input file (TOML); default inputs/text-mixture.toml")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -62,23 +59,11 @@ def parse_args(argv=None):
     ap.add_argument("--seconds", type=float,
                     help="train for about this many seconds instead: the step count (and so the "
                          "cosine schedule's length) is fixed from the pace of the first steps")
-    ap.add_argument("--warmup-steps", type=int, default=20,
-                    help="leading steps left out of tokens_per_s (default 20, as daa-swarm)")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch intra-op (and OpenBLAS) threads; forced to 1 with --ddp")
-    ap.add_argument("--ddp", action="store_true",
-                    help="DistributedDataParallel over gloo; spawns --nproc processes unless "
-                         "launched by torch.distributed.run (RANK/WORLD_SIZE set)")
-    ap.add_argument("--nproc", type=int, default=2, help="processes for --ddp (default 2)")
+    peer_args.add_run_options(
+        ap, "leading steps left out of tokens_per_s (default 20, as daa-swarm)")
     ap.add_argument("--no-eval", action="store_true", help="skip the validation pass")
     ap.add_argument("--torch-seed", type=int, default=1234, help="seed of the initial weights")
-    ap.add_argument("--log-every", type=int, default=0,
-                    help="print the loss to stderr every N steps (0: off)")
-    a = ap.parse_args(argv)
-    if a.ddp:
-        a.threads = 1
-    if a.threads < 1 or a.nproc < 1:
-        ap.error("--threads and --nproc must be positive")
+    a = peer_args.parse(ap, argv)
     if a.steps is not None and a.seconds is not None:
         ap.error("give --steps or --seconds, not both")
     if a.seconds is not None and a.seconds <= 0:
@@ -88,9 +73,6 @@ def parse_args(argv=None):
 
 # Thread pinning must happen before torch (and its OpenBLAS) is loaded. Parse argv early.
 _ARGS = parse_args() if __name__ == "__main__" else None
-if _ARGS is not None:
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(_ARGS.threads)
 
 import h5py  # noqa: E402
 import numpy as np  # noqa: E402
@@ -98,6 +80,8 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+
+import peer_common as common  # noqa: E402
 
 
 # --------------------------------------------------------------------------------- config ----
@@ -240,16 +224,6 @@ class TokenData:
 
 
 # ---------------------------------------------------------------------------------- model ----
-class RMSNorm(nn.Module):
-    def __init__(self, d, eps=1e-5):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(d))
-
-    def forward(self, x):
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
-
-
 class Rotary(nn.Module):
     """GPT-NeoX "rotate half" rotary positions: column i pairs with i + head_dim / 2."""
 
@@ -316,23 +290,9 @@ class MoE(nn.Module):
     def forward(self, x):  # x [B, T, d] -> (y, aux)
         shape = x.shape
         u = x.reshape(-1, shape[-1])
-        tokens, num_experts = u.shape[0], len(self.experts)
         logits = self.router(u)
-        probs = logits.softmax(dim=-1)                               # [N, E]
-        top_p, top_e = probs.topk(self.top_k, dim=-1)                # [N, k]
-        gates = top_p / top_p.sum(dim=-1, keepdim=True) if self.normalize else top_p
-        flat_e = top_e.reshape(-1)                                   # [N*k]
-        flat_gate = gates.reshape(-1, 1)
-        flat_tok = torch.arange(tokens).repeat_interleave(self.top_k)
-        out = torch.zeros_like(u)
-        for e, expert in enumerate(self.experts):
-            # Every expert runs, even on zero tokens, so DDP sees all parameters used.
-            mask = flat_e == e
-            tok = flat_tok[mask]
-            out.index_add_(0, tok, expert(u.index_select(0, tok)) * flat_gate[mask])
-        with torch.no_grad():
-            frac = torch.bincount(flat_e, minlength=num_experts).float() / (tokens * self.top_k)
-        aux = self.aux_coef * num_experts * (frac * probs.mean(dim=0)).sum()
+        out, aux = common.sequential_moe(u, logits, self.experts, self.top_k, self.normalize,
+                                         self.aux_coef)
         if self.z_coef > 0:
             aux = aux + self.z_coef * torch.logsumexp(logits, dim=-1).pow(2).mean()
         return out.view(shape), aux
@@ -341,8 +301,8 @@ class MoE(nn.Module):
 class Block(nn.Module):
     def __init__(self, s, moe):
         super().__init__()
-        self.ln_1, self.attn, self.ln_2 = RMSNorm(s.d_model), CausalSelfAttention(s), \
-            RMSNorm(s.d_model)
+        self.ln_1, self.attn, self.ln_2 = common.RMSNorm(s.d_model), CausalSelfAttention(s), \
+            common.RMSNorm(s.d_model)
         self.mlp = MoE(s) if moe else FFN(s.d_model, s.d_ff_dense, s.ffn == "swiglu")
 
     def forward(self, x):
@@ -359,7 +319,7 @@ class LanguageModel(nn.Module):
         self.wte = nn.Embedding(vocab, s.d_model)
         self.blocks = nn.ModuleList(
             Block(s, s.moe_every > 0 and (b + 1) % s.moe_every == 0) for b in range(s.layers))
-        self.ln_f = RMSNorm(s.d_model)
+        self.ln_f = common.RMSNorm(s.d_model)
         self.head = None if s.tie else nn.Linear(s.d_model, vocab, bias=False)
         std = s.init_std if s.init_std > 0 else 0.02
         for name, p in self.named_parameters():
@@ -429,11 +389,7 @@ def evaluate(model, data, rank, world):
 
 
 def train(rank, world, a):
-    torch.set_num_threads(a.threads)
-    torch.set_num_interop_threads(1)
-    ddp = a.ddp
-    if ddp:
-        dist.init_process_group("gloo", rank=rank, world_size=world)
+    common.setup_process(rank, world, a)
     cfg = load_config(a.input, a.set)
     s = Settings(cfg, a.input)
     if s.global_batch % world:
@@ -443,38 +399,28 @@ def train(rank, world, a):
     torch.manual_seed(a.torch_seed)  # same initial weights on every rank (DDP also broadcasts)
     model = LanguageModel(s, data.vocab)
     params = sum(p.numel() for p in model.parameters())
-    if ddp:
+    if a.ddp:
         model = nn.parallel.DistributedDataParallel(model, broadcast_buffers=False)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": s.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=s.lr, betas=(s.beta1, s.beta2), eps=s.eps)
+    opt = common.adamw(model, s.weight_decay, s.lr, (s.beta1, s.beta2), s.eps)
     local = s.global_batch // world
-
-    def log(msg):
-        if rank == 0:
-            print(msg, file=sys.stderr, flush=True)
+    log = common.rank0_logger(rank)
 
     total = a.steps if a.steps is not None else (None if a.seconds is not None else s.max_steps)
     log(f"peer_lm: ranks={world} threads={a.threads} torch={torch.__version__} params={params} "
         f"vocab={data.vocab} steps={total if total is not None else f'~{a.seconds:g} s'} "
         f"(timing leaves out {a.warmup_steps})")
     probe = (3, 13)  # with --seconds: the pace of these steps fixes the step count
-    t_start = time.perf_counter()
-    t0, t_probe, loss_val, step = None, None, float("nan"), 0
+    timer = common.SteadyTimer(a.warmup_steps, a.ddp)
+    t_probe, loss_val, step = None, float("nan"), 0
     while total is None or step < total:
-        if step == a.warmup_steps:
-            if ddp:
-                dist.barrier()
-            t0 = time.perf_counter()
+        timer.at_step(step)
         if a.seconds is not None and total is None and step in probe:
             if step == probe[0]:
                 t_probe = time.perf_counter()
             else:  # rank 0's estimate, broadcast so that every rank runs the same steps
                 per_step = (time.perf_counter() - t_probe) / (probe[1] - probe[0])
                 est = torch.tensor([max(probe[1] + 1, int(a.seconds / per_step))])
-                if ddp:
+                if a.ddp:
                     dist.broadcast(est, 0)
                 total = int(est.item())
                 log(f"peer_lm: {per_step * 1e3:.1f} ms/step -> {total} steps for {a.seconds:g} s")
@@ -493,59 +439,19 @@ def train(rank, world, a):
         if a.log_every and (step % a.log_every == 0 or step == total - 1):
             log(f"step {step:5d}  loss {loss_val:.4f}  lr {lr:.2e} (rank 0)")
         step += 1
-    if ddp:
-        dist.barrier()
-    t_end = time.perf_counter()
-    timed = step - a.warmup_steps if t0 is not None and step > a.warmup_steps else step
-    steady = (t_end - t0) if t0 is not None and step > a.warmup_steps else (t_end - t_start)
-
-    final = torch.tensor([loss_val], dtype=torch.float64)
-    if ddp:  # mean of the last step's loss over ranks = loss on the whole global batch
-        dist.all_reduce(final)
-        final /= world
+    timed, steady, train_seconds = timer.stop(step)
+    final = common.mean_over_ranks(loss_val, a, world)
     result = {"peer": "pytorch", "ranks": world, "threads": a.threads, "steps": step,
               "seq_len": s.seq_len, "global_batch": s.global_batch, "parameters": params,
               "tokens_per_s": round(timed * s.global_batch * s.seq_len / steady, 1),
-              "train_seconds": round(t_end - t_start, 3),
-              "final_loss": round(float(final.item()), 5)}
+              "train_seconds": round(train_seconds, 3),
+              "final_loss": round(final, 5)}
     if not a.no_eval:
         t = time.perf_counter()
         result.update(evaluate(model, data, rank, world))
         result["eval_seconds"] = round(time.perf_counter() - t, 3)
-    if rank == 0:
-        print(json.dumps(result, separators=(",", ":")), flush=True)
-    if ddp:
-        dist.barrier()  # rank 0's line is out before any rank leaves
-
-
-def _spawned(rank, world, a):
-    train(rank, world, a)
-    # torch 1.13 can deadlock tearing DDP down: ~Reducer -> ~ProcessGroupGloo joins a gloo worker
-    # thread that waits for the GIL the destructor holds (seen here in a 2-process run). Nothing
-    # is left to write, so leave without running destructors.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def main():
-    a = _ARGS
-    if not a.ddp:
-        train(0, 1, a)
-    elif "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # torch.distributed.run
-        _spawned(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), a)
-    else:
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(free_port()))
-        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-        torch.multiprocessing.spawn(_spawned, args=(a.nproc, a), nprocs=a.nproc, join=True)
+    common.emit(result, rank, a)
 
 
 if __name__ == "__main__":
-    main()
+    common.launch(train, _ARGS)

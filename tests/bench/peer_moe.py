@@ -28,23 +28,19 @@ OMP_NUM_THREADS are pinned to the thread count before torch is imported, because
 set_num_threads does not reach Debian's generic (OpenBLAS pthread) BLAS.
 """
 
-import argparse
 import gzip
-import json
 import math
 import os
-import socket
 import struct
-import sys
-import time
+
+import peer_args
 
 DATA_DIR = "/usr/share/datasets/fashion-mnist"
 MEAN, STD = 0.2860, 0.3530
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = peer_args.parser(__doc__)
     ap.add_argument("--d-model", type=int, default=128)
     ap.add_argument("--moe-layers", type=int, default=2)
     ap.add_argument("--experts", type=int, default=8)
@@ -53,23 +49,12 @@ def parse_args(argv=None):
     ap.add_argument("--global-batch", type=int, default=256)
     ap.add_argument("--steps", type=int, default=300,
                     help="optimiser steps in all, warm-up included (default 300)")
-    ap.add_argument("--warmup-steps", type=int, default=20,
-                    help="leading steps excluded from timing (default 20)")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch intra-op (and OpenBLAS) threads; forced to 1 with --ddp")
-    ap.add_argument("--ddp", action="store_true",
-                    help="DistributedDataParallel over gloo; spawns --nproc processes unless "
-                         "launched by torch.distributed.run (RANK/WORLD_SIZE set)")
-    ap.add_argument("--nproc", type=int, default=2, help="processes for --ddp (default 2)")
+    peer_args.add_run_options(ap, "leading steps excluded from timing (default 20)")
     ap.add_argument("--aux-coef", type=float, default=0.01)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--data-dir", default=DATA_DIR)
-    ap.add_argument("--log-every", type=int, default=0,
-                    help="print the loss to stderr every N steps (0: off)")
-    a = ap.parse_args(argv)
-    if a.ddp:
-        a.threads = 1
+    a = peer_args.parse(ap, argv)
     if a.steps <= a.warmup_steps:
         ap.error(f"--steps ({a.steps}) must exceed --warmup-steps ({a.warmup_steps})")
     if a.top_k < 1 or a.top_k > a.experts:
@@ -79,15 +64,13 @@ def parse_args(argv=None):
 
 # Thread pinning must happen before torch (and its OpenBLAS) is loaded. Parse argv early.
 _ARGS = parse_args() if __name__ == "__main__" else None
-if _ARGS is not None:
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(_ARGS.threads)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+
+import peer_common as common  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------- data ----
@@ -130,16 +113,6 @@ class Batches:
 
 
 # ---------------------------------------------------------------------------------- model ----
-class RMSNorm(nn.Module):
-    def __init__(self, d, eps=1e-5):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(d))
-
-    def forward(self, x):
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
-
-
 class Expert(nn.Module):
     def __init__(self, d_model, d_ff):
         super().__init__()
@@ -153,32 +126,15 @@ class Expert(nn.Module):
 class MoEBlock(nn.Module):
     def __init__(self, d_model, d_ff, experts, top_k, aux_coef):
         super().__init__()
-        self.norm = RMSNorm(d_model)
+        self.norm = common.RMSNorm(d_model)
         self.router = nn.Linear(d_model, experts, bias=False)
         self.experts = nn.ModuleList(Expert(d_model, d_ff) for _ in range(experts))
         self.top_k, self.aux_coef = top_k, aux_coef
 
     def forward(self, h):
         u = self.norm(h)
-        tokens, num_experts = u.shape[0], len(self.experts)
-        probs = F.softmax(self.router(u), dim=-1)                    # [T, E]
-        top_p, top_e = probs.topk(self.top_k, dim=-1)                # [T, k]
-        gates = top_p / top_p.sum(dim=-1, keepdim=True)
-
-        flat_e = top_e.reshape(-1)                                   # [T*k]
-        flat_gate = gates.reshape(-1, 1)
-        flat_tok = torch.arange(tokens).repeat_interleave(self.top_k)
-        out = torch.zeros_like(u)
-        for e, expert in enumerate(self.experts):
-            # Every expert runs, even on zero tokens, so DDP sees all parameters used.
-            mask = flat_e == e
-            tok = flat_tok[mask]
-            y = expert(u.index_select(0, tok)) * flat_gate[mask]
-            out.index_add_(0, tok, y)
-
-        with torch.no_grad():
-            frac = torch.bincount(flat_e, minlength=num_experts).float() / (tokens * self.top_k)
-        aux = self.aux_coef * num_experts * (frac * probs.mean(dim=0)).sum()
+        out, aux = common.sequential_moe(u, self.router(u), self.experts, self.top_k, True,
+                                         self.aux_coef)
         return h + out, aux
 
 
@@ -207,40 +163,25 @@ class MoEClassifier(nn.Module):
 
 # ------------------------------------------------------------------------------- training ----
 def train(rank, world, a):
-    torch.set_num_threads(a.threads)
-    torch.set_num_interop_threads(1)
-    ddp = a.ddp
-    if ddp:
-        dist.init_process_group("gloo", rank=rank, world_size=world)
+    common.setup_process(rank, world, a)
     if a.global_batch % world:
         raise SystemExit(f"--global-batch {a.global_batch} is not divisible by {world} ranks")
 
     x_all, y_all = load_train(a.data_dir)
     torch.manual_seed(a.seed)  # same initial weights on every rank (DDP also broadcasts)
     model = MoEClassifier(a)
-    if ddp:
+    if a.ddp:
         model = nn.parallel.DistributedDataParallel(model)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=a.lr, betas=(0.9, 0.999), eps=1e-8)
+    opt = common.adamw(model, 0.01, a.lr, (0.9, 0.999), 1e-8)
     batches = Batches(x_all.shape[0], a.global_batch, rank, world, a.seed)
-
-    def log(msg):
-        if rank == 0:
-            print(msg, file=sys.stderr, flush=True)
-
+    log = common.rank0_logger(rank)
     log(f"peer_moe: ranks={world} threads={a.threads} torch={torch.__version__} "
         f"params={sum(p.numel() for p in model.parameters())} steps={a.steps} "
         f"(warm-up {a.warmup_steps})")
-    t0 = None
+    timer = common.SteadyTimer(a.warmup_steps, a.ddp)
     loss_val = float("nan")
     for step in range(a.steps):
-        if step == a.warmup_steps:
-            if ddp:
-                dist.barrier()
-            t0 = time.perf_counter()
+        timer.at_step(step)
         idx = batches.next()
         xb, yb = x_all.index_select(0, idx), y_all.index_select(0, idx)
         logits, aux = model(xb)
@@ -252,47 +193,12 @@ def train(rank, world, a):
         loss_val = loss.item()
         if a.log_every and (step % a.log_every == 0 or step == a.steps - 1):
             log(f"step {step:5d}  loss {loss_val:.4f} (rank 0)")
-    if ddp:
-        dist.barrier()
-    elapsed = time.perf_counter() - t0
-
-    final = torch.tensor([loss_val], dtype=torch.float64)
-    if ddp:  # mean of the last step's loss over ranks = loss on the whole global batch
-        dist.all_reduce(final)
-        final /= world
-    if rank == 0:
-        timed = a.steps - a.warmup_steps
-        print(json.dumps({"peer": "pytorch", "ranks": world, "threads": a.threads,
-                          "steps": a.steps,
-                          "samples_per_s": round(timed * a.global_batch / elapsed, 1),
-                          "final_loss": round(float(final.item()), 5)},
-                         separators=(",", ":")), flush=True)
-    if ddp:
-        dist.destroy_process_group()
-
-
-def _spawned(rank, world, a):
-    train(rank, world, a)
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def main():
-    a = _ARGS
-    if not a.ddp:
-        train(0, 1, a)
-    elif "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # torch.distributed.run
-        train(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), a)
-    else:
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(free_port()))
-        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-        torch.multiprocessing.spawn(_spawned, args=(a.nproc, a), nprocs=a.nproc, join=True)
+    timed, elapsed, _ = timer.stop(a.steps)
+    final = common.mean_over_ranks(loss_val, a, world)
+    common.emit({"peer": "pytorch", "ranks": world, "threads": a.threads, "steps": a.steps,
+                 "samples_per_s": round(timed * a.global_batch / elapsed, 1),
+                 "final_loss": round(final, 5)}, rank, a)
 
 
 if __name__ == "__main__":
-    main()
+    common.launch(train, _ARGS)

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "../unit/gradient_check.hpp"
 #include "daa/core/error.hpp"
 #include "daa/core/rng.hpp"
 #include "daa/model/language_model.hpp"
@@ -270,20 +271,6 @@ struct Batch {
   std::vector<int> tokens, targets;
 };
 
-TokenIds token_view(const std::vector<int>& ids) {
-  TokenIds view("ids", ids.size());
-  auto host = Kokkos::create_mirror_view(view);
-  for (std::size_t i = 0; i < ids.size(); ++i) host(i) = ids[i];
-  Kokkos::deep_copy(view, host);
-  return view;
-}
-
-template <class View>
-std::vector<double> to_host(const View& view) {
-  auto host = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), view);
-  return std::vector<double>(host.data(), host.data() + host.size());
-}
-
 void write_shape(H5File& file, const std::string& at, const LanguageModelShape& s) {
   file.attr_i64(at, "vocab", s.vocab);
   file.attr_i64(at, "d_model", s.d_model);
@@ -401,9 +388,9 @@ void write_inputs(const std::string& path) {
 
 // ---- the comparison -----------------------------------------------------------------------------
 
-// max |a - b| / max |b| over a tensor: relative to the tensor's scale, so entries near zero do
-// not dominate.
-double relative_error(const std::vector<double>& a, const std::vector<double>& b) {
+// max |a - b| / max |b| over a tensor: relative to the reference tensor b's scale, so entries
+// near zero do not dominate (gradient_check.hpp's relative_error also scales by a).
+double error_against(const std::vector<double>& a, const std::vector<double>& b) {
   if (a.size() != b.size()) return INFINITY;
   double diff = 0, scale = 0;
   for (std::size_t i = 0; i < a.size(); ++i) {
@@ -504,7 +491,7 @@ TEST_P(LmReference, ForwardMatchesPyTorch) {
   const std::string& at = ref.expected();
 
   const double logits_error =
-      relative_error(to_host(ref.model().logits(0)), ref.file().read_f64(at + "/logits"));
+      error_against(to_host(ref.model().logits(0)), ref.file().read_f64(at + "/logits"));
   const double loss_error =
       scalar_error(st.loss_sum / double(st.tokens), ref.expected_scalar("loss"));
   const double aux_error = scalar_error(st.aux_loss, ref.expected_scalar("aux_total"));
@@ -570,7 +557,7 @@ TEST_P(LmReference, GradientsMatchPyTorch) {
     ASSERT_EQ(dims, (std::vector<hsize_t>{p.rows, p.cols})) << p.name;
     const std::vector<double> ours(grads.begin() + std::ptrdiff_t(p.offset),
                                    grads.begin() + std::ptrdiff_t(p.offset + p.size()));
-    const double error = relative_error(ours, expected);
+    const double error = error_against(ours, expected);
     EXPECT_LE(error, kTolerance) << p.name;
     double largest = 0;
     for (const double g : expected) largest = std::max(largest, std::abs(g));
@@ -590,7 +577,7 @@ TEST_P(LmReference, SmallChangesAreCaught) {
   Reference ref(GetParam());
   const Reference::Run base = ref.forward(false);
   const std::vector<double> logits = ref.file().read_f64(ref.expected() + "/logits");
-  EXPECT_LE(relative_error(to_host(ref.model().logits(0)), logits), kTolerance);
+  EXPECT_LE(error_against(to_host(ref.model().logits(0)), logits), kTolerance);
 
   ref.set_routing_bias(std::vector<double>(
       std::size_t(moe_layer_count(ref.shape()) * ref.shape().moe.experts), 0.0));
@@ -606,7 +593,7 @@ TEST_P(LmReference, SmallChangesAreCaught) {
   values(gain.offset + 3) += 1e-3;
   Kokkos::deep_copy(ref.model().params().values(), values);
   ref.forward(false);
-  EXPECT_GT(relative_error(to_host(ref.model().logits(0)), logits), kTolerance);
+  EXPECT_GT(error_against(to_host(ref.model().logits(0)), logits), kTolerance);
 }
 
 // The shape's own count of MoE layers, which callers size per-layer state by, must agree.

@@ -18,65 +18,14 @@
 #include "daa/kernels/attention_kernels.hpp"
 #include "daa/kernels/views.hpp"
 #include "daa/model/attention.hpp"
+#include "gradient_check.hpp"
 
 namespace daa::model::test {
 namespace {
 
 using kernels::Matrix;
 
-// ---------------------------------------------------------------------------------------------
-// Host helpers.
-
-template <class View>
-std::vector<double> to_host(const View& view) {
-  auto host = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), view);
-  return std::vector<double>(host.data(), host.data() + host.size());
-}
-
-template <class View>
-void fill_normal(const View& view, std::uint64_t stream, double scale = 1.0) {
-  auto host = Kokkos::create_mirror_view(view);
-  for (std::size_t i = 0; i < host.size(); ++i)
-    host.data()[i] = scale * core::counter_normal(17, core::RngPurpose::test, stream, i);
-  Kokkos::deep_copy(view, host);
-}
-
-double dot(const std::vector<double>& a, const std::vector<double>& b) {
-  double sum = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) sum += a[i] * b[i];
-  return sum;
-}
-
-// max|a - b| / max(max|a|, max|b|): a scale-free error for a whole tensor.
-double relative_error(const std::vector<double>& a, const std::vector<double>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double diff = 0, scale = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    diff = std::max(diff, std::abs(a[i] - b[i]));
-    scale = std::max({scale, std::abs(a[i]), std::abs(b[i])});
-  }
-  return scale > 0 ? diff / scale : diff;
-}
-
-// Central differences of f() with respect to every entry of `view` (perturbed in place).
-template <class View, class F>
-std::vector<double> numeric_gradient(const View& view, F&& f, double h = 1e-6) {
-  auto host = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), view);
-  std::vector<double> grad(host.size());
-  for (std::size_t i = 0; i < host.size(); ++i) {
-    const double orig = host.data()[i];
-    host.data()[i] = orig + h;
-    Kokkos::deep_copy(view, host);
-    const double plus = f();
-    host.data()[i] = orig - h;
-    Kokkos::deep_copy(view, host);
-    const double minus = f();
-    host.data()[i] = orig;
-    Kokkos::deep_copy(view, host);
-    grad[i] = (plus - minus) / (2 * h);
-  }
-  return grad;
-}
+constexpr NormalFill fill_normal{.seed = 17};
 
 // A layer with its own parameter store; weights N(0, weight_scale^2 / d_model).
 template <class T>

@@ -15,19 +15,12 @@
 #include "daa/core/error.hpp"
 #include "daa/model/generation.hpp"
 #include "daa/model/language_model.hpp"
+#include "gradient_check.hpp"
 
 namespace daa::model::test {
 namespace {
 
 using kernels::Matrix;
-
-TokenIds token_view(const std::vector<int>& ids) {
-  TokenIds view("ids", ids.size());
-  auto host = Kokkos::create_mirror_view(view);
-  for (std::size_t i = 0; i < ids.size(); ++i) host(i) = ids[i];
-  Kokkos::deep_copy(view, host);
-  return view;
-}
 
 // Three blocks: dense, MoE, dense. seq_len 12 so a 12-token sequence fills the context; the
 // attention block of 5 keys does not divide it.

@@ -19,6 +19,7 @@
 #include "daa/model/embedding.hpp"
 #include "daa/model/linear.hpp"
 #include "daa/model/norms.hpp"
+#include "gradient_check.hpp"
 
 namespace daa::model::test {
 namespace {
@@ -31,76 +32,13 @@ using IntVector = Kokkos::View<int*, MemSpace>;
 // ---------------------------------------------------------------------------------------------
 // Host helpers.
 
-template <class View>
-std::vector<double> to_host(const View& view) {
-  auto host = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), view);
-  return std::vector<double>(host.data(), host.data() + host.size());
-}
-
-template <class View>
-void fill_normal(const View& view, std::uint64_t stream, double scale = 1.0, double shift = 0.0) {
-  auto host = Kokkos::create_mirror_view(view);
-  for (std::size_t i = 0; i < host.size(); ++i)
-    host.data()[i] =
-        shift + scale * core::counter_normal(12, core::RngPurpose::test, stream, std::uint64_t(i));
-  Kokkos::deep_copy(view, host);
-}
+constexpr NormalFill fill_normal{.seed = 12};
 
 template <class View>
 void fill_values(const View& view, const std::vector<double>& values) {
   auto host = Kokkos::create_mirror_view(view);
   for (std::size_t i = 0; i < host.size(); ++i) host.data()[i] = values.at(i);
   Kokkos::deep_copy(view, host);
-}
-
-IntVector make_ints(const std::vector<int>& values) {
-  IntVector v("ints", values.size());
-  auto host = Kokkos::create_mirror_view(v);
-  for (std::size_t i = 0; i < values.size(); ++i) host(i) = values[i];
-  Kokkos::deep_copy(v, host);
-  return v;
-}
-
-double dot(const std::vector<double>& a, const std::vector<double>& b) {
-  double sum = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) sum += a[i] * b[i];
-  return sum;
-}
-
-double max_abs(const std::vector<double>& a) {
-  double m = 0;
-  for (double v : a) m = std::max(m, std::abs(v));
-  return m;
-}
-
-// max|a - b| / max(max|a|, max|b|): a scale-free error for a whole tensor.
-double relative_error(const std::vector<double>& a, const std::vector<double>& b) {
-  double diff = 0, scale = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    diff = std::max(diff, std::abs(a[i] - b[i]));
-    scale = std::max({scale, std::abs(a[i]), std::abs(b[i])});
-  }
-  return scale > 0 ? diff / scale : diff;
-}
-
-// Central differences of f() with respect to every entry of `view` (perturbed in place).
-template <class View, class F>
-std::vector<double> numeric_gradient(const View& view, F&& f, double h = 1e-6) {
-  auto host = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), view);
-  std::vector<double> grad(host.size());
-  for (std::size_t i = 0; i < host.size(); ++i) {
-    const double orig = host.data()[i];
-    host.data()[i] = orig + h;
-    Kokkos::deep_copy(view, host);
-    const double plus = f();
-    host.data()[i] = orig - h;
-    Kokkos::deep_copy(view, host);
-    const double minus = f();
-    host.data()[i] = orig;
-    Kokkos::deep_copy(view, host);
-    grad[i] = (plus - minus) / (2 * h);
-  }
-  return grad;
 }
 
 constexpr double kTolerance = 1e-6;
@@ -276,7 +214,7 @@ TEST(LayerGradCheck, EmbeddingWithRepeatedTokens) {
   store.allocate();
   fill_normal(store.values(), 10);
   // Token 2 three times, 0 twice, 3 and 5 never.
-  const IntVector tokens = make_ints({2, 0, 2, 4, 2, 1, 0});
+  const IntVector tokens = token_view({2, 0, 2, 4, 2, 1, 0});
   const int n = tokens.extent(0);
   Matrix<double> y("y", n, d), w("w", n, d);
   fill_normal(w, 11);
@@ -335,8 +273,8 @@ TEST(LayerGradCheck, EmbeddingAndTiedHeadShareTheTable) {
   Linear<double> lin(store, "lin", d, d, true);
   store.allocate();
   fill_normal(store.values(), 15, 0.7);
-  const IntVector tokens = make_ints({1, 3, 1, 0, 5, 3});
-  const IntVector targets = make_ints({3, 1, -1, 5, 2, 3});  // one row ignored
+  const IntVector tokens = token_view({1, 3, 1, 0, 5, 3});
+  const IntVector targets = token_view({3, 1, -1, 5, 2, 3});  // one row ignored
   const int n = tokens.extent(0);
   Matrix<double> h0("h0", n, d), h1("h1", n, d), logits("logits", n, vocab);
   Matrix<double> dh1("dh1", n, d), dh0("dh0", n, d);
@@ -387,7 +325,7 @@ TEST(FusedCrossEntropy, LossMatchesNaiveLogSoftmaxAndIgnoresRows) {
   Matrix<double> logits("logits", n, vocab);
   fill_normal(logits, 20, 2.0);
   const std::vector<int> t = {4, 0, -1, 6, 2, -5};
-  const IntVector targets = make_ints(t);
+  const IntVector targets = token_view(t);
   const std::vector<double> before = to_host(logits);
   Vector<double> row_loss("row_loss", n);
   IntVector correct("correct", n);
@@ -422,7 +360,7 @@ TEST(FusedCrossEntropy, GradientIsFiniteDifferenceOfMeanLoss) {
   const int n = 5, vocab = 6;
   Matrix<double> logits("logits", n, vocab), grad("grad", n, vocab);
   fill_normal(logits, 21, 1.5);
-  const IntVector targets = make_ints({5, -1, 0, 3, 3});
+  const IntVector targets = token_view({5, -1, 0, 3, 3});
   Kokkos::deep_copy(grad, logits);
   Vector<double> row_loss("row_loss", n);
   IntVector correct("correct", n);
@@ -446,7 +384,7 @@ void check_large_logits() {
   fill_values(logits, {1e4, 1e4 - 1, -1e4, 0,       //
                        -1e4, -1e4 + 2, -1e4, -1e4,  //
                        0, 3, 1, 3});                // a tie at the maximum
-  const IntVector targets = make_ints({1, 0, 3});
+  const IntVector targets = token_view({1, 0, 3});
   Vector<T> row_loss("row_loss", 3);
   IntVector correct("correct", 3);
   kernels::softmax_cross_entropy_in_place(logits, targets, T(1), true, row_loss, correct);
@@ -469,7 +407,7 @@ void check_large_logits() {
   EXPECT_EQ(correct_h(0), 0);  // argmax 0, target 1
   EXPECT_EQ(correct_h(1), 0);  // argmax 1, target 0
   EXPECT_EQ(correct_h(2), 0);  // tie between 1 and 3 goes to 1; target 3
-  const IntVector lower = make_ints({0, 1, 1});
+  const IntVector lower = token_view({0, 1, 1});
   fill_values(logits, {1e4, 1e4 - 1, -1e4, 0, -1e4, -1e4 + 2, -1e4, -1e4, 0, 3, 1, 3});
   kernels::softmax_cross_entropy_in_place(logits, lower, T(1), false, row_loss, correct);
   Kokkos::deep_copy(correct_h, correct);
@@ -599,8 +537,8 @@ struct Stack {
 };
 
 TEST(Slots, TwoMicroBatchesInFlightMatchSequentialUse) {
-  const IntVector tokens0 = make_ints({1, 6, 1, 0, 3});
-  const IntVector tokens1 = make_ints({2, 2, 5});  // another batch size
+  const IntVector tokens0 = token_view({1, 6, 1, 0, 3});
+  const IntVector tokens1 = token_view({2, 2, 5});  // another batch size
   Matrix<double> dlogits0("dlogits0", 5, 7), dlogits1("dlogits1", 3, 7);
   fill_normal(dlogits0, 50);
   fill_normal(dlogits1, 51);
@@ -629,7 +567,7 @@ TEST(Slots, TwoMicroBatchesInFlightMatchSequentialUse) {
 }
 
 TEST(Slots, FloatStackFollowsDouble) {
-  const IntVector tokens = make_ints({1, 6, 1, 0, 3});
+  const IntVector tokens = token_view({1, 6, 1, 0, 3});
   Stack<double> d(53);
   Stack<float> f(53);
   // The same parameters, rounded to float.
@@ -668,14 +606,14 @@ TEST(BadInput, TokenOutsideTheVocabularyIsNamed) {
   Embedding<double> emb(store, "tok_emb", 5, 3);
   store.allocate();
   Matrix<double> y("y", 4, 3);
-  const std::string high = error_of([&] { emb.forward(0, make_ints({1, 4, 7, 9}), y); });
+  const std::string high = error_of([&] { emb.forward(0, token_view({1, 4, 7, 9}), y); });
   EXPECT_THAT(high, ::testing::HasSubstr("'tok_emb' token 7 at row 2"));
   EXPECT_THAT(high, ::testing::HasSubstr("vocabulary [0, 5)"));
-  const std::string negative = error_of([&] { emb.forward(0, make_ints({-3, 0, 0, 0}), y); });
+  const std::string negative = error_of([&] { emb.forward(0, token_view({-3, 0, 0, 0}), y); });
   EXPECT_THAT(negative, ::testing::HasSubstr("token -3 at row 0"));
   EXPECT_THAT(negative, ::testing::HasSubstr("[0, 5)"));
   // A const view of valid tokens is accepted.
-  const Kokkos::View<const int*, MemSpace> ok = make_ints({0, 4, 2, 1});
+  const Kokkos::View<const int*, MemSpace> ok = token_view({0, 4, 2, 1});
   EXPECT_NO_THROW(emb.forward(0, ok, y));
 }
 

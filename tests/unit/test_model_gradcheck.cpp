@@ -15,6 +15,7 @@
 #include "daa/kernels/nn_kernels.hpp"
 #include "daa/kernels/views.hpp"
 #include "daa/model/moe_model.hpp"
+#include "gradient_check.hpp"
 
 namespace daa::model::test {
 
@@ -34,59 +35,7 @@ void expect_model_gradients_match(MoeModel<double>& model, const Matrix<double>&
 
 namespace {
 
-// ---------------------------------------------------------------------------------------------
-// Host helpers.
-
-template <class View>
-std::vector<double> to_host(const View& view) {
-  auto host = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), view);
-  return std::vector<double>(host.data(), host.data() + host.size());
-}
-
-template <class View>
-void fill_normal(const View& view, std::uint64_t stream, double scale = 1.0, double shift = 0.0) {
-  auto host = Kokkos::create_mirror_view(view);
-  for (std::size_t i = 0; i < host.size(); ++i)
-    host.data()[i] =
-        shift + scale * core::counter_normal(11, core::RngPurpose::test, stream, std::uint64_t(i));
-  Kokkos::deep_copy(view, host);
-}
-
-double dot(const std::vector<double>& a, const std::vector<double>& b) {
-  double sum = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) sum += a[i] * b[i];
-  return sum;
-}
-
-// max|a - b| / max(max|a|, max|b|): a scale-free error for a whole tensor.
-double relative_error(const std::vector<double>& a, const std::vector<double>& b) {
-  double diff = 0, scale = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    diff = std::max(diff, std::abs(a[i] - b[i]));
-    scale = std::max({scale, std::abs(a[i]), std::abs(b[i])});
-  }
-  return scale > 0 ? diff / scale : diff;
-}
-
-// Central differences of f() with respect to every entry of `view` (perturbed in place).
-template <class View, class F>
-std::vector<double> numeric_gradient(const View& view, F&& f, double h = 1e-6) {
-  auto host = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), view);
-  std::vector<double> grad(host.size());
-  for (std::size_t i = 0; i < host.size(); ++i) {
-    const double orig = host.data()[i];
-    host.data()[i] = orig + h;
-    Kokkos::deep_copy(view, host);
-    const double plus = f();
-    host.data()[i] = orig - h;
-    Kokkos::deep_copy(view, host);
-    const double minus = f();
-    host.data()[i] = orig;
-    Kokkos::deep_copy(view, host);
-    grad[i] = (plus - minus) / (2 * h);
-  }
-  return grad;
-}
+constexpr NormalFill fill_normal{.seed = 11};
 
 constexpr double kKernelTolerance = 1e-7;
 
@@ -340,9 +289,10 @@ ModelShape small_shape() {
   s.inputs = 12;
   s.classes = 5;
   s.d_model = 6;
-  s.d_ff = 7;
-  s.experts = 4;
-  s.top_k = 2;
+  s.moe.d_model = 6;
+  s.moe.d_ff = 7;
+  s.moe.experts = 4;
+  s.moe.top_k = 2;
   s.moe_layers = 2;
   s.init_std = 0.5;
   s.seed = 5;
@@ -373,35 +323,35 @@ void check_config(const ModelShape& shape, int n = 9) {
 TEST(ModelGradCheck, RmsNormNormalizedGatesAuxAndZLoss) {
   ModelShape s = small_shape();
   s.rmsnorm = true;
-  s.normalize_gates = true;
-  s.aux_loss_coef = 0.1;
-  s.z_loss_coef = 0.05;
+  s.moe.normalize_gates = true;
+  s.moe.aux_loss_coef = 0.1;
+  s.moe.z_loss_coef = 0.05;
   check_config(s);
 }
 
 TEST(ModelGradCheck, NoNormUnnormalizedGatesTop1) {
   ModelShape s = small_shape();
   s.rmsnorm = false;
-  s.normalize_gates = false;
-  s.top_k = 1;
-  s.aux_loss_coef = 0.1;
+  s.moe.normalize_gates = false;
+  s.moe.top_k = 1;
+  s.moe.aux_loss_coef = 0.1;
   check_config(s);
 }
 
 TEST(ModelGradCheck, TopKEqualsExperts) {
   ModelShape s = small_shape();
-  s.top_k = s.experts;
-  s.aux_loss_coef = 0.1;
-  s.z_loss_coef = 0.05;
+  s.moe.top_k = s.moe.experts;
+  s.moe.aux_loss_coef = 0.1;
+  s.moe.z_loss_coef = 0.05;
   check_config(s);
 }
 
 TEST(ModelGradCheck, CapacityModeDroppingTokens) {
   ModelShape s = small_shape();
-  s.capacity_mode = true;
-  s.capacity_factor = 0.5;
-  s.aux_loss_coef = 0.1;
-  s.z_loss_coef = 0.05;
+  s.moe.capacity_mode = true;
+  s.moe.capacity_factor = 0.5;
+  s.moe.aux_loss_coef = 0.1;
+  s.moe.z_loss_coef = 0.05;
   MoeModel<double> model(s);
   const Batch batch = make_batch(s, 9, 21);
   const BatchStats stats = model.run(batch.x, batch.labels, false);
@@ -462,7 +412,6 @@ double objective(const BatchStats& s) {
 
 void expect_model_gradients_match(MoeModel<double>& model, const Matrix<double>& x,
                                   const IntVector& labels, double tolerance) {
-  constexpr double h = 1e-6;
   constexpr std::size_t kSamplesPerTensor = 64;
   ParamStore<double>& params = model.params();
   params.zero_grads();
@@ -474,12 +423,7 @@ void expect_model_gradients_match(MoeModel<double>& model, const Matrix<double>&
   EXPECT_EQ(objective(base), loss0);
   EXPECT_TRUE(same_routing(base, base_eval));
 
-  auto values = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), params.values());
-  auto eval_at = [&](std::size_t i, double v) {
-    values(i) = v;
-    Kokkos::deep_copy(params.values(), values);
-    return model.run(x, labels, false);
-  };
+  const auto values = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), params.values());
   int checked = 0, skipped = 0;
   double worst = 0;
   std::string worst_name;
@@ -488,10 +432,8 @@ void expect_model_gradients_match(MoeModel<double>& model, const Matrix<double>&
     for (std::size_t i :
          sample_indices(info.size(), kSamplesPerTensor, core::name_hash(info.name.c_str()))) {
       const std::size_t at = info.offset + i;
-      const double orig = values(at);
-      const BatchStats plus = eval_at(at, orig + h);
-      const BatchStats minus = eval_at(at, orig - h);
-      eval_at(at, orig);
+      const auto [plus, minus] =
+          evaluate_around(params.values(), values, at, [&] { return model.run(x, labels, false); });
       ++checked;
       // A routing decision flipped inside the step: the loss is not differentiable there.
       const double curvature = std::abs(objective(plus) + objective(minus) - 2 * loss0);
@@ -500,22 +442,18 @@ void expect_model_gradients_match(MoeModel<double>& model, const Matrix<double>&
         continue;
       }
       analytic.push_back(grads[at]);
-      numeric.push_back((objective(plus) - objective(minus)) / (2 * h));
+      numeric.push_back((objective(plus) - objective(minus)) / (2 * kFiniteDifferenceStep));
     }
-    double scale = 0, diff = 0;
-    for (std::size_t i = 0; i < analytic.size(); ++i) {
-      scale = std::max({scale, std::abs(analytic[i]), std::abs(numeric[i])});
-      diff = std::max(diff, std::abs(analytic[i] - numeric[i]));
-    }
+    const double scale = std::max(max_abs(analytic), max_abs(numeric));
     // The check must not be vacuous: every dense tensor but a router carries gradient (a router
     // may not, e.g. with k = 1, normalized gates and no auxiliary losses).
     if (info.kind == ParamKind::dense && !info.name.ends_with("router.w")) {
       EXPECT_GT(scale, 1e-6) << info.name << " has no gradient";
     }
     // Relative to the tensor's gradient scale, with an absolute floor for (near-)zero tensors.
-    const double error = diff / std::max(scale, 1e-3);
-    EXPECT_LT(error, tolerance) << info.name << ": max |analytic - numeric| " << diff
-                                << ", gradient scale " << scale;
+    const double error = relative_error(analytic, numeric, 1e-3);
+    EXPECT_LT(error, tolerance) << info.name << ": relative error " << error << ", gradient scale "
+                                << scale;
     if (error > worst) {
       worst = error;
       worst_name = info.name;

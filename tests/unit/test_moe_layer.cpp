@@ -10,34 +10,14 @@
 #include "daa/core/error.hpp"
 #include "daa/core/rng.hpp"
 #include "daa/model/moe_layer.hpp"
+#include "gradient_check.hpp"
 
 namespace daa::model::test {
 namespace {
 
 using kernels::Matrix;
 
-template <class View>
-void fill_normal(const View& view, std::uint64_t stream, double scale = 1.0) {
-  auto host = Kokkos::create_mirror_view(view);
-  for (std::size_t i = 0; i < host.size(); ++i)
-    host.data()[i] = scale * core::counter_normal(5, core::RngPurpose::test, stream, i);
-  Kokkos::deep_copy(view, host);
-}
-
-template <class View>
-std::vector<double> to_host(const View& view) {
-  auto host = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), view);
-  return std::vector<double>(host.data(), host.data() + host.size());
-}
-
-double relative_error(const std::vector<double>& a, const std::vector<double>& b) {
-  double diff = 0, scale = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    diff = std::max(diff, std::abs(a[i] - b[i]));
-    scale = std::max({scale, std::abs(a[i]), std::abs(b[i])});
-  }
-  return scale > 0 ? diff / scale : diff;
-}
+constexpr NormalFill fill_normal{.seed = 5};
 
 MoeShape small_shape(ExpertFfn ffn) {
   return MoeShape{.d_model = 6,
@@ -89,26 +69,17 @@ void expect_gradients_match(ExpertFfn ffn) {
   const auto analytic = to_host(f.store.grads());
   const auto analytic_dx = to_host(dx);
 
-  const double h = 1e-6;
   auto numeric = [&](const auto& view, std::vector<double>& grad, int& skipped) {
     auto host = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), view);
     grad.assign(host.size(), 0.0);
     for (std::size_t i = 0; i < host.size(); ++i) {
-      const double orig = host.data()[i];
-      host.data()[i] = orig + h;
-      Kokkos::deep_copy(view, host);
-      const Run plus = run(f.layer, x, r);
-      host.data()[i] = orig - h;
-      Kokkos::deep_copy(view, host);
-      const Run minus = run(f.layer, x, r);
-      host.data()[i] = orig;
-      Kokkos::deep_copy(view, host);
+      const auto [plus, minus] = evaluate_around(view, host, i, [&] { return run(f.layer, x, r); });
       if (plus.choice != base.choice || minus.choice != base.choice) {
         ++skipped;  // a routing decision flips: not differentiable there
         grad[i] = std::nan("");
         continue;
       }
-      grad[i] = (plus.objective - minus.objective) / (2 * h);
+      grad[i] = (plus.objective - minus.objective) / (2 * kFiniteDifferenceStep);
     }
   };
   std::vector<double> numeric_params, numeric_dx;

@@ -178,13 +178,14 @@ ModelShape small_shape() {
   s.inputs = 12;
   s.classes = 5;
   s.d_model = 6;
-  s.d_ff = 7;
-  s.experts = 4;
-  s.top_k = 2;
+  s.moe.d_model = 6;
+  s.moe.d_ff = 7;
+  s.moe.experts = 4;
+  s.moe.top_k = 2;
   s.moe_layers = 2;
   s.init_std = 0.5;
-  s.aux_loss_coef = 0.1;
-  s.z_loss_coef = 0.05;
+  s.moe.aux_loss_coef = 0.1;
+  s.moe.z_loss_coef = 0.05;
   s.seed = 9;
   return s;
 }
@@ -243,7 +244,7 @@ void set_uniform_router(MoeModel<double>& model, int layer, const std::vector<do
 
 TEST(ModelRouting, AllTokensToOneExpert) {
   ModelShape s = small_shape();
-  s.top_k = 1;
+  s.moe.top_k = 1;
   MoeModel<double> model(s);
   make_first_block_input_positive(model);
   // Expert 2 gets a clear positive column; the others keep small random weights (no exact ties).
@@ -255,7 +256,7 @@ TEST(ModelRouting, AllTokensToOneExpert) {
   EXPECT_THAT(stats.layers[0].tokens_per_expert, ElementsAre(0, 0, n, 0));
   EXPECT_EQ(stats.layers[0].dropped, 0);
   // f = (0, 0, 1, 0): the Switch loss is coef * E * mean prob of expert 2, above its balanced 0.1.
-  EXPECT_GT(stats.layers[0].aux_loss, s.aux_loss_coef);
+  EXPECT_GT(stats.layers[0].aux_loss, s.moe.aux_loss_coef);
   expect_model_gradients_match(model, batch.x, batch.labels);
 }
 
@@ -299,20 +300,21 @@ TEST(ModelRouting, CapacityKeepsAtMostCapacityPerExpertAndCountsDrops) {
                  std::to_string(c.factor) + ", k " + std::to_string(c.top_k));
     ModelShape s = small_shape();
     s.moe_layers = 1;
-    s.capacity_mode = c.capacity_mode;
-    s.capacity_factor = c.factor;
-    s.top_k = c.top_k;
+    s.moe.capacity_mode = c.capacity_mode;
+    s.moe.capacity_factor = c.factor;
+    s.moe.top_k = c.top_k;
     MoeModel<double> model(s);
     make_first_block_input_positive(model);
     set_uniform_router(model, 0, {0.5, 0.3, 0.1, -0.1});  // every token: 0, then 1, then 2
     const Batch<double> batch = make_batch<double>(s, n, 52);
     const BatchStats stats = model.run(batch.x, batch.labels, true);
-    const auto capacity =
-        c.capacity_mode ? std::int64_t(std::ceil(c.factor * n * c.top_k / s.experts)) : n * c.top_k;
+    const auto capacity = c.capacity_mode
+                              ? std::int64_t(std::ceil(c.factor * n * c.top_k / s.moe.experts))
+                              : n * c.top_k;
     EXPECT_EQ(capacity, c.capacity);
     const auto& kept = stats.layers[0].tokens_per_expert;
-    ASSERT_EQ(kept.size(), std::size_t(s.experts));
-    for (int e = 0; e < s.experts; ++e) {
+    ASSERT_EQ(kept.size(), std::size_t(s.moe.experts));
+    for (int e = 0; e < s.moe.experts; ++e) {
       const std::int64_t routed = e < c.top_k ? n : 0;
       EXPECT_EQ(kept[e], std::min(routed, c.capacity)) << "expert " << e;
     }
@@ -328,15 +330,16 @@ TEST(ModelRouting, CapacityServesFirstChoicesBeforeSecondChoices) {
   ModelShape s;
   s.inputs = 2;
   s.d_model = 4;
+  s.moe.d_model = 4;
   s.classes = 4;
-  s.experts = 4;
-  s.top_k = 2;
-  s.d_ff = 3;
+  s.moe.experts = 4;
+  s.moe.top_k = 2;
+  s.moe.d_ff = 3;
   s.moe_layers = 1;
   s.rmsnorm = false;
-  s.normalize_gates = true;
-  s.capacity_mode = true;
-  s.capacity_factor = 1.0;  // capacity ceil(6 * 2 / 4) = 3
+  s.moe.normalize_gates = true;
+  s.moe.capacity_mode = true;
+  s.moe.capacity_factor = 1.0;  // capacity ceil(6 * 2 / 4) = 3
   MoeModel<double> model(s);
   auto identity = [](std::size_t r, std::size_t c, double) { return r == c ? 1.0 : 0.0; };
   auto zero = [](std::size_t, std::size_t, double) { return 0.0; };
@@ -393,7 +396,7 @@ TEST(ModelRouting, CapacityServesFirstChoicesBeforeSecondChoices) {
 
 TEST(ModelRouting, ExpertsWithoutTokens) {
   ModelShape s = small_shape();
-  s.experts = 8;
+  s.moe.experts = 8;
   for (int n : {1, 2}) {
     SCOPED_TRACE("batch " + std::to_string(n));
     MoeModel<double> model(s);
@@ -406,8 +409,8 @@ TEST(ModelRouting, ExpertsWithoutTokens) {
     for (std::size_t i = 0; i < grads.size(); ++i) ASSERT_TRUE(std::isfinite(grads(i)));
     for (int l = 0; l < s.moe_layers; ++l) {
       const auto& tokens = stats.layers[l].tokens_per_expert;
-      EXPECT_EQ(std::accumulate(tokens.begin(), tokens.end(), std::int64_t(0)), n * s.top_k);
-      EXPECT_GE(std::count(tokens.begin(), tokens.end(), 0), s.experts - n * s.top_k);
+      EXPECT_EQ(std::accumulate(tokens.begin(), tokens.end(), std::int64_t(0)), n * s.moe.top_k);
+      EXPECT_GE(std::count(tokens.begin(), tokens.end(), 0), s.moe.experts - n * s.moe.top_k);
     }
     // An expert without tokens gets exactly zero gradient; one with tokens gets some (w2).
     for (const ParamInfo& p : model.params().infos()) {
@@ -430,13 +433,14 @@ TEST(ModelRouting, FloatRunsAreBitForBitDeterministic) {
   s.inputs = 16;
   s.classes = 4;
   s.d_model = 8;
-  s.d_ff = 16;
-  s.experts = 4;
-  s.top_k = 2;
+  s.moe.d_model = 8;
+  s.moe.d_ff = 16;
+  s.moe.experts = 4;
+  s.moe.top_k = 2;
   s.moe_layers = 2;
-  s.z_loss_coef = 0.01;
-  s.capacity_mode = true;
-  s.capacity_factor = 1.0;
+  s.moe.z_loss_coef = 0.01;
+  s.moe.capacity_mode = true;
+  s.moe.capacity_factor = 1.0;
   const Batch<float> batch = make_batch<float>(s, 32, 54);
   auto run_once = [&](MoeModel<float>& model, std::vector<float>& grads,
                       std::vector<float>& logits) {

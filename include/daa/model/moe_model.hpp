@@ -23,23 +23,10 @@ struct ModelShape {
   int d_model = 128;
   int moe_layers = 2;
   bool rmsnorm = true;
-  int experts = 8;
-  int top_k = 2;
-  int d_ff = 256;
-  bool normalize_gates = true;
-  double aux_loss_coef = 0.01;
-  double z_loss_coef = 0.0;
-  bool capacity_mode = false;
-  double capacity_factor = 1.25;
   double init_std = 0.0;      // 0: 1/sqrt(fan_in)
   std::uint64_t seed = 1234;  // [run] seed's default
-  // Expert parallelism: this rank holds experts [ep_rank * experts / ep_size, ...) of each layer.
-  int ep_size = 1;
-  int ep_rank = 0;
-  // Group-limited routing: experts in `expert_groups` contiguous groups; each token uses at most
-  // max_groups_per_token of them (0: no limit).
-  int expert_groups = 1;
-  int max_groups_per_token = 0;
+  // Every MoE layer (moe.d_model must equal d_model), with this rank's expert shard.
+  MoeShape moe;
   // Pipeline parallelism: this rank holds MoE blocks [first_block, last_block); the first stage
   // also holds the input layer, the last the classifier and the loss.
   int first_block = 0;
@@ -47,8 +34,6 @@ struct ModelShape {
   int held_blocks() const { return (last_block < 0 ? moe_layers : last_block) - first_block; }
   bool has_input() const { return first_block == 0; }
   bool has_classifier() const { return last_block < 0 || last_block == moe_layers; }
-  int local_experts() const { return experts / ep_size; }
-  int first_local_expert() const { return ep_rank * local_experts(); }
   bool operator==(const ModelShape&) const = default;
 };
 
@@ -59,9 +44,6 @@ ModelShape shape_from_config(const core::Config& config, int inputs, int classes
 // Parameters per block (norm, router, experts) and of the input layer and the classifier, for
 // the split over pipeline stages.
 parallel::StageCosts classifier_stage_costs(const core::Config& config, int inputs, int classes);
-
-// The MoE layers' shape for this model (ModelShape keeps the classifier's own fields too).
-MoeShape moe_shape(const ModelShape& shape);
 
 // Routing figures of one MoE layer for one batch (see moe_layer.hpp).
 using LayerRoutingStats = MoeStats;
