@@ -203,8 +203,9 @@ TrainResult run_training(const core::Config& config, const Task& task,
   summary.global_batch = global_batch;
   summary.unit = task.unit();
   // Parameter counts of the whole model: every stage's dense part and all expert shards.
-  double counts[2] = {place.dp_index == 0 ? double(params.dense_size()) : 0.0,
-                      place.edp_index == 0 ? double(params.size() - params.dense_size()) : 0.0};
+  double counts[2] = {
+      place.dp_index == 0 ? double(params.dense_size() - params.tied_copy_size()) : 0.0,
+      place.edp_index == 0 ? double(params.size() - params.dense_size()) : 0.0};
   world.allreduce_sum(counts, 2);
   const auto expert_parameters = std::int64_t(counts[1]);
   summary.parameters = std::int64_t(counts[0]) + expert_parameters;
@@ -453,6 +454,7 @@ TrainResult run_training(const core::Config& config, const Task& task,
     };
     parallel::PipelineTiming pipeline;
     schedule.train_step(micro_batches, micro_rows, forward, backward, pipeline);
+    model.share_tied_gradients();
     phases.comm += pipeline.comm_seconds;
 
     // ---- aggregate: robust rounds over the data-parallel and expert-data-parallel groups ----
@@ -506,6 +508,7 @@ TrainResult run_training(const core::Config& config, const Task& task,
     const double lr = learning_rate(step, total_steps, config.train.warmup_steps, config.train.lr,
                                     config.train.min_lr);
     optimizer.update(params, lr, step + 1);
+    model.share_tied_parameters();
     if (const double delay = robust.simulated_delay_seconds(); delay > 0)
       std::this_thread::sleep_for(std::chrono::duration<double>(delay));
     Kokkos::fence();
