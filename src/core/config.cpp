@@ -1020,12 +1020,6 @@ void validate_layout(const Config& config, int ranks) {
         "[parallel] pipeline_stages = {} exceeds {} = {} (each stage needs {})", stages, blocks_key,
         blocks, is_language_model(config) ? "a transformer block" : "an MoE block"));
   }
-  if (stages > 1 && is_language_model(config) && config.model.tie_embeddings) {
-    throw ConfigError(fmt::format(
-        "[parallel] pipeline_stages = {} with [model] tie_embeddings = true: tied embeddings need "
-        "the embedding and the head on one pipeline stage; set tie_embeddings = false",
-        stages));
-  }
   if (ranks % stages != 0) {
     throw ConfigError(fmt::format("{} rank{} {} not a multiple of [parallel] pipeline_stages = {}",
                                   ranks, ranks == 1 ? "" : "s", ranks == 1 ? "is" : "are", stages));

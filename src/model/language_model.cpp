@@ -57,7 +57,8 @@ parallel::StageCosts language_model_stage_costs(const core::Config& config, int 
   for (const int b : core::moe_blocks(config))
     costs.blocks[std::size_t(b)] = attention + d * e + e * ffn(f);
   costs.first = double(vocab) * d;
-  costs.last = d + (config.model.tie_embeddings ? 0.0 : d * double(vocab));
+  // The head's table, tied or not: with a pipeline the last stage holds a tied table's copy.
+  costs.last = d + d * double(vocab);
   return costs;
 }
 
@@ -121,13 +122,15 @@ LanguageModel<T>::LanguageModel(const LanguageModelShape& shape,
                                  .block = s.attention_block};
   MoeShape dense = s.moe;
   dense.d_ff = s.d_ff_dense;
-  // A tied head on another stage than the embedding would need its table's gradients summed
-  // across stages every step; not built yet, so refused.
-  if (s.tie_embeddings && s.has_head() != s.has_embedding())
-    throw Error(
-        "model::LanguageModel: tied embeddings need the embedding and the head on one pipeline "
-        "stage; set [model] tie_embeddings = false to split the model over stages");
-  if (s.has_embedding()) p.embedding.emplace(params_, "embedding", s.vocab, s.d_model);
+  // A tied head on a stage without the embedding gets a copy of the table, as Megatron does:
+  // declared under the same name, so it draws the same initial values and a restart fills it
+  // from the same datasets, and flagged so that only the first stage's table is written, counted
+  // and trained. The copy's gradient goes to the first stage and the new values come back
+  // (Model::share_tied_gradients/parameters), which keeps the two bit-identical.
+  const bool tied_copy = s.tie_embeddings && s.has_head() && !s.has_embedding();
+  if (s.has_embedding() || tied_copy)
+    p.embedding.emplace(params_, "embedding", s.vocab, s.d_model,
+                        ParamPlace{.tied_copy = tied_copy});
   p.blocks.reserve(std::size_t(s.end_block() - s.first_block));
   for (int b = s.first_block; b < s.end_block(); ++b) {
     const std::string name = "block" + std::to_string(b);

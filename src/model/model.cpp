@@ -5,8 +5,10 @@
 #include <fmt/format.h>
 
 #include <cctype>
+#include <climits>
 
 #include "daa/core/error.hpp"
+#include "daa/model/embedding.hpp"
 #include "daa/model/language_model.hpp"
 #include "daa/model/moe_model.hpp"
 
@@ -72,8 +74,17 @@ class Classifier final : public Model {
 
 class Language final : public Model {
  public:
-  Language(const LanguageModelShape& shape, const parallel::Communicator* expert_group)
-      : model_(shape, expert_group) {}
+  // `end_stages` (Topology::end_stages) links the tied table's two holders; it must outlive the
+  // model, and is unused unless the shape ties embeddings across stages.
+  Language(const LanguageModelShape& shape, const parallel::Communicator* expert_group,
+           const parallel::Communicator* end_stages = nullptr)
+      : model_(shape, expert_group), end_stages_(end_stages) {
+    if (shape.tied_across_stages() &&
+        (end_stages == nullptr || end_stages->comm() == MPI_COMM_NULL || end_stages->size() != 2))
+      throw Error(
+          "model::Language: tied embeddings across pipeline stages need the end-stages "
+          "communicator of the first and the last stage");
+  }
   const char* kind() const override { return "language-model"; }
   ParamStore<float>& params() override { return model_.params(); }
   int width() const override { return model_.shape().d_model; }
@@ -110,6 +121,35 @@ class Language final : public Model {
     return model_.routing_bias(moe_layer);
   }
   LanguageModel<float>* language_model() override { return &model_; }
+  // Stage 0 owns the tied table: it receives the head copy's gradient (an MPI_Reduce over the two
+  // ranks, a + b on either order, so deterministic), aggregates, clips and updates it like any of
+  // its parameters, and sends the new values back. Why not sum on both stages and let both
+  // update: each stage's robust round sees its own whole gradient vector, and a distance-based
+  // rule (Krum) may pick other ranks on the two stages, so the copies could drift apart; and the
+  // zeroed copy keeps the global gradient norm counting the table once without the optimizer
+  // knowing about copies.
+  void share_tied_gradients() override {
+    if (!model_.shape().tied_across_stages()) return;
+    const bool owner = model_.shape().has_embedding();
+    const auto grad = model_.params().grad(table_id());
+    // Host MPI: the table's gradient staged to host memory (the same memory on host backends).
+    auto host = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), grad);
+    Kokkos::fence();
+    DAA_MPI_CHECK(MPI_Reduce(owner ? MPI_IN_PLACE : host.data(), owner ? host.data() : nullptr,
+                             table_count(), MPI_FLOAT, MPI_SUM, 0, end_stages_->comm()));
+    if (owner)
+      Kokkos::deep_copy(grad, host);
+    else
+      Kokkos::deep_copy(grad, 0.0f);
+  }
+  void share_tied_parameters() override {
+    if (!model_.shape().tied_across_stages()) return;
+    const auto value = model_.params().value(table_id());
+    auto host = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), value);
+    Kokkos::fence();
+    DAA_MPI_CHECK(MPI_Bcast(host.data(), table_count(), MPI_FLOAT, 0, end_stages_->comm()));
+    if (!model_.shape().has_embedding()) Kokkos::deep_copy(value, host);
+  }
   // "block1.moe.expert3.w1" -> "block1/moe/expert3/w1".
   std::string checkpoint_path(const ParamInfo& info) const override {
     std::string out = info.name;
@@ -119,7 +159,18 @@ class Language final : public Model {
   }
 
  private:
+  int table_id() { return model_.layers().embedding->table_id(); }
+  int table_count() {
+    const std::size_t n = model_.params().infos()[std::size_t(table_id())].size();
+    if (n > std::size_t(INT_MAX))
+      throw Error(fmt::format(
+          "model::Language: the tied embedding table has {} elements, more than one MPI message "
+          "of INT_MAX",
+          n));
+    return int(n);
+  }
   LanguageModel<float> model_;
+  const parallel::Communicator* end_stages_;
 };
 
 }  // namespace
@@ -132,7 +183,7 @@ std::unique_ptr<Model> make_model(const core::Config& config, const parallel::To
     LanguageModelShape shape = language_model_shape_from_config(config, outputs, ep, place.ep_rank);
     shape.first_block = place.first_block;
     shape.last_block = place.last_block;
-    return std::make_unique<Language>(shape, &topology.expert_parallel());
+    return std::make_unique<Language>(shape, &topology.expert_parallel(), &topology.end_stages());
   }
   ModelShape shape = shape_from_config(config, inputs, outputs, ep, place.ep_rank);
   shape.first_block = place.first_block;

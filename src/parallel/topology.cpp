@@ -145,7 +145,14 @@ Topology::Topology(const Communicator& world, const core::Config& config, const 
           "expert-parallel"),
       expert_data_parallel_(
           split(world, place_.stage * layout_.expert_parallel + place_.ep_rank, place_.edp_index),
-          "expert-data-parallel") {}
+          "expert-data-parallel"),
+      end_stages_(split(world,
+                        layout_.pipeline_stages > 1 &&
+                                (place_.stage == 0 || place_.stage == layout_.pipeline_stages - 1)
+                            ? place_.dp_index
+                            : MPI_UNDEFINED,
+                        place_.stage),
+                  "end-stages") {}
 
 int Topology::previous_stage_rank() const {
   return place_.stage > 0 ? world_.rank() - layout_.data_parallel : -1;
@@ -156,7 +163,8 @@ int Topology::next_stage_rank() const {
 }
 
 Topology::~Topology() {
-  for (const Communicator* c : {&data_parallel_, &expert_parallel_, &expert_data_parallel_}) {
+  for (const Communicator* c :
+       {&data_parallel_, &expert_parallel_, &expert_data_parallel_, &end_stages_}) {
     MPI_Comm comm = c->comm();
     if (comm != MPI_COMM_NULL) MPI_Comm_free(&comm);
   }

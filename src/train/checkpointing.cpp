@@ -2,7 +2,8 @@
 // Parameters and optimizer moments are written by their first holder and read by every replica,
 // so a file written on one layout restores on any other. Per-replica state (worker momentum,
 // pending consensus counts) keeps one row per replica; a layout with another replica count
-// starts every replica from their mean.
+// starts every replica from their mean. A tied copy (a pipelined head's embedding table) is never
+// written: it reads its original's datasets, which have its name.
 #include "checkpointing.hpp"
 
 #include <fmt/format.h>
@@ -32,7 +33,10 @@ U64s parameter_dims(const model::ParamInfo& p) {
   return p.cols == 1 ? U64s{p.rows} : U64s{p.rows, p.cols};
 }
 
+// Whether this rank writes (and gathers) `p`: its first replica, and never a tied copy, whose
+// original another stage holds and writes under the same path.
 bool first_holder(const model::ParamInfo& p, const parallel::RankPlace& place) {
+  if (p.tied_copy) return false;
   return p.kind == model::ParamKind::dense ? place.dp_index == 0 : place.edp_index == 0;
 }
 
@@ -257,7 +261,8 @@ SavedCheckpoint save_checkpoint(const TrainingParts& parts, std::int64_t step,
       writer.add_f32("/optimizer/m/" + path, host_span(m, p.offset, p.size()), parameter_dims(p));
       writer.add_f32("/optimizer/v/" + path, host_span(v, p.offset, p.size()), parameter_dims(p));
     }
-    if (momentum) {
+    // A tied copy's momentum rows are the original's (same path), written by the first stage.
+    if (momentum && !p.tied_copy) {
       const auto [replica, replicas] = replica_of(p, topology);
       U64s dims = parameter_dims(p);
       dims.insert(dims.begin(), std::uint64_t(replicas));
@@ -430,7 +435,9 @@ std::int64_t load_checkpoint(const TrainingParts& parts, const std::string& file
   for (const model::ParamInfo& p : params.infos()) {
     const std::string path = parts.model.checkpoint_path(p);
     want("/model/" + path);
-    if (!everything) continue;
+    // A tied copy's gradient is always zero (the first stage trains the table), so its moments
+    // and worker momentum stay zero, as in a run without the restart.
+    if (!everything || p.tied_copy) continue;
     want("/optimizer/m/" + path);
     want("/optimizer/v/" + path);
   }
@@ -447,6 +454,7 @@ std::int64_t load_checkpoint(const TrainingParts& parts, const std::string& file
     if (momentum) {
       want("/robust/momentum_steps", true);
       for (const model::ParamInfo& p : params.infos()) {
+        if (p.tied_copy) continue;
         const std::string path = "/robust/momentum/" + parts.model.checkpoint_path(p);
         const io::DatasetInfo* d = reader.find(path);
         const auto [replica, replicas] = replica_of(p, topology);
@@ -506,6 +514,11 @@ std::int64_t load_checkpoint(const TrainingParts& parts, const std::string& file
     };
     place_values("/model/" + path, host_values);
     if (!everything) continue;
+    if (p.tied_copy) {
+      std::fill_n(host_m.data() + p.offset, p.size(), 0.0f);
+      std::fill_n(host_v.data() + p.offset, p.size(), 0.0f);
+      continue;
+    }
     place_values("/optimizer/m/" + path, host_m);
     place_values("/optimizer/v/" + path, host_v);
   }
@@ -535,6 +548,7 @@ std::int64_t load_checkpoint(const TrainingParts& parts, const std::string& file
     robust->momentum.assign(params.size(), 0.0f);
     bool averaged = false, missing = false;
     for (const model::ParamInfo& p : params.infos()) {
+      if (p.tied_copy) continue;  // zero, as above
       const std::string path = "/robust/momentum/" + parts.model.checkpoint_path(p);
       if (!has(path)) {
         missing = true;
@@ -627,8 +641,9 @@ std::int64_t load_checkpoint(const TrainingParts& parts, const std::string& file
 
 // All parameters in the order a one-rank model holds them, on rank 0 (empty elsewhere): each rank
 // sends what it holds first (its dense parameters if it is data-parallel index 0 of its stage,
-// its expert shard if it is the first holder), named, and rank 0 places them by name in the
-// layout of a one-rank model. Independent of the layout, so checksums compare across layouts.
+// its expert shard if it is the first holder; no tied copy), named, and rank 0 places them by name
+// in the layout of a one-rank model. Independent of the layout, so checksums compare across
+// layouts.
 std::vector<float> gather_parameters(const model::ParamStore<float>& params,
                                      const parallel::Topology& topology,
                                      const model::ParamStore<float>& whole_model) {
@@ -638,9 +653,7 @@ std::vector<float> gather_parameters(const model::ParamStore<float>& params,
   std::string names;
   std::vector<float> values;
   for (const model::ParamInfo& p : params.infos()) {
-    const bool first_holder =
-        p.kind == model::ParamKind::dense ? place.dp_index == 0 : place.edp_index == 0;
-    if (!first_holder) continue;
+    if (!first_holder(p, place)) continue;
     names += p.name + '\n';
     values.insert(values.end(), host.data() + p.offset, host.data() + p.offset + p.size());
   }

@@ -74,11 +74,12 @@ std::unique_ptr<obs::ProgressLog> open_run_directory(const core::Config& config,
 }
 
 // The whole model's parameter count: every stage's dense part and all expert shards, each
-// counted by its first holder. Returns {all, in experts}. Collective.
+// counted by its first holder (a tied embedding's copy on the last stage not again). Returns {all,
+// in experts}. Collective.
 std::pair<std::int64_t, std::int64_t> count_parameters(const model::ParamStore<float>& params,
                                                        const parallel::Topology& topology) {
   double counts[2] = {
-      topology.place().dp_index == 0 ? double(params.dense_size()) : 0.0,
+      topology.place().dp_index == 0 ? double(params.dense_size() - params.tied_copy_size()) : 0.0,
       topology.place().edp_index == 0 ? double(params.size() - params.dense_size()) : 0.0};
   topology.world().allreduce_sum(counts, 2);
   return {std::int64_t(counts[0] + counts[1]), std::int64_t(counts[1])};

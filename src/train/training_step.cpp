@@ -135,9 +135,12 @@ StepResult TrainingStep::run(std::int64_t step, bool stop_signal,
   parallel::PipelineTiming pipeline;
   schedule_.train_step(micro_batches, micro_rows_, forward, backward, pipeline);
   phases_.comm += pipeline.comm_seconds;
+  auto t = Clock::now();
+  model_.share_tied_gradients();  // a tied head's gradient joins the embedding's on stage 0
+  phases_.comm += since(t);
 
   // ---- aggregate: robust rounds over the data-parallel and expert-data-parallel groups ----
-  auto t = Clock::now();
+  t = Clock::now();
   scale_gradients();
   auto& params = model_.params();
   {
@@ -163,21 +166,24 @@ StepResult TrainingStep::run(std::int64_t step, bool stop_signal,
 
   // ---- update: global-norm clip, learning rate, AdamW ----
   t = Clock::now();
-  double norm_reduce = 0;
+  double update_comm = 0;  // the norm's all-reduce and the tied copy's update: communication
   clip_gradients(params.grads(), config_.train.grad_clip,
                  {.dense_size = params.dense_size(),
                   .count_dense = topology_.place().dp_index == 0,
                   .count_expert = topology_.place().edp_index == 0,
                   .group = &world,
-                  .reduce_seconds = &norm_reduce});
+                  .reduce_seconds = &update_comm});
   result.lr = learning_rate(step, total_steps_, config_.train.warmup_steps, config_.train.lr,
                             config_.train.min_lr);
   optimizer_.update(params, result.lr, step + 1);
+  const auto tied = Clock::now();
+  model_.share_tied_parameters();  // stage 0's updated embedding replaces the head's copy
+  update_comm += since(tied);
   if (const double delay = robust_.simulated_delay_seconds(); delay > 0)
     std::this_thread::sleep_for(std::chrono::duration<double>(delay));
   Kokkos::fence();
-  result.compute += since(t) - norm_reduce;
-  phases_.comm += norm_reduce;
+  result.compute += since(t) - update_comm;
+  phases_.comm += update_comm;
   trace(Track::compute, "clip and update", t);
   phases_.compute += result.compute;
   result.communication = phases_.comm - comm_before;

@@ -90,8 +90,6 @@ refused "'$work/bytes.h5' was written with the bytes tokenizer. the input names 
   2 train "$input" "${common[@]}" --set "data.tokens=$work/bytes.h5"
 refused "'$work/bpe.h5' holds a vocabulary of 512 tokens. the input names \[text\] vocab_size = 600" \
   2 train "$input" "${common[@]}" --set text.vocab_size=600
-refused 'pipeline_stages = 2 with \[model\] tie_embeddings = true: tied embeddings need the embedding and the head on one pipeline stage' \
-  2 train "$input" "${common[@]}" --set parallel.pipeline_stages=2
 refused "\[model\] d_model = 32 and heads = 3 give a head width that is not an even integer" \
   0 validate "$input" "${common[@]}" --set model.heads=3
 echo "text_lm: all checks passed"

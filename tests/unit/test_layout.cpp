@@ -89,6 +89,10 @@ TEST(Layout, LanguageModelBlocksWeighTheirExperts) {
   EXPECT_EQ(lm.blocks[0], lm.blocks[2]);
   EXPECT_DOUBLE_EQ(lm.first, 4096.0 * 128);
   EXPECT_DOUBLE_EQ(lm.last, 128 + 128 * 4096.0);  // final norm and untied head
+  // A tied head on the last stage is a copy of the table: it weighs as much.
+  c.model.tie_embeddings = true;
+  EXPECT_DOUBLE_EQ(daa::model::language_model_stage_costs(c, 4096).last, lm.last);
+  c.model.tie_embeddings = false;
   const auto layout = make_layout(c, 2, lm);
   EXPECT_EQ(layout.moe_blocks, (std::vector<int>{1, 3}));
   EXPECT_EQ(layout.place(0).first_moe_layer, 0);

@@ -4,6 +4,8 @@
 // Every `moe_every`-th block's FFN is an MoeLayer, the others a dense FeedForward; the head is
 // the embedding table transposed (tied) or a Linear of its own. A pipeline stage holds blocks
 // [first_block, last_block); the first also the embedding, the last the final norm and head.
+// A tied head on another stage than the embedding uses a copy of the table (ParamInfo::tied_copy)
+// that the model's owner keeps equal to the first stage's (Model::share_tied_gradients).
 // Templated on the scalar so gradient checks run in double and training in float.
 #pragma once
 
@@ -41,6 +43,9 @@ struct LanguageModelShape {
   int end_block() const { return last_block < 0 ? layers : last_block; }
   bool has_embedding() const { return first_block == 0; }
   bool has_head() const { return end_block() == layers; }
+  // Tied embeddings with the embedding and the head on different stages: the first stage holds
+  // the table, the last stage a copy of it as its head.
+  bool tied_across_stages() const { return tie_embeddings && has_embedding() != has_head(); }
   bool is_moe_block(int block) const { return moe_every > 0 && (block + 1) % moe_every == 0; }
   // Index of block's MoE layer among all MoE layers (-1: a dense block); and their count.
   int moe_layer_of(int block) const;
@@ -54,7 +59,8 @@ LanguageModelShape language_model_shape_from_config(const core::Config& config, 
                                                     int ep_size = 1, int ep_rank = 0);
 
 // Parameters per transformer block (norms, attention, the MoE or dense FFN), of the embedding
-// (first stage) and of the final norm and untied head (last stage), for the pipeline split.
+// (first stage) and of the final norm and head (last stage; a tied head's copy of the table weighs
+// as much as an untied head), for the pipeline split.
 parallel::StageCosts language_model_stage_costs(const core::Config& config, int vocab);
 
 // What one forward reports: loss summed over the tokens with a target (in nats), its count,
@@ -124,7 +130,7 @@ class LanguageModel {
     FeedForward<T>* dense;
   };
   struct Layers {
-    Embedding<T>* embedding;
+    Embedding<T>* embedding;          // on the last stage of a split tied model: the head's copy
     std::vector<BlockLayers> blocks;  // held blocks, in order
     RMSNorm<T>* final_norm;
     Linear<T>* head;  // null with tied embeddings: the embedding's head_forward is the head

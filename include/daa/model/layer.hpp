@@ -28,11 +28,12 @@ enum class GradMode { overwrite, accumulate };
 
 // Where a layer's parameters sit for sharding and checkpoints: dense (replicated over data
 // parallelism) or one expert's (sharded by expert parallelism), and the MoE layer index they
-// belong to (-1: none).
+// belong to (-1: none); tied_copy marks a copy of another stage's parameter (ParamInfo).
 struct ParamPlace {
   ParamKind kind = ParamKind::dense;
   int layer = -1;
   int expert = -1;
+  bool tied_copy = false;
 };
 
 // A weight matrix [rows, cols] (weight decay, scaled-normal init) or a vector (no decay).
@@ -45,7 +46,8 @@ inline ParamInfo weight_info(std::string name, std::size_t rows, std::size_t col
                    .rows = rows,
                    .cols = cols,
                    .decay = true,
-                   .init = ParamInit::normal};
+                   .init = ParamInit::normal,
+                   .tied_copy = place.tied_copy};
 }
 inline ParamInfo vector_info(std::string name, std::size_t size, ParamInit init,
                              const ParamPlace& place = {}) {
@@ -56,7 +58,8 @@ inline ParamInfo vector_info(std::string name, std::size_t size, ParamInit init,
                    .rows = size,
                    .cols = 1,
                    .decay = false,
-                   .init = init};
+                   .init = init,
+                   .tied_copy = place.tied_copy};
 }
 
 // Per-slot saved state, grown on first use of a slot.

@@ -73,6 +73,14 @@ class Model {
   virtual std::string checkpoint_path(const ParamInfo& info) const = 0;
   // The language model behind the interface (generation needs its layers); null otherwise.
   virtual LanguageModel<float>* language_model() { return nullptr; }
+  // Parameters that two pipeline stages hold (the language model's tied embedding table on the
+  // first stage and its copy as the head on the last). Collective over Topology::end_stages();
+  // no-ops for a model without such parameters. After the pipeline schedule's backward, before
+  // any gradient is scaled, aggregated or clipped: the original's holder gets the sum of both
+  // gradients and the copy's gradient becomes zero (so the copy adds nothing to a norm).
+  virtual void share_tied_gradients() {}
+  // After the optimizer's update: the copies take the originals' values, bit for bit.
+  virtual void share_tied_parameters() {}
 };
 
 // The model the input describes, as the stage `place` of `topology` holds it (its blocks and

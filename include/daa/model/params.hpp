@@ -27,6 +27,11 @@ struct ParamInfo {
   std::size_t offset = 0;
   bool decay = false;  // weight decay applies (matrices yes, biases and gains no)
   ParamInit init = ParamInit::zeros;
+  // A copy of the parameter of the same name that another pipeline stage holds and trains (the
+  // last stage's tied head: the first stage's embedding table). The model keeps it bit-identical
+  // to the original, so checkpoints, parameter counts and gradient norms take only the original;
+  // a restart fills the copy from the original's datasets, which share its name and path.
+  bool tied_copy = false;
   std::size_t size() const { return rows * cols; }
 };
 
@@ -43,6 +48,12 @@ class ParamStore {
   std::size_t size() const { return total_; }
   // Elements [0, dense_size()) are dense parameters; the rest are expert parameters.
   std::size_t dense_size() const { return dense_total_; }
+  // Elements of tied copies (ParamInfo::tied_copy; dense), which another stage counts as its own.
+  std::size_t tied_copy_size() const {
+    std::size_t n = 0;
+    for (const ParamInfo& p : infos_) n += p.tied_copy ? p.size() : 0;
+    return n;
+  }
 
   kernels::Vector<T> values() const { return values_; }
   kernels::Vector<T> grads() const { return grads_; }

@@ -77,6 +77,10 @@ class Topology {
   const Communicator& data_parallel() const { return data_parallel_; }
   const Communicator& expert_parallel() const { return expert_parallel_; }
   const Communicator& expert_data_parallel() const { return expert_data_parallel_; }
+  // With two or more stages: the first and the last stage's ranks of this data-parallel index
+  // (the first is member 0), which share the language model's tied embedding table. Not a member
+  // (MPI_COMM_NULL) with one stage or on a middle stage.
+  const Communicator& end_stages() const { return end_stages_; }
   // World ranks of the same data-parallel index on the neighbouring stages, or -1.
   int previous_stage_rank() const;
   int next_stage_rank() const;
@@ -89,6 +93,7 @@ class Topology {
   Communicator data_parallel_;
   Communicator expert_parallel_;
   Communicator expert_data_parallel_;
+  Communicator end_stages_;
 };
 
 }  // namespace daa::parallel
