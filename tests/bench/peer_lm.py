@@ -57,8 +57,10 @@ def parse_args(argv=None):
     ap.add_argument("--tokens", help="token file (default: the input's [data] tokens)")
     ap.add_argument("--steps", type=int, help="optimiser steps (default: [train] max_steps)")
     ap.add_argument("--seconds", type=float,
-                    help="train for about this many seconds instead: the step count (and so the "
-                         "cosine schedule's length) is fixed from the pace of the first steps")
+                    help="train for at most this many seconds instead: the step count (and so the "
+                         "cosine schedule's length) is fixed from the pace of the first steps, and "
+                         "the run also stops after the step that crosses the time (as daa-swarm's "
+                         "[train] max_seconds)")
     peer_args.add_run_options(
         ap, "leading steps left out of tokens_per_s (default 20, as daa-swarm)")
     ap.add_argument("--no-eval", action="store_true", help="skip the validation pass")
@@ -388,6 +390,14 @@ def evaluate(model, data, rank, world):
             "val_accuracy": sums[3 * nd] / targets}
 
 
+def out_of_time(t_start, a):
+    """Whether --seconds of training have passed, on any rank (every rank stops at the same step)."""
+    late = torch.tensor([1.0 if time.perf_counter() - t_start >= a.seconds else 0.0])
+    if a.ddp:
+        dist.all_reduce(late)
+    return late.item() > 0
+
+
 def train(rank, world, a):
     common.setup_process(rank, world, a)
     cfg = load_config(a.input, a.set)
@@ -412,7 +422,11 @@ def train(rank, world, a):
     probe = (3, 13)  # with --seconds: the pace of these steps fixes the step count
     timer = common.SteadyTimer(a.warmup_steps, a.ddp)
     t_probe, loss_val, step = None, float("nan"), 0
+    t_start = time.perf_counter()
     while total is None or step < total:
+        if a.seconds is not None and step > probe[1] and out_of_time(t_start, a):
+            log(f"peer_lm: {a.seconds:g} s reached after {step} of {total} steps")
+            break
         timer.at_step(step)
         if a.seconds is not None and total is None and step in probe:
             if step == probe[0]:

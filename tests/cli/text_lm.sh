@@ -59,7 +59,7 @@ run 2 train "$input" "${common[@]}" --set run.name=budget --set train.max_steps=
 budget_steps=$(sed -n 's/^stopping after step \([0-9]*\): \[train\] max_seconds = 2 reached$/\1/p' "$work/out")
 [[ -n $budget_steps ]] || { cat "$work/out" >&2; fail "no 'stopping after step N: [train] max_seconds = 2 reached' line"; }
 ((budget_steps < 100000)) || fail "max_seconds did not stop the run ($budget_steps steps)"
-grep -qE "\"steps\": $budget_steps[,}]?$" "$work/budget.json" || { cat "$work/budget.json" >&2; fail "summary steps != $budget_steps"; }
+grep -qE "\"steps\": ${budget_steps}[,}]?$" "$work/budget.json" || { cat "$work/budget.json" >&2; fail "summary steps != $budget_steps"; }
 grep -q '^final | validation loss ' "$work/out" || fail "no final evaluation after the time budget"
 [[ -f $work/runs/budget/checkpoints/step-$(printf %08d "$budget_steps").h5 ]] ||
   fail "no final checkpoint at step $budget_steps after the time budget"
