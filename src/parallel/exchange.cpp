@@ -4,7 +4,6 @@
 
 #include <fmt/format.h>
 
-#include <boost/archive/archive_exception.hpp>
 #include <boost/core/demangle.hpp>
 #include <new>
 #include <stdexcept>
