@@ -28,7 +28,7 @@ target_include_directories(daa_blas SYSTEM INTERFACE ${DAA_CBLAS_INCLUDE_DIR})
 set_package_properties(BLAS PROPERTIES TYPE REQUIRED PURPOSE "host GEMM (OpenBLAS)")
 
 find_package(Boost REQUIRED COMPONENTS serialization)
-set_package_properties(Boost PROPERTIES TYPE REQUIRED PURPOSE "serialized control messages (expert registry)")
+set_package_properties(Boost PROPERTIES TYPE REQUIRED PURPOSE "serialized control messages (include/daa/parallel/exchange.hpp)")
 
 find_package(tomlplusplus REQUIRED)
 find_package(CLI11 REQUIRED)

@@ -12,17 +12,14 @@
 #include <zlib.h>
 
 #include <algorithm>
-#include <boost/archive/binary_iarchive.hpp>
-#include <boost/archive/binary_oarchive.hpp>
-#include <boost/serialization/string.hpp>
-#include <boost/serialization/vector.hpp>
 #include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <sstream>
+
+#include "daa/parallel/exchange.hpp"
 
 namespace daa::io {
 namespace {
@@ -126,19 +123,9 @@ struct PieceHeader {
 
 std::vector<PieceHeader> all_gather_headers(const parallel::Communicator& comm,
                                             const std::vector<PieceHeader>& mine) {
-  std::ostringstream out;
-  {
-    boost::archive::binary_oarchive archive(out);
-    archive << mine;
-  }
   std::vector<PieceHeader> headers;
-  for (const std::string& bytes : comm.all_gather(out.str())) {
-    std::istringstream in(bytes);
-    boost::archive::binary_iarchive archive(in);
-    std::vector<PieceHeader> theirs;
-    archive >> theirs;
+  for (const std::vector<PieceHeader>& theirs : parallel::all_gather_object(comm, mine))
     headers.insert(headers.end(), theirs.begin(), theirs.end());
-  }
   return headers;
 }
 

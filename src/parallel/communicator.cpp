@@ -2,6 +2,7 @@
 #include "daa/parallel/communicator.hpp"
 
 #include <cstdio>
+#include <limits>
 
 #include "daa/core/error.hpp"
 
@@ -88,24 +89,44 @@ void Communicator::agree_on_failure(std::exception_ptr local_error) const {
   throw AgreedFailure(code);
 }
 
+// MPI counts are ints: a message of more bytes is refused on every rank alike, which the
+// lengths (exchanged as 64-bit numbers first) make possible without a hang.
+namespace {
+void check_message_size(const Communicator& comm, const char* what, std::int64_t bytes, int rank) {
+  if (bytes > std::numeric_limits<int>::max())
+    throw Error("parallel::Communicator::" + std::string(what) + " over '" + comm.name() +
+                "': " + (rank >= 0 ? "rank " + std::to_string(rank) + "'s message" : "the total") +
+                " of " + std::to_string(bytes) + " bytes exceeds one MPI message's " +
+                std::to_string(std::numeric_limits<int>::max()) + " bytes");
+}
+}  // namespace
+
 std::string Communicator::broadcast(const std::string& text, int root) const {
   std::string out = rank_ == root ? text : "";
-  int length = int(out.size());
-  DAA_MPI_CHECK(MPI_Bcast(&length, 1, MPI_INT, root, comm_));
+  auto length = std::int64_t(out.size());
+  DAA_MPI_CHECK(MPI_Bcast(&length, 1, MPI_INT64_T, root, comm_));
+  check_message_size(*this, "broadcast", length, root);
   out.resize(std::size_t(length));
-  DAA_MPI_CHECK(MPI_Bcast(out.data(), length, MPI_CHAR, root, comm_));
+  DAA_MPI_CHECK(MPI_Bcast(out.data(), int(length), MPI_CHAR, root, comm_));
   return out;
 }
 
 std::vector<std::string> Communicator::all_gather(const std::string& mine) const {
   const auto ranks = static_cast<std::size_t>(size_);
+  std::vector<std::int64_t> lengths(ranks);
+  const auto my_length = std::int64_t(mine.size());
+  DAA_MPI_CHECK(MPI_Allgather(&my_length, 1, MPI_INT64_T, lengths.data(), 1, MPI_INT64_T, comm_));
   std::vector<int> sizes(ranks), displs(ranks);
-  const int my_size = int(mine.size());
-  DAA_MPI_CHECK(MPI_Allgather(&my_size, 1, MPI_INT, sizes.data(), 1, MPI_INT, comm_));
-  int total = 0;
-  for (std::size_t r = 0; r < ranks; ++r) displs[r] = total, total += sizes[r];
+  std::int64_t total = 0;
+  for (std::size_t r = 0; r < ranks; ++r) {
+    check_message_size(*this, "all_gather", lengths[r], int(r));
+    check_message_size(*this, "all_gather", total + lengths[r], -1);
+    sizes[r] = int(lengths[r]);
+    displs[r] = int(total);
+    total += lengths[r];
+  }
   std::string all(std::size_t(total), '\0');
-  DAA_MPI_CHECK(MPI_Allgatherv(mine.data(), my_size, MPI_CHAR, all.data(), sizes.data(),
+  DAA_MPI_CHECK(MPI_Allgatherv(mine.data(), int(my_length), MPI_CHAR, all.data(), sizes.data(),
                                displs.data(), MPI_CHAR, comm_));
   std::vector<std::string> out;
   for (std::size_t r = 0; r < ranks; ++r)

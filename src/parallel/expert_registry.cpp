@@ -1,17 +1,13 @@
-// Expert registry (see expert_registry.hpp). Binary archives keep the messages small; all ranks of
-// one job run the same build, so the archive format needs no portability across machines.
+// Expert registry (see expert_registry.hpp). The rows travel through parallel::all_gather_object,
+// whose binary archives keep the messages small.
 #include "daa/parallel/expert_registry.hpp"
 
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <boost/archive/binary_iarchive.hpp>
-#include <boost/archive/binary_oarchive.hpp>
-#include <boost/serialization/vector.hpp>
 #include <map>
-#include <sstream>
 
-#include "daa/core/error.hpp"
+#include "daa/parallel/exchange.hpp"
 
 namespace daa::parallel {
 
@@ -33,43 +29,12 @@ ExpertRegistry ExpertRegistry::from_layout(const Layout& layout) {
   return registry;
 }
 
-std::string ExpertRegistry::encode(const std::vector<ExpertEntry>& rows) {
-  std::ostringstream out(std::ios::binary);
-  {
-    boost::archive::binary_oarchive archive(out, boost::archive::no_header);
-    archive << rows;
-  }
-  return out.str();
-}
-
-std::vector<ExpertEntry> ExpertRegistry::decode(const std::string& bytes) {
-  std::vector<ExpertEntry> rows;
-  try {
-    std::istringstream in(bytes, std::ios::binary);
-    boost::archive::binary_iarchive archive(in, boost::archive::no_header);
-    archive >> rows;
-  } catch (const std::exception& e) {
-    throw Error(std::string("parallel::ExpertRegistry: cannot decode a registry message: ") +
-                e.what());
-  }
-  return rows;
-}
-
 ExpertRegistry ExpertRegistry::all_gather(const Communicator& group,
                                           const std::vector<ExpertEntry>& rows) {
-  const std::string mine = encode(rows);
-  int my_size = int(mine.size());
-  std::vector<int> sizes(group.size()), displs(group.size());
-  DAA_MPI_CHECK(MPI_Allgather(&my_size, 1, MPI_INT, sizes.data(), 1, MPI_INT, group.comm()));
-  for (int r = 1; r < group.size(); ++r) displs[r] = displs[r - 1] + sizes[r - 1];
-  std::string all(std::size_t(displs.back() + sizes.back()), '\0');
-  DAA_MPI_CHECK(MPI_Allgatherv(mine.data(), my_size, MPI_CHAR, all.data(), sizes.data(),
-                               displs.data(), MPI_CHAR, group.comm()));
   // Merge in rank order, so sums are formed in the same order on every rank.
   std::map<std::pair<int, int>, ExpertEntry> merged;
-  for (int r = 0; r < group.size(); ++r)
-    for (const ExpertEntry& row :
-         decode(all.substr(std::size_t(displs[r]), std::size_t(sizes[r])))) {
+  for (const std::vector<ExpertEntry>& theirs : all_gather_object(group, rows))
+    for (const ExpertEntry& row : theirs) {
       auto [it, fresh] = merged.try_emplace({row.layer, row.expert}, row);
       if (fresh) continue;
       ExpertEntry& into = it->second;

@@ -6,17 +6,11 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <boost/archive/archive_exception.hpp>
-#include <boost/archive/binary_iarchive.hpp>
-#include <boost/archive/binary_oarchive.hpp>
-#include <boost/serialization/vector.hpp>
 #include <cmath>
 #include <iterator>
-#include <new>
-#include <sstream>
-#include <stdexcept>
 
 #include "daa/core/error.hpp"
+#include "daa/parallel/exchange.hpp"
 
 namespace daa::robust {
 namespace {
@@ -210,43 +204,12 @@ std::string Ledger::report() const {
   return out;
 }
 
-// Binary archives: all ranks of one job run the same build, so no portability is needed.
 std::string serialize_records(const std::vector<RoundRecord>& records) {
-  std::ostringstream out(std::ios::binary);
-  {
-    boost::archive::binary_oarchive archive(out, boost::archive::no_header);
-    archive << records;
-  }
-  return out.str();
+  return parallel::to_bytes(records);
 }
 
 std::vector<RoundRecord> deserialize_records(const std::string& bytes) {
-  std::vector<RoundRecord> records;
-  std::istringstream in(bytes, std::ios::binary);
-  try {
-    boost::archive::binary_iarchive archive(in, boost::archive::no_header);
-    archive >> records;
-  } catch (const boost::archive::archive_exception& e) {
-    throw Error(
-        fmt::format("robust::deserialize_records: cannot decode {} bytes of round records: {}",
-                    bytes.size(), e.what()));
-  } catch (const std::length_error& e) {
-    // A garbage element count makes the vector reserve more than it ever can.
-    throw Error(fmt::format(
-        "robust::deserialize_records: cannot decode {} bytes of round records: bad count ({})",
-        bytes.size(), e.what()));
-  } catch (const std::bad_alloc&) {
-    throw Error(fmt::format(
-        "robust::deserialize_records: cannot decode {} bytes of round records: bad count",
-        bytes.size()));
-  }
-  // Leftover bytes mean the message was not one batch of records, even if a prefix decoded.
-  if (in.peek() != std::istringstream::traits_type::eof()) {
-    throw Error(fmt::format(
-        "robust::deserialize_records: cannot decode {} bytes of round records: trailing bytes",
-        bytes.size()));
-  }
-  return records;
+  return parallel::from_bytes<std::vector<RoundRecord>>(bytes, "robust::deserialize_records");
 }
 
 }  // namespace daa::robust

@@ -21,6 +21,7 @@
 #include "daa/core/error.hpp"
 #include "daa/io/checkpoint.hpp"
 #include "daa/obs/report.hpp"
+#include "daa/parallel/exchange.hpp"
 
 namespace daa::train {
 namespace {
@@ -82,25 +83,13 @@ std::vector<T> sum_on_root(const parallel::Communicator& world, const std::vecto
 // model's datasets and checks a checkpoint against all of them alike.
 std::map<std::string, U64s> whole_model_datasets(model::Model& model,
                                                  const parallel::Topology& topology) {
-  std::string mine;
-  for (const model::ParamInfo& p : model.params().infos()) {
-    if (!first_holder(p, topology.place())) continue;
-    mine += "/model/" + model.checkpoint_path(p);
-    for (std::uint64_t d : parameter_dims(p)) mine += fmt::format(" {}", d);
-    mine += '\n';
-  }
-  std::string all;
-  for (const std::string& theirs : topology.world().all_gather(mine)) all += theirs;
+  std::vector<std::pair<std::string, U64s>> mine;
+  for (const model::ParamInfo& p : model.params().infos())
+    if (first_holder(p, topology.place()))
+      mine.emplace_back("/model/" + model.checkpoint_path(p), parameter_dims(p));
   std::map<std::string, U64s> out;
-  std::istringstream lines(all);
-  for (std::string line; std::getline(lines, line);) {
-    std::istringstream fields(line);
-    std::string path;
-    fields >> path;
-    U64s dims;
-    for (std::uint64_t d; fields >> d;) dims.push_back(d);
-    out[path] = dims;
-  }
+  for (const auto& theirs : parallel::all_gather_object(topology.world(), mine))
+    for (const auto& [path, dims] : theirs) out[path] = dims;
   return out;
 }
 
@@ -650,47 +639,40 @@ std::vector<float> gather_parameters(const model::ParamStore<float>& params,
   const parallel::Communicator& world = topology.world();
   const parallel::RankPlace& place = topology.place();
   auto host = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), params.values());
-  std::string names;
+  std::vector<std::string> names;
   std::vector<float> values;
   for (const model::ParamInfo& p : params.infos()) {
     if (!first_holder(p, place)) continue;
-    names += p.name + '\n';
+    names.push_back(p.name);
     values.insert(values.end(), host.data() + p.offset, host.data() + p.offset + p.size());
   }
-  // Counts and displacements on rank 0 for one MPI_Gatherv.
-  auto layout_of = [&](int count, std::vector<int>& counts, std::vector<int>& displs) {
-    counts.assign(world.size(), 0);
-    displs.assign(world.size(), 0);
-    DAA_MPI_CHECK(MPI_Gather(&count, 1, MPI_INT, counts.data(), 1, MPI_INT, 0, world.comm()));
-    for (int r = 1; r < world.size(); ++r) displs[r] = displs[r - 1] + counts[r - 1];
-  };
-  std::vector<int> name_counts, name_displs, value_counts, value_displs;
-  layout_of(int(names.size()), name_counts, name_displs);
-  layout_of(int(values.size()), value_counts, value_displs);
+  // The names are a control message; the values, bulk numbers, one MPI_Gatherv onto rank 0.
+  const std::vector<std::vector<std::string>> all_names = parallel::all_gather_object(world, names);
   const bool root = world.rank() == 0;
-  std::string all_names(root ? std::size_t(name_displs.back() + name_counts.back()) : 0, '\0');
+  std::vector<int> value_counts(root ? world.size() : 0), value_displs(root ? world.size() : 0);
+  const int count = int(values.size());
+  DAA_MPI_CHECK(MPI_Gather(&count, 1, MPI_INT, value_counts.data(), 1, MPI_INT, 0, world.comm()));
+  for (int r = 1; r < int(value_counts.size()); ++r)
+    value_displs[r] = value_displs[r - 1] + value_counts[r - 1];
   std::vector<float> all_values(root ? std::size_t(value_displs.back() + value_counts.back()) : 0);
-  DAA_MPI_CHECK(MPI_Gatherv(names.data(), int(names.size()), MPI_CHAR, all_names.data(),
-                            name_counts.data(), name_displs.data(), MPI_CHAR, 0, world.comm()));
-  DAA_MPI_CHECK(MPI_Gatherv(values.data(), int(values.size()), MPI_FLOAT, all_values.data(),
-                            value_counts.data(), value_displs.data(), MPI_FLOAT, 0, world.comm()));
+  DAA_MPI_CHECK(MPI_Gatherv(values.data(), count, MPI_FLOAT, all_values.data(), value_counts.data(),
+                            value_displs.data(), MPI_FLOAT, 0, world.comm()));
   if (!root) return {};
   // The one-rank layout: names, offsets and sizes (its own values are not used).
   std::map<std::string, const model::ParamInfo*> by_name;
   for (const model::ParamInfo& p : whole_model.infos()) by_name[p.name] = &p;
   std::vector<float> global(whole_model.size());
-  std::size_t placed = 0, cursor = 0, start = 0;
-  for (std::size_t end = all_names.find('\n'); end != std::string::npos;
-       start = end + 1, end = all_names.find('\n', start)) {
-    const auto it = by_name.find(all_names.substr(start, end - start));
-    if (it == by_name.end() || cursor + it->second->size() > all_values.size())
-      throw Error("train::gather_parameters: unexpected parameter '" +
-                  all_names.substr(start, end - start) + "'");
-    std::copy_n(all_values.begin() + std::ptrdiff_t(cursor), it->second->size(),
-                global.begin() + std::ptrdiff_t(it->second->offset));
-    cursor += it->second->size();
-    placed += it->second->size();
-  }
+  std::size_t placed = 0, cursor = 0;
+  for (const std::vector<std::string>& theirs : all_names)
+    for (const std::string& name : theirs) {
+      const auto it = by_name.find(name);
+      if (it == by_name.end() || cursor + it->second->size() > all_values.size())
+        throw Error("train::gather_parameters: unexpected parameter '" + name + "'");
+      std::copy_n(all_values.begin() + std::ptrdiff_t(cursor), it->second->size(),
+                  global.begin() + std::ptrdiff_t(it->second->offset));
+      cursor += it->second->size();
+      placed += it->second->size();
+    }
   if (placed != global.size())
     throw Error("train::gather_parameters: gathered " + std::to_string(placed) + " of " +
                 std::to_string(global.size()) + " parameters");
@@ -707,13 +689,11 @@ std::int64_t resume(const TrainingParts& parts, const std::string& restart, cons
   std::vector<std::string> candidates;
   if (restart == "auto") {
     std::vector<std::string> notes;
-    std::string listed;
     if (world.is_root())
       for (const io::CheckpointCandidate& c : io::restart_candidates(dir, notes))
-        listed += c.path + "\n";
+        candidates.push_back(c.path);
     for (const std::string& note : notes) log.line("restart: " + note);
-    std::istringstream lines(world.broadcast(listed));
-    for (std::string line; std::getline(lines, line);) candidates.push_back(line);
+    candidates = parallel::broadcast_object(world, candidates);
   } else {
     candidates.push_back(restart);
   }

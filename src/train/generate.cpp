@@ -10,6 +10,7 @@
 #include "daa/core/error.hpp"
 #include "daa/model/generation.hpp"
 #include "daa/model/language_model.hpp"
+#include "daa/parallel/exchange.hpp"
 #include "daa/train/trainer.hpp"
 
 namespace daa::train {
@@ -71,7 +72,7 @@ GeneratedText generate_text(const core::Config& input, const Task& task,
     int token = world.is_root() ? model::sample(logits, options.temperature, options.top_k,
                                                 options.seed, generator.position())
                                 : 0;
-    token = std::stoi(world.broadcast(std::to_string(token)));
+    token = parallel::broadcast_object(world, token);
     generated.push_back(token);
     if (i + 1 == options.tokens) break;
     if (generator.full()) {

@@ -9,11 +9,11 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 
 #include "daa/core/clock.hpp"
 #include "daa/core/error.hpp"
 #include "daa/obs/process.hpp"
+#include "daa/parallel/exchange.hpp"
 #include "daa/robust/consensus.hpp"
 #include "daa/train/trainer.hpp"
 
@@ -199,27 +199,15 @@ void RobustTraining::aggregate(std::span<float> grads, std::size_t dense, std::i
 }
 
 void RobustTraining::apply_ledger_rounds() {
-  // This rank's reports: (group id, byte length, Boost.Serialization bytes) each.
-  std::string mine;
-  for (const auto& [id, records] : pending_) {
-    const std::string bytes = robust::serialize_records(records);
-    const std::int32_t header[2] = {id, std::int32_t(bytes.size())};
-    mine.append(reinterpret_cast<const char*>(header), sizeof header);
-    mine += bytes;
-  }
+  // This rank's reports: (group id, the records as bytes) each. Reports are compared as bytes,
+  // so equal records count as equal even where they hold NaN.
+  std::vector<std::pair<int, std::string>> mine;
+  for (const auto& [id, records] : pending_)
+    mine.emplace_back(id, robust::serialize_records(records));
   pending_.clear();
   std::map<int, std::vector<std::string>> reports;
-  for (const std::string& theirs : topology_.world().all_gather(mine))
-    for (std::size_t at = 0; at + 8 <= theirs.size();) {
-      std::int32_t header[2];
-      std::memcpy(header, theirs.data() + at, sizeof header);
-      at += sizeof header;
-      if (header[1] < 0 || at + std::size_t(header[1]) > theirs.size())
-        throw Error("ledger exchange: a malformed report of " + std::to_string(header[1]) +
-                    " bytes");
-      reports[header[0]].push_back(theirs.substr(at, std::size_t(header[1])));
-      at += std::size_t(header[1]);
-    }
+  for (const auto& theirs : parallel::all_gather_object(topology_.world(), mine))
+    for (const auto& [id, bytes] : theirs) reports[id].push_back(bytes);
   for (auto& [id, texts] : reports) {  // ascending group id: the same order on every rank
     std::sort(texts.begin(), texts.end());
     const std::string* majority = nullptr;

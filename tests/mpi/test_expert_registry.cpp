@@ -5,6 +5,7 @@
 
 #include "daa/core/config.hpp"
 #include "daa/core/error.hpp"
+#include "daa/parallel/exchange.hpp"
 #include "daa/parallel/expert_registry.hpp"
 
 namespace {
@@ -26,7 +27,8 @@ ExpertEntry entry(int layer, int expert, std::vector<int> homes, std::int64_t to
 
 TEST(ExpertRegistry, MessagesRoundTrip) {
   const std::vector<ExpertEntry> rows = {entry(0, 3, {1, 5}, 17, 8.25), entry(2, 0, {}, 0, 0.0)};
-  const std::vector<ExpertEntry> back = ExpertRegistry::decode(ExpertRegistry::encode(rows));
+  using Rows = std::vector<ExpertEntry>;
+  const Rows back = daa::parallel::from_bytes<Rows>(daa::parallel::to_bytes(rows), "test");
   ASSERT_EQ(back.size(), 2u);
   EXPECT_EQ(back[0].layer, 0);
   EXPECT_EQ(back[0].expert, 3);
@@ -34,7 +36,7 @@ TEST(ExpertRegistry, MessagesRoundTrip) {
   EXPECT_EQ(back[0].tokens, 17);
   EXPECT_EQ(back[0].gate_sum, 8.25);
   EXPECT_EQ(back[1].layer, 2);
-  EXPECT_THROW(ExpertRegistry::decode("not an archive"), daa::Error);
+  EXPECT_THROW(daa::parallel::from_bytes<Rows>("not an archive", "test"), daa::Error);
 }
 
 TEST(ExpertRegistry, AllGatherMergesEveryRanksRows) {

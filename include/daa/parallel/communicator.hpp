@@ -40,9 +40,11 @@ class Communicator {
   std::int64_t allreduce_max(std::int64_t value) const;
   double allreduce_max(double value) const;
 
-  // Rank `root`'s text on every rank (collective).
+  // Rank `root`'s text on every rank (collective). Structured messages go through
+  // daa/parallel/exchange.hpp, which builds on these two.
   std::string broadcast(const std::string& text, int root = 0) const;
   // Every member's bytes, by member rank, on every member (collective; lengths may differ).
+  // Both throw daa::Error on every rank alike for more bytes than one MPI message can count.
   std::vector<std::string> all_gather(const std::string& mine) const;
 
   // The MPI_COMM_WORLD rank of each member, by member rank (not collective).

@@ -1,6 +1,6 @@
 // The expert registry: one row per (MoE layer, expert) with its home ranks and what the router
 // sent it over a window of steps. Every rank contributes the rows it knows; the rows travel as
-// small control messages serialized with Boost.Serialization (DESIGN.md §5) in one all-gather,
+// small control messages (parallel::all_gather_object, DESIGN.md §5) in one all-gather,
 // and every rank ends with the same merged table.
 #pragma once
 
@@ -45,10 +45,6 @@ class ExpertRegistry {
 
   std::vector<std::string> describe_homes() const;  // "layer 0 expert 3: ranks 1 3"
   std::string summary_line() const;                 // per layer: imbalance, busiest, mean gate
-
-  // Boost.Serialization text of `rows`, and back: what all_gather sends.
-  static std::string encode(const std::vector<ExpertEntry>& rows);
-  static std::vector<ExpertEntry> decode(const std::string& bytes);
 
  private:
   std::vector<ExpertEntry> entries_;

@@ -95,7 +95,9 @@ class Ledger {
   std::vector<RankAccount> accounts_;
 };
 
-// Boost.Serialization (binary archive) of a batch of round records, for the world exchange.
+// A batch of round records as bytes (parallel::to_bytes), and back: the ledger exchange compares
+// these bytes to find the majority report. deserialize_records throws daa::Error for bytes that
+// do not decode.
 std::string serialize_records(const std::vector<RoundRecord>& records);
 std::vector<RoundRecord> deserialize_records(const std::string& bytes);
 
