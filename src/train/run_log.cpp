@@ -31,16 +31,31 @@ RunLog::RunLog(const core::Config& config, const Task& task, const parallel::Top
       total_steps_(total_steps),
       steps_per_epoch_(task.steps_per_epoch()) {}
 
-void RunLog::header(const obs::RunSummary& summary, std::int64_t expert_parameters,
-                    std::int64_t total_steps) {
+obs::RunSummary RunLog::begin(model::Model& model) {
+  // Each dense part and expert shard counted by its first holder, a tied embedding's copy on the
+  // last stage not again.
+  const model::ParamStore<float>& params = model.params();
+  double counts[2] = {
+      topology_.place().dp_index == 0 ? double(params.dense_size() - params.tied_copy_size()) : 0.0,
+      topology_.place().edp_index == 0 ? double(params.size() - params.dense_size()) : 0.0};
+  topology_.world().allreduce_sum(counts, 2);
+  const auto dense = std::int64_t(counts[0]), experts = std::int64_t(counts[1]);
+
+  obs::RunSummary summary;
+  summary.name = config_.run.name;
+  summary.model = model.kind();
+  summary.unit = task_.unit();
+  summary.ranks = topology_.world().size();
+  summary.global_batch = config_.train.global_batch;
+  summary.parameters = dense + experts;
   const int stages = topology_.layout().pipeline_stages;
   log_.line(fmt::format(
       "daa-swarm: {} on {} ranks ({} pipeline stage{}, expert parallelism {}) | {} parameters ({} "
       "dense, {} in experts) | {} | {} steps of {} {}",
       summary.name, summary.ranks, stages, stages == 1 ? "" : "s",
-      topology_.layout().expert_parallel, summary.parameters,
-      summary.parameters - expert_parameters, expert_parameters, task_.describe(), total_steps,
-      summary.global_batch, task_.unit()));
+      topology_.layout().expert_parallel, summary.parameters, dense, experts, task_.describe(),
+      total_steps_, summary.global_batch, task_.unit()));
+  return summary;
 }
 
 void RunLog::step_done(std::int64_t done, const StepResult& step, double seconds,

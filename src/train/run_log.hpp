@@ -25,9 +25,9 @@ class RunLog {
   RunLog(const core::Config& config, const Task& task, const parallel::Topology& topology,
          RunRecord& record, obs::ProgressLog& log, std::int64_t total_steps);
 
-  // The run's first line: name, layout, parameter counts, task and planned steps.
-  void header(const obs::RunSummary& summary, std::int64_t expert_parameters,
-              std::int64_t total_steps);
+  // The run's first line (name, layout, parameter counts, task, planned steps), and the summary
+  // with what is known before the first step. Collective: counts the whole model's parameters.
+  obs::RunSummary begin(model::Model& model);
   // After step number `done` (1-based): its row of the record and the window's sums; with
   // `window_end` (every [log] every_steps and the last step) the progress line, the registry and
   // ledger lines and the window's record rows. Collective at the window's end.

@@ -73,16 +73,10 @@ std::unique_ptr<obs::ProgressLog> open_run_directory(const core::Config& config,
   });
 }
 
-// The whole model's parameter count: every stage's dense part and all expert shards, each
-// counted by its first holder (a tied embedding's copy on the last stage not again). Returns {all,
-// in experts}. Collective.
-std::pair<std::int64_t, std::int64_t> count_parameters(const model::ParamStore<float>& params,
-                                                       const parallel::Topology& topology) {
-  double counts[2] = {
-      topology.place().dp_index == 0 ? double(params.dense_size() - params.tied_copy_size()) : 0.0,
-      topology.place().edp_index == 0 ? double(params.size() - params.dense_size()) : 0.0};
-  topology.world().allreduce_sum(counts, 2);
-  return {std::int64_t(counts[0] + counts[1]), std::int64_t(counts[1])};
+// The checksum of this rank's own parameters (equal within a replica group).
+std::string local_checksum(const model::ParamStore<float>& params) {
+  auto host = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), params.values());
+  return parameter_checksum(std::vector<float>(host.data(), host.data() + host.extent(0)));
 }
 
 // Seconds of training (evaluation left out) since the loop began and since its steady state
@@ -103,11 +97,17 @@ struct TrainingClock {
   }
 };
 
-// The summary's figures of the steps run, the final evaluation and the phases. Collective.
+// The summary's figures of the steps run (summary.steps already set), the final evaluation and
+// the phases. Collective.
 void summarize(obs::RunSummary& summary, const Task& task, const parallel::Communicator& world,
-               std::int64_t steps_run, const TrainingClock& clock, const obs::PhaseTimes& phases,
-               const KernelTotals& kernels, const RobustTraining& robust, const Evaluation& test) {
-  const int global_batch = summary.global_batch;
+               const RunRecord& record, std::int64_t steps_run, const TrainingClock& clock,
+               const obs::PhaseTimes& phases, const KernelTotals& kernels,
+               const RobustTraining& robust, const Evaluation& test) {
+  const auto global_batch = summary.global_batch;
+  const std::int64_t steps_per_epoch = task.steps_per_epoch();
+  summary.epochs = (summary.steps + steps_per_epoch - 1) / steps_per_epoch;
+  summary.train_accuracy =
+      record.epoch_samples > 0 ? record.epoch_correct / record.epoch_samples : 0;
   summary.test_loss = test.loss;
   summary.test_accuracy = test.accuracy;
   summary.bits_per_byte = test.bits_per_byte;
@@ -221,15 +221,7 @@ TrainResult run_training(const core::Config& config, const Task& task,
   watchdog.expect_progress("start-up", 0, limits.checkpoint_timeout_s);
   const RunObserver::FailureMark failure_mark(observer);  // status.json says "failed" on errors
 
-  obs::RunSummary summary;
-  summary.name = config.run.name;
-  summary.model = model.kind();
-  summary.unit = task.unit();
-  summary.ranks = world.size();
-  summary.global_batch = config.train.global_batch;
-  const auto [parameters, expert_parameters] = count_parameters(model.params(), topology);
-  summary.parameters = parameters;
-  log.header(summary, expert_parameters, total_steps);
+  obs::RunSummary summary = log.begin(model);  // collective: counts the parameters
 
   const TrainingParts parts{
       config,          topology,   model, &optimizer, &robust, &record, &routing.consensus_counts(),
@@ -348,18 +340,13 @@ TrainResult run_training(const core::Config& config, const Task& task,
   watchdog.expect_progress("finishing", step, limits.checkpoint_timeout_s);
   summary.steps = step;
   summary.stopped_by_signal = stopped_by_signal;
-  summary.epochs = (step + steps_per_epoch - 1) / steps_per_epoch;
   summary.final_loss = last_loss;
-  summary.train_accuracy =
-      record.epoch_samples > 0 ? record.epoch_correct / record.epoch_samples : 0;
-  summarize(summary, task, world, step - start_step, clock, phases, training_step.kernels(), robust,
-            test);
+  summarize(summary, task, world, record, step - start_step, clock, phases, training_step.kernels(),
+            robust, test);
   if (robust.keeps_ledger()) progress->line(robust.ledger_report());
 
   TrainResult result;
-  auto local = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), model.params().values());
-  result.local_checksum =
-      parameter_checksum(std::vector<float>(local.data(), local.data() + local.extent(0)));
+  result.local_checksum = local_checksum(model.params());
   std::vector<float> values = gather_parameters(
       model.params(), topology, model::whole_model_params(config, task.inputs(), task.outputs()));
   if (world.is_root()) summary.parameter_checksum = parameter_checksum(values);

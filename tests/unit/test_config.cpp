@@ -108,6 +108,7 @@ void expect_same(const Config& a, const Config& b) {
   EXPECT_EQ(a.moe.capacity_factor, b.moe.capacity_factor);
   EXPECT_EQ(a.train.epochs, b.train.epochs);
   EXPECT_EQ(a.train.max_steps, b.train.max_steps);
+  EXPECT_EQ(a.train.max_seconds, b.train.max_seconds);
   EXPECT_EQ(a.train.global_batch, b.train.global_batch);
   EXPECT_EQ(a.train.lr, b.train.lr);
   EXPECT_EQ(a.train.min_lr, b.train.min_lr);
@@ -383,6 +384,9 @@ INSTANTIATE_TEST_SUITE_P(
                   "[moe] capacity_factor = 0 is out of range (0, 64]"},
         RangeCase{"[train]\nepochs = 0\n", "[train] epochs = 0 is out of range [1, 100000]"},
         RangeCase{"[train]\nmax_steps = -1\n", "[train] max_steps = -1 is out of range"},
+        RangeCase{"[train]\nmax_seconds = -0.5\n",
+                  "[train] max_seconds = -0.5 is out of range [0, "},
+        RangeCase{"[train]\nmax_seconds = nan\n", "[train] max_seconds = nan is out of range"},
         RangeCase{"[train]\nglobal_batch = 0\n", "[train] global_batch = 0 is out of range"},
         RangeCase{"[train]\nlr = 0\n", "[train] lr = 0 is out of range (0, 10]"},
         RangeCase{"[train]\nlr = 10.5\n", "[train] lr = 10.5 is out of range"},
@@ -689,6 +693,7 @@ TEST(Config, ToTomlRoundTripsEveryField) {
   c.moe.capacity_factor = 64;
   c.train.epochs = 3;
   c.train.max_steps = 1000000000000;
+  c.train.max_seconds = 86400.25;
   c.train.global_batch = 10000000;
   c.train.lr = 3.0;
   c.train.min_lr = 2.9999999999999996;
@@ -712,7 +717,7 @@ TEST(Config, ToTomlRoundTripsEveryField) {
 TEST(Config, ToTomlListsEveryKeyWithItsDoc) {
   const std::string text = to_toml(Config{});
   const auto keys = schema_keys();
-  EXPECT_EQ(keys.size(), 90u);
+  EXPECT_EQ(keys.size(), 91u);
   std::istringstream in(text);
   std::string line, previous;
   int values = 0;
@@ -724,7 +729,7 @@ TEST(Config, ToTomlListsEveryKeyWithItsDoc) {
     }
     previous = line;
   }
-  EXPECT_EQ(values, 90);
+  EXPECT_EQ(values, 91);
   const toml::table t = toml::parse(text);
   for (const auto& [section, key, value] : keys) {
     EXPECT_TRUE(t.at_path(section + "." + key)) << section << "." << key;
