@@ -11,6 +11,9 @@
 #include <benchmark/benchmark.h>
 
 #include <Kokkos_Core.hpp>
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -237,11 +240,43 @@ void BM_attention_layer(benchmark::State& state) {
       benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// max |a - b| / max |b| over a whole tensor.
+template <class View>
+double relative_difference(const View& a, const View& b) {
+  auto ha = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), a);
+  auto hb = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), b);
+  double diff = 0, scale = 0;
+  for (std::size_t i = 0; i < ha.size(); ++i) {
+    diff = std::max(diff, std::abs(double(ha.data()[i]) - double(hb.data()[i])));
+    scale = std::max(scale, std::abs(double(hb.data()[i])));
+  }
+  return scale > 0 ? diff / scale : diff;
+}
+
+// The batched kernels against the previous ones on the same float inputs: only the summation
+// order (BLAS blocks instead of one running sum per row) and exp differ.
+void compare_with_previous() {
+  Inputs a, b;
+  daa::kernels::BlockScratch<float> p("p", 4, kBlock, kBlock), dp("dp", 4, kBlock, kBlock);
+  daa::kernels::causal_attention_forward(a.qkv, a.dims, kBlock, 4, p, a.stat, a.out, a.lse);
+  daa::kernels::causal_attention_backward(a.qkv, a.out, a.lse, a.dout, a.dims, kBlock, 4, p, dp,
+                                          a.stat, a.dqkv);
+  Kokkos::View<float**, daa::kernels::MemSpace> scores("scores", kRows * kHeads, kBlock);
+  previous::causal_attention_forward(b.qkv, b.dims, kBlock, scores, b.out, b.lse);
+  previous::causal_attention_backward(b.qkv, b.out, b.lse, b.dout, b.dims, b.stat, b.dqkv);
+  Kokkos::fence();
+  std::printf(
+      "batched vs previous kernels, max relative difference: out %.2e, lse %.2e, dqkv %.2e\n",
+      relative_difference(a.out, b.out), relative_difference(a.lse, b.lse),
+      relative_difference(a.dqkv, b.dqkv));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   Kokkos::initialize(argc, argv);
   daa::kernels::set_blas_threads(1);
+  compare_with_previous();
   // Round-robin repeats (not Google Benchmark's back-to-back repetitions): compare medians.
   for (int rep = 0; rep < 3; ++rep) {
     benchmark::RegisterBenchmark("BM_sgemm_peak", BM_sgemm_peak)
