@@ -4,6 +4,9 @@ add_library(daa_warnings INTERFACE)
 target_compile_options(daa_warnings INTERFACE -Wall -Wextra -Werror)
 # No code of ours reads errno after a math call; without it sqrt and friends vectorize.
 target_compile_options(daa_warnings INTERFACE -fno-math-errno)
+# Nor raises or tests floating-point exception flags; without them GCC may if-convert float
+# selects (clamps, masks), so loops over them vectorize (kernels/fast_exp.hpp). Values unchanged.
+target_compile_options(daa_warnings INTERFACE -fno-trapping-math)
 if(DAA_NATIVE_ARCH)
   # Element-wise kernels (GELU, AdamW) vectorize only with the machine's full instruction set.
   # GCC 12.2 with AVX-512 miscompiles small constant initializers in its SLP vectorizer

@@ -1,5 +1,6 @@
 // Causal self-attention layer (see attention.hpp): projections through the linalg adapter, RoPE
-// and the blocked online-softmax attention as Kokkos kernels from attention_kernels.hpp.
+// and the blocked online-softmax attention (batched block GEMMs + Kokkos kernels) from
+// attention_kernels.hpp.
 #include "daa/model/attention.hpp"
 
 #include <fmt/format.h>
@@ -13,6 +14,21 @@ namespace daa::model {
 
 using kernels::Matrix;
 using kernels::Trans;
+
+namespace {
+
+// Grows (never shrinks) a [sequences, block, block] scratch, so slots and layers of other sizes
+// reuse one allocation.
+template <class T>
+void ensure_block_scratch(kernels::BlockScratch<T>& scratch, int sequences, int block) {
+  if (scratch.extent_int(0) >= sequences && scratch.extent_int(1) >= block) return;
+  scratch = kernels::BlockScratch<T>(
+      Kokkos::view_alloc(scratch.label(), Kokkos::WithoutInitializing),
+      std::max(sequences, scratch.extent_int(0)), std::max(block, scratch.extent_int(1)),
+      std::max(block, scratch.extent_int(2)));
+}
+
+}  // namespace
 
 template <class T>
 CausalSelfAttention<T>::CausalSelfAttention(ParamStore<T>& store, const std::string& name,
@@ -59,11 +75,14 @@ void CausalSelfAttention<T>::forward(int slot, const Matrix<T>& x, int seq_len,
   kernels::ensure_extent(s.out, n, d);
   kernels::ensure_extent(s.lse, n * shape_.heads);
   // A query sees at most seq_len keys, so a block beyond that needs no wider scratch.
-  kernels::ensure_extent(scores_, n * shape_.heads, std::size_t(std::min(shape_.block, seq_len)));
+  const int block = std::min(shape_.block, seq_len);
+  const int per_call = kernels::attention_sequences_per_call(int(n) / seq_len);
+  ensure_block_scratch(probs_, per_call, block);
+  kernels::ensure_extent(row_stat_, n * shape_.heads);
 
   kernels::gemm(Trans::no, Trans::no, T(1), x, store_->value(wqkv_), T(0), s.qkv);
   kernels::rope_rotate(s.qkv, dims, rope_cos_, rope_sin_, false);
-  kernels::causal_attention_forward(s.qkv, dims, shape_.block, scores_, s.out, s.lse);
+  kernels::causal_attention_forward(s.qkv, dims, block, per_call, probs_, row_stat_, s.out, s.lse);
   Kokkos::fence();
   kernels::gemm(Trans::no, Trans::no, T(1), s.out, store_->value(wo_), T(0), y);
 }
@@ -82,12 +101,17 @@ void CausalSelfAttention<T>::backward(int slot, const Matrix<T>& dy, const Matri
   const kernels::AttentionDims dims{s.seq_len, shape_.heads, head_dim_};
   kernels::ensure_extent(dout_, n, d);
   kernels::ensure_extent(dqkv_, n, 3 * d);
-  kernels::ensure_extent(delta_, n * shape_.heads);
+  kernels::ensure_extent(row_stat_, n * shape_.heads);
+  const int block = std::min(shape_.block, s.seq_len);
+  const int per_call = kernels::attention_sequences_per_call(int(n) / s.seq_len);
+  ensure_block_scratch(probs_, per_call, block);
+  ensure_block_scratch(dprobs_, per_call, block);
 
   // y = out wo: d wo += out^T dy, d out = dy wo^T.
   kernels::gemm(Trans::yes, Trans::no, T(1), s.out, dy, T(1), store_->grad(wo_));
   kernels::gemm(Trans::no, Trans::yes, T(1), dy, store_->value(wo_), T(0), dout_);
-  kernels::causal_attention_backward(s.qkv, s.out, s.lse, dout_, dims, delta_, dqkv_);
+  kernels::causal_attention_backward(s.qkv, s.out, s.lse, dout_, dims, block, per_call, probs_,
+                                     dprobs_, row_stat_, dqkv_);
   kernels::rope_rotate(dqkv_, dims, rope_cos_, rope_sin_, true);
   Kokkos::fence();
   // qkv = x wqkv: d wqkv += x^T dqkv, dx (+)= dqkv wqkv^T.

@@ -4,7 +4,10 @@
 #pragma once
 
 #include <cmath>
+#include <utility>
 
+#include "daa/kernels/fast_exp.hpp"
+#include "daa/kernels/linalg.hpp"
 #include "daa/kernels/views.hpp"
 
 namespace daa::kernels {
@@ -21,11 +24,10 @@ using Kokkos::Experimental::log;
 #endif
 }  // namespace attention_math
 
-// Per-thread scratch of the forward: one row of `block` scores per (sequence, head, query). The
-// default layout of the memory space makes a thread's row contiguous on the host and adjacent
-// threads' entries contiguous (coalesced) on a GPU.
+// Scratch of one block of scores (or probabilities, or their gradients) per sequence of a call:
+// [sequences, block, block].
 template <class T>
-using ScoreScratch = Kokkos::View<T**, MemSpace>;
+using BlockScratch = Kokkos::View<T***, Kokkos::LayoutRight, MemSpace>;
 
 // Layout of a qkv row [3 * d_model]: q | k | v, each split into heads of head_dim columns.
 // Position of row r is r % seq_len (rows of one sequence are consecutive).
@@ -83,71 +85,124 @@ void rope_rotate(const Matrix<T>& qkv, const AttentionDims& dims, const Matrix<T
       });
 }
 
+// Sequences per batched block product on this memory space: on the host a few, so that one call's
+// blocks (q, k, v, scores) stay in the core's L2 cache; on a GPU all, for one large launch.
+inline int attention_sequences_per_call(int sequences) {
+  constexpr bool host = Kokkos::SpaceAccessibility<Kokkos::HostSpace, MemSpace>::accessible;
+  return host ? (sequences < 4 ? sequences : 4) : sequences;
+}
+
+// Rows [r0, r1) and columns [c0, c1) of sequences [s0, s1) of a matrix whose rows are sequences
+// of seq_len consecutive rows: a [sequences, rows, cols] view for gemm_batched. The matrix must
+// be contiguous (row stride = columns), as every Matrix allocated here is.
+template <class T>
+auto sequence_block(const Matrix<T>& m, int seq_len, int s0, int s1, int r0, int r1, int c0,
+                    int c1) {
+  const Kokkos::View<T***, Kokkos::LayoutRight, MemSpace, Kokkos::MemoryUnmanaged> whole(
+      m.data(), m.extent(0) / seq_len, seq_len, m.extent(1));
+  return Kokkos::subview(whole, std::make_pair(s0, s1), std::make_pair(r0, r1),
+                         std::make_pair(c0, c1));
+}
+
 // out = softmax(q k^T / sqrt(head_dim)) v per sequence and head, causal (key j <= query i), from
-// the roped qkv. One thread per (sequence, head, query) row walks the keys in blocks of `block`:
-// it scores a block into its scratch row, raises the running max, rescales its running sum and
-// output accumulator (kept in `out`), then adds the block's weighted values. Writes
+// the roped qkv, FlashAttention-style: per head and block of `block` queries, the keys are walked
+// in blocks of `block`; each block's scores S = scale Q K^T and its contribution O += P V are
+// batched GEMMs over `sequences_per_call` sequences (linalg adapter), and one kernel between them
+// masks the causal diagonal block, raises each row's running max, rescales the row's running sum
+// and output accumulator (kept in `out`) and turns S into P = exp(S - max) in place. Writes
 // lse[(b * heads + h) * seq_len + i] = log sum_j exp(score_ij), all backward needs to recompute
-// the probabilities. scores: [batch * heads * seq_len, >= block].
+// the probabilities. Scratch: scores [>= sequences_per_call, >= block', >= block'] with block' =
+// min(block, seq_len); row_sum [batch * heads * seq_len]. Nothing of size seq_len^2 is formed.
 template <class T>
 void causal_attention_forward(const Matrix<T>& qkv, const AttentionDims& dims, int block,
-                              const ScoreScratch<T>& scores, const Matrix<T>& out,
+                              int sequences_per_call, const BlockScratch<T>& scores,
+                              const Vector<T>& row_sum, const Matrix<T>& out,
                               const Vector<T>& lse) {
   const int seq_len = dims.seq_len, heads = dims.heads, head_dim = dims.head_dim;
-  const int d = dims.d_model();
+  const int d = dims.d_model(), batch = int(qkv.extent(0)) / seq_len;
+  const int bs = block < seq_len ? block : seq_len, blocks = (seq_len + bs - 1) / bs;
   const T scale = T(1) / T(std::sqrt(double(head_dim)));
-  Kokkos::parallel_for(
-      "causal_attention_forward", Range(0, qkv.extent(0) * heads), KOKKOS_LAMBDA(const int item) {
-        const int i = item % seq_len, bh = item / seq_len;
-        const int h = bh % heads, seq_start = (bh / heads) * seq_len;
-        const int row = seq_start + i;
-        const int qc = h * head_dim, kc = d + h * head_dim, vc = 2 * d + h * head_dim;
-        T running_max = 0, running_sum = 0;
-        for (int c = 0; c < head_dim; ++c) out(row, qc + c) = 0;
-        for (int j0 = 0; j0 <= i; j0 += block) {
-          const int j1 = j0 + block <= i + 1 ? j0 + block : i + 1;
-          T block_max = 0;
-          for (int j = j0; j < j1; ++j) {
-            T s = 0;
-            for (int c = 0; c < head_dim; ++c) s += qkv(row, qc + c) * qkv(seq_start + j, kc + c);
-            s *= scale;
-            scores(item, j - j0) = s;
-            block_max = (j == j0 || s > block_max) ? s : block_max;
-          }
-          // The first block sets the max; later ones rescale what came before.
-          if (j0 == 0) {
-            running_max = block_max;
-          } else if (block_max > running_max) {
-            const T alpha = attention_math::exp(running_max - block_max);
-            running_sum *= alpha;
-            for (int c = 0; c < head_dim; ++c) out(row, qc + c) *= alpha;
-            running_max = block_max;
-          }
-          for (int j = j0; j < j1; ++j) {
-            const T p = attention_math::exp(scores(item, j - j0) - running_max);
-            running_sum += p;
-            for (int c = 0; c < head_dim; ++c) out(row, qc + c) += p * qkv(seq_start + j, vc + c);
-          }
+  for (int s0 = 0; s0 < batch; s0 += sequences_per_call) {
+    const int s1 = s0 + sequences_per_call < batch ? s0 + sequences_per_call : batch;
+    for (int h = 0; h < heads; ++h) {
+      const int qc = h * head_dim, kc = d + qc, vc = 2 * d + qc;
+      for (int qb = 0; qb < blocks; ++qb) {
+        const int q0 = qb * bs, q1 = q0 + bs < seq_len ? q0 + bs : seq_len, rows = q1 - q0;
+        const auto q = sequence_block(qkv, seq_len, s0, s1, q0, q1, qc, qc + head_dim);
+        const auto o = sequence_block(out, seq_len, s0, s1, q0, q1, qc, qc + head_dim);
+        for (int kb = 0; kb <= qb; ++kb) {
+          const int k0 = kb * bs, k1 = k0 + bs < seq_len ? k0 + bs : seq_len, keys = k1 - k0;
+          const auto s = Kokkos::subview(scores, std::make_pair(0, s1 - s0),
+                                         std::make_pair(0, rows), std::make_pair(0, keys));
+          Kokkos::fence();
+          gemm_batched(Trans::no, Trans::yes, scale, q,
+                       sequence_block(qkv, seq_len, s0, s1, k0, k1, kc, kc + head_dim), T(0), s);
+          Kokkos::parallel_for(
+              "attention_forward_block", Range(0, (s1 - s0) * rows), KOKKOS_LAMBDA(const int item) {
+                const int sq = item / rows, r = item % rows, i = q0 + r;
+                const int stat = ((s0 + sq) * heads + h) * seq_len + i;
+                // Keys k0 .. min(k1, i + 1) - 1 are visible; at least k0 itself, since k0 <= q0.
+                const int visible = (i + 1 < k1 ? i + 1 : k1) - k0;
+                T block_max = s(sq, r, 0);
+                for (int j = 1; j < visible; ++j)
+                  block_max = s(sq, r, j) > block_max ? s(sq, r, j) : block_max;
+                // The first block sets the max; later ones rescale what came before.
+                T running_max = block_max, sum = 0;
+                if (kb > 0) {
+                  running_max = lse(stat);
+                  sum = row_sum(stat);
+                  if (block_max > running_max) {
+                    const T alpha = exp_vectorizable(running_max - block_max);
+                    sum *= alpha;
+                    for (int c = 0; c < head_dim; ++c) o(sq, r, c) *= alpha;
+                    running_max = block_max;
+                  }
+                }
+                // Two loops: the first (exp) vectorizes; the in-order sum cannot.
+                for (int j = 0; j < keys; ++j)
+                  s(sq, r, j) = j < visible ? exp_vectorizable(s(sq, r, j) - running_max) : T(0);
+                for (int j = 0; j < visible; ++j) sum += s(sq, r, j);
+                lse(stat) = running_max;  // the running max until the last block
+                row_sum(stat) = sum;
+              });
+          Kokkos::fence();
+          gemm_batched(Trans::no, Trans::no, T(1), s,
+                       sequence_block(qkv, seq_len, s0, s1, k0, k1, vc, vc + head_dim),
+                       kb == 0 ? T(0) : T(1), o);
         }
-        const T inv = T(1) / running_sum;
-        for (int c = 0; c < head_dim; ++c) out(row, qc + c) *= inv;
-        lse(item) = running_max + attention_math::log(running_sum);
-      });
+        Kokkos::fence();
+        Kokkos::parallel_for(
+            "attention_forward_finish", Range(0, (s1 - s0) * rows), KOKKOS_LAMBDA(const int item) {
+              const int sq = item / rows, r = item % rows;
+              const int stat = ((s0 + sq) * heads + h) * seq_len + q0 + r;
+              const T inv = T(1) / row_sum(stat);
+              for (int c = 0; c < head_dim; ++c) o(sq, r, c) *= inv;
+              lse(stat) = lse(stat) + attention_math::log(row_sum(stat));
+            });
+      }
+    }
+  }
 }
 
 // Gradients of causal_attention_forward with respect to the roped q, k and v, written (not
-// added) into dqkv [n, 3 * d_model]. Probabilities are recomputed as exp(score - lse). With
-// delta_i = dout_i . out_i and ds_ij = p_ij (dout_i . v_j - delta_i):
-//   dq_i = scale sum_{j<=i} ds_ij k_j      (one thread per query row)
-//   dk_j = scale sum_{i>=j} ds_ij q_i,  dv_j = sum_{i>=j} p_ij dout_i   (one thread per key row)
-// Each thread owns the rows it writes, so no atomics; sums run in index order. delta: scratch
-// [batch * heads * seq_len].
+// added) into dqkv [n, 3 * d_model]. With delta_i = dout_i . out_i, p_ij = exp(score_ij - lse_i)
+// recomputed per block and ds_ij = p_ij (dout_i . v_j - delta_i), per head, key block and query
+// block (FlashAttention-2's order: key blocks outer, so dK and dV of a block are finished in one
+// pass) as batched GEMMs through the linalg adapter:
+//   S = scale Q K^T, dP = dO V^T; (kernel) P, dS; dV += P^T dO, dK += scale dS^T Q,
+//   dQ += scale dS K.
+// Sums over key blocks and query blocks run in block order; inside a block BLAS chooses the order
+// (tests compare against a full-matrix reference, not bit patterns). Scratch: probs and dprobs as
+// scores in the forward; delta [batch * heads * seq_len].
 template <class T>
 void causal_attention_backward(const Matrix<T>& qkv, const Matrix<T>& out, const Vector<T>& lse,
-                               const Matrix<T>& dout, const AttentionDims& dims,
-                               const Vector<T>& delta, const Matrix<T>& dqkv) {
+                               const Matrix<T>& dout, const AttentionDims& dims, int block,
+                               int sequences_per_call, const BlockScratch<T>& probs,
+                               const BlockScratch<T>& dprobs, const Vector<T>& delta,
+                               const Matrix<T>& dqkv) {
   const int seq_len = dims.seq_len, heads = dims.heads, head_dim = dims.head_dim;
-  const int d = dims.d_model();
+  const int d = dims.d_model(), batch = int(qkv.extent(0)) / seq_len;
+  const int bs = block < seq_len ? block : seq_len, blocks = (seq_len + bs - 1) / bs;
   const T scale = T(1) / T(std::sqrt(double(head_dim)));
   const int items = qkv.extent(0) * heads;
   Kokkos::parallel_for(
@@ -158,50 +213,52 @@ void causal_attention_backward(const Matrix<T>& qkv, const Matrix<T>& out, const
         for (int c = 0; c < head_dim; ++c) sum += dout(row, oc + c) * out(row, oc + c);
         delta(item) = sum;
       });
-  Kokkos::parallel_for(
-      "attention_backward_dq", Range(0, items), KOKKOS_LAMBDA(const int item) {
-        const int i = item % seq_len, bh = item / seq_len;
-        const int h = bh % heads, seq_start = (bh / heads) * seq_len;
-        const int row = seq_start + i;
-        const int qc = h * head_dim, kc = d + h * head_dim, vc = 2 * d + h * head_dim;
-        const T row_lse = lse(item), row_delta = delta(item);
-        for (int c = 0; c < head_dim; ++c) dqkv(row, qc + c) = 0;
-        for (int j = 0; j <= i; ++j) {
-          const int key = seq_start + j;
-          T s = 0, dp = 0;
-          for (int c = 0; c < head_dim; ++c) {
-            s += qkv(row, qc + c) * qkv(key, kc + c);
-            dp += dout(row, qc + c) * qkv(key, vc + c);
-          }
-          const T ds = attention_math::exp(s * scale - row_lse) * (dp - row_delta) * scale;
-          for (int c = 0; c < head_dim; ++c) dqkv(row, qc + c) += ds * qkv(key, kc + c);
+  for (int s0 = 0; s0 < batch; s0 += sequences_per_call) {
+    const int s1 = s0 + sequences_per_call < batch ? s0 + sequences_per_call : batch;
+    for (int h = 0; h < heads; ++h) {
+      const int qc = h * head_dim, kc = d + qc, vc = 2 * d + qc;
+      for (int kb = 0; kb < blocks; ++kb) {
+        const int k0 = kb * bs, k1 = k0 + bs < seq_len ? k0 + bs : seq_len, keys = k1 - k0;
+        const auto k = sequence_block(qkv, seq_len, s0, s1, k0, k1, kc, kc + head_dim);
+        const auto v = sequence_block(qkv, seq_len, s0, s1, k0, k1, vc, vc + head_dim);
+        const auto dk = sequence_block(dqkv, seq_len, s0, s1, k0, k1, kc, kc + head_dim);
+        const auto dv = sequence_block(dqkv, seq_len, s0, s1, k0, k1, vc, vc + head_dim);
+        for (int qb = kb; qb < blocks; ++qb) {
+          const int q0 = qb * bs, q1 = q0 + bs < seq_len ? q0 + bs : seq_len, rows = q1 - q0;
+          const auto q = sequence_block(qkv, seq_len, s0, s1, q0, q1, qc, qc + head_dim);
+          const auto dq = sequence_block(dqkv, seq_len, s0, s1, q0, q1, qc, qc + head_dim);
+          const auto dO = sequence_block(dout, seq_len, s0, s1, q0, q1, qc, qc + head_dim);
+          const auto p = Kokkos::subview(probs, std::make_pair(0, s1 - s0), std::make_pair(0, rows),
+                                         std::make_pair(0, keys));
+          const auto dp = Kokkos::subview(dprobs, std::make_pair(0, s1 - s0),
+                                          std::make_pair(0, rows), std::make_pair(0, keys));
+          Kokkos::fence();
+          gemm_batched(Trans::no, Trans::yes, scale, q, k, T(0), p);
+          gemm_batched(Trans::no, Trans::yes, T(1), dO, v, T(0), dp);
+          Kokkos::parallel_for(
+              "attention_backward_block", Range(0, (s1 - s0) * rows),
+              KOKKOS_LAMBDA(const int item) {
+                const int sq = item / rows, r = item % rows, i = q0 + r;
+                const int stat = ((s0 + sq) * heads + h) * seq_len + i;
+                const int visible = (i + 1 < k1 ? i + 1 : k1) - k0;
+                const T row_lse = lse(stat), row_delta = delta(stat);
+                for (int j = 0; j < keys; ++j) {
+                  const T pj = j < visible ? exp_vectorizable(p(sq, r, j) - row_lse) : T(0);
+                  p(sq, r, j) = pj;
+                  dp(sq, r, j) = pj * (dp(sq, r, j) - row_delta);
+                }
+              });
+          Kokkos::fence();
+          // The diagonal block is the first to reach dK, dV of key block kb; key block 0 the
+          // first to reach dQ of query block qb.
+          const T first_kv = qb == kb ? T(0) : T(1), first_q = kb == 0 ? T(0) : T(1);
+          gemm_batched(Trans::yes, Trans::no, T(1), p, dO, first_kv, dv);
+          gemm_batched(Trans::yes, Trans::no, scale, dp, q, first_kv, dk);
+          gemm_batched(Trans::no, Trans::no, scale, dp, k, first_q, dq);
         }
-      });
-  Kokkos::parallel_for(
-      "attention_backward_dkv", Range(0, items), KOKKOS_LAMBDA(const int item) {
-        const int j = item % seq_len, bh = item / seq_len;
-        const int h = bh % heads, seq_start = (bh / heads) * seq_len;
-        const int key = seq_start + j, lse_base = bh * seq_len;
-        const int qc = h * head_dim, kc = d + h * head_dim, vc = 2 * d + h * head_dim;
-        for (int c = 0; c < head_dim; ++c) {
-          dqkv(key, kc + c) = 0;
-          dqkv(key, vc + c) = 0;
-        }
-        for (int i = j; i < seq_len; ++i) {
-          const int row = seq_start + i;
-          T s = 0, dp = 0;
-          for (int c = 0; c < head_dim; ++c) {
-            s += qkv(row, qc + c) * qkv(key, kc + c);
-            dp += dout(row, qc + c) * qkv(key, vc + c);
-          }
-          const T p = attention_math::exp(s * scale - lse(lse_base + i));
-          const T ds = p * (dp - delta(lse_base + i)) * scale;
-          for (int c = 0; c < head_dim; ++c) {
-            dqkv(key, kc + c) += ds * qkv(row, qc + c);
-            dqkv(key, vc + c) += p * dout(row, qc + c);
-          }
-        }
-      });
+      }
+    }
+  }
 }
 
 }  // namespace daa::kernels

@@ -18,6 +18,18 @@ void gemm(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_
           const double* a, std::size_t lda, const double* b, std::size_t ldb, double beta,
           double* c, std::size_t ldc);
 
+// Strided batch: for i < batch, C_i = alpha * op(A_i) op(B_i) + beta * C_i with X_i at
+// x + i * stride_x. Many small products (attention's per-sequence blocks) in one call: a loop of
+// BLAS calls on the host, one cublas<T>gemmStridedBatched in the CUDA build.
+void gemm_strided_batched(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_t k,
+                          float alpha, const float* a, std::size_t lda, std::size_t stride_a,
+                          const float* b, std::size_t ldb, std::size_t stride_b, float beta,
+                          float* c, std::size_t ldc, std::size_t stride_c, std::size_t batch);
+void gemm_strided_batched(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_t k,
+                          double alpha, const double* a, std::size_t lda, std::size_t stride_a,
+                          const double* b, std::size_t ldb, std::size_t stride_b, double beta,
+                          double* c, std::size_t ldc, std::size_t stride_c, std::size_t batch);
+
 // Sets the BLAS thread count of this process (one per rank unless configured).
 void set_blas_threads(int threads);
 
@@ -25,6 +37,13 @@ void set_blas_threads(int threads);
 template <class ViewA, class ViewB, class ViewC>
 void gemm(Trans trans_a, Trans trans_b, typename ViewC::value_type alpha, const ViewA& a,
           const ViewB& b, typename ViewC::value_type beta, const ViewC& c);
+
+// The same over 3-D views [batch, rows, cols] whose last dimension has unit stride (e.g.
+// subviews of row-major matrices: one head's columns of every sequence), shapes checked:
+// C(i,:,:) = alpha * op(A(i,:,:)) op(B(i,:,:)) + beta * C(i,:,:).
+template <class ViewA, class ViewB, class ViewC>
+void gemm_batched(Trans trans_a, Trans trans_b, typename ViewC::value_type alpha, const ViewA& a,
+                  const ViewB& b, typename ViewC::value_type beta, const ViewC& c);
 
 }  // namespace daa::kernels
 

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "daa/kernels/fast_exp.hpp"
 #include "daa/kernels/views.hpp"
 
 namespace daa::kernels {
@@ -466,12 +467,16 @@ int first_token_outside(const Tokens& tokens, int vocab) {
 // with want_grad the logits are overwritten by (softmax - onehot) * grad_scale. target < 0: the
 // row is ignored (loss 0, gradient 0, not correct). row_correct(i) = argmax hit (ties toward the
 // lower index). Validates nothing on the device: the caller checks targets < vocab on the host.
+// The row max and the sum of exponentials run in kLanes interleaved partial results (combined
+// in a fixed order, so still deterministic): without reassociation an in-order float reduction
+// does not vectorize, and this loop over the vocabulary is most of the head's non-GEMM time.
 template <class T>
 void softmax_cross_entropy_in_place(const Matrix<T>& logits,
                                     const Kokkos::View<const int*, MemSpace>& targets, T grad_scale,
                                     bool want_grad, const Vector<T>& row_loss,
                                     const Kokkos::View<int*, MemSpace>& row_correct) {
   const int vocab = logits.extent(1);
+  constexpr int kLanes = 16;
   Kokkos::parallel_for(
       "softmax_cross_entropy_in_place", Range(0, logits.extent(0)), KOKKOS_LAMBDA(const int i) {
         const int y = targets(i);
@@ -482,21 +487,29 @@ void softmax_cross_entropy_in_place(const Matrix<T>& logits,
             for (int c = 0; c < vocab; ++c) logits(i, c) = 0;
           return;
         }
-        int arg = 0;
-        T mx = logits(i, 0);
-        for (int c = 1; c < vocab; ++c)
-          if (logits(i, c) > mx) {
-            mx = logits(i, c);
-            arg = c;
-          }
+        const int whole = vocab - vocab % kLanes;
+        T part[kLanes];
+        for (int w = 0; w < kLanes; ++w) part[w] = logits(i, 0);
+        for (int c = 0; c < whole; c += kLanes)
+          for (int w = 0; w < kLanes; ++w)
+            part[w] = logits(i, c + w) > part[w] ? logits(i, c + w) : part[w];
+        T mx = part[0];
+        for (int w = 1; w < kLanes; ++w) mx = part[w] > mx ? part[w] : mx;
+        for (int c = whole; c < vocab; ++c) mx = logits(i, c) > mx ? logits(i, c) : mx;
+        int arg = 0;  // the first index holding the max
+        while (arg < vocab - 1 && !(logits(i, arg) == mx)) ++arg;
+        for (int w = 0; w < kLanes; ++w) part[w] = 0;
+        for (int c = 0; c < whole; c += kLanes)
+          for (int w = 0; w < kLanes; ++w) part[w] += exp_vectorizable(logits(i, c + w) - mx);
         T sum = 0;
-        for (int c = 0; c < vocab; ++c) sum += kmath::exp(logits(i, c) - mx);
+        for (int w = 0; w < kLanes; ++w) sum += part[w];
+        for (int c = whole; c < vocab; ++c) sum += exp_vectorizable(logits(i, c) - mx);
         const T lse = mx + kmath::log(sum);
         row_loss(i) = lse - logits(i, y);
         row_correct(i) = arg == y ? 1 : 0;
         if (want_grad) {
           for (int c = 0; c < vocab; ++c)
-            logits(i, c) = kmath::exp(logits(i, c) - lse) * grad_scale;
+            logits(i, c) = exp_vectorizable(logits(i, c) - lse) * grad_scale;
           logits(i, y) -= grad_scale;
         }
       });

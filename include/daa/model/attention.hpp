@@ -65,10 +65,11 @@ class CausalSelfAttention {
   int wqkv_ = -1, wo_ = -1;
   kernels::Matrix<T> rope_cos_{"rope_cos", 0, 0}, rope_sin_{"rope_sin", 0, 0};
   SlotStates<State> states_;
-  // Scratch shared by all slots.
-  kernels::ScoreScratch<T> scores_{"attn_scores", 0, 0};
+  // Scratch shared by all slots: one block of scores (probabilities) and of their gradients per
+  // sequence of a batched call, row sums / deltas per (sequence, head, query).
+  kernels::BlockScratch<T> probs_{"attn_probs", 0, 0, 0}, dprobs_{"attn_dprobs", 0, 0, 0};
   kernels::Matrix<T> dout_{"attn_dout", 0, 0}, dqkv_{"attn_dqkv", 0, 0};
-  kernels::Vector<T> delta_{"attn_delta", 0};
+  kernels::Vector<T> row_stat_{"attn_row_stat", 0};
 };
 
 }  // namespace daa::model
