@@ -941,6 +941,12 @@ Config parse_config(const std::string& text, const std::string& source,
         "(\"allreduce\" can only sum)",
         pair_origin("robust", "rule", "mode"), config.robust.rule));
   }
+  if (!is_language_model(config) && config.moe.ffn == ExpertFfnKind::swiglu) {
+    throw ConfigError(fmt::format(
+        "{}: [moe] ffn = \"swiglu\" is for the language model ([data] dataset = \"text\"); the "
+        "classifier's experts are GELU MLPs: set ffn = \"gelu\"",
+        origin_of(*find_key("moe", "ffn"))));
+  }
   if (is_language_model(config) && (config.model.d_model % config.model.heads != 0 ||
                                     (config.model.d_model / config.model.heads) % 2 != 0)) {
     throw ConfigError(fmt::format(

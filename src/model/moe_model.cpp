@@ -32,8 +32,8 @@ ModelShape shape_from_config(const core::Config& config, int inputs, int classes
   s.init_std = config.model.init_std;
   s.seed = config.run.seed;
   s.moe = moe_shape_from_config(config, ep_size, ep_rank);
-  // The classifier's experts are GELU MLPs whatever [moe] ffn says (SwiGLU is the language
-  // model's); classifier_stage_costs and its checkpoints count on that.
+  // The classifier's experts are GELU MLPs (core::validate refuses [moe] ffn = "swiglu" for it);
+  // classifier_stage_costs and its checkpoints count on that.
   s.moe.ffn = ExpertFfn::gelu;
   return s;
 }

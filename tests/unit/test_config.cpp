@@ -768,6 +768,14 @@ TEST(Config, BadTextSourcesNameTheKeyAndTheProblem) {
               HasSubstr("[text] validation_fraction = 1 is out of range (0, 1)"));
 }
 
+TEST(Config, ClassifierRefusesSwigluExpertsAndTheLanguageModelTakesThem) {
+  EXPECT_EQ(parse_error("[moe]\nffn = \"swiglu\"\n"),
+            "config: inputs/x.toml: [moe] ffn = \"swiglu\" is for the language model ([data] "
+            "dataset = \"text\"); the classifier's experts are GELU MLPs: set ffn = \"gelu\"");
+  EXPECT_EQ(parse_config("[data]\ndataset = \"text\"\n[moe]\nffn = \"swiglu\"\n", kSource).moe.ffn,
+            daa::core::ExpertFfnKind::swiglu);
+}
+
 TEST(Config, ToTomlOfOneSectionHasOnlyItsKeys) {
   Config c;
   c.text.vocab_size = 512;
