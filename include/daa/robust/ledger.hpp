@@ -49,7 +49,7 @@ struct LedgerParams {
 // One rank's account. reputation() = alpha / (alpha + beta).
 struct RankAccount {
   int rank = 0;
-  std::string host;  // set by the caller (MPI_Get_processor_name), for the suspects list
+  std::string host;  // set by the caller (gethostname(), obs::host_name()), for the suspects list
   std::int64_t rounds = 0, accepted = 0, rejected = 0, accusations = 0, non_finite = 0;
   double samples = 0, weight_sum = 0, distance_sum = 0;  // distance_sum over finite rounds
   double accepted_mass = 0, rejected_mass = 0;           // discounted counts behind alpha, beta
