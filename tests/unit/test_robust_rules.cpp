@@ -9,6 +9,7 @@
 #include <limits>
 #include <numeric>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "daa/core/config.hpp"
@@ -402,7 +403,42 @@ TEST(RobustRulesNames, ParseAndPrintRoundTrip) {
 
 // The input file names rules, modes and attacks as strings (core cannot see robust's enums):
 // every name robust knows is accepted by the config, and parses back to itself.
-TEST(RobustRulesNames, ConfigAcceptsExactlyTheRobustNames) {
+// The names the input schema accepts for `key`, read from its "is not one of ..." refusal.
+std::vector<std::string> accepted_names(const std::string& key,
+                                        const std::vector<std::string>& context = {}) {
+  std::vector<std::string> overrides = context;
+  overrides.push_back(key + "=no-such-name");
+  std::string message;
+  try {
+    daa::core::parse_config("", "x.toml", overrides);
+  } catch (const daa::ConfigError& e) {
+    message = e.what();
+  }
+  const std::size_t list = message.find("is not one of ");
+  EXPECT_NE(list, std::string::npos) << key << ": " << message;
+  std::vector<std::string> names;
+  for (std::size_t open = message.find('"', list); open != std::string::npos;
+       open = message.find('"', message.find('"', open + 1) + 1))
+    names.push_back(message.substr(open + 1, message.find('"', open + 1) - open - 1));
+  return names;
+}
+
+TEST(RobustRulesNames, EveryNameTheSchemaAcceptsIsARuleModeOrAttack) {
+  for (const char* key : {"robust.rule", "consensus.rule"}) {
+    const std::vector<std::string> names = accepted_names(key);
+    EXPECT_EQ(names.size(), std::size(kAllRules)) << key;
+    for (const std::string& name : names) EXPECT_NO_THROW(parse_rule(name)) << key << " " << name;
+  }
+  const std::vector<std::string> modes = accepted_names("robust.mode");
+  EXPECT_EQ(modes.size(), 3u);
+  for (const std::string& name : modes) EXPECT_NO_THROW(daa::robust::parse_mode(name)) << name;
+  const std::vector<std::string> attacks =
+      accepted_names("byzantine.attack", {"byzantine.ranks=0"});
+  EXPECT_EQ(attacks.size(), 10u);  // "none" and the nine attacks of the test below
+  for (const std::string& name : attacks) EXPECT_NO_THROW(daa::robust::parse_attack(name)) << name;
+}
+
+TEST(RobustRulesNames, ConfigAcceptsEveryRuleModeAndAttack) {
   for (Rule rule : kAllRules) {
     const std::string name = daa::robust::to_string(rule);
     const auto c = daa::core::parse_config(
