@@ -74,7 +74,7 @@ const Rule kRules[] = {Rule::mean, Rule::median,     Rule::trimmed_mean, Rule::g
 TEST(RobustAllReduce, ShardedAndReplicatedAgreeBitForBitAndMatchTheHostRule) {
   const int n = world().size();
   const std::size_t d = 1003;  // not a multiple of n: chunks of unequal size
-  int ran = 0;
+  int ran = 0, sharded_cases = 0, fallback_cases = 0;
   for (Rule rule : kRules)
     for (bool nnm : {false, true}) {
       const int f = largest_f(rule, n);
@@ -88,7 +88,12 @@ TEST(RobustAllReduce, ShardedAndReplicatedAgreeBitForBitAndMatchTheHostRule) {
       const std::vector<float> mine = contribution(world().rank(), d, 1);
       std::vector<float> replicated = mine, sharded = mine;
       const RoundReport rr = RobustAllReduce(rule, p, Mode::replicated).reduce(replicated, world());
-      const RoundReport rs = RobustAllReduce(rule, p, Mode::sharded).reduce(sharded, world());
+      const RobustAllReduce sharded_round(rule, p, Mode::sharded);
+      // With as many chunk holders as ranks, sharded mode is replicated mode (every rank holds
+      // every chunk): on 1 and 2 ranks this case then checks that fallback, from 4 ranks on the
+      // sharded path itself.
+      ++(sharded_round.holders(n) < n ? sharded_cases : fallback_cases);
+      const RoundReport rs = sharded_round.reduce(sharded, world());
       ASSERT_EQ(std::memcmp(replicated.data(), sharded.data(), d * sizeof(float)), 0);
       EXPECT_TRUE(identical_on_all_ranks(sharded));
       EXPECT_EQ(rr.weight, rs.weight);
@@ -104,6 +109,13 @@ TEST(RobustAllReduce, ShardedAndReplicatedAgreeBitForBitAndMatchTheHostRule) {
       ++ran;
     }
   EXPECT_GT(ran, 0);
+  if (n >= 4) {
+    EXPECT_GT(sharded_cases, 0) << "no case took the sharded path on " << n << " ranks";
+  } else {
+    EXPECT_EQ(sharded_cases, 0) << "expected the replicated fallback on " << n << " ranks";
+  }
+  RecordProperty("sharded_cases", sharded_cases);
+  RecordProperty("fallback_cases", fallback_cases);
 }
 
 TEST(RobustAllReduce, NonFiniteAndHugeContributionsStayOut) {
