@@ -643,11 +643,4 @@ TEST_F(CheckpointIo, TwoPiecesOfOneDatasetOnOneRankAreRefused) {
   EXPECT_THAT(message, HasSubstr("/dup"));
 }
 
-TEST(CheckpointElements, SizesOfElementTypes) {
-  EXPECT_EQ(daa::io::element_size(ElementType::f32), 4u);
-  EXPECT_EQ(daa::io::element_size(ElementType::f64), 8u);
-  EXPECT_EQ(daa::io::element_size(ElementType::i64), 8u);
-  EXPECT_EQ(daa::io::element_size(ElementType::text), 1u);
-}
-
 }  // namespace
