@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <thread>
 
 #include "daa/core/error.hpp"
@@ -43,27 +44,38 @@ TEST_F(WatchdogDeathTest, LastWordsRunBeforeTheExit) {
       ::testing::ExitedWithCode(int(daa::ExitCode::no_progress)), "last words: rank 0");
 }
 
-TEST(Watchdog, KeptPromisesAndDisarmingNeverFire) {
-  daa::core::Watchdog watchdog(0, "h");
-  // Each promise is renewed well within its deadline; the total far exceeds one deadline.
-  for (int i = 0; i < 20; ++i) {
-    watchdog.expect_progress("training step", i, 0.2);
-    std::this_thread::sleep_for(20ms);
-  }
-  watchdog.disarm();
-  std::this_thread::sleep_for(300ms);
-  watchdog.expect_progress("training step", 20, 0);  // zero seconds: disarmed too
-  std::this_thread::sleep_for(300ms);
-  SUCCEED();  // reaching here means the process was not ended
+// The two tests below run in a child process that must reach its own exit(0): a watchdog that
+// fired would end it with exit code 4 first. Deadlines are 25 times the renewal interval, so a
+// loaded 2-core machine that delays a 20 ms sleep by a few hundred milliseconds still passes.
+TEST_F(WatchdogDeathTest, KeptPromisesAndDisarmingNeverFire) {
+  EXPECT_EXIT(
+      {
+        daa::core::Watchdog watchdog(0, "h");
+        // Each promise is renewed well within its deadline; the total exceeds two deadlines.
+        for (int i = 0; i < 60; ++i) {
+          watchdog.expect_progress("training step", i, 0.5);
+          std::this_thread::sleep_for(20ms);
+        }
+        watchdog.disarm();
+        std::this_thread::sleep_for(800ms);                // longer than the last deadline
+        watchdog.expect_progress("training step", 60, 0);  // zero seconds: disarmed too
+        std::this_thread::sleep_for(800ms);
+        std::exit(0);
+      },
+      ::testing::ExitedWithCode(0), "");
 }
 
-TEST(Watchdog, ALongerPromiseReplacesAShorterOne) {
-  daa::core::Watchdog watchdog(0, "h");
-  watchdog.expect_progress("training step", 1, 0.1);
-  watchdog.expect_progress("checkpoint write", 1, 5);
-  std::this_thread::sleep_for(400ms);
-  watchdog.disarm();
-  SUCCEED();
+TEST_F(WatchdogDeathTest, ALongerPromiseReplacesAShorterOne) {
+  EXPECT_EXIT(
+      {
+        daa::core::Watchdog watchdog(0, "h");
+        watchdog.expect_progress("training step", 1, 0.1);
+        watchdog.expect_progress("checkpoint write", 1, 30);
+        std::this_thread::sleep_for(600ms);  // six times the replaced promise
+        watchdog.disarm();
+        std::exit(0);
+      },
+      ::testing::ExitedWithCode(0), "");
 }
 
 }  // namespace
