@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdio>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "daa/kernels/attention_kernels.hpp"
@@ -274,25 +275,36 @@ void compare_with_previous() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // --quick (the ctest smoke run): one round at the shortest time, only to show that it runs.
+  bool quick = false;
+  for (int i = 1; i < argc; ++i)
+    if (std::string_view(argv[i]) == "--quick") {
+      quick = true;
+      std::copy(argv + i + 1, argv + argc, argv + i);
+      --argc;
+      break;
+    }
+  const int rounds = quick ? 1 : 3;
+  const double min_time = quick ? 0.01 : 0.5;
   Kokkos::initialize(argc, argv);
   daa::kernels::set_blas_threads(1);
   compare_with_previous();
   // Round-robin repeats (not Google Benchmark's back-to-back repetitions): compare medians.
-  for (int rep = 0; rep < 3; ++rep) {
+  for (int rep = 0; rep < rounds; ++rep) {
     benchmark::RegisterBenchmark("BM_sgemm_peak", BM_sgemm_peak)
         ->Unit(benchmark::kMillisecond)
-        ->MinTime(0.5);
+        ->MinTime(min_time);
     for (const int per_call : {1, 4, kSequences})
       benchmark::RegisterBenchmark("BM_attention_core", BM_attention_core)
           ->Arg(per_call)
           ->Unit(benchmark::kMillisecond)
-          ->MinTime(0.5);
+          ->MinTime(min_time);
     benchmark::RegisterBenchmark("BM_attention_rowwise", BM_attention_rowwise)
         ->Unit(benchmark::kMillisecond)
-        ->MinTime(0.5);
+        ->MinTime(min_time);
     benchmark::RegisterBenchmark("BM_attention_layer", BM_attention_layer)
         ->Unit(benchmark::kMillisecond)
-        ->MinTime(0.5);
+        ->MinTime(min_time);
   }
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
