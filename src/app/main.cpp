@@ -42,6 +42,14 @@ bool launcher_rank_zero() {
   return true;
 }
 
+// Whether an MPI launcher (mpirun, or srun with a PMI plugin) started this process, so that
+// MPI_Init joins the other ranks. SLURM_PROCID alone is also set in a batch script's own shell.
+bool launched_by_mpi() {
+  for (const char* var : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"})
+    if (std::getenv(var)) return true;
+  return false;
+}
+
 void print_error(const std::string& message, int rank = -1) {
   if (rank >= 0)
     std::fprintf(stderr, "daa-swarm: error: rank %d: %s\n", rank, message.c_str());
@@ -463,11 +471,26 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    if (!launcher_rank_zero()) return e.get_exit_code() == 0 ? 0 : int(daa::ExitCode::bad_input);
-    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
-    print_error(e.what());
-    std::fprintf(stderr, "run 'daa-swarm --help' for usage\n");
-    return int(daa::ExitCode::bad_input);
+    // Under a launcher every rank hits the same argument error. Rank 0 prints it, and the others
+    // wait for that in a barrier: a rank that exited at once could make the launcher kill the job,
+    // rank 0 included, before its message is out.
+    const bool launched = launched_by_mpi();
+    if (launched) MPI_Init(nullptr, nullptr);
+    int code = e.get_exit_code() == 0 ? 0 : int(daa::ExitCode::bad_input);
+    if (launcher_rank_zero()) {
+      if (e.get_exit_code() == 0) {
+        code = app.exit(e);  // --help, --version
+      } else {
+        print_error(e.what());
+        std::fprintf(stderr, "run 'daa-swarm --help' for usage\n");
+        std::fflush(stderr);
+      }
+    }
+    if (launched) {
+      MPI_Barrier(MPI_COMM_WORLD);
+      MPI_Finalize();
+    }
+    return code;
   }
 
   try {
