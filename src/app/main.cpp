@@ -70,8 +70,7 @@ struct TrainArgs {
 // rank's error ends every rank with the lowest failing rank's message.
 void load_inputs(const TrainArgs& args, const daa::parallel::Communicator& world,
                  daa::core::Config& config, std::unique_ptr<daa::train::Task>& task) {
-  std::exception_ptr setup_error;
-  try {
+  world.agreed([&] {
     config = daa::core::load_config(args.input, args.overrides);
     daa::core::validate_layout(config, world.size());
     daa::train::check_robust_layout(config, world.size());
@@ -81,10 +80,7 @@ void load_inputs(const TrainArgs& args, const daa::parallel::Communicator& world
       if (!std::filesystem::is_directory(parent))
         throw daa::InputError("--summary-json: directory '" + parent.string() + "' does not exist");
     }
-  } catch (...) {
-    setup_error = std::current_exception();
-  }
-  world.agree_on_failure(setup_error);
+  });
 }
 
 // Runs `body(world)` between MPI/Kokkos start and finish with the error policy of the file header:
@@ -173,16 +169,12 @@ int run_generate(const GenerateArgs& args) {
   return run_parallel([&](const daa::parallel::Communicator& world) {
     daa::core::Config config;
     std::unique_ptr<daa::train::Task> task;
-    std::exception_ptr setup_error;
-    try {
+    world.agreed([&] {
       config = daa::train::generation_config(daa::core::load_config(args.input, args.overrides),
                                              world.size());
       daa::core::validate_layout(config, world.size());
       task = daa::train::load_task(config);
-    } catch (...) {
-      setup_error = std::current_exception();
-    }
-    world.agree_on_failure(setup_error);
+    });
     const daa::train::GeneratedText g =
         daa::train::generate_text(config, *task, world, args.options);
     if (world.is_root()) {

@@ -37,24 +37,36 @@ void gemm(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_
               ld(ldc));
 }
 
+namespace {
+
+// OpenBLAS 0.3.21 has no batched sgemm; small products still run at most of a large one's rate
+// (tests/bench/bench_attention.cpp), so a loop of calls is the host implementation.
+template <class T>
+void gemm_loop(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_t k, T alpha,
+               const T* a, std::size_t lda, std::size_t stride_a, const T* b, std::size_t ldb,
+               std::size_t stride_b, T beta, T* c, std::size_t ldc, std::size_t stride_c,
+               std::size_t batch) {
+  for (std::size_t i = 0; i < batch; ++i)
+    gemm(trans_a, trans_b, m, n, k, alpha, a + i * stride_a, lda, b + i * stride_b, ldb, beta,
+         c + i * stride_c, ldc);
+}
+
+}  // namespace
+
 void gemm_strided_batched(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_t k,
                           float alpha, const float* a, std::size_t lda, std::size_t stride_a,
                           const float* b, std::size_t ldb, std::size_t stride_b, float beta,
                           float* c, std::size_t ldc, std::size_t stride_c, std::size_t batch) {
-  // OpenBLAS 0.3.21 has no batched sgemm; small products still run at most of a large one's
-  // rate (tests/bench/bench_attention.cpp), so a loop of calls is the host implementation.
-  for (std::size_t i = 0; i < batch; ++i)
-    gemm(trans_a, trans_b, m, n, k, alpha, a + i * stride_a, lda, b + i * stride_b, ldb, beta,
-         c + i * stride_c, ldc);
+  gemm_loop(trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc,
+            stride_c, batch);
 }
 
 void gemm_strided_batched(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_t k,
                           double alpha, const double* a, std::size_t lda, std::size_t stride_a,
                           const double* b, std::size_t ldb, std::size_t stride_b, double beta,
                           double* c, std::size_t ldc, std::size_t stride_c, std::size_t batch) {
-  for (std::size_t i = 0; i < batch; ++i)
-    gemm(trans_a, trans_b, m, n, k, alpha, a + i * stride_a, lda, b + i * stride_b, ldb, beta,
-         c + i * stride_c, ldc);
+  gemm_loop(trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc,
+            stride_c, batch);
 }
 
 void set_blas_threads(int threads) {

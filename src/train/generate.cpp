@@ -29,25 +29,21 @@ GeneratedText generate_text(const core::Config& input, const Task& task,
   const core::Config config = generation_config(input, world.size());
   GeneratedText out;
   out.prompt = options.prompt;
-  std::vector<int> prompt;
-  std::exception_ptr error;
-  try {
+  const std::vector<int> prompt = world.agreed([&] {
     if (!task.tokenizer())
       throw InputError("generate: '" + config.source +
                        "' trains a classifier; generate needs a language-model input ([data] "
                        "dataset = \"text\")");
     if (options.prompt.empty()) throw InputError("generate: --prompt is empty");
     if (options.tokens < 0) throw InputError("generate: --tokens must be at least 0");
-    prompt = task.tokenizer()->encode(options.prompt);
-    if (int(prompt.size()) > config.model.seq_len)
+    std::vector<int> encoded = task.tokenizer()->encode(options.prompt);
+    if (int(encoded.size()) > config.model.seq_len)
       throw InputError(fmt::format(
           "generate: the prompt is {} tokens, longer than the model's context of [model] seq_len "
           "= {} tokens",
-          prompt.size(), config.model.seq_len));
-  } catch (...) {
-    error = std::current_exception();
-  }
-  world.agree_on_failure(error);
+          encoded.size(), config.model.seq_len));
+    return encoded;
+  });
 
   const parallel::Topology topology(world, config,
                                     model::stage_costs(config, task.inputs(), task.outputs()));
@@ -55,12 +51,8 @@ GeneratedText generate_text(const core::Config& input, const Task& task,
       model::make_model(config, topology, task.inputs(), task.outputs());
   const TrainingParts parts{config, topology, *model};
   std::vector<std::string> notes;
-  try {
-    out.step = load_checkpoint(parts, options.checkpoint, LoadScope::model_only, notes);
-  } catch (...) {
-    error = std::current_exception();
-  }
-  world.agree_on_failure(error);
+  out.step = world.agreed(
+      [&] { return load_checkpoint(parts, options.checkpoint, LoadScope::model_only, notes); });
 
   model::Generator<float> generator(*model->language_model());
   const auto start = core::Clock::now();

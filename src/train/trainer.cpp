@@ -160,13 +160,8 @@ CheckpointEvaluation evaluate_checkpoint(const core::Config& config, const Task&
   const TrainingParts parts{config, topology, *model};
   std::vector<std::string> notes;
   CheckpointEvaluation result;
-  std::exception_ptr error;
-  try {
-    result.step = load_checkpoint(parts, checkpoint, LoadScope::model_only, notes);
-  } catch (...) {
-    error = std::current_exception();
-  }
-  world.agree_on_failure(error);
+  result.step = world.agreed(
+      [&] { return load_checkpoint(parts, checkpoint, LoadScope::model_only, notes); });
   parallel::PipelineSchedule schedule(topology, model->width());
   result.evaluation = task.evaluate(*model, topology, schedule, [] {});
   return result;
