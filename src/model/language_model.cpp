@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <optional>
 #include <string>
@@ -78,7 +79,9 @@ struct LanguageModel<T>::Parts {
     std::vector<Matrix<T>> residual;  // residual[b]: input of held block b; [blocks]: output
     std::vector<Matrix<T>> normed_attn, mid, normed_ffn;  // per held block
     Matrix<T> final_normed{"final_normed", 0, 0};
-    Matrix<T> logits{"logits", 0, 0};  // gradients in place after a training forward
+    // Training: d(loss)/d(final_normed), which the fused head computes during the forward.
+    Matrix<T> dfinal_normed{"dfinal_normed", 0, 0};
+    Matrix<T> logits{"logits", 0, 0};  // [n, vocab], only with keep_logits(true)
     Matrix<T> input_grad{"input_grad", 0, 0};
     TokenIds targets{"targets", 0};
     std::int64_t targeted = 0;
@@ -92,6 +95,7 @@ struct LanguageModel<T>::Parts {
   // Scratch shared by the blocks: a sublayer's output, the running residual gradient, a
   // sublayer's input gradient.
   Matrix<T> out{"block_out", 0, 0}, dres{"dres", 0, 0}, dnormed{"dnormed", 0, 0};
+  Matrix<T> logits_chunk{"logits_chunk", 0, 0};  // the fused head's [rows, vocab] scratch
   kernels::Vector<T> row_loss{"row_loss", 0};
   Kokkos::View<int*, kernels::MemSpace> row_correct{"row_correct", 0};
 
@@ -239,12 +243,7 @@ LmStats LanguageModel<T>::forward(int slot_index, int seq_len, const TokenIds& t
   if (s.has_head()) {
     const Matrix<T>& h = slot.residual[std::size_t(held)];
     kernels::ensure_extent(slot.final_normed, n, d);
-    kernels::ensure_extent(slot.logits, n, std::size_t(s.vocab));
     p.final_norm->forward(slot_index, h, slot.final_normed);
-    if (p.head)
-      p.head->forward(slot_index, slot.final_normed, slot.logits);
-    else
-      p.embedding->head_forward(slot_index, slot.final_normed, slot.logits);
     const auto targets_h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), targets);
     std::int64_t targeted = 0;
     for (std::size_t t = 0; t < n; ++t) {
@@ -257,11 +256,7 @@ LmStats LanguageModel<T>::forward(int slot_index, int seq_len, const TokenIds& t
     }
     slot.targets = targets;
     slot.targeted = targeted;
-    kernels::ensure_extent(p.row_loss, n);
-    kernels::ensure_extent(p.row_correct, n);
-    kernels::softmax_cross_entropy_in_place(
-        slot.logits, Kokkos::View<const int*, kernels::MemSpace>(targets),
-        targeted > 0 ? T(1) / T(targeted) : T(0), train, p.row_loss, p.row_correct);
+    head_and_loss(slot_index, train, targeted > 0 ? T(1) / T(targeted) : T(0));
     const auto loss_h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), p.row_loss);
     const auto correct_h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), p.row_correct);
     if (!train) stats.row_loss.resize(n);
@@ -286,12 +281,8 @@ void LanguageModel<T>::backward(int slot_index, const Matrix<T>& grad_output, Lm
   kernels::ensure_extent(p.dres, n, d);
   kernels::ensure_extent(p.dnormed, n, d);
   if (s.has_head()) {
-    // The logits buffer holds d(mean loss)/d(logits) since the training forward.
-    if (p.head)
-      p.head->backward(slot_index, slot.logits, p.dnormed);
-    else
-      p.embedding->head_backward(slot_index, slot.logits, p.dnormed);
-    p.final_norm->backward(slot_index, p.dnormed, p.dres);
+    // The training forward left d(mean loss)/d(final_normed) and the head's weight gradient.
+    p.final_norm->backward(slot_index, slot.dfinal_normed, p.dres);
   } else {
     if (grad_output.extent(0) != n || grad_output.extent(1) != d)
       throw Error(
@@ -346,7 +337,54 @@ Matrix<T> LanguageModel<T>::input_grad(int slot) const {
 
 template <class T>
 Matrix<T> LanguageModel<T>::logits(int slot) const {
+  if (!keep_logits_)
+    throw Error(
+        "model::LanguageModel::logits: the model keeps no logits; call keep_logits(true) "
+        "before the forward");
   return parts_->slot(slot).logits;
+}
+
+template <class T>
+void LanguageModel<T>::head_and_loss(int slot_index, bool train, T grad_scale) {
+  Parts& p = *parts_;
+  typename Parts::Slot& slot = p.slot(slot_index);
+  const std::size_t n = slot.n, vocab = std::size_t(shape_.vocab), d = std::size_t(shape_.d_model);
+  kernels::ensure_extent(p.row_loss, n);
+  kernels::ensure_extent(p.row_correct, n);
+  if (train) kernels::ensure_extent(slot.dfinal_normed, n, d);
+  const bool keep = keep_logits_ && !train;
+  if (keep) kernels::ensure_extent(slot.logits, n, vocab);
+  // Rows per chunk: a [rows, vocab] block of logits small enough to stay in the core's cache
+  // between its product, the softmax and the two gradient products.
+  const std::size_t chunk =
+      std::clamp<std::size_t>(head_chunk_rows_ > 0 ? head_chunk_rows_ : kHeadChunkElements / vocab,
+                              1, std::max(n, std::size_t(1)));
+  if (!keep) kernels::ensure_extent(p.logits_chunk, chunk, vocab);
+  for (std::size_t r0 = 0; r0 < n; r0 += chunk) {
+    const auto rows = std::make_pair(r0, std::min(n, r0 + chunk));
+    const Matrix<T> x = Kokkos::subview(slot.final_normed, rows, Kokkos::ALL);
+    const Matrix<T> logits =
+        keep ? Matrix<T>(Kokkos::subview(slot.logits, rows, Kokkos::ALL))
+             : Matrix<T>(Kokkos::subview(
+                   p.logits_chunk, std::make_pair(std::size_t(0), rows.second - r0), Kokkos::ALL));
+    if (p.head)
+      p.head->forward(slot_index, x, logits);
+    else
+      p.embedding->head_forward(slot_index, x, logits);
+    kernels::softmax_cross_entropy_in_place(
+        logits, Kokkos::View<const int*, kernels::MemSpace>(Kokkos::subview(slot.targets, rows)),
+        grad_scale, train, kernels::Vector<T>(Kokkos::subview(p.row_loss, rows)),
+        Kokkos::View<int*, kernels::MemSpace>(Kokkos::subview(p.row_correct, rows)));
+    if (!train) continue;
+    // The loss is the last operation, so its gradient is known here: the logits chunk becomes
+    // d(loss)/d(logits) in place and feeds the head's backward before the next chunk reuses it.
+    const Matrix<T> dx = Kokkos::subview(slot.dfinal_normed, rows, Kokkos::ALL);
+    if (p.head)
+      p.head->backward(slot_index, logits, dx);
+    else
+      p.embedding->head_backward(slot_index, logits, dx);
+  }
+  Kokkos::fence();
 }
 
 template <class T>

@@ -18,6 +18,7 @@
 #include <string_view>
 #include <vector>
 
+#include "bench_common.hpp"
 #include "daa/kernels/attention_kernels.hpp"
 #include "daa/kernels/linalg.hpp"
 #include "daa/model/attention.hpp"
@@ -178,19 +179,6 @@ struct Inputs {
   }
 };
 
-void BM_sgemm_peak(benchmark::State& state) {
-  const std::size_t n = 2048;
-  std::vector<float> a(n * n, 0.5f), b(n * n, 0.25f), c(n * n, 0.0f);
-  for (auto _ : state) {
-    daa::kernels::gemm(Trans::no, Trans::no, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f,
-                       c.data(), n);
-    benchmark::DoNotOptimize(c.data());
-    benchmark::ClobberMemory();
-  }
-  state.counters["GFLOPS"] = benchmark::Counter(2.0 * double(n * n) * double(n) * 1e-9,
-                                                benchmark::Counter::kIsIterationInvariantRate);
-}
-
 void BM_attention_core(benchmark::State& state) {
   Inputs in;
   const int per_call = int(state.range(0));
@@ -276,14 +264,7 @@ void compare_with_previous() {
 
 int main(int argc, char** argv) {
   // --quick (the ctest smoke run): one round at the shortest time, only to show that it runs.
-  bool quick = false;
-  for (int i = 1; i < argc; ++i)
-    if (std::string_view(argv[i]) == "--quick") {
-      quick = true;
-      std::copy(argv + i + 1, argv + argc, argv + i);
-      --argc;
-      break;
-    }
+  const bool quick = daa::bench::take_quick_flag(argc, argv);
   const int rounds = quick ? 1 : 3;
   const double min_time = quick ? 0.01 : 0.5;
   Kokkos::initialize(argc, argv);
@@ -291,7 +272,7 @@ int main(int argc, char** argv) {
   compare_with_previous();
   // Round-robin repeats (not Google Benchmark's back-to-back repetitions): compare medians.
   for (int rep = 0; rep < rounds; ++rep) {
-    benchmark::RegisterBenchmark("BM_sgemm_peak", BM_sgemm_peak)
+    benchmark::RegisterBenchmark("BM_sgemm_peak", daa::bench::BM_sgemm_peak)
         ->Unit(benchmark::kMillisecond)
         ->MinTime(min_time);
     for (const int per_call : {1, 4, kSequences})

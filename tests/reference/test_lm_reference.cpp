@@ -409,6 +409,7 @@ class Reference {
         expected_("/" + name + "/expected"),
         shape_(read_shape(file_, inputs_)),
         model_(shape_) {
+    model_.keep_logits(true);  // the reference compares logits
     const std::vector<std::string> in_file = file_.list(inputs_ + "/params");
     std::vector<std::string> in_model;
     auto values = Kokkos::create_mirror_view(model_.params().values());

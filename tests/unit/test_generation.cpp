@@ -48,6 +48,7 @@ template <class T>
 std::vector<std::vector<double>> full_forward_logits(LanguageModel<T>& model,
                                                      const std::vector<int>& tokens) {
   const std::size_t n = tokens.size();
+  model.keep_logits(true);
   model.forward(0, int(n), token_view(tokens), Matrix<T>("none", 0, 0),
                 token_view(std::vector<int>(n, -1)), false);
   const auto host = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), model.logits(0));

@@ -1,7 +1,7 @@
 // The whole transformer MoE language model in double: finite-difference gradients of every
 // parameter (tied and untied heads, dense and MoE blocks, SwiGLU and GELU experts), a model split
 // into two pipeline stages equal to the whole (tied: a copy of the table on the last stage), and
-// the bad inputs the model itself refuses.
+// the bad inputs the model itself refuses; the fused head and loss also in several chunks.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -64,8 +64,9 @@ Result evaluate(LanguageModel<double>& model, const Batch& batch, bool train) {
   return r;
 }
 
-void expect_gradients_match(const LanguageModelShape& shape) {
+void expect_gradients_match(const LanguageModelShape& shape, std::size_t head_chunk_rows = 0) {
   LanguageModel<double> model(shape);
+  model.set_head_chunk_rows(head_chunk_rows);
   const Batch batch;
   const Result base = evaluate(model, batch, false);
   model.params().zero_grads();
@@ -105,6 +106,12 @@ TEST(LanguageModel, GradientsMatchFiniteDifferencesTiedSwiglu) {
 
 TEST(LanguageModel, GradientsMatchFiniteDifferencesUntiedGelu) {
   expect_gradients_match(small_shape(ExpertFfn::gelu, false));
+}
+
+// The fused head and loss over 10 rows in chunks of 3, 3, 3 and 1 (the last row untargeted).
+TEST(LanguageModel, GradientsMatchFiniteDifferencesWithTheHeadInChunks) {
+  expect_gradients_match(small_shape(ExpertFfn::swiglu, true), 3);
+  expect_gradients_match(small_shape(ExpertFfn::gelu, false), 3);
 }
 
 TEST(LanguageModel, DeclaresTheBlocksItDescribes) {

@@ -9,6 +9,7 @@
 // Templated on the scalar so gradient checks run in double and training in float.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -106,6 +107,9 @@ class LanguageModel {
   // (kept alive by the caller until backward(slot)). The last stage scores `targets` [n] (-1: no
   // target) with mean cross-entropy over the targeted tokens; with `train`, its backward starts
   // from that mean (plus the aux losses). `observer` sees every MoE layer's routing.
+  // The head and the loss are fused and run in chunks of rows, so no [n, vocab] buffer exists:
+  // with `train` the forward already adds the head's weight gradient (grads must be zeroed
+  // before the forward, not between forward and backward).
   LmStats forward(int slot, int seq_len, const TokenIds& tokens, const kernels::Matrix<T>& input,
                   const TokenIds& targets, bool train, const StatsReducer& reduce_stats = {},
                   const RoutingObserver& observer = {});
@@ -114,8 +118,12 @@ class LanguageModel {
   void backward(int slot, const kernels::Matrix<T>& grad_output, LmStats& stats);
   kernels::Matrix<T> output(int slot) const;      // this stage's output [n, d]
   kernels::Matrix<T> input_grad(int slot) const;  // gradient of its input (not the first stage)
-  // Logits [n, vocab] of the last forward(slot, ..., train = false) on the last stage.
+  // Logits [n, vocab] of the last forward(slot, ..., train = false) on the last stage, kept only
+  // after keep_logits(true) (tests and analysis; training and evaluation never form them).
   kernels::Matrix<T> logits(int slot) const;
+  void keep_logits(bool keep) { keep_logits_ = keep; }
+  // Rows per chunk of the fused head; 0 (the default): as many as kHeadChunkElements logits hold.
+  void set_head_chunk_rows(std::size_t rows) { head_chunk_rows_ = rows; }
 
   // Routing bias of MoE layer `moe_layer` (global index), held by this stage.
   kernels::Vector<T> routing_bias(int moe_layer) const;
@@ -139,9 +147,17 @@ class LanguageModel {
 
  private:
   struct Parts;
+  // Logits elements per chunk of the fused head (4 MB in float).
+  static constexpr std::size_t kHeadChunkElements = std::size_t(1) << 20;
+  // Final-norm output of slot -> head -> softmax cross-entropy, chunk by chunk; with `train`
+  // also the head's backward into the weight gradient and the slot's dfinal_normed.
+  void head_and_loss(int slot, bool train, T grad_scale);
+
   LanguageModelShape shape_;
   ParamStore<T> params_;
   std::unique_ptr<Parts> parts_;
+  bool keep_logits_ = false;
+  std::size_t head_chunk_rows_ = 0;
 };
 
 extern template class LanguageModel<float>;
