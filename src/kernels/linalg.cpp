@@ -48,12 +48,15 @@ namespace {
 // separate beta pass as in arithmetic, so small products of a batch run here instead: C is
 // computed in tiles of MR rows x NR columns held in vector registers across the whole k loop,
 // op(B)'s rows are the vector dimension, op(A)'s elements are scalar broadcasts. Vector
-// extensions (GCC, Clang) rather than intrinsics, so any target compiles it; the width is that of
-// the widest registers we know of, narrower targets get each vector split in two.
+// extensions (GCC, Clang) rather than intrinsics, so any target compiles it: vectors of 64 bytes
+// where AVX-512 is on (32 registers), else of 32 bytes counted as 16 registers (AVX2; SSE and
+// NEON split each vector in two).
 #if defined(__AVX512F__)
 #define DAA_SMALL_GEMM_VECTOR_BYTES 64
+constexpr int kVectorRegisters = 32;
 #else
 #define DAA_SMALL_GEMM_VECTOR_BYTES 32
+constexpr int kVectorRegisters = 16;
 #endif
 constexpr std::size_t kVectorBytes = DAA_SMALL_GEMM_VECTOR_BYTES;
 
@@ -69,14 +72,16 @@ struct SimdOf<double> {
 };
 #undef DAA_SMALL_GEMM_VECTOR_BYTES
 
-// Tile shape: 8 rows x 2 vectors (8 x 32 floats with AVX-512). 16 accumulators, 2 rows of B and a
-// broadcast fit in 32 vector registers, and 16 independent FMA chains cover the FMA latency. Of
-// 4x2, 12x2, 4x4, 6x4 and 16x1 (timed on attention's 64x64x32 and 64x32x64 products) it was the
-// fastest or near it on every shape; 32 columns is head_dim, so n = 32 wastes no lanes.
+// Tile shape: MR rows x 2 vectors (8 x 32 floats with AVX-512). MR * 2 accumulators, 2 rows of B
+// and a broadcast must fit in the vector registers, and the MR * 2 independent FMA chains cover
+// the FMA latency. With 32 registers, 8 rows: of 4x2, 12x2, 4x4, 6x4 and 16x1 (timed on
+// attention's 64x64x32 and 64x32x64 products) 8x2 was the fastest or near it on every shape, and
+// 32 columns is head_dim, so n = 32 wastes no lanes. With 16 (AVX2), 6 rows: 8 spill, and on the
+// same products (built for x86-64-v3) 6x2 ran at ~73 GFLOP/s against ~55 for 8x2 and ~60 for 4x2.
 template <class T>
 struct SmallTile {
   static constexpr int lanes = int(kVectorBytes / sizeof(T));
-  static constexpr int mr = 8;
+  static constexpr int mr = kVectorRegisters >= 32 ? 8 : 6;
   static constexpr int nv = 2;
   static constexpr int nr = nv * lanes;
 };
