@@ -9,6 +9,7 @@
 #include <cstring>
 #include <memory>
 #include <new>
+#include <utility>
 
 namespace daa::kernels {
 namespace {
@@ -117,9 +118,38 @@ class PackBuffer {
   std::size_t capacity_ = 0;
 };
 
+// Interleaves the low (high) halves of a and b: (a0, b0, a1, b1, ...). Vectors by reference: by
+// value, a target without them in registers would warn of an ABI change (-Wpsabi).
+template <class V, std::size_t... I>
+[[gnu::always_inline]] inline void interleave(const V& a, const V& b, V& low, V& high,
+                                              std::index_sequence<I...>) {
+  constexpr std::size_t n = sizeof...(I);
+  low = __builtin_shufflevector(a, b, (I % 2 ? n + I / 2 : I / 2)...);
+  high = __builtin_shufflevector(a, b, (I % 2 ? n + n / 2 + I / 2 : n / 2 + I / 2)...);
+}
+
+// Transposes the lanes x lanes block held in r[0, lanes) in registers: each of log2(lanes) rounds
+// interleaves row i with row i + lanes / 2, a perfect shuffle that rotates the bits of (row,
+// column) by one, so after log2(lanes) rounds they are (column, row). A scalar transpose costs a
+// load and a store per element, as much as the tiles' FMAs on a 64x64x32 product.
+template <class T>
+[[gnu::always_inline]] inline void transpose_block(typename SimdOf<T>::type* r) {
+  using V = typename SimdOf<T>::type;
+  constexpr int lanes = SmallTile<T>::lanes;
+  for (int width = 1; width < lanes; width *= 2) {
+    V t[lanes];
+#pragma GCC unroll 16
+    for (int i = 0; i < lanes / 2; ++i)
+      interleave(r[i], r[i + lanes / 2], t[2 * i], t[2 * i + 1], std::make_index_sequence<lanes>());
+#pragma GCC unroll 16
+    for (int i = 0; i < lanes; ++i) r[i] = t[i];
+  }
+}
+
 template <class T>
 void pack_b(Trans trans_b, std::size_t n, std::size_t k, const T* b, std::size_t ldb, T* packed) {
-  constexpr std::size_t nr = SmallTile<T>::nr;
+  using V = typename SimdOf<T>::type;
+  constexpr std::size_t nr = SmallTile<T>::nr, lanes = SmallTile<T>::lanes;
   for (std::size_t j0 = 0; j0 < n; j0 += nr) {
     const std::size_t cols = std::min(nr, n - j0);
     T* panel = packed + j0 * k;
@@ -128,17 +158,31 @@ void pack_b(Trans trans_b, std::size_t n, std::size_t k, const T* b, std::size_t
         std::memcpy(panel + p * nr, b + p * ldb + j0, cols * sizeof(T));
         std::fill(panel + p * nr + cols, panel + (p + 1) * nr, T(0));
       }
-    } else {
-      // Row by row of the stored B: reading down its columns instead touches `cols` lines at a
-      // stride of ldb per element, which thrashes one L1 set when ldb is a multiple of 4 KiB.
-      for (std::size_t j = 0; j < cols; ++j) {
-        const T* src = b + (j0 + j) * ldb;
-        for (std::size_t p = 0; p < k; ++p) panel[p * nr + j] = src[p];
-      }
-      if (cols < nr)
-        for (std::size_t p = 0; p < k; ++p)
-          std::fill(panel + p * nr + cols, panel + (p + 1) * nr, T(0));
+      continue;
     }
+    // op(B)(p, j) = b[j * ldb + p]: lanes x lanes blocks through registers, the edges element by
+    // element, row by row of the stored B (reading down its columns instead would touch a line
+    // per element at a stride of ldb, which thrashes one L1 set when ldb is a multiple of 4 KiB).
+    for (std::size_t j = 0; j < cols; j += lanes) {
+      const std::size_t rows = std::min(lanes, cols - j);
+      std::size_t p = 0;
+      if (rows == lanes)
+        for (; p + lanes <= k; p += lanes) {
+          V r[lanes];
+          for (std::size_t t = 0; t < lanes; ++t)
+            std::memcpy(&r[t], b + (j0 + j + t) * ldb + p, sizeof(V));
+          transpose_block<T>(r);
+          for (std::size_t t = 0; t < lanes; ++t)
+            std::memcpy(panel + (p + t) * nr + j, &r[t], sizeof(V));
+        }
+      for (std::size_t t = j; t < j + rows; ++t) {
+        const T* src = b + (j0 + t) * ldb;
+        for (std::size_t q = p; q < k; ++q) panel[q * nr + t] = src[q];
+      }
+    }
+    if (cols < nr)
+      for (std::size_t p = 0; p < k; ++p)
+        std::fill(panel + p * nr + cols, panel + (p + 1) * nr, T(0));
   }
 }
 
