@@ -1,9 +1,15 @@
-// Host BLAS back end of the linalg adapter (OpenBLAS cblas). The CUDA build adds a cuBLAS twin.
+// Host back end of the linalg adapter: OpenBLAS cblas, plus a register-blocked kernel of our own
+// for the small products of a strided batch (attention's per-sequence blocks), where OpenBLAS's
+// fixed cost per call outweighs the arithmetic. The CUDA build adds a cuBLAS twin.
 #include "daa/kernels/linalg.hpp"
 
 #include <cblas.h>
 
 #include <algorithm>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <utility>
 
 namespace daa::kernels {
 namespace {
@@ -39,13 +45,265 @@ void gemm(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_
 
 namespace {
 
-// OpenBLAS 0.3.21 has no batched sgemm; small products still run at most of a large one's rate
-// (tests/bench/bench_attention.cpp), so a loop of calls is the host implementation.
+// Small GEMM. A call of cblas_sgemm on a 64x64x32 product costs about as much in packing and a
+// separate beta pass as in arithmetic, so small products of a batch run here instead: C is
+// computed in tiles of MR rows x NR columns held in vector registers across the whole k loop,
+// op(B)'s rows are the vector dimension, op(A)'s elements are scalar broadcasts. Vector
+// extensions (GCC, Clang) rather than intrinsics, so any target compiles it: vectors of 64 bytes
+// where AVX-512 is on (32 registers), else of 32 bytes counted as 16 registers (AVX2; SSE and
+// NEON split each vector in two).
+#if defined(__AVX512F__)
+#define DAA_SMALL_GEMM_VECTOR_BYTES 64
+constexpr int kVectorRegisters = 32;
+#else
+#define DAA_SMALL_GEMM_VECTOR_BYTES 32
+constexpr int kVectorRegisters = 16;
+#endif
+constexpr std::size_t kVectorBytes = DAA_SMALL_GEMM_VECTOR_BYTES;
+
+template <class T>
+struct SimdOf;
+template <>
+struct SimdOf<float> {
+  typedef float type __attribute__((vector_size(DAA_SMALL_GEMM_VECTOR_BYTES)));
+};
+template <>
+struct SimdOf<double> {
+  typedef double type __attribute__((vector_size(DAA_SMALL_GEMM_VECTOR_BYTES)));
+};
+#undef DAA_SMALL_GEMM_VECTOR_BYTES
+
+// Tile shape: MR rows x 2 vectors (8 x 32 floats with AVX-512). MR * 2 accumulators, 2 rows of B
+// and a broadcast must fit in the vector registers, and the MR * 2 independent FMA chains cover
+// the FMA latency. With 32 registers, 8 rows: of 4x2, 12x2, 4x4, 6x4 and 16x1 (timed on
+// attention's 64x64x32 and 64x32x64 products) 8x2 was the fastest or near it on every shape, and
+// 32 columns is head_dim, so n = 32 wastes no lanes. With 16 (AVX2), 6 rows: 8 spill, and on the
+// same products (built for x86-64-v3) 6x2 ran at ~73 GFLOP/s against ~55 for 8x2 and ~60 for 4x2.
+template <class T>
+struct SmallTile {
+  static constexpr int lanes = int(kVectorBytes / sizeof(T));
+  static constexpr int mr = kVectorRegisters >= 32 ? 8 : 6;
+  static constexpr int nv = 2;
+  static constexpr int nr = nv * lanes;
+};
+
+// Products up to this size take the small kernel. It has no cache blocking: one k x NR panel of
+// op(B) and MR rows of op(A) should stay in L1, and beyond these bounds OpenBLAS's packing pays
+// for itself on a machine where its kernels fit the CPU.
+constexpr std::size_t kSmallMaxM = 128, kSmallMaxN = 128, kSmallMaxK = 256;
+
+bool is_small(std::size_t m, std::size_t n, std::size_t k) {
+  return m <= kSmallMaxM && n <= kSmallMaxN && k <= kSmallMaxK;
+}
+
+// op(B) copied into panels of NR columns, each k x NR contiguous and zero-padded past n, so the
+// tile loop reads whole vectors with a fixed stride whatever trans_b and n are. Grown on demand,
+// kept per thread (host only: the CUDA build batches on cuBLAS).
+template <class T>
+class PackBuffer {
+ public:
+  T* get(std::size_t size) {
+    if (size > capacity_) {
+      data_.reset(static_cast<T*>(::operator new(size * sizeof(T), std::align_val_t(64))));
+      capacity_ = size;
+    }
+    return data_.get();
+  }
+
+ private:
+  struct Free {
+    void operator()(T* p) const { ::operator delete(p, std::align_val_t(64)); }
+  };
+  std::unique_ptr<T, Free> data_;
+  std::size_t capacity_ = 0;
+};
+
+// Interleaves the low (high) halves of a and b: (a0, b0, a1, b1, ...). Vectors by reference: by
+// value, a target without them in registers would warn of an ABI change (-Wpsabi).
+template <class V, std::size_t... I>
+[[gnu::always_inline]] inline void interleave(const V& a, const V& b, V& low, V& high,
+                                              std::index_sequence<I...>) {
+  constexpr std::size_t n = sizeof...(I);
+  low = __builtin_shufflevector(a, b, (I % 2 ? n + I / 2 : I / 2)...);
+  high = __builtin_shufflevector(a, b, (I % 2 ? n + n / 2 + I / 2 : n / 2 + I / 2)...);
+}
+
+// Transposes the lanes x lanes block held in r[0, lanes) in registers: each of log2(lanes) rounds
+// interleaves row i with row i + lanes / 2, a perfect shuffle that rotates the bits of (row,
+// column) by one, so after log2(lanes) rounds they are (column, row). A scalar transpose costs a
+// load and a store per element, as much as the tiles' FMAs on a 64x64x32 product.
+template <class T>
+[[gnu::always_inline]] inline void transpose_block(typename SimdOf<T>::type* r) {
+  using V = typename SimdOf<T>::type;
+  constexpr int lanes = SmallTile<T>::lanes;
+  for (int width = 1; width < lanes; width *= 2) {
+    V t[lanes];
+#pragma GCC unroll 16
+    for (int i = 0; i < lanes / 2; ++i)
+      interleave(r[i], r[i + lanes / 2], t[2 * i], t[2 * i + 1], std::make_index_sequence<lanes>());
+#pragma GCC unroll 16
+    for (int i = 0; i < lanes; ++i) r[i] = t[i];
+  }
+}
+
+template <class T>
+void pack_b(Trans trans_b, std::size_t n, std::size_t k, const T* b, std::size_t ldb, T* packed) {
+  using V = typename SimdOf<T>::type;
+  constexpr std::size_t nr = SmallTile<T>::nr, lanes = SmallTile<T>::lanes;
+  for (std::size_t j0 = 0; j0 < n; j0 += nr) {
+    const std::size_t cols = std::min(nr, n - j0);
+    T* panel = packed + j0 * k;
+    if (trans_b == Trans::no) {
+      for (std::size_t p = 0; p < k; ++p) {
+        std::memcpy(panel + p * nr, b + p * ldb + j0, cols * sizeof(T));
+        std::fill(panel + p * nr + cols, panel + (p + 1) * nr, T(0));
+      }
+      continue;
+    }
+    // op(B)(p, j) = b[j * ldb + p]: lanes x lanes blocks through registers, the edges element by
+    // element, row by row of the stored B (reading down its columns instead would touch a line
+    // per element at a stride of ldb, which thrashes one L1 set when ldb is a multiple of 4 KiB).
+    for (std::size_t j = 0; j < cols; j += lanes) {
+      const std::size_t rows = std::min(lanes, cols - j);
+      std::size_t p = 0;
+      if (rows == lanes)
+        for (; p + lanes <= k; p += lanes) {
+          V r[lanes];
+          for (std::size_t t = 0; t < lanes; ++t)
+            std::memcpy(&r[t], b + (j0 + j + t) * ldb + p, sizeof(V));
+          transpose_block<T>(r);
+          for (std::size_t t = 0; t < lanes; ++t)
+            std::memcpy(panel + (p + t) * nr + j, &r[t], sizeof(V));
+        }
+      for (std::size_t t = j; t < j + rows; ++t) {
+        const T* src = b + (j0 + t) * ldb;
+        for (std::size_t q = p; q < k; ++q) panel[q * nr + t] = src[q];
+      }
+    }
+    if (cols < nr)
+      for (std::size_t p = 0; p < k; ++p)
+        std::fill(panel + p * nr + cols, panel + (p + 1) * nr, T(0));
+  }
+}
+
+// One tile: rows [0, MR) of C (at c) and the NR columns of one packed panel, of which the first
+// `cols` are real.
+template <class T, int MR, bool TransA>
+[[gnu::always_inline]] inline void small_tile(std::size_t k, T alpha, const T* a, std::size_t lda,
+                                              const T* panel, T beta, T* c, std::size_t ldc,
+                                              std::size_t cols) {
+  using V = typename SimdOf<T>::type;
+  constexpr int nv = SmallTile<T>::nv, lanes = SmallTile<T>::lanes, nr = SmallTile<T>::nr;
+  V acc[MR][nv];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 16
+    for (int v = 0; v < nv; ++v) acc[i][v] = V{};
+  for (std::size_t p = 0; p < k; ++p) {
+    V row[nv];
+#pragma GCC unroll 16
+    for (int v = 0; v < nv; ++v)
+      std::memcpy(&row[v], panel + p * nr + std::size_t(v) * lanes, sizeof(V));
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const T ai = TransA ? a[p * lda + std::size_t(i)] : a[std::size_t(i) * lda + p];
+#pragma GCC unroll 16
+      for (int v = 0; v < nv; ++v) acc[i][v] += ai * row[v];
+    }
+  }
+  // beta == 0 must not read C: it may hold garbage (NaN), which BLAS overwrites.
+  if (cols == std::size_t(nr)) {
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 16
+      for (int v = 0; v < nv; ++v) {
+        T* out = c + std::size_t(i) * ldc + std::size_t(v) * lanes;
+        V r = alpha * acc[i][v];
+        if (beta != T(0)) {
+          V old;
+          std::memcpy(&old, out, sizeof(V));
+          r += beta * old;
+        }
+        std::memcpy(out, &r, sizeof(V));
+      }
+  } else {
+    for (int i = 0; i < MR; ++i) {
+      T tile[nr];
+      std::memcpy(tile, acc[i], sizeof(tile));
+      T* out = c + std::size_t(i) * ldc;
+      for (std::size_t j = 0; j < cols; ++j)
+        out[j] = beta != T(0) ? alpha * tile[j] + beta * out[j] : alpha * tile[j];
+    }
+  }
+}
+
+// The last m % MR rows, one instantiation per count.
+template <class T, int R, bool TransA>
+void small_tail(std::size_t rows, std::size_t k, T alpha, const T* a, std::size_t lda,
+                const T* panel, T beta, T* c, std::size_t ldc, std::size_t cols) {
+  if constexpr (R > 0) {
+    if (rows == R)
+      small_tile<T, R, TransA>(k, alpha, a, lda, panel, beta, c, ldc, cols);
+    else
+      small_tail<T, R - 1, TransA>(rows, k, alpha, a, lda, panel, beta, c, ldc, cols);
+  }
+}
+
+template <class T, bool TransA>
+void small_gemm_packed(std::size_t m, std::size_t n, std::size_t k, T alpha, const T* a,
+                       std::size_t lda, const T* packed, T beta, T* c, std::size_t ldc) {
+  constexpr int mr = SmallTile<T>::mr;
+  constexpr std::size_t nr = SmallTile<T>::nr;
+  // Row i of op(A) starts at a + i * lda, or at a + i when A is stored transposed.
+  const std::size_t row_step = TransA ? 1 : lda;
+  for (std::size_t j0 = 0; j0 < n; j0 += nr) {
+    const std::size_t cols = std::min(nr, n - j0);
+    const T* panel = packed + j0 * k;
+    std::size_t i0 = 0;
+    for (; i0 + mr <= m; i0 += mr)
+      small_tile<T, mr, TransA>(k, alpha, a + i0 * row_step, lda, panel, beta, c + i0 * ldc + j0,
+                                ldc, cols);
+    if (i0 < m)
+      small_tail<T, mr - 1, TransA>(m - i0, k, alpha, a + i0 * row_step, lda, panel, beta,
+                                    c + i0 * ldc + j0, ldc, cols);
+  }
+}
+
+template <class T>
+void small_gemm(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_t k, T alpha,
+                const T* a, std::size_t lda, const T* b, std::size_t ldb, T beta, T* c,
+                std::size_t ldc) {
+  // BLAS semantics: alpha == 0 reads neither A nor B (0 * NaN would otherwise leak into C).
+  if (alpha == T(0) || k == 0) {
+    for (std::size_t i = 0; i < m; ++i)
+      for (std::size_t j = 0; j < n; ++j)
+        c[i * ldc + j] = beta == T(0) ? T(0) : beta * c[i * ldc + j];
+    return;
+  }
+  constexpr std::size_t nr = SmallTile<T>::nr;
+  thread_local PackBuffer<T> buffer;
+  T* packed = buffer.get((n + nr - 1) / nr * nr * k);
+  pack_b(trans_b, n, k, b, ldb, packed);
+  if (trans_a == Trans::no)
+    small_gemm_packed<T, false>(m, n, k, alpha, a, lda, packed, beta, c, ldc);
+  else
+    small_gemm_packed<T, true>(m, n, k, alpha, a, lda, packed, beta, c, ldc);
+}
+
+// OpenBLAS 0.3.21 has no batched sgemm: small products run on the kernel above, larger ones as a
+// loop of BLAS calls, where the per-call cost is small next to the arithmetic.
 template <class T>
 void gemm_loop(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_t k, T alpha,
                const T* a, std::size_t lda, std::size_t stride_a, const T* b, std::size_t ldb,
                std::size_t stride_b, T beta, T* c, std::size_t ldc, std::size_t stride_c,
                std::size_t batch) {
+  if (m == 0 || n == 0) return;
+  if (is_small(m, n, k)) {
+    for (std::size_t i = 0; i < batch; ++i)
+      small_gemm(trans_a, trans_b, m, n, k, alpha, a + i * stride_a, lda, b + i * stride_b, ldb,
+                 beta, c + i * stride_c, ldc);
+    return;
+  }
   for (std::size_t i = 0; i < batch; ++i)
     gemm(trans_a, trans_b, m, n, k, alpha, a + i * stride_a, lda, b + i * stride_b, ldb, beta,
          c + i * stride_c, ldc);

@@ -19,8 +19,9 @@ void gemm(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_
           double* c, std::size_t ldc);
 
 // Strided batch: for i < batch, C_i = alpha * op(A_i) op(B_i) + beta * C_i with X_i at
-// x + i * stride_x. Many small products (attention's per-sequence blocks) in one call: a loop of
-// BLAS calls on the host, one cublas<T>gemmStridedBatched in the CUDA build.
+// x + i * stride_x. Many small products (attention's per-sequence blocks) in one call: on the
+// host a register-blocked kernel of our own for small products and a loop of BLAS calls for
+// larger ones, one cublas<T>gemmStridedBatched in the CUDA build.
 void gemm_strided_batched(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_t k,
                           float alpha, const float* a, std::size_t lda, std::size_t stride_a,
                           const float* b, std::size_t ldb, std::size_t stride_b, float beta,
