@@ -390,9 +390,12 @@ std::atomic<int> blas_threads{1};
 // 71, squares 512-2048 nn 178-182 vs 84-94, 16 rows 120 vs 64, even 1 row 14 vs 7; double about
 // half of each, on both sides. OpenBLAS wins only where n is below half a panel (16 floats, 8
 // doubles): the router's 4096x8x128 nn 44 vs 57 and 128x8x4096 tn 15 vs 46, most lanes of a
-// tile being padding. So: the blocked kernel for n >= NR / 2 where 64-byte vectors are compiled
-// in (the measurements above); OpenBLAS below that, on targets without AVX-512 (not measured
-// here: its Haswell kernels are the best case there) and when BLAS runs on several threads.
+// tile being padding. Built for x86-64-v3 (6x16 tiles of 32-byte vectors, same machine, load
+// ~2.5) the kernel is only level with OpenBLAS's Haswell kernels: 55-97 vs 55-95 on the same
+// shapes, ahead on some (4096x384x128 nn 81/55), behind on others (256x4096x128 nt 73/85,
+// 1024x128x256 nt 64/76). So: the blocked kernel for n >= NR / 2 where 64-byte vectors are
+// compiled in; OpenBLAS below that, on targets without AVX-512, and when BLAS runs on several
+// threads (the blocked kernel is single-threaded).
 template <class T>
 bool use_own(std::size_t n) {
   if constexpr (kVectorBytes < 64) {
