@@ -1,11 +1,16 @@
-// Host back end of the linalg adapter: OpenBLAS cblas, plus a register-blocked kernel of our own
-// for the small products of a strided batch (attention's per-sequence blocks), where OpenBLAS's
-// fixed cost per call outweighs the arithmetic. The CUDA build adds a cuBLAS twin.
+// Host back end of the linalg adapter: OpenBLAS cblas, plus a register-blocked kernel of our own.
+// The kernel runs the small products of a strided batch (attention's per-sequence blocks), where
+// OpenBLAS's fixed cost per call outweighs the arithmetic, and, cache-blocked, the plain products
+// (experts, projections, head) where it is about twice as fast as OpenBLAS here: this machine's
+// environment pins OpenBLAS to its AVX2 (Haswell) kernels, while ours uses AVX-512 where compiled
+// in. OpenBLAS keeps narrow products (n under half a panel: the router's), targets without
+// AVX-512, and multi-threaded BLAS; see use_own. The CUDA build adds a cuBLAS twin.
 #include "daa/kernels/linalg.hpp"
 
 #include <cblas.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <memory>
 #include <new>
@@ -24,24 +29,6 @@ int ld(std::size_t v) {
 }
 
 }  // namespace
-
-void gemm(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_t k, float alpha,
-          const float* a, std::size_t lda, const float* b, std::size_t ldb, float beta, float* c,
-          std::size_t ldc) {
-  if (m == 0 || n == 0) return;
-  cblas_sgemm(CblasRowMajor, to_cblas(trans_a), to_cblas(trans_b), static_cast<int>(m),
-              static_cast<int>(n), static_cast<int>(k), alpha, a, ld(lda), b, ld(ldb), beta, c,
-              ld(ldc));
-}
-
-void gemm(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_t k, double alpha,
-          const double* a, std::size_t lda, const double* b, std::size_t ldb, double beta,
-          double* c, std::size_t ldc) {
-  if (m == 0 || n == 0) return;
-  cblas_dgemm(CblasRowMajor, to_cblas(trans_a), to_cblas(trans_b), static_cast<int>(m),
-              static_cast<int>(n), static_cast<int>(k), alpha, a, ld(lda), b, ld(ldb), beta, c,
-              ld(ldc));
-}
 
 namespace {
 
@@ -87,9 +74,9 @@ struct SmallTile {
   static constexpr int nr = nv * lanes;
 };
 
-// Products up to this size take the small kernel. It has no cache blocking: one k x NR panel of
-// op(B) and MR rows of op(A) should stay in L1, and beyond these bounds OpenBLAS's packing pays
-// for itself on a machine where its kernels fit the CPU.
+// Batched products up to this size take the small kernel, without cache blocking: one k x NR
+// panel of op(B) and MR rows of op(A) should stay in L1. Larger items of a batch go through the
+// plain gemm's choice (the blocked kernel or OpenBLAS).
 constexpr std::size_t kSmallMaxM = 128, kSmallMaxN = 128, kSmallMaxK = 256;
 
 bool is_small(std::size_t m, std::size_t n, std::size_t k) {
@@ -154,10 +141,15 @@ void pack_b(Trans trans_b, std::size_t n, std::size_t k, const T* b, std::size_t
     const std::size_t cols = std::min(nr, n - j0);
     T* panel = packed + j0 * k;
     if (trans_b == Trans::no) {
-      for (std::size_t p = 0; p < k; ++p) {
-        std::memcpy(panel + p * nr, b + p * ldb + j0, cols * sizeof(T));
-        std::fill(panel + p * nr + cols, panel + (p + 1) * nr, T(0));
-      }
+      // Whole panels by a copy of fixed size, which compiles to vector moves rather than a call.
+      if (cols == nr)
+        for (std::size_t p = 0; p < k; ++p)
+          std::memcpy(panel + p * nr, b + p * ldb + j0, nr * sizeof(T));
+      else
+        for (std::size_t p = 0; p < k; ++p) {
+          std::memcpy(panel + p * nr, b + p * ldb + j0, cols * sizeof(T));
+          std::fill(panel + p * nr + cols, panel + (p + 1) * nr, T(0));
+        }
       continue;
     }
     // op(B)(p, j) = b[j * ldb + p]: lanes x lanes blocks through registers, the edges element by
@@ -186,9 +178,16 @@ void pack_b(Trans trans_b, std::size_t n, std::size_t k, const T* b, std::size_t
   }
 }
 
+// Where op(A)(i, p) of a tile is: a[i * lda + p] (A stored as is), a[p * lda + i] (A stored
+// transposed), or a[p * MR + i] with the full tile height MR (a block packed by pack_a below; a
+// compile-time stride, and a separate instantiation: reading the packed block through the
+// `columns` one with lda = MR, GCC spilled a row of B to the stack in the k loop and the trans_a
+// products ran at ~105 GFLOP/s against ~185 for the others).
+enum class ALayout { rows, columns, packed };
+
 // One tile: rows [0, MR) of C (at c) and the NR columns of one packed panel, of which the first
 // `cols` are real.
-template <class T, int MR, bool TransA>
+template <class T, int MR, ALayout A>
 [[gnu::always_inline]] inline void small_tile(std::size_t k, T alpha, const T* a, std::size_t lda,
                                               const T* panel, T beta, T* c, std::size_t ldc,
                                               std::size_t cols) {
@@ -206,7 +205,9 @@ template <class T, int MR, bool TransA>
       std::memcpy(&row[v], panel + p * nr + std::size_t(v) * lanes, sizeof(V));
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
-      const T ai = TransA ? a[p * lda + std::size_t(i)] : a[std::size_t(i) * lda + p];
+      const T ai = A == ALayout::rows      ? a[std::size_t(i) * lda + p]
+                   : A == ALayout::columns ? a[p * lda + std::size_t(i)]
+                                           : a[p * std::size_t(SmallTile<T>::mr) + std::size_t(i)];
 #pragma GCC unroll 16
       for (int v = 0; v < nv; ++v) acc[i][v] += ai * row[v];
     }
@@ -238,60 +239,188 @@ template <class T, int MR, bool TransA>
 }
 
 // The last m % MR rows, one instantiation per count.
-template <class T, int R, bool TransA>
+template <class T, int R, ALayout A>
 void small_tail(std::size_t rows, std::size_t k, T alpha, const T* a, std::size_t lda,
                 const T* panel, T beta, T* c, std::size_t ldc, std::size_t cols) {
   if constexpr (R > 0) {
     if (rows == R)
-      small_tile<T, R, TransA>(k, alpha, a, lda, panel, beta, c, ldc, cols);
+      small_tile<T, R, A>(k, alpha, a, lda, panel, beta, c, ldc, cols);
     else
-      small_tail<T, R - 1, TransA>(rows, k, alpha, a, lda, panel, beta, c, ldc, cols);
+      small_tail<T, R - 1, A>(rows, k, alpha, a, lda, panel, beta, c, ldc, cols);
   }
 }
 
-template <class T, bool TransA>
+// Rows [0, m) of C against the packed panels of op(B) (k x n). Row i of op(A) starts at a +
+// i * row_step: lda when A is stored untransposed, 1 when transposed, and k (with lda = MR) for a
+// block packed by pack_a.
+template <class T, ALayout A>
 void small_gemm_packed(std::size_t m, std::size_t n, std::size_t k, T alpha, const T* a,
-                       std::size_t lda, const T* packed, T beta, T* c, std::size_t ldc) {
+                       std::size_t lda, std::size_t row_step, const T* packed, T beta, T* c,
+                       std::size_t ldc) {
   constexpr int mr = SmallTile<T>::mr;
   constexpr std::size_t nr = SmallTile<T>::nr;
-  // Row i of op(A) starts at a + i * lda, or at a + i when A is stored transposed.
-  const std::size_t row_step = TransA ? 1 : lda;
   for (std::size_t j0 = 0; j0 < n; j0 += nr) {
     const std::size_t cols = std::min(nr, n - j0);
     const T* panel = packed + j0 * k;
     std::size_t i0 = 0;
     for (; i0 + mr <= m; i0 += mr)
-      small_tile<T, mr, TransA>(k, alpha, a + i0 * row_step, lda, panel, beta, c + i0 * ldc + j0,
-                                ldc, cols);
+      small_tile<T, mr, A>(k, alpha, a + i0 * row_step, lda, panel, beta, c + i0 * ldc + j0, ldc,
+                           cols);
     if (i0 < m)
-      small_tail<T, mr - 1, TransA>(m - i0, k, alpha, a + i0 * row_step, lda, panel, beta,
-                                    c + i0 * ldc + j0, ldc, cols);
+      small_tail<T, mr - 1, A>(m - i0, k, alpha, a + i0 * row_step, lda, panel, beta,
+                               c + i0 * ldc + j0, ldc, cols);
   }
+}
+
+// C = beta * C, the whole product when alpha == 0 or k == 0. BLAS semantics: alpha == 0 reads
+// neither A nor B (0 * NaN would otherwise leak into C), beta == 0 does not read C.
+template <class T>
+void scale_c(std::size_t m, std::size_t n, T beta, T* c, std::size_t ldc) {
+  for (std::size_t i = 0; i < m; ++i)
+    for (std::size_t j = 0; j < n; ++j)
+      c[i * ldc + j] = beta == T(0) ? T(0) : beta * c[i * ldc + j];
 }
 
 template <class T>
 void small_gemm(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_t k, T alpha,
                 const T* a, std::size_t lda, const T* b, std::size_t ldb, T beta, T* c,
                 std::size_t ldc) {
-  // BLAS semantics: alpha == 0 reads neither A nor B (0 * NaN would otherwise leak into C).
-  if (alpha == T(0) || k == 0) {
-    for (std::size_t i = 0; i < m; ++i)
-      for (std::size_t j = 0; j < n; ++j)
-        c[i * ldc + j] = beta == T(0) ? T(0) : beta * c[i * ldc + j];
-    return;
-  }
+  if (alpha == T(0) || k == 0) return scale_c(m, n, beta, c, ldc);
   constexpr std::size_t nr = SmallTile<T>::nr;
   thread_local PackBuffer<T> buffer;
   T* packed = buffer.get((n + nr - 1) / nr * nr * k);
   pack_b(trans_b, n, k, b, ldb, packed);
   if (trans_a == Trans::no)
-    small_gemm_packed<T, false>(m, n, k, alpha, a, lda, packed, beta, c, ldc);
+    small_gemm_packed<T, ALayout::rows>(m, n, k, alpha, a, lda, lda, packed, beta, c, ldc);
   else
-    small_gemm_packed<T, true>(m, n, k, alpha, a, lda, packed, beta, c, ldc);
+    small_gemm_packed<T, ALayout::columns>(m, n, k, alpha, a, lda, 1, packed, beta, c, ldc);
 }
 
-// OpenBLAS 0.3.21 has no batched sgemm: small products run on the kernel above, larger ones as a
-// loop of BLAS calls, where the per-call cost is small next to the arithmetic.
+// Blocked GEMM: the small kernel's tiles over cache blocks, for the medium products of plain gemm
+// calls. For each block of kBlockK steps of k and kBlockN columns, op(B) is packed once (KC x NR
+// panels, kBlockK * kBlockN elements: 512 KiB of floats, for L2) and every row tile of C runs
+// over it; rows go in blocks of kBlockM so the A rows a panel meets again stay in L2, and one
+// panel (32 KiB) is reused by all row tiles of the block. k blocks after the first add to C
+// (beta 1). When A is stored transposed its block is packed too, MR rows of op(A) contiguous per
+// k step: read in place each step would touch a new line of A at a stride of lda (16 KiB for the
+// head's dlogits, all in one L1 set).
+constexpr std::size_t kBlockK = 256, kBlockN = 512, kBlockM = 240;
+
+template <class T>
+void pack_a(std::size_t m, std::size_t k, const T* a, std::size_t lda, T* packed) {
+  constexpr std::size_t mr = SmallTile<T>::mr;
+  // Two tiles at a time down the rows of the stored A, so each line read (2 MR elements with 8
+  // rows of floats) is used whole, and into two destination streams only: writing every tile at
+  // each step instead (p outer) meets k * MR elements apart, 8 KiB, all in one L1 set, and ran
+  // the trans_a products at half speed. Fixed-size copies, as vector moves.
+  std::size_t i0 = 0;
+  for (; i0 + 2 * mr <= m; i0 += 2 * mr) {
+    T* dst = packed + i0 * k;
+    for (std::size_t p = 0; p < k; ++p) {
+      std::memcpy(dst + p * mr, a + p * lda + i0, mr * sizeof(T));
+      std::memcpy(dst + k * mr + p * mr, a + p * lda + i0 + mr, mr * sizeof(T));
+    }
+  }
+  for (; i0 < m; i0 += mr) {
+    const std::size_t rows = std::min(mr, m - i0);
+    T* dst = packed + i0 * k;
+    for (std::size_t p = 0; p < k; ++p)
+      for (std::size_t i = 0; i < rows; ++i) dst[p * mr + i] = a[p * lda + i0 + i];
+  }
+}
+
+template <class T>
+void blocked_gemm(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_t k,
+                  T alpha, const T* a, std::size_t lda, const T* b, std::size_t ldb, T beta, T* c,
+                  std::size_t ldc) {
+  if (alpha == T(0) || k == 0) return scale_c(m, n, beta, c, ldc);
+  constexpr std::size_t mr = SmallTile<T>::mr, nr = SmallTile<T>::nr;
+  thread_local PackBuffer<T> b_buffer, a_buffer;
+  const std::size_t kc_max = std::min(k, kBlockK);
+  T* packed_b = b_buffer.get((std::min(n, kBlockN) + nr - 1) / nr * nr * kc_max);
+  T* packed_a = trans_a == Trans::no
+                    ? nullptr
+                    : a_buffer.get((std::min(m, kBlockM) + mr - 1) / mr * mr * kc_max);
+  for (std::size_t k0 = 0; k0 < k; k0 += kBlockK) {
+    const std::size_t kc = std::min(kBlockK, k - k0);
+    const T beta_k = k0 == 0 ? beta : T(1);
+    for (std::size_t j0 = 0; j0 < n; j0 += kBlockN) {
+      const std::size_t nc = std::min(kBlockN, n - j0);
+      pack_b(trans_b, nc, kc, trans_b == Trans::no ? b + k0 * ldb + j0 : b + j0 * ldb + k0, ldb,
+             packed_b);
+      for (std::size_t i0 = 0; i0 < m; i0 += kBlockM) {
+        const std::size_t mc = std::min(kBlockM, m - i0);
+        T* c_block = c + i0 * ldc + j0;
+        if (trans_a == Trans::no) {
+          small_gemm_packed<T, ALayout::rows>(mc, nc, kc, alpha, a + i0 * lda + k0, lda, lda,
+                                              packed_b, beta_k, c_block, ldc);
+        } else {
+          pack_a(mc, kc, a + k0 * lda + i0, lda, packed_a);
+          small_gemm_packed<T, ALayout::packed>(mc, nc, kc, alpha, packed_a, mr, kc, packed_b,
+                                                beta_k, c_block, ldc);
+        }
+      }
+    }
+  }
+}
+
+template <class T>
+void blas_gemm(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_t k, T alpha,
+               const T* a, std::size_t lda, const T* b, std::size_t ldb, T beta, T* c,
+               std::size_t ldc) {
+  if (m == 0 || n == 0) return;
+  if constexpr (sizeof(T) == 4)
+    cblas_sgemm(CblasRowMajor, to_cblas(trans_a), to_cblas(trans_b), static_cast<int>(m),
+                static_cast<int>(n), static_cast<int>(k), alpha, a, ld(lda), b, ld(ldb), beta, c,
+                ld(ldc));
+  else
+    cblas_dgemm(CblasRowMajor, to_cblas(trans_a), to_cblas(trans_b), static_cast<int>(m),
+                static_cast<int>(n), static_cast<int>(k), alpha, a, ld(lda), b, ld(ldb), beta, c,
+                ld(ldc));
+}
+
+// BLAS threads of this process (set_blas_threads); the blocked kernel runs on one.
+std::atomic<int> blas_threads{1};
+
+// Which plain products run on the blocked kernel rather than OpenBLAS. Measured with
+// bench_linalg (BM_own_gemm vs BM_blas_gemm, one thread, AVX-512 build, OPENBLAS_CORETYPE=Haswell
+// as this machine's environment sets it, load ~3.5 on 2 cores), float GFLOP/s own vs OpenBLAS:
+// the experts' 1024x256x128 nn 177 vs 80, 256x128x1024 tn 127-143 vs 74-79, the projections'
+// 4096x384x128 nn 174 vs 79, the head's 256x4096x128 nt 133-151 vs 69-79, 4096x128x256 tn 123 vs
+// 71, squares 512-2048 nn 178-182 vs 84-94, 16 rows 120 vs 64, even 1 row 14 vs 7; double about
+// half of each, on both sides. OpenBLAS wins only where n is below half a panel (16 floats, 8
+// doubles): the router's 4096x8x128 nn 44 vs 57 and 128x8x4096 tn 15 vs 46, most lanes of a
+// tile being padding. Built for x86-64-v3 (6x16 tiles of 32-byte vectors, same machine, load
+// ~2.5) the kernel is only level with OpenBLAS's Haswell kernels: 55-97 vs 55-95 on the same
+// shapes, ahead on some (4096x384x128 nn 81/55), behind on others (256x4096x128 nt 73/85,
+// 1024x128x256 nt 64/76). So: the blocked kernel for n >= NR / 2 where 64-byte vectors are
+// compiled in; OpenBLAS below that, on targets without AVX-512, and when BLAS runs on several
+// threads (the blocked kernel is single-threaded).
+template <class T>
+bool use_own(std::size_t n) {
+  if constexpr (kVectorBytes < 64) {
+    (void)n;
+    return false;
+  } else {
+    return n >= std::size_t(SmallTile<T>::nr / 2) &&
+           blas_threads.load(std::memory_order_relaxed) == 1;
+  }
+}
+
+template <class T>
+void host_gemm(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_t k, T alpha,
+               const T* a, std::size_t lda, const T* b, std::size_t ldb, T beta, T* c,
+               std::size_t ldc) {
+  if (m == 0 || n == 0) return;
+  if (use_own<T>(n))
+    blocked_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  else
+    blas_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+// OpenBLAS 0.3.21 has no batched sgemm: small products run on the small kernel, larger ones as a
+// loop of plain gemm calls (blocked kernel or OpenBLAS), where the per-call cost is small next to
+// the arithmetic.
 template <class T>
 void gemm_loop(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_t k, T alpha,
                const T* a, std::size_t lda, std::size_t stride_a, const T* b, std::size_t ldb,
@@ -305,11 +434,53 @@ void gemm_loop(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::
     return;
   }
   for (std::size_t i = 0; i < batch; ++i)
-    gemm(trans_a, trans_b, m, n, k, alpha, a + i * stride_a, lda, b + i * stride_b, ldb, beta,
-         c + i * stride_c, ldc);
+    host_gemm(trans_a, trans_b, m, n, k, alpha, a + i * stride_a, lda, b + i * stride_b, ldb, beta,
+              c + i * stride_c, ldc);
 }
 
 }  // namespace
+
+void gemm(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_t k, float alpha,
+          const float* a, std::size_t lda, const float* b, std::size_t ldb, float beta, float* c,
+          std::size_t ldc) {
+  host_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void gemm(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_t k, double alpha,
+          const double* a, std::size_t lda, const double* b, std::size_t ldb, double beta,
+          double* c, std::size_t ldc) {
+  host_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+namespace detail {
+
+void gemm_own(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_t k,
+              float alpha, const float* a, std::size_t lda, const float* b, std::size_t ldb,
+              float beta, float* c, std::size_t ldc) {
+  if (m == 0 || n == 0) return;
+  blocked_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void gemm_own(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_t k,
+              double alpha, const double* a, std::size_t lda, const double* b, std::size_t ldb,
+              double beta, double* c, std::size_t ldc) {
+  if (m == 0 || n == 0) return;
+  blocked_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void gemm_blas(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_t k,
+               float alpha, const float* a, std::size_t lda, const float* b, std::size_t ldb,
+               float beta, float* c, std::size_t ldc) {
+  blas_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void gemm_blas(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_t k,
+               double alpha, const double* a, std::size_t lda, const double* b, std::size_t ldb,
+               double beta, double* c, std::size_t ldc) {
+  blas_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+}  // namespace detail
 
 void gemm_strided_batched(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_t k,
                           float alpha, const float* a, std::size_t lda, std::size_t stride_a,
@@ -329,6 +500,7 @@ void gemm_strided_batched(Trans trans_a, Trans trans_b, std::size_t m, std::size
 
 void set_blas_threads(int threads) {
   openblas_set_num_threads(std::max(threads, 1));
+  blas_threads.store(std::max(threads, 1), std::memory_order_relaxed);
 }
 
 }  // namespace daa::kernels

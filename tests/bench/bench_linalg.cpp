@@ -1,6 +1,7 @@
 // Micro-benchmarks of the linalg adapter: a large single-thread sgemm (the hardware reference the
-// expert layers are compared with in scripts/bench-peer), expert-FFN-shaped GEMMs, and attention's
-// small batched products on the adapter's own small-GEMM kernel next to one cblas call each.
+// expert layers are compared with in scripts/bench-peer), expert-FFN-shaped GEMMs, attention's
+// small batched products on the adapter's own small-GEMM kernel next to one cblas call each, and
+// the model's plain products on the adapter's blocked kernel next to OpenBLAS.
 #include <benchmark/benchmark.h>
 
 #include <Kokkos_Core.hpp>
@@ -25,7 +26,8 @@ void run_gemm(benchmark::State& state, std::size_t m, std::size_t n, std::size_t
                                                 benchmark::Counter::kIsIterationInvariantRate);
 }
 
-// Large square sgemm: the practical FLOP ceiling of one core.
+// Large square sgemm through kernels::gemm: the practical FLOP ceiling of one core (on AVX-512
+// builds the adapter's blocked kernel, ~1.9x OpenBLAS's Haswell kernels there).
 void BM_sgemm_peak(benchmark::State& state) {
   run_gemm(state, 2048, 2048, 2048);
 }
@@ -93,6 +95,101 @@ BENCHMARK_CAPTURE(BM_small_gemm, nn_64x32x64, kNn)->Unit(benchmark::kMicrosecond
 BENCHMARK_CAPTURE(BM_cblas_small, nn_64x32x64, kNn)->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_small_gemm, tn_64x32x64, kTn)->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_cblas_small, tn_64x32x64, kTn)->Unit(benchmark::kMicrosecond);
+
+// The model's plain products (daa-swarm's language model, inputs/text-mixture.toml, one rank;
+// rows are tokens) on the blocked kernel of our own (BM_own_gemm) next to OpenBLAS (BM_blas_gemm),
+// the two implementations kernels::gemm chooses between. Operands are dense (ld = stored columns).
+//   expert (1024 rows per expert): fwd x W1, act W2; bwd dW2 += act^T dy, dh = dy W2^T,
+//     dW1 += x^T dh, dx = dh W1^T; e512_* are the 2-rank halves
+//   attention projections (4096 rows): qkv = x Wqkv, y = o Wo, dW += x^T dqkv, dx = dqkv Wqkv^T
+//   head (chunks of 256 rows, vocab 4096): logits = x T^T, dT += dlogits^T x, dx = dlogits T
+//   router (8 experts): x Wr, dx = dl Wr^T, dWr = x^T dl
+struct PlainShape {
+  Trans ta, tb;
+  std::size_t m, n, k;
+  float beta;
+};
+
+template <class T, bool Own>
+void run_plain(benchmark::State& state, PlainShape s) {
+  daa::kernels::set_blas_threads(1);
+  const std::size_t lda = s.ta == Trans::no ? s.k : s.m, ldb = s.tb == Trans::no ? s.n : s.k;
+  std::vector<T> a(s.m * s.k), b(s.k * s.n), c(s.m * s.n, T(0));
+  for (std::size_t i = 0; i < a.size(); ++i) a[i] = T(i % 7) * T(0.125) - T(0.375);
+  for (std::size_t i = 0; i < b.size(); ++i) b[i] = T(i % 5) * T(0.25) - T(0.5);
+  for (auto _ : state) {
+    if constexpr (Own)
+      daa::kernels::detail::gemm_own(s.ta, s.tb, s.m, s.n, s.k, T(1), a.data(), lda, b.data(), ldb,
+                                     T(s.beta), c.data(), s.n);
+    else
+      daa::kernels::detail::gemm_blas(s.ta, s.tb, s.m, s.n, s.k, T(1), a.data(), lda, b.data(), ldb,
+                                      T(s.beta), c.data(), s.n);
+    benchmark::DoNotOptimize(c.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["GFLOPS"] = benchmark::Counter(2.0 * double(s.m * s.n * s.k) * 1e-9,
+                                                benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_own_gemm(benchmark::State& state, PlainShape s) {
+  run_plain<float, true>(state, s);
+}
+void BM_blas_gemm(benchmark::State& state, PlainShape s) {
+  run_plain<float, false>(state, s);
+}
+void BM_own_dgemm(benchmark::State& state, PlainShape s) {
+  run_plain<double, true>(state, s);
+}
+void BM_blas_dgemm(benchmark::State& state, PlainShape s) {
+  run_plain<double, false>(state, s);
+}
+
+constexpr Trans N = Trans::no, T = Trans::yes;
+#define DAA_PLAIN_SHAPE(name, ...)                                                              \
+  BENCHMARK_CAPTURE(BM_own_gemm, name, PlainShape{__VA_ARGS__})->Unit(benchmark::kMicrosecond); \
+  BENCHMARK_CAPTURE(BM_blas_gemm, name, PlainShape{__VA_ARGS__})->Unit(benchmark::kMicrosecond)
+DAA_PLAIN_SHAPE(e_w1_nn_1024x256x128, N, N, 1024, 256, 128, 0.0f);
+DAA_PLAIN_SHAPE(e_w2_nn_1024x128x256, N, N, 1024, 128, 256, 0.0f);
+DAA_PLAIN_SHAPE(e_dw2_tn_256x128x1024, T, N, 256, 128, 1024, 1.0f);
+DAA_PLAIN_SHAPE(e_dh_nt_1024x256x128, N, T, 1024, 256, 128, 0.0f);
+DAA_PLAIN_SHAPE(e_dw1_tn_128x256x1024, T, N, 128, 256, 1024, 1.0f);
+DAA_PLAIN_SHAPE(e_dx_nt_1024x128x256, N, T, 1024, 128, 256, 1.0f);
+DAA_PLAIN_SHAPE(e512_w1_nn_512x256x128, N, N, 512, 256, 128, 0.0f);
+DAA_PLAIN_SHAPE(e512_dw2_tn_256x128x512, T, N, 256, 128, 512, 1.0f);
+DAA_PLAIN_SHAPE(a_qkv_nn_4096x384x128, N, N, 4096, 384, 128, 0.0f);
+DAA_PLAIN_SHAPE(a_o_nn_4096x128x128, N, N, 4096, 128, 128, 0.0f);
+DAA_PLAIN_SHAPE(a_dwqkv_tn_128x384x4096, T, N, 128, 384, 4096, 1.0f);
+DAA_PLAIN_SHAPE(a_dx_nt_4096x128x384, N, T, 4096, 128, 384, 0.0f);
+DAA_PLAIN_SHAPE(a_dwo_tn_128x128x4096, T, N, 128, 128, 4096, 1.0f);
+DAA_PLAIN_SHAPE(a_dxo_nt_4096x128x128, N, T, 4096, 128, 128, 0.0f);
+DAA_PLAIN_SHAPE(h_logits_nt_256x4096x128, N, T, 256, 4096, 128, 0.0f);
+DAA_PLAIN_SHAPE(h_dt_tn_4096x128x256, T, N, 4096, 128, 256, 1.0f);
+DAA_PLAIN_SHAPE(h_dx_nn_256x128x4096, N, N, 256, 128, 4096, 0.0f);
+DAA_PLAIN_SHAPE(r_fwd_nn_4096x8x128, N, N, 4096, 8, 128, 0.0f);
+DAA_PLAIN_SHAPE(r_dx_nt_4096x128x8, N, T, 4096, 128, 8, 0.0f);
+DAA_PLAIN_SHAPE(r_dw_tn_128x8x4096, T, N, 128, 8, 4096, 0.0f);
+// Few rows (generation), narrow columns, and large squares: where the dispatch rule's bounds lie.
+DAA_PLAIN_SHAPE(g_nn_1x384x128, N, N, 1, 384, 128, 0.0f);
+DAA_PLAIN_SHAPE(g_nn_4x384x128, N, N, 4, 384, 128, 0.0f);
+DAA_PLAIN_SHAPE(g_nn_16x384x128, N, N, 16, 384, 128, 0.0f);
+DAA_PLAIN_SHAPE(g_nt_8x4096x128, N, T, 8, 4096, 128, 0.0f);
+DAA_PLAIN_SHAPE(w_nn_4096x16x128, N, N, 4096, 16, 128, 0.0f);
+DAA_PLAIN_SHAPE(w_nn_4096x24x128, N, N, 4096, 24, 128, 0.0f);
+DAA_PLAIN_SHAPE(sq_nn_512x512x512, N, N, 512, 512, 512, 0.0f);
+DAA_PLAIN_SHAPE(sq_nn_1024x1024x1024, N, N, 1024, 1024, 1024, 0.0f);
+DAA_PLAIN_SHAPE(sq_nn_2048x2048x2048, N, N, 2048, 2048, 2048, 0.0f);
+#undef DAA_PLAIN_SHAPE
+
+// Double precision (the classifier's and the tests' reference paths) on a few of the shapes.
+#define DAA_PLAIN_SHAPE_D(name, ...)                                                             \
+  BENCHMARK_CAPTURE(BM_own_dgemm, name, PlainShape{__VA_ARGS__})->Unit(benchmark::kMicrosecond); \
+  BENCHMARK_CAPTURE(BM_blas_dgemm, name, PlainShape{__VA_ARGS__})->Unit(benchmark::kMicrosecond)
+DAA_PLAIN_SHAPE_D(e_w1_nn_1024x256x128, N, N, 1024, 256, 128, 0.0f);
+DAA_PLAIN_SHAPE_D(e_dw2_tn_256x128x1024, T, N, 256, 128, 1024, 1.0f);
+DAA_PLAIN_SHAPE_D(h_logits_nt_256x4096x128, N, T, 256, 4096, 128, 0.0f);
+DAA_PLAIN_SHAPE_D(w_nn_4096x8x128, N, N, 4096, 8, 128, 0.0f);
+DAA_PLAIN_SHAPE_D(sq_nn_1024x1024x1024, N, N, 1024, 1024, 1024, 0.0f);
+#undef DAA_PLAIN_SHAPE_D
 
 }  // namespace
 

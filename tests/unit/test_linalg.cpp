@@ -1,9 +1,10 @@
-// Tests of the linalg adapter's batched GEMM (kernels/linalg.hpp) against a naive triple loop in
-// double: every trans combination, odd sizes on both sides of the small-kernel threshold
-// (m, n <= 128, k <= 256 in src/kernels/linalg.cpp), padded leading dimensions, alpha and beta in
-// {0, 1, 0.5}, NaN in C under beta = 0, and the view overload on attention-like strided blocks.
-// Every element outside the m x n result (leading-dimension padding, gaps between batch items)
-// must be left untouched.
+// Tests of the linalg adapter's GEMMs (kernels/linalg.hpp) against a naive triple loop in double:
+// the batched one (every trans combination, odd sizes on both sides of the small-kernel threshold,
+// m, n <= 128 and k <= 256 in src/kernels/linalg.cpp) and the plain one with the blocked kernel
+// behind it (the model's shapes scaled off the block sizes, every block edge); padded leading
+// dimensions, alpha and beta in {0, 1, 0.5}, NaN in C under beta = 0, and the view overload on
+// attention-like strided blocks. Every element outside the m x n result (leading-dimension
+// padding, gaps between batch items) must be left untouched.
 #include <gtest/gtest.h>
 
 #include <Kokkos_Core.hpp>
@@ -39,13 +40,19 @@ struct Case {
   // Gap between consecutive batch items, in elements, on top of the matrix itself.
   std::size_t gap = 0;
   bool shared_b = false;  // stride_b = 0: every product uses the same B
+  // Which entry point computes it: gemm_strided_batched, plain gemm (which dispatches between
+  // the blocked kernel and OpenBLAS), or the blocked kernel whatever the shape.
+  enum class Path { batched, gemm, own } path = Path::batched;
 
   std::string name() const {
     return std::string(ta == Trans::no ? "n" : "t") + (tb == Trans::no ? "n" : "t") +
            " m=" + std::to_string(m) + " n=" + std::to_string(n) + " k=" + std::to_string(k) +
            " alpha=" + std::to_string(alpha) + " beta=" + std::to_string(beta) +
            " batch=" + std::to_string(batch) + " pad=" + std::to_string(pad) +
-           (shared_b ? " shared_b" : "");
+           (shared_b ? " shared_b" : "") +
+           (path == Path::batched ? ""
+            : path == Path::gemm  ? " gemm"
+                                  : " gemm_own");
   }
 };
 
@@ -87,9 +94,22 @@ void check(const Case& c) {
     }
   const std::vector<T> c0 = cv;
 
-  gemm_strided_batched(c.ta, c.tb, c.m, c.n, c.k, T(c.alpha), av.data(), a.ld, a.stride, bv.data(),
-                       b.ld, c.shared_b ? 0 : b.stride, T(c.beta), cv.data(), cc.ld, cc.stride,
-                       c.batch);
+  if (c.path == Case::Path::batched) {
+    gemm_strided_batched(c.ta, c.tb, c.m, c.n, c.k, T(c.alpha), av.data(), a.ld, a.stride,
+                         bv.data(), b.ld, c.shared_b ? 0 : b.stride, T(c.beta), cv.data(), cc.ld,
+                         cc.stride, c.batch);
+  } else {
+    for (std::size_t item = 0; item < c.batch; ++item) {
+      const T* bi = bv.data() + (c.shared_b ? 0 : item * b.stride);
+      T* ci = cv.data() + item * cc.stride;
+      if (c.path == Case::Path::gemm)
+        gemm(c.ta, c.tb, c.m, c.n, c.k, T(c.alpha), av.data() + item * a.stride, a.ld, bi, b.ld,
+             T(c.beta), ci, cc.ld);
+      else
+        detail::gemm_own(c.ta, c.tb, c.m, c.n, c.k, T(c.alpha), av.data() + item * a.stride, a.ld,
+                         bi, b.ld, T(c.beta), ci, cc.ld);
+    }
+  }
 
   std::size_t failures = 0;
   for (std::size_t item = 0; item < c.batch; ++item) {
@@ -257,6 +277,107 @@ TEST(GemmStridedBatched, SharedOperandAndEmptyK) {
       check<double>(
           {.ta = ta, .tb = tb, .m = 5, .n = 7, .k = 0, .alpha = 1, .beta = 0, .batch = 2});
     }
+}
+
+// Plain gemm and the blocked kernel behind it (kBlockM 240, kBlockN 512, kBlockK 256 rows, columns
+// and k steps in src/kernels/linalg.cpp), on the model's shapes scaled to sizes that are no
+// multiple of a block or a tile: the experts' (1024 rows; x W1, act W2, act^T dy, dy W2^T),
+// the head's (256-row chunks of a 4096 vocabulary), the projections' (k = 4096 for dW) and the
+// router's (n or k = 8). Every trans pair, beta 0 over NaN and beta 1, padded leading dimensions.
+const std::size_t kModelShapes[][3] = {
+    {1037, 259, 131}, {1100, 130, 257}, {259, 131, 1037}, {131, 263, 1029}, {257, 1030, 129},
+    {1031, 129, 259}, {250, 131, 4100}, {1030, 8, 129},   {1030, 129, 9},   {129, 8, 1030}};
+
+template <class T>
+void model_shapes(Case::Path path) {
+  for (Trans ta : kTrans)
+    for (Trans tb : kTrans)
+      for (const auto& s : kModelShapes)
+        for (double beta : {0.0, 1.0})
+          check<T>({.ta = ta,
+                    .tb = tb,
+                    .m = s[0],
+                    .n = s[1],
+                    .k = s[2],
+                    .alpha = 0.5,
+                    .beta = beta,
+                    .pad = 3,
+                    .path = path});
+}
+
+TEST(GemmBlocked, ModelShapesFloat) {
+  model_shapes<float>(Case::Path::own);
+}
+
+TEST(GemmBlocked, ModelShapesDouble) {
+  model_shapes<double>(Case::Path::own);
+}
+
+// The same through gemm, whichever implementation it picks for each shape.
+TEST(Gemm, ModelShapesFloat) {
+  model_shapes<float>(Case::Path::gemm);
+}
+
+TEST(Gemm, ModelShapesDouble) {
+  model_shapes<double>(Case::Path::gemm);
+}
+
+// On and either side of every block edge, tails of the row tile and of the 32-column panel.
+template <class T>
+void block_edges() {
+  for (Trans ta : kTrans)
+    for (Trans tb : kTrans)
+      for (std::size_t m : {7, 240, 241})
+        for (std::size_t n : {31, 512, 513})
+          for (std::size_t k : {1, 256, 257})
+            check<T>({.ta = ta,
+                      .tb = tb,
+                      .m = m,
+                      .n = n,
+                      .k = k,
+                      .alpha = 1,
+                      .beta = k == 256 ? 0.0 : 0.5,
+                      .pad = 1,
+                      .path = Case::Path::own});
+}
+
+TEST(GemmBlocked, BlockEdgesFloat) {
+  block_edges<float>();
+}
+
+TEST(GemmBlocked, BlockEdgesDouble) {
+  block_edges<double>();
+}
+
+TEST(GemmBlocked, AlphaBetaAndEmptyK) {
+  for (Trans ta : kTrans)
+    for (Trans tb : kTrans)
+      for (double alpha : {0.0, 1.0})
+        for (double beta : {0.0, 1.0, 0.5}) {
+          check<float>({.ta = ta,
+                        .tb = tb,
+                        .m = 250,
+                        .n = 70,
+                        .k = 300,
+                        .alpha = alpha,
+                        .beta = beta,
+                        .pad = 2,
+                        .path = Case::Path::own});
+          check<double>({.ta = ta,
+                         .tb = tb,
+                         .m = 9,
+                         .n = 600,
+                         .k = 0,
+                         .alpha = alpha,
+                         .beta = beta,
+                         .path = Case::Path::own});
+        }
+  // alpha = 0 reads neither A nor B.
+  const std::size_t m = 300, n = 40, k = 270;
+  std::vector<float> a(m * k, float(kNaN)), b(k * n, float(kNaN)), c(m * n, 2.0f);
+  detail::gemm_own(Trans::yes, Trans::yes, m, n, k, 0.0f, a.data(), m, b.data(), k, 0.5f, c.data(),
+                   n);
+  for (float x : c) ASSERT_EQ(x, 1.0f);
 }
 
 // BLAS does not read A or B when alpha = 0: NaN there must not reach C.

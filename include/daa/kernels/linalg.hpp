@@ -8,7 +8,10 @@ namespace daa::kernels {
 
 enum class Trans { no, yes };
 
-// C[m,n] = alpha * op(A)[m,k] * op(B)[k,n] + beta * C, row-major with leading dimensions.
+// C[m,n] = alpha * op(A)[m,k] * op(B)[k,n] + beta * C, row-major with leading dimensions. On the
+// host, a cache-blocked kernel of our own where it measured faster than OpenBLAS (AVX-512 builds,
+// one BLAS thread, n of at least half a 32-float panel) and OpenBLAS otherwise; BLAS semantics
+// either way (beta = 0 does not read C, alpha = 0 reads neither A nor B).
 // The caller fences the execution space before host BLAS reads device-written data (on the
 // host backends the fence is a no-op).
 void gemm(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_t k, float alpha,
@@ -20,7 +23,7 @@ void gemm(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_
 
 // Strided batch: for i < batch, C_i = alpha * op(A_i) op(B_i) + beta * C_i with X_i at
 // x + i * stride_x. Many small products (attention's per-sequence blocks) in one call: on the
-// host a register-blocked kernel of our own for small products and a loop of BLAS calls for
+// host a register-blocked kernel of our own for small products and a loop of `gemm` calls for
 // larger ones, one cublas<T>gemmStridedBatched in the CUDA build.
 void gemm_strided_batched(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_t k,
                           float alpha, const float* a, std::size_t lda, std::size_t stride_a,
@@ -30,6 +33,23 @@ void gemm_strided_batched(Trans trans_a, Trans trans_b, std::size_t m, std::size
                           double alpha, const double* a, std::size_t lda, std::size_t stride_a,
                           const double* b, std::size_t ldb, std::size_t stride_b, double beta,
                           double* c, std::size_t ldc, std::size_t stride_c, std::size_t batch);
+
+namespace detail {
+// The two host implementations behind `gemm`, whatever the shape: the blocked kernel of our own
+// and OpenBLAS. For tests and benchmarks, which compare them; the model calls `gemm`.
+void gemm_own(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_t k,
+              float alpha, const float* a, std::size_t lda, const float* b, std::size_t ldb,
+              float beta, float* c, std::size_t ldc);
+void gemm_own(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_t k,
+              double alpha, const double* a, std::size_t lda, const double* b, std::size_t ldb,
+              double beta, double* c, std::size_t ldc);
+void gemm_blas(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_t k,
+               float alpha, const float* a, std::size_t lda, const float* b, std::size_t ldb,
+               float beta, float* c, std::size_t ldc);
+void gemm_blas(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_t k,
+               double alpha, const double* a, std::size_t lda, const double* b, std::size_t ldb,
+               double beta, double* c, std::size_t ldc);
+}  // namespace detail
 
 // Sets the BLAS thread count of this process (one per rank unless configured).
 void set_blas_threads(int threads);
