@@ -56,7 +56,8 @@ median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int(
 # ratio A B: A / B with two decimals (0 when B is 0).
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 
-# sgemm_peak BENCH_LINALG: GFLOP/s of a large single-thread OpenBLAS sgemm (BM_sgemm_peak), the
+# sgemm_peak BENCH_LINALG: GFLOP/s of a large single-thread sgemm (BM_sgemm_peak, through
+# kernels::gemm: the own AVX-512 kernel where compiled in, else OpenBLAS), the
 # yardstick for the FLOP rates of daa-swarm's layers.
 sgemm_peak() {
   echo "$BENCH: running $1 --benchmark_filter=BM_sgemm_peak ..." >&2
