@@ -45,6 +45,16 @@ const char* to_string(ExpertFfnKind kind) {
   return "?";
 }
 
+const char* to_string(Precision precision) {
+  switch (precision) {
+    case Precision::fp32:
+      return "fp32";
+    case Precision::bf16:
+      return "bf16";
+  }
+  return "?";
+}
+
 bool is_language_model(const Config& config) {
   return config.data.dataset == "text";
 }
@@ -340,6 +350,10 @@ const std::vector<Key>& schema() {
                           false, "clip the global gradient norm to this value; 0 turns it off"));
     k.push_back(bool_key("train", "eval_each_epoch", &C::train, &TrainConfig::eval_each_epoch,
                          "measure test accuracy after every epoch"));
+    k.push_back(enum_key("train", "precision", &C::train, &TrainConfig::precision,
+                         std::vector<Precision>{Precision::fp32, Precision::bf16},
+                         "matrix products in fp32, or bf16 operands with fp32 sums (mixed "
+                         "precision: fp32 master weights, optimizer, router, softmax and loss)"));
     // [parallel]
     k.push_back(int_key("parallel", "pipeline_stages", &C::parallel,
                         &ParallelConfig::pipeline_stages, 1, 64,

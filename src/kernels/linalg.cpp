@@ -4,13 +4,22 @@
 // (experts, projections, head) where it is about twice as fast as OpenBLAS here: this machine's
 // environment pins OpenBLAS to its AVX2 (Haswell) kernels, while ours uses AVX-512 where compiled
 // in. OpenBLAS keeps narrow products (n under half a panel: the router's), targets without
-// AVX-512, and multi-threaded BLAS; see use_own. The CUDA build adds a cuBLAS twin.
+// AVX-512, and multi-threaded BLAS; see use_own. Mixed precision's bf16 products run on a twin of
+// the blocked kernel with AVX512_BF16 dot products (blocked_gemm_bf16). The CUDA build adds a
+// cuBLAS twin.
 #include "daa/kernels/linalg.hpp"
+
+#include "daa/core/error.hpp"
 
 #include <cblas.h>
 
+#if defined(__AVX512BF16__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <new>
@@ -22,6 +31,10 @@ namespace {
 CBLAS_TRANSPOSE to_cblas(Trans t) {
   return t == Trans::no ? CblasNoTrans : CblasTrans;
 }
+
+constexpr const char* kNoBf16 =
+    "kernels: bf16 products need a CPU with AVX512_BF16 and a build for it (-march=native on "
+    "such a CPU, DAA_NATIVE_ARCH=ON) or the CUDA build; this build has neither";
 
 // BLAS rejects a leading dimension of 0 even for empty operands.
 int ld(std::size_t v) {
@@ -364,6 +377,229 @@ void blocked_gemm(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, st
   }
 }
 
+// bf16 products (mixed precision). Both operands are rounded to bfloat16 (round to nearest even)
+// while they are packed, and the tiles multiply pairs of them with AVX512_BF16's vdpbf16ps, which
+// adds two products at a time into fp32 accumulators: twice the multiply-adds per instruction of
+// the fp32 tiles, on the same tile shape and cache blocks. Packed operands are 32-bit words, each
+// a pair (k even, k odd) of bf16 values of one row of op(A) or one column of op(B); an odd k is
+// padded with a zero. No vector-extension form of the instruction exists, so this part uses
+// intrinsics and is compiled only where the target has them (-march=native on such a CPU).
+#if defined(__AVX512BF16__)
+#define DAA_HAVE_BF16_GEMM 1
+constexpr std::size_t kBf16Mr = 8, kBf16Nr = 32;
+
+// Words (k pairs) that kc steps of k take.
+std::size_t pairs_of(std::size_t kc) {
+  return (kc + 1) / 2;
+}
+
+// Rounds 16 floats of row `lo` and 16 of row `hi` to bf16 and interleaves them: word j holds
+// (lo[j], hi[j]).
+[[gnu::always_inline]] inline __m512i pair_rows16(const float* lo, const float* hi) {
+  alignas(64) static constexpr std::uint16_t kInterleave[32] = {
+      0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
+      8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  const __m512bh both = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(hi), _mm512_loadu_ps(lo));
+  return _mm512_permutexvar_epi16(_mm512_load_si512(kInterleave), __m512i(both));
+}
+
+// The same for 8 floats of each row: 8 words.
+[[gnu::always_inline]] inline __m256i pair_rows8(const float* lo, const float* hi) {
+  alignas(32) static constexpr std::uint16_t kInterleave[16] = {0, 8,  1, 9,  2, 10, 3, 11,
+                                                                4, 12, 5, 13, 6, 14, 7, 15};
+  const __m256bh both = _mm256_cvtne2ps_pbh(_mm256_loadu_ps(hi), _mm256_loadu_ps(lo));
+  return _mm256_permutexvar_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(kInterleave)),
+                                  __m256i(both));
+}
+
+// fp32 rows [kc][width] (pack_b's panels: width 32; pack_a's tiles: width 8) into word rows
+// [pairs_of(kc)][width], the row after an odd last one read as zeros.
+template <std::size_t Width>
+void pair_packed(std::size_t kc, const float* rows, std::uint32_t* words) {
+  alignas(64) static constexpr float kZeros[Width] = {};
+  for (std::size_t q = 0; q < pairs_of(kc); ++q) {
+    const float* lo = rows + 2 * q * Width;
+    const float* hi = 2 * q + 1 < kc ? lo + Width : kZeros;
+    if constexpr (Width == kBf16Nr) {
+      _mm512_storeu_si512(words + q * Width, pair_rows16(lo, hi));
+      _mm512_storeu_si512(words + q * Width + 16, pair_rows16(lo + 16, hi + 16));
+    } else {
+      static_assert(Width == kBf16Mr);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(words + q * Width), pair_rows8(lo, hi));
+    }
+  }
+}
+
+// Rows [mc][kc] of A stored as is into word rows [mc][pairs_of(kc)]: along a stored row
+// consecutive k are already a pair, so a row converts as it lies. Rows up to the next multiple of
+// MR are zero, so the last tile can run whole.
+void convert_rows(std::size_t mc, std::size_t kc, const float* a, std::size_t lda,
+                  std::uint32_t* words) {
+  const std::size_t kp = pairs_of(kc);
+  for (std::size_t i = 0; i < (mc + kBf16Mr - 1) / kBf16Mr * kBf16Mr; ++i) {
+    auto* dst = reinterpret_cast<std::uint16_t*>(words + i * kp);
+    if (i >= mc) {
+      std::fill(dst, dst + 2 * kp, std::uint16_t(0));
+      continue;
+    }
+    const float* src = a + i * lda;
+    std::size_t p = 0;
+    for (; p + 16 <= kc; p += 16)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + p),
+                          __m256i(_mm512_cvtneps_pbh(_mm512_loadu_ps(src + p))));
+    if (p < kc) {
+      const __mmask16 tail = __mmask16((1u << (kc - p)) - 1);
+      _mm256_mask_storeu_epi16(dst + p, tail,
+                               __m256i(_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(tail, src + p))));
+    }
+    if (kc % 2) dst[kc] = 0;
+  }
+}
+
+// Where the MR rows of op(A) lie for the microkernel: row r's pair q at a + r * row_step +
+// q * pair_step (bytes). Converted rows: row_step = pairs_of(kc) words, pair_step = one word;
+// packed tiles: row_step = one word, pair_step = MR words.
+struct Bf16Rows {
+  const std::uint32_t* a;
+  std::size_t row_step, pair_step;
+};
+
+// The 8 x 32 tile over kp pairs: tile = op(A) op(B) for 8 rows of A and one word panel
+// ([kp][32]). The accumulators live in zmm0-15 for the whole loop. Assembly rather than the
+// intrinsic: GCC 12 spilled accumulators or panel rows to the stack around every vdpbf16ps in
+// each form of the intrinsic and of per-instruction inline assembly tried (bf16-typed,
+// float-typed, values in and out, pinned registers), at 0.4-0.8x of the fp32 kernel's speed.
+// Rows 0-3 are addressed from a0, rows 4-7 from a4 = a0 + 4 row steps, with the row step s and 3s
+// in registers.
+// clang-format off
+#define DAA_BF16_ROW(row, lo, hi, x)                   \
+  "vbroadcastss " row ", %%zmm" #x "\n\t"             \
+  "vdpbf16ps %%zmm" #x ", %%zmm16, %%zmm" #lo "\n\t"  \
+  "vdpbf16ps %%zmm" #x ", %%zmm17, %%zmm" #hi "\n\t"
+#define DAA_BF16_STORE(lo, hi)                         \
+  "vmovups %%zmm" #lo ", " #lo "*64(%[out])\n\t"      \
+  "vmovups %%zmm" #hi ", " #hi "*64(%[out])\n\t"
+// clang-format on
+void bf16_microkernel(std::size_t kp, Bf16Rows rows, const std::uint32_t* panel, float* out) {
+  const auto* a0 = reinterpret_cast<const char*>(rows.a);
+  const char* a4 = a0 + 4 * rows.row_step;
+  const std::size_t s = rows.row_step, s3 = 3 * rows.row_step;
+  __asm__ volatile(
+      "vpxord %%zmm0, %%zmm0, %%zmm0\n\t"
+      "vmovaps %%zmm0, %%zmm1\n\t"
+      "vmovaps %%zmm0, %%zmm2\n\t"
+      "vmovaps %%zmm0, %%zmm3\n\t"
+      "vmovaps %%zmm0, %%zmm4\n\t"
+      "vmovaps %%zmm0, %%zmm5\n\t"
+      "vmovaps %%zmm0, %%zmm6\n\t"
+      "vmovaps %%zmm0, %%zmm7\n\t"
+      "vmovaps %%zmm0, %%zmm8\n\t"
+      "vmovaps %%zmm0, %%zmm9\n\t"
+      "vmovaps %%zmm0, %%zmm10\n\t"
+      "vmovaps %%zmm0, %%zmm11\n\t"
+      "vmovaps %%zmm0, %%zmm12\n\t"
+      "vmovaps %%zmm0, %%zmm13\n\t"
+      "vmovaps %%zmm0, %%zmm14\n\t"
+      "vmovaps %%zmm0, %%zmm15\n\t"
+      "test %[kp], %[kp]\n\t"
+      "jz 2f\n\t"
+      "1:\n\t"
+      "vmovups (%[b]), %%zmm16\n\t"
+      "vmovups 64(%[b]), %%zmm17\n\t"
+      DAA_BF16_ROW("(%[a0])", 0, 1, 18) DAA_BF16_ROW("(%[a0],%[s])", 2, 3, 19)
+      DAA_BF16_ROW("(%[a0],%[s],2)", 4, 5, 20) DAA_BF16_ROW("(%[a0],%[s3])", 6, 7, 21)
+      DAA_BF16_ROW("(%[a4])", 8, 9, 22) DAA_BF16_ROW("(%[a4],%[s])", 10, 11, 23)
+      DAA_BF16_ROW("(%[a4],%[s],2)", 12, 13, 24) DAA_BF16_ROW("(%[a4],%[s3])", 14, 15, 25)
+      "add %[step], %[a0]\n\t"
+      "add %[step], %[a4]\n\t"
+      "add $128, %[b]\n\t"
+      "dec %[kp]\n\t"
+      "jnz 1b\n\t"
+      "2:\n\t"
+      DAA_BF16_STORE(0, 1) DAA_BF16_STORE(2, 3) DAA_BF16_STORE(4, 5) DAA_BF16_STORE(6, 7)
+      DAA_BF16_STORE(8, 9) DAA_BF16_STORE(10, 11) DAA_BF16_STORE(12, 13)
+      DAA_BF16_STORE(14, 15)
+      : [a0] "+r"(a0), [a4] "+r"(a4), [b] "+r"(panel), [kp] "+r"(kp)
+      : [out] "r"(out), [s] "r"(s), [s3] "r"(s3), [step] "r"(rows.pair_step)
+      : "zmm0", "zmm1", "zmm2", "zmm3", "zmm4", "zmm5", "zmm6", "zmm7", "zmm8", "zmm9", "zmm10",
+        "zmm11", "zmm12", "zmm13", "zmm14", "zmm15", "zmm16", "zmm17", "zmm18", "zmm19", "zmm20",
+        "zmm21", "zmm22", "zmm23", "zmm24", "zmm25", "memory", "cc");
+}
+#undef DAA_BF16_ROW
+#undef DAA_BF16_STORE
+
+// C block rows [0, mc) x columns [0, nc) from op(A)'s words (converted rows or packed tiles)
+// and word panels: each 8 x 32 tile through the microkernel, then C = alpha * tile + beta * C on
+// the rows and columns that exist (beta == 0 does not read C, as in the fp32 tiles).
+void bf16_block(std::size_t mc, std::size_t nc, std::size_t kp, float alpha, const std::uint32_t* a,
+                bool packed_a, const std::uint32_t* panels, float beta, float* c, std::size_t ldc) {
+  alignas(64) float tile[kBf16Mr * kBf16Nr];
+  const __m512 valpha = _mm512_set1_ps(alpha), vbeta = _mm512_set1_ps(beta);
+  constexpr std::size_t word = sizeof(std::uint32_t);
+  for (std::size_t j0 = 0; j0 < nc; j0 += kBf16Nr) {
+    const std::size_t cols = std::min(kBf16Nr, nc - j0);
+    for (std::size_t i0 = 0; i0 < mc; i0 += kBf16Mr) {
+      // Both layouts keep a tile's words at i0 * kp from the start.
+      const Bf16Rows rows = packed_a ? Bf16Rows{a + i0 * kp, word, kBf16Mr * word}
+                                     : Bf16Rows{a + i0 * kp, kp * word, word};
+      bf16_microkernel(kp, rows, panels + j0 * kp, tile);
+      for (std::size_t i = 0; i < std::min(kBf16Mr, mc - i0); ++i) {
+        float* out = c + (i0 + i) * ldc + j0;
+        for (std::size_t j = 0; j < cols; j += 16) {
+          const __mmask16 mask =
+              cols - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (cols - j)) - 1);
+          __m512 r = _mm512_mul_ps(valpha, _mm512_load_ps(tile + i * kBf16Nr + j));
+          if (beta != 0.0f) r = _mm512_fmadd_ps(vbeta, _mm512_maskz_loadu_ps(mask, out + j), r);
+          _mm512_mask_storeu_ps(out + j, mask, r);
+        }
+      }
+    }
+  }
+}
+
+// The blocked loop of blocked_gemm with bf16 packing: op(B) goes through pack_b (fp32 panels)
+// and then into word panels; op(A) into word tiles, from rows as stored or, when A is stored
+// transposed, through pack_a.
+void blocked_gemm_bf16(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_t k,
+                       float alpha, const float* a, std::size_t lda, const float* b,
+                       std::size_t ldb, float beta, float* c, std::size_t ldc) {
+  if (alpha == 0.0f || k == 0) return scale_c(m, n, beta, c, ldc);
+  constexpr std::size_t mr = kBf16Mr, nr = kBf16Nr;
+  thread_local PackBuffer<float> b_floats, a_floats;
+  thread_local PackBuffer<std::uint32_t> b_words, a_words;
+  const std::size_t kc_max = std::min(k, kBlockK);
+  const std::size_t n_padded = (std::min(n, kBlockN) + nr - 1) / nr * nr;
+  const std::size_t m_padded = (std::min(m, kBlockM) + mr - 1) / mr * mr;
+  float* packed_b = b_floats.get(n_padded * kc_max);
+  std::uint32_t* panels = b_words.get(n_padded * pairs_of(kc_max));
+  float* packed_a = trans_a == Trans::no ? nullptr : a_floats.get(m_padded * kc_max);
+  std::uint32_t* a_block = a_words.get(m_padded * pairs_of(kc_max));
+  for (std::size_t k0 = 0; k0 < k; k0 += kBlockK) {
+    const std::size_t kc = std::min(kBlockK, k - k0), kp = pairs_of(kc);
+    const float beta_k = k0 == 0 ? beta : 1.0f;
+    for (std::size_t j0 = 0; j0 < n; j0 += kBlockN) {
+      const std::size_t nc = std::min(kBlockN, n - j0);
+      pack_b(trans_b, nc, kc, trans_b == Trans::no ? b + k0 * ldb + j0 : b + j0 * ldb + k0, ldb,
+             packed_b);
+      for (std::size_t j = 0; j < nc; j += nr)
+        pair_packed<nr>(kc, packed_b + j * kc, panels + j * kp);
+      for (std::size_t i0 = 0; i0 < m; i0 += kBlockM) {
+        const std::size_t mc = std::min(kBlockM, m - i0);
+        float* c_block = c + i0 * ldc + j0;
+        if (trans_a == Trans::no) {
+          convert_rows(mc, kc, a + i0 * lda + k0, lda, a_block);
+        } else {
+          pack_a(mc, kc, a + k0 * lda + i0, lda, packed_a);
+          for (std::size_t t = 0; t < mc; t += mr)
+            pair_packed<mr>(kc, packed_a + t * kc, a_block + t * kp);
+        }
+        bf16_block(mc, nc, kp, alpha, a_block, trans_a == Trans::yes, panels, beta_k, c_block, ldc);
+      }
+    }
+  }
+}
+#endif
+
 template <class T>
 void blas_gemm(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_t k, T alpha,
                const T* a, std::size_t lda, const T* b, std::size_t ldb, T beta, T* c,
@@ -407,11 +643,23 @@ bool use_own(std::size_t n) {
   }
 }
 
+// The precision of float products that do not name one (set_default_precision).
+std::atomic<Precision> default_gemm_precision{Precision::fp32};
+
 template <class T>
 void host_gemm(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_t k, T alpha,
                const T* a, std::size_t lda, const T* b, std::size_t ldb, T beta, T* c,
-               std::size_t ldc) {
+               std::size_t ldc, Precision precision = Precision::fp32) {
   if (m == 0 || n == 0) return;
+  if (precision == Precision::bf16) {
+    if constexpr (sizeof(T) == 4) {
+#if defined(DAA_HAVE_BF16_GEMM)
+      return blocked_gemm_bf16(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+#else
+      throw Error(kNoBf16);
+#endif
+    }
+  }
   if (use_own<T>(n))
     blocked_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   else
@@ -442,8 +690,25 @@ void gemm_loop(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::
 
 void gemm(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_t k, float alpha,
           const float* a, std::size_t lda, const float* b, std::size_t ldb, float beta, float* c,
-          std::size_t ldc) {
-  host_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+          std::size_t ldc, Precision precision) {
+  host_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, precision);
+}
+
+bool bf16_available() {
+#if defined(DAA_HAVE_BF16_GEMM)
+  return true;
+#else
+  return false;
+#endif
+}
+
+void set_default_precision(Precision precision) {
+  if (precision == Precision::bf16 && !bf16_available()) throw Error(kNoBf16);
+  default_gemm_precision.store(precision, std::memory_order_relaxed);
+}
+
+Precision default_precision() {
+  return default_gemm_precision.load(std::memory_order_relaxed);
 }
 
 void gemm(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_t k, double alpha,

@@ -71,7 +71,9 @@ Router<T>::Router(ParamStore<T>& store, const std::string& name, int layer, cons
 template <class T>
 void Router<T>::forward(const Matrix<T>& x, const Matrix<T>& probs, const Vector<T>& lse,
                         const IntMatrix& choice, const Matrix<T>& gate) const {
-  kernels::gemm(Trans::no, Trans::no, T(1), x, store_->value(weight_), T(0), probs);
+  // The router stays fp32 under mixed precision: its logits decide discrete routes.
+  kernels::gemm(Trans::no, Trans::no, T(1), x, store_->value(weight_), T(0), probs,
+                kernels::Precision::fp32);
   kernels::softmax_rows(probs, lse);
   kernels::top_k_route(probs, kernels::VectorRef<T>(bias_.data(), bias_.extent(0)), shape_.top_k,
                        shape_.normalize_gates, choice, gate, shape_.expert_groups,
@@ -107,8 +109,10 @@ void Router<T>::backward(const Matrix<T>& x, const Matrix<T>& probs, const Vecto
         for (std::size_t e = 0; e < E; ++e)
           dprobs(t, e) = probs(t, e) * (dprobs(t, e) - dot) + z_scale * lse(t) * probs(t, e);
       });
-  kernels::gemm(Trans::yes, Trans::no, T(1), x, dprobs, T(1), store_->grad(weight_));
-  kernels::gemm(Trans::no, Trans::yes, T(1), dprobs, store_->value(weight_), T(1), dx);
+  kernels::gemm(Trans::yes, Trans::no, T(1), x, dprobs, T(1), store_->grad(weight_),
+                kernels::Precision::fp32);
+  kernels::gemm(Trans::no, Trans::yes, T(1), dprobs, store_->value(weight_), T(1), dx,
+                kernels::Precision::fp32);
 }
 
 // ---- Experts ------------------------------------------------------------------------------------

@@ -172,6 +172,17 @@ void install_checkpoint_signals() {
   std::signal(SIGTERM, on_checkpoint_signal);
 }
 
+// [train] precision for every float product of this process (the router keeps fp32 by name).
+void set_precision(core::Precision precision) {
+  if (precision == core::Precision::bf16 && !kernels::bf16_available())
+    throw Error(
+        "config: [train] precision = \"bf16\" needs a CPU with AVX512_BF16 and a build for it "
+        "(DAA_NATIVE_ARCH=ON on such a CPU) or the CUDA build; this build has neither",
+        ExitCode::bad_input);
+  kernels::set_default_precision(precision == core::Precision::bf16 ? kernels::Precision::bf16
+                                                                    : kernels::Precision::fp32);
+}
+
 std::string parameter_checksum(const std::vector<float>& values) {
   return core::hex64(core::fnv1a64(std::as_bytes(std::span(values))));
 }
@@ -184,6 +195,7 @@ TrainResult run_training(const core::Config& config, const Task& task,
   const parallel::Topology topology(world, config,
                                     model::stage_costs(config, task.inputs(), task.outputs()));
   kernels::set_blas_threads(config.runtime.blas_threads);
+  set_precision(config.train.precision);
   const auto run_dir = std::filesystem::path(config.run.output_dir) / config.run.name;
   const std::string checkpoint_dir = (run_dir / "checkpoints").string();
   const bool checkpointing = options.write_run_directory;

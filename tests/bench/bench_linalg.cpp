@@ -1,10 +1,18 @@
 // Micro-benchmarks of the linalg adapter: a large single-thread sgemm (the hardware reference the
 // expert layers are compared with in scripts/bench-peer), expert-FFN-shaped GEMMs, attention's
-// small batched products on the adapter's own small-GEMM kernel next to one cblas call each, and
-// the model's plain products on the adapter's blocked kernel next to OpenBLAS.
+// small batched products on the adapter's own small-GEMM kernel next to one cblas call each, the
+// model's plain products on the adapter's blocked kernel next to OpenBLAS, and its bf16 products
+// (mixed precision) next to oneDNN's bf16 matmul.
 #include <benchmark/benchmark.h>
 
+#if defined(DAA_HAVE_ONEDNN)
+#include <dnnl.hpp>
+#endif
+
 #include <Kokkos_Core.hpp>
+#include <cstdlib>
+#include <cstring>
+#include <string>
 #include <vector>
 
 #include "daa/kernels/linalg.hpp"
@@ -98,7 +106,8 @@ BENCHMARK_CAPTURE(BM_cblas_small, tn_64x32x64, kTn)->Unit(benchmark::kMicrosecon
 
 // The model's plain products (daa-swarm's language model, inputs/text-mixture.toml, one rank;
 // rows are tokens) on the blocked kernel of our own (BM_own_gemm) next to OpenBLAS (BM_blas_gemm),
-// the two implementations kernels::gemm chooses between. Operands are dense (ld = stored columns).
+// the two implementations kernels::gemm chooses between, and its bf16 twin (BM_bf16_gemm). Operands
+// are dense (ld = stored columns).
 //   expert (1024 rows per expert): fwd x W1, act W2; bwd dW2 += act^T dy, dh = dy W2^T,
 //     dW1 += x^T dh, dx = dh W1^T; e512_* are the 2-rank halves
 //   attention projections (4096 rows): qkv = x Wqkv, y = o Wo, dW += x^T dqkv, dx = dqkv Wqkv^T
@@ -110,17 +119,24 @@ struct PlainShape {
   float beta;
 };
 
-template <class T, bool Own>
+enum class Impl { own, blas, bf16 };
+
+template <class T, Impl I>
 void run_plain(benchmark::State& state, PlainShape s) {
   daa::kernels::set_blas_threads(1);
+  if (I == Impl::bf16 && !daa::kernels::bf16_available())
+    return state.SkipWithError("no bf16 product in this build (needs AVX512_BF16)");
   const std::size_t lda = s.ta == Trans::no ? s.k : s.m, ldb = s.tb == Trans::no ? s.n : s.k;
   std::vector<T> a(s.m * s.k), b(s.k * s.n), c(s.m * s.n, T(0));
   for (std::size_t i = 0; i < a.size(); ++i) a[i] = T(i % 7) * T(0.125) - T(0.375);
   for (std::size_t i = 0; i < b.size(); ++i) b[i] = T(i % 5) * T(0.25) - T(0.5);
   for (auto _ : state) {
-    if constexpr (Own)
+    if constexpr (I == Impl::own)
       daa::kernels::detail::gemm_own(s.ta, s.tb, s.m, s.n, s.k, T(1), a.data(), lda, b.data(), ldb,
                                      T(s.beta), c.data(), s.n);
+    else if constexpr (I == Impl::bf16)
+      daa::kernels::gemm(s.ta, s.tb, s.m, s.n, s.k, T(1), a.data(), lda, b.data(), ldb, T(s.beta),
+                         c.data(), s.n, daa::kernels::Precision::bf16);
     else
       daa::kernels::detail::gemm_blas(s.ta, s.tb, s.m, s.n, s.k, T(1), a.data(), lda, b.data(), ldb,
                                       T(s.beta), c.data(), s.n);
@@ -132,21 +148,95 @@ void run_plain(benchmark::State& state, PlainShape s) {
 }
 
 void BM_own_gemm(benchmark::State& state, PlainShape s) {
-  run_plain<float, true>(state, s);
+  run_plain<float, Impl::own>(state, s);
 }
 void BM_blas_gemm(benchmark::State& state, PlainShape s) {
-  run_plain<float, false>(state, s);
+  run_plain<float, Impl::blas>(state, s);
 }
+// Mixed precision's product (bf16 operands, fp32 sums) on the same shapes.
+void BM_bf16_gemm(benchmark::State& state, PlainShape s) {
+  run_plain<float, Impl::bf16>(state, s);
+}
+// The peer: oneDNN's bf16 matmul on the same shapes (one thread). As a training product it takes
+// fp32 operands, so each call first converts both to bf16 (two reorders), as our packing does;
+// BM_onednn_bf16_preconverted times the matmul alone on operands already in bf16 (the bound for a
+// design that keeps weights and activations in bf16).
+#if defined(DAA_HAVE_ONEDNN)
+void run_onednn(benchmark::State& state, PlainShape s, bool convert) {
+  using dnnl::memory;
+  // Debian's oneDNN runs on OpenMP, which takes every core unless told otherwise before it loads.
+  const char* threads = std::getenv("OMP_NUM_THREADS");
+  if (threads == nullptr || std::string(threads) != "1")
+    return state.SkipWithError("run with OMP_NUM_THREADS=1: oneDNN would use every core");
+  const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  dnnl::stream stream(engine);
+  const auto m = memory::dim(s.m), n = memory::dim(s.n), k = memory::dim(s.k);
+  const auto a_strides = s.ta == Trans::no ? memory::dims{k, 1} : memory::dims{1, m};
+  const auto b_strides = s.tb == Trans::no ? memory::dims{n, 1} : memory::dims{1, k};
+  const memory::desc a_f32({m, k}, memory::data_type::f32, a_strides),
+      b_f32({k, n}, memory::data_type::f32, b_strides),
+      a_bf16({m, k}, memory::data_type::bf16, a_strides),
+      b_bf16({k, n}, memory::data_type::bf16, b_strides),
+      c_f32({m, n}, memory::data_type::f32, memory::dims{n, 1});
+  dnnl::primitive_attr attr;
+  if (s.beta != 0.0f) {
+    dnnl::post_ops sum;
+    sum.append_sum(s.beta);
+    attr.set_post_ops(sum);
+  }
+  const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_bf16, b_bf16, c_f32), attr, engine);
+  const dnnl::matmul matmul(pd);
+  memory a32(a_f32, engine), b32(b_f32, engine), a16(a_bf16, engine), b16(b_bf16, engine),
+      c(c_f32, engine);
+  auto fill = [](memory& x, std::size_t count, float scale) {
+    auto* p = static_cast<float*>(x.get_data_handle());
+    for (std::size_t i = 0; i < count; ++i) p[i] = float(i % 7) * scale - 0.375f;
+  };
+  fill(a32, s.m * s.k, 0.125f);
+  fill(b32, s.k * s.n, 0.25f);
+  std::memset(c.get_data_handle(), 0, s.m * s.n * sizeof(float));
+  const dnnl::reorder to_a16(a32, a16), to_b16(b32, b16);
+  to_a16.execute(stream, a32, a16);
+  to_b16.execute(stream, b32, b16);
+  for (auto _ : state) {
+    if (convert) {
+      to_a16.execute(stream, a32, a16);
+      to_b16.execute(stream, b32, b16);
+    }
+    matmul.execute(stream, {{DNNL_ARG_SRC, a16}, {DNNL_ARG_WEIGHTS, b16}, {DNNL_ARG_DST, c}});
+    stream.wait();
+    benchmark::ClobberMemory();
+  }
+  state.SetLabel(pd.impl_info_str());
+  state.counters["GFLOPS"] = benchmark::Counter(2.0 * double(s.m * s.n * s.k) * 1e-9,
+                                                benchmark::Counter::kIsIterationInvariantRate);
+}
+void BM_onednn_bf16(benchmark::State& state, PlainShape s) {
+  run_onednn(state, s, true);
+}
+void BM_onednn_bf16_preconverted(benchmark::State& state, PlainShape s) {
+  run_onednn(state, s, false);
+}
+#else
+void BM_onednn_bf16(benchmark::State& state, PlainShape) {
+  state.SkipWithError("built without oneDNN (libdnnl-dev; scripts/setup-debian installs it)");
+}
+void BM_onednn_bf16_preconverted(benchmark::State& state, PlainShape s) {
+  BM_onednn_bf16(state, s);
+}
+#endif
+
 void BM_own_dgemm(benchmark::State& state, PlainShape s) {
-  run_plain<double, true>(state, s);
+  run_plain<double, Impl::own>(state, s);
 }
 void BM_blas_dgemm(benchmark::State& state, PlainShape s) {
-  run_plain<double, false>(state, s);
+  run_plain<double, Impl::blas>(state, s);
 }
 
 constexpr Trans N = Trans::no, T = Trans::yes;
-#define DAA_PLAIN_SHAPE(name, ...)                                                              \
-  BENCHMARK_CAPTURE(BM_own_gemm, name, PlainShape{__VA_ARGS__})->Unit(benchmark::kMicrosecond); \
+#define DAA_PLAIN_SHAPE(name, ...)                                                               \
+  BENCHMARK_CAPTURE(BM_own_gemm, name, PlainShape{__VA_ARGS__})->Unit(benchmark::kMicrosecond);  \
+  BENCHMARK_CAPTURE(BM_bf16_gemm, name, PlainShape{__VA_ARGS__})->Unit(benchmark::kMicrosecond); \
   BENCHMARK_CAPTURE(BM_blas_gemm, name, PlainShape{__VA_ARGS__})->Unit(benchmark::kMicrosecond)
 DAA_PLAIN_SHAPE(e_w1_nn_1024x256x128, N, N, 1024, 256, 128, 0.0f);
 DAA_PLAIN_SHAPE(e_w2_nn_1024x128x256, N, N, 1024, 128, 256, 0.0f);
@@ -179,6 +269,25 @@ DAA_PLAIN_SHAPE(sq_nn_512x512x512, N, N, 512, 512, 512, 0.0f);
 DAA_PLAIN_SHAPE(sq_nn_1024x1024x1024, N, N, 1024, 1024, 1024, 0.0f);
 DAA_PLAIN_SHAPE(sq_nn_2048x2048x2048, N, N, 2048, 2048, 2048, 0.0f);
 #undef DAA_PLAIN_SHAPE
+
+// Mixed precision against its peer: the model's products in bf16 on our kernel and on oneDNN.
+#define DAA_BF16_PEER(name, ...)                                                                   \
+  BENCHMARK_CAPTURE(BM_onednn_bf16, name, PlainShape{__VA_ARGS__})->Unit(benchmark::kMicrosecond); \
+  BENCHMARK_CAPTURE(BM_onednn_bf16_preconverted, name, PlainShape{__VA_ARGS__})                    \
+      ->Unit(benchmark::kMicrosecond)
+DAA_BF16_PEER(e_w1_nn_1024x256x128, N, N, 1024, 256, 128, 0.0f);
+DAA_BF16_PEER(e_w2_nn_1024x128x256, N, N, 1024, 128, 256, 0.0f);
+DAA_BF16_PEER(e_dw2_tn_256x128x1024, T, N, 256, 128, 1024, 1.0f);
+DAA_BF16_PEER(e_dh_nt_1024x256x128, N, T, 1024, 256, 128, 0.0f);
+DAA_BF16_PEER(e_dw1_tn_128x256x1024, T, N, 128, 256, 1024, 1.0f);
+DAA_BF16_PEER(e_dx_nt_1024x128x256, N, T, 1024, 128, 256, 1.0f);
+DAA_BF16_PEER(a_qkv_nn_4096x384x128, N, N, 4096, 384, 128, 0.0f);
+DAA_BF16_PEER(a_dwqkv_tn_128x384x4096, T, N, 128, 384, 4096, 1.0f);
+DAA_BF16_PEER(a_dx_nt_4096x128x384, N, T, 4096, 128, 384, 0.0f);
+DAA_BF16_PEER(h_logits_nt_256x4096x128, N, T, 256, 4096, 128, 0.0f);
+DAA_BF16_PEER(h_dt_tn_4096x128x256, T, N, 4096, 128, 256, 1.0f);
+DAA_BF16_PEER(sq_nn_2048x2048x2048, N, N, 2048, 2048, 2048, 0.0f);
+#undef DAA_BF16_PEER
 
 // Double precision (the classifier's and the tests' reference paths) on a few of the shapes.
 #define DAA_PLAIN_SHAPE_D(name, ...)                                                             \

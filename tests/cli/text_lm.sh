@@ -51,6 +51,21 @@ run 1 eval "$input" "${common[@]}" --checkpoint "$checkpoint" || { cat "$work/er
 grep -qE "validation loss ${final% *} \| ${final#* } bits/byte \| prose " "$work/out" ||
   { cat "$work/out" >&2; fail "eval on 1 rank does not repeat the training's final figures ($final)"; }
 
+# [train] precision = "bf16" (mixed precision): where the CPU has AVX512_BF16 the CI model trains
+# to about the fp32 figures (the same steps, the same data); elsewhere the run is refused by name.
+status=0
+run 2 train "$input" "${common[@]}" --set run.name=bf16 --set train.precision=bf16 \
+  --set checkpoint.every_steps=0 || status=$?
+if ((status == 2)) && grep -q 'precision = "bf16" needs a CPU with AVX512_BF16' "$work/err"; then
+  echo "text_lm: no bf16 products in this build; its refusal checked"
+else
+  ((status == 0)) || { cat "$work/out" "$work/err" >&2; fail "train with precision bf16 failed"; }
+  bf16_bpb=$(sed -n 's/^final | validation loss [0-9.]* | \([0-9.]*\) bits.*/\1/p' "$work/out")
+  awk -v a="$bf16_bpb" -v b="${final#* }" 'BEGIN { d = a - b; exit !(a != "" && d < 0.05 && d > -0.05) }' ||
+    fail "bf16 validation ${bf16_bpb:-?} bits/byte is not within 0.05 of fp32's ${final#* }"
+fi
+refused '\[train\] precision' 2 train "$input" "${common[@]}" --set train.precision=fp16
+
 # [train] max_seconds: a time budget ends the run after the step that crosses it, with the final
 # evaluation and checkpoint as at a planned end (the plan here is far longer than 2 s).
 run 2 train "$input" "${common[@]}" --set run.name=budget --set train.max_steps=100000 \

@@ -11,11 +11,15 @@
 #include <array>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
+#include "daa/core/error.hpp"
 #include "daa/kernels/linalg.hpp"
 #include "daa/kernels/views.hpp"
 
@@ -51,7 +55,8 @@ struct Case {
   bool shared_b = false;  // stride_b = 0: every product uses the same B
   // Which entry point computes it: gemm_strided_batched, plain gemm (which dispatches between
   // the blocked kernel and OpenBLAS), or the blocked kernel whatever the shape.
-  enum class Path { batched, gemm, own } path = Path::batched;
+  // bf16: plain gemm with Precision::bf16, against a reference on operands rounded to bf16.
+  enum class Path { batched, gemm, own, bf16 } path = Path::batched;
 
   std::string name() const {
     return std::string(ta == Trans::no ? "n" : "t") + (tb == Trans::no ? "n" : "t") +
@@ -61,9 +66,22 @@ struct Case {
            (shared_b ? " shared_b" : "") +
            (path == Path::batched ? ""
             : path == Path::gemm  ? " gemm"
-                                  : " gemm_own");
+            : path == Path::own   ? " gemm_own"
+                                  : " gemm bf16");
   }
 };
+
+// x rounded to the nearest bfloat16, ties to even (what the bf16 product does to its operands):
+// the upper 16 bits of the float after adding half of the dropped part's weight.
+double round_bf16(double x) {
+  std::uint32_t bits;
+  const float f = float(x);
+  std::memcpy(&bits, &f, sizeof bits);
+  bits = (bits + 0x7FFFu + ((bits >> 16) & 1u)) & 0xFFFF0000u;
+  float r;
+  std::memcpy(&r, &bits, sizeof r);
+  return double(r);
+}
 
 // Stored shape of an operand: op(X) is rows x cols, X itself is transposed when trans.
 struct Operand {
@@ -111,12 +129,19 @@ void check(const Case& c) {
     for (std::size_t item = 0; item < c.batch; ++item) {
       const T* bi = bv.data() + (c.shared_b ? 0 : item * b.stride);
       T* ci = cv.data() + item * cc.stride;
-      if (c.path == Case::Path::gemm)
-        gemm(c.ta, c.tb, c.m, c.n, c.k, T(c.alpha), av.data() + item * a.stride, a.ld, bi, b.ld,
-             T(c.beta), ci, cc.ld);
-      else
-        detail::gemm_own(c.ta, c.tb, c.m, c.n, c.k, T(c.alpha), av.data() + item * a.stride, a.ld,
-                         bi, b.ld, T(c.beta), ci, cc.ld);
+      const T* ai = av.data() + item * a.stride;
+      if (c.path == Case::Path::gemm) {
+        gemm(c.ta, c.tb, c.m, c.n, c.k, T(c.alpha), ai, a.ld, bi, b.ld, T(c.beta), ci, cc.ld);
+      } else if (c.path == Case::Path::own) {
+        detail::gemm_own(c.ta, c.tb, c.m, c.n, c.k, T(c.alpha), ai, a.ld, bi, b.ld, T(c.beta), ci,
+                         cc.ld);
+      } else {
+        if constexpr (std::is_same_v<T, float>)
+          gemm(c.ta, c.tb, c.m, c.n, c.k, T(c.alpha), ai, a.ld, bi, b.ld, T(c.beta), ci, cc.ld,
+               Precision::bf16);
+        else
+          FAIL() << "bf16 products take float operands";
+      }
     }
   }
 
@@ -133,7 +158,9 @@ void check(const Case& c) {
       }
       double sum = 0, magnitude = 0;
       for (std::size_t p = 0; p < c.k; ++p) {
-        const double x = a.at(av, c.ta, item, i, p) * b.at(bv, c.tb, b_item, p, j);
+        double x = a.at(av, c.ta, item, i, p) * b.at(bv, c.tb, b_item, p, j);
+        if (c.path == Case::Path::bf16)
+          x = round_bf16(a.at(av, c.ta, item, i, p)) * round_bf16(b.at(bv, c.tb, b_item, p, j));
         sum += x;
         magnitude += std::abs(x);
       }
@@ -332,6 +359,48 @@ TEST(Gemm, ModelShapesFloat) {
 
 TEST(Gemm, ModelShapesDouble) {
   model_shapes<double>(Case::Path::gemm);
+}
+
+// Mixed precision: bf16 operands, fp32 sums, on the model's shapes and every block edge with odd
+// k (a pair padded with zero). Where the build has no bf16 product, asking for one is refused.
+TEST(GemmBf16, ModelShapesAndBlockEdges) {
+  if (!bf16_available()) {
+    std::vector<float> x(4, 1.0f);
+    EXPECT_THROW(set_default_precision(Precision::bf16), Error);
+    EXPECT_THROW(gemm(Trans::no, Trans::no, 2, 2, 2, 1.0f, x.data(), 2, x.data(), 2, 0.0f, x.data(),
+                      2, Precision::bf16),
+                 Error);
+    return;
+  }
+  model_shapes<float>(Case::Path::bf16);
+  for (Trans ta : kTrans)
+    for (Trans tb : kTrans)
+      for (std::size_t m : {7, 241})
+        for (std::size_t n : {31, 513})
+          for (std::size_t k : {1, 255, 257})
+            check<float>({.ta = ta,
+                          .tb = tb,
+                          .m = m,
+                          .n = n,
+                          .k = k,
+                          .alpha = 0.5,
+                          .beta = k == 255 ? 0.0 : 0.5,
+                          .pad = 1,
+                          .path = Case::Path::bf16});
+}
+
+// The operands really are rounded: bf16 keeps 7 fraction bits, so 1 + 2^-9 (a quarter of the gap
+// to the next bf16) rounds down to 1 and 1 + 3 * 2^-9 up to 1 + 2^-7; the sum stays fp32.
+TEST(GemmBf16, RoundsOperandsToNearestEven) {
+  if (!bf16_available()) GTEST_SKIP() << "no bf16 product in this build (refusal tested above)";
+  const std::size_t m = 3, n = 40, k = 5;
+  std::vector<float> a(m * k, 1.0f + 0x1p-9f), b(k * n, 1.0f + 3 * 0x1p-9f), c(m * n, 0.0f);
+  gemm(Trans::no, Trans::no, m, n, k, 1.0f, a.data(), k, b.data(), n, 0.0f, c.data(), n,
+       Precision::bf16);
+  for (float x : c) ASSERT_EQ(x, 5.0f * (1.0f + 0x1p-7f));
+  gemm(Trans::no, Trans::no, m, n, k, 1.0f, a.data(), k, b.data(), n, 0.0f, c.data(), n,
+       Precision::fp32);
+  EXPECT_NE(c[0], 5.0f * (1.0f + 0x1p-7f));
 }
 
 // On and either side of every block edge, tails of the row tile and of the 32-column panel.

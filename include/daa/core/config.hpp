@@ -12,6 +12,9 @@ namespace daa::core {
 enum class NormKind { none, rmsnorm };
 enum class TokenMode { dropless, capacity };
 enum class ExpertFfnKind { gelu, swiglu };
+// Precision of the matrix products in training: fp32, or bf16 operands with fp32 sums, fp32
+// master weights and optimizer state (mixed precision).
+enum class Precision { fp32, bf16 };
 
 struct RunConfig {
   std::string name = "fashion-mnist";  // run directory is <output_dir>/<name>
@@ -86,8 +89,9 @@ struct TrainConfig {
   double beta1 = 0.9;
   double beta2 = 0.999;
   double eps = 1e-8;
-  double grad_clip = 1.0;       // global-norm clip; 0: off
-  bool eval_each_epoch = true;  // test accuracy after every epoch
+  double grad_clip = 1.0;                 // global-norm clip; 0: off
+  bool eval_each_epoch = true;            // test accuracy after every epoch
+  Precision precision = Precision::fp32;  // matrix products: fp32 or bf16 (mixed precision)
 };
 
 // The rank layout (DESIGN.md §3): ranks = pipeline stages x data-parallel ranks; expert
@@ -227,6 +231,7 @@ std::vector<int> parse_rank_list(const std::string& text);
 const char* to_string(NormKind kind);
 const char* to_string(TokenMode mode);
 const char* to_string(ExpertFfnKind kind);
+const char* to_string(Precision precision);
 
 // The blocks a pipeline splits over stages: the classifier's MoE blocks or the language model's
 // transformer blocks.

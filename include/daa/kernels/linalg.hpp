@@ -8,6 +8,18 @@ namespace daa::kernels {
 
 enum class Trans { no, yes };
 
+// Precision of float products. bf16 is mixed precision's GEMM: both operands rounded to bfloat16
+// (to nearest even), the products summed in fp32 and the result fp32, so the caller keeps fp32
+// master weights and fp32 everywhere outside the product. Double products are always double.
+enum class Precision { fp32, bf16 };
+
+// Whether this build runs bf16 products (host: AVX512_BF16 compiled in; CUDA: cuBLAS).
+bool bf16_available();
+// The precision of float products that do not name one, process-wide like the BLAS thread count
+// ([train] precision sets it). Throws daa::Error naming what is missing where bf16 is unavailable.
+void set_default_precision(Precision precision);
+Precision default_precision();
+
 // C[m,n] = alpha * op(A)[m,k] * op(B)[k,n] + beta * C, row-major with leading dimensions. On the
 // host, a cache-blocked kernel of our own where it measured faster than OpenBLAS (AVX-512 builds,
 // one BLAS thread, n of at least half a 32-float panel) and OpenBLAS otherwise; BLAS semantics
@@ -16,7 +28,7 @@ enum class Trans { no, yes };
 // host backends the fence is a no-op).
 void gemm(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_t k, float alpha,
           const float* a, std::size_t lda, const float* b, std::size_t ldb, float beta, float* c,
-          std::size_t ldc);
+          std::size_t ldc, Precision precision = default_precision());
 void gemm(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::size_t k, double alpha,
           const double* a, std::size_t lda, const double* b, std::size_t ldb, double beta,
           double* c, std::size_t ldc);
@@ -54,10 +66,12 @@ void gemm_blas(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, std::
 // Sets the BLAS thread count of this process (one per rank unless configured).
 void set_blas_threads(int threads);
 
-// Convenience for row-major 2-D views: C = alpha * op(A) op(B) + beta * C, shapes checked.
+// Convenience for row-major 2-D views: C = alpha * op(A) op(B) + beta * C, shapes checked; float
+// products in `precision` (the router names fp32: mixed precision keeps it there).
 template <class ViewA, class ViewB, class ViewC>
 void gemm(Trans trans_a, Trans trans_b, typename ViewC::value_type alpha, const ViewA& a,
-          const ViewB& b, typename ViewC::value_type beta, const ViewC& c);
+          const ViewB& b, typename ViewC::value_type beta, const ViewC& c,
+          Precision precision = default_precision());
 
 // The same over 3-D views [batch, rows, cols] whose last dimension has unit stride (e.g.
 // subviews of row-major matrices: one head's columns of every sequence), shapes checked:

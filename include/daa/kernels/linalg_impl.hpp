@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <type_traits>
 
 #include "daa/core/error.hpp"
 
@@ -9,7 +10,7 @@ namespace daa::kernels {
 
 template <class ViewA, class ViewB, class ViewC>
 void gemm(Trans trans_a, Trans trans_b, typename ViewC::value_type alpha, const ViewA& a,
-          const ViewB& b, typename ViewC::value_type beta, const ViewC& c) {
+          const ViewB& b, typename ViewC::value_type beta, const ViewC& c, Precision precision) {
   const std::size_t m = trans_a == Trans::no ? a.extent(0) : a.extent(1);
   const std::size_t k = trans_a == Trans::no ? a.extent(1) : a.extent(0);
   const std::size_t kb = trans_b == Trans::no ? b.extent(0) : b.extent(1);
@@ -19,8 +20,12 @@ void gemm(Trans trans_a, Trans trans_b, typename ViewC::value_type alpha, const 
                 ") * (" + std::to_string(kb) + "x" + std::to_string(n) + ") -> (" +
                 std::to_string(c.extent(0)) + "x" + std::to_string(c.extent(1)) + ")");
   if (m == 0 || n == 0) return;
-  gemm(trans_a, trans_b, m, n, k, alpha, a.data(), a.stride(0), b.data(), b.stride(0), beta,
-       c.data(), c.stride(0));
+  if constexpr (std::is_same_v<typename ViewC::value_type, float>)
+    gemm(trans_a, trans_b, m, n, k, alpha, a.data(), a.stride(0), b.data(), b.stride(0), beta,
+         c.data(), c.stride(0), precision);
+  else
+    gemm(trans_a, trans_b, m, n, k, alpha, a.data(), a.stride(0), b.data(), b.stride(0), beta,
+         c.data(), c.stride(0));
 }
 
 template <class ViewA, class ViewB, class ViewC>
