@@ -387,6 +387,9 @@ void blocked_gemm(Trans trans_a, Trans trans_b, std::size_t m, std::size_t n, st
 #if defined(__AVX512BF16__)
 #define DAA_HAVE_BF16_GEMM 1
 constexpr std::size_t kBf16Mr = 8, kBf16Nr = 32;
+// The word panels and tiles are built from pack_b's and pack_a's fp32 layouts, and the assembly
+// tile is fixed at 8 x 32: all three must agree.
+static_assert(kBf16Mr == SmallTile<float>::mr && kBf16Nr == SmallTile<float>::nr);
 
 // Words (k pairs) that kc steps of k take.
 std::size_t pairs_of(std::size_t kc) {
