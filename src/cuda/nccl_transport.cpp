@@ -84,15 +84,22 @@ void NcclComm::all_to_all_v(const float* send, std::span<const std::size_t> send
                      std::to_string(recv_counts.size()) + ", " +
                      std::to_string(recv_offsets.size()));
   DAA_NCCL_CHECK(ncclGroupStart());
-  for (int peer = 0; peer < size_; ++peer) {
-    const auto p = static_cast<std::size_t>(peer);
-    // Zero counts are legal in NCCL but skipped: no message is cheaper than an empty one.
-    if (send_counts[p] > 0)
-      DAA_NCCL_CHECK(
-          ncclSend(send + send_offsets[p], send_counts[p], ncclFloat32, peer, comm_, stream));
-    if (recv_counts[p] > 0)
-      DAA_NCCL_CHECK(
-          ncclRecv(recv + recv_offsets[p], recv_counts[p], ncclFloat32, peer, comm_, stream));
+  try {
+    for (int peer = 0; peer < size_; ++peer) {
+      const auto p = static_cast<std::size_t>(peer);
+      // Zero counts are legal in NCCL but skipped: no message is cheaper than an empty one.
+      if (send_counts[p] > 0)
+        DAA_NCCL_CHECK(
+            ncclSend(send + send_offsets[p], send_counts[p], ncclFloat32, peer, comm_, stream));
+      if (recv_counts[p] > 0)
+        DAA_NCCL_CHECK(
+            ncclRecv(recv + recv_offsets[p], recv_counts[p], ncclFloat32, peer, comm_, stream));
+    }
+  } catch (...) {
+    // Close the group before the error travels on, so this thread's next NCCL call is not
+    // silently taken into a half-built group.
+    ncclGroupEnd();
+    throw;
   }
   DAA_NCCL_CHECK(ncclGroupEnd());
 }
