@@ -88,6 +88,7 @@ void load_inputs(const TrainArgs& args, const daa::parallel::Communicator& world
 template <class Body>
 int run_parallel(Body&& body) {
   MPI_Init(nullptr, nullptr);
+  daa::parallel::init_error_handling();  // MPI errors reach DAA_MPI_CHECK (file, line, rank)
   int code = 0;
   {
     daa::parallel::Communicator world(MPI_COMM_WORLD, "world");
@@ -467,7 +468,10 @@ int main(int argc, char** argv) {
     // wait for that in a barrier: a rank that exited at once could make the launcher kill the job,
     // rank 0 included, before its message is out.
     const bool launched = launched_by_mpi();
-    if (launched) MPI_Init(nullptr, nullptr);
+    if (launched) {
+      MPI_Init(nullptr, nullptr);
+      daa::parallel::init_error_handling();
+    }
     int code = e.get_exit_code() == 0 ? 0 : int(daa::ExitCode::bad_input);
     if (launcher_rank_zero()) {
       if (e.get_exit_code() == 0) {
@@ -479,7 +483,12 @@ int main(int argc, char** argv) {
       }
     }
     if (launched) {
-      MPI_Barrier(MPI_COMM_WORLD);
+      try {
+        DAA_MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
+      } catch (const daa::Error& mpi_error) {
+        print_error(mpi_error.what());
+        MPI_Abort(MPI_COMM_WORLD, int(mpi_error.exit_code()));
+      }
       MPI_Finalize();
     }
     return code;

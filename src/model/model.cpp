@@ -161,13 +161,8 @@ class Language final : public Model {
  private:
   int table_id() { return model_.layers().embedding->table_id(); }
   int table_count() {
-    const std::size_t n = model_.params().infos()[std::size_t(table_id())].size();
-    if (n > std::size_t(INT_MAX))
-      throw Error(fmt::format(
-          "model::Language: the tied embedding table has {} elements, more than one MPI message "
-          "of INT_MAX",
-          n));
-    return int(n);
+    return parallel::mpi_count(model_.params().infos()[std::size_t(table_id())].size(),
+                               "model::Language: the tied embedding table");
   }
   LanguageModel<float> model_;
   const parallel::Communicator* end_stages_;

@@ -1,8 +1,10 @@
 // Checked MPI wrapper (see communicator.hpp).
 #include "daa/parallel/communicator.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <limits>
+#include <string_view>
 
 #include "daa/core/error.hpp"
 
@@ -18,12 +20,39 @@ int world_rank() {
   return rank;
 }
 
+void init_error_handling() {
+  // Unchecked on purpose: until these return, MPI_ERRORS_ARE_FATAL is still in force and reports
+  // its own failure by ending the job.
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  MPI_Comm_set_errhandler(MPI_COMM_SELF, MPI_ERRORS_RETURN);
+}
+
+namespace {
+// __FILE__ from the project's root on ("src/parallel/pipeline.cpp"), whether the compiler was
+// given an absolute path or, under ccache's base directory, a relative one.
+std::string_view source_path(std::string_view file) {
+  std::size_t from = 0;
+  for (const std::string_view root : {"/src/", "/include/", "/tests/"})
+    if (const std::size_t at = file.rfind(root); at != std::string_view::npos)
+      from = std::max(from, at + 1);
+  return file.substr(from);
+}
+}  // namespace
+
 void throw_mpi_error(int code, const char* call, const char* file, int line) {
   char text[MPI_MAX_ERROR_STRING];
   int length = 0;
-  if (MPI_Error_string(code, text, &length) != MPI_SUCCESS) length = 0;
-  throw Error("MPI: " + std::string(call) + " failed on rank " + std::to_string(world_rank()) +
-              " at " + file + ":" + std::to_string(line) + ": " + std::string(text, length));
+  if (MPI_Error_string(code, text, &length) != MPI_SUCCESS)
+    length = std::snprintf(text, sizeof text, "MPI error code %d", code);
+  throw MpiError("MPI: " + std::string(call) + " failed on rank " + std::to_string(world_rank()) +
+                 " at " + std::string(source_path(file)) + ":" + std::to_string(line) + ": " +
+                 std::string(text, length));
+}
+
+void throw_count_error(const std::string& n, const char* what, const char* unit) {
+  throw MpiError("MPI: " + std::string(what) + " of " + n + " " + unit + " on rank " +
+                 std::to_string(world_rank()) +
+                 " does not fit one MPI count (0 to INT_MAX = " + std::to_string(INT_MAX) + ")");
 }
 
 Communicator::Communicator(MPI_Comm comm, std::string name) : comm_(comm), name_(std::move(name)) {
@@ -33,13 +62,16 @@ Communicator::Communicator(MPI_Comm comm, std::string name) : comm_(comm), name_
 }
 
 void Communicator::allreduce_sum(float* data, std::size_t count) const {
-  DAA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data, int(count), MPI_FLOAT, MPI_SUM, comm_));
+  DAA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data, mpi_count(count, "Communicator::allreduce_sum"),
+                              MPI_FLOAT, MPI_SUM, comm_));
 }
 void Communicator::allreduce_sum(double* data, std::size_t count) const {
-  DAA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data, int(count), MPI_DOUBLE, MPI_SUM, comm_));
+  DAA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data, mpi_count(count, "Communicator::allreduce_sum"),
+                              MPI_DOUBLE, MPI_SUM, comm_));
 }
 void Communicator::allreduce_sum(std::int64_t* data, std::size_t count) const {
-  DAA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data, int(count), MPI_INT64_T, MPI_SUM, comm_));
+  DAA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data, mpi_count(count, "Communicator::allreduce_sum"),
+                              MPI_INT64_T, MPI_SUM, comm_));
 }
 std::int64_t Communicator::allreduce_max(std::int64_t value) const {
   DAA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &value, 1, MPI_INT64_T, MPI_MAX, comm_));
@@ -107,7 +139,8 @@ std::string Communicator::broadcast(const std::string& text, int root) const {
   DAA_MPI_CHECK(MPI_Bcast(&length, 1, MPI_INT64_T, root, comm_));
   check_message_size(*this, "broadcast", length, root);
   out.resize(std::size_t(length));
-  DAA_MPI_CHECK(MPI_Bcast(out.data(), int(length), MPI_CHAR, root, comm_));
+  DAA_MPI_CHECK(MPI_Bcast(out.data(), mpi_count(length, "Communicator::broadcast", "bytes"),
+                          MPI_CHAR, root, comm_));
   return out;
 }
 
@@ -121,13 +154,14 @@ std::vector<std::string> Communicator::all_gather(const std::string& mine) const
   for (std::size_t r = 0; r < ranks; ++r) {
     check_message_size(*this, "all_gather", lengths[r], int(r));
     check_message_size(*this, "all_gather", total + lengths[r], -1);
-    sizes[r] = int(lengths[r]);
-    displs[r] = int(total);
+    sizes[r] = mpi_count(lengths[r], "Communicator::all_gather count", "bytes");
+    displs[r] = mpi_count(total, "Communicator::all_gather displacement", "bytes");
     total += lengths[r];
   }
   std::string all(std::size_t(total), '\0');
-  DAA_MPI_CHECK(MPI_Allgatherv(mine.data(), int(my_length), MPI_CHAR, all.data(), sizes.data(),
-                               displs.data(), MPI_CHAR, comm_));
+  DAA_MPI_CHECK(MPI_Allgatherv(mine.data(),
+                               mpi_count(my_length, "Communicator::all_gather", "bytes"), MPI_CHAR,
+                               all.data(), sizes.data(), displs.data(), MPI_CHAR, comm_));
   std::vector<std::string> out;
   for (std::size_t r = 0; r < ranks; ++r)
     out.push_back(all.substr(std::size_t(displs[r]), std::size_t(sizes[r])));

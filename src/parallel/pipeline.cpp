@@ -4,11 +4,8 @@
 #include "daa/parallel/pipeline.hpp"
 
 #include <algorithm>
-#include <limits>
-#include <string>
 
 #include "daa/core/clock.hpp"
-#include "daa/core/error.hpp"
 #include "daa/core/timeline.hpp"
 
 namespace daa::parallel {
@@ -22,11 +19,8 @@ void trace(const char* name, Clock::time_point begin) {
 }
 
 int message_count(std::size_t rows, int width) {
-  const std::size_t count = rows * std::size_t(width);
-  if (count > std::size_t(std::numeric_limits<int>::max()))
-    throw Error("parallel::PipelineSchedule: " + std::to_string(rows) + " rows of width " +
-                std::to_string(width) + " exceed one MPI message's int count");
-  return int(count);
+  return mpi_count(rows * std::size_t(width),
+                   "parallel::PipelineSchedule: one micro-batch's activations (rows x width)");
 }
 
 }  // namespace
@@ -101,7 +95,9 @@ void PipelineSchedule::train_step(int micro_batches, std::size_t rows, const For
   }
   for (int micro = micro_batches - warmup; micro < micro_batches; ++micro) run_backward(micro);
   const auto t = Clock::now();
-  DAA_MPI_CHECK(MPI_Waitall(int(sends_.size()), sends_.data(), MPI_STATUSES_IGNORE));
+  DAA_MPI_CHECK(
+      MPI_Waitall(mpi_count(sends_.size(), "parallel::PipelineSchedule: sends", "requests"),
+                  sends_.data(), MPI_STATUSES_IGNORE));
   timing.comm_seconds += seconds_since(t);
   if (stages > 1) trace("wait for sends", t);
 }

@@ -130,8 +130,9 @@ DispatchPlan DispatchPlan::build(const Communicator& ep_group,
   if (ep == 1) {
     plan.counts_from_.assign(rows_per_expert.begin(), rows_per_expert.end());
   } else {
-    DAA_MPI_CHECK(MPI_Alltoall(rows_per_expert.data(), int(L), MPI_UINT64_T,
-                               plan.counts_from_.data(), int(L), MPI_UINT64_T, ep_group.comm()));
+    const int count = mpi_count(L, "parallel::DispatchPlan: local experts' row counts");
+    DAA_MPI_CHECK(MPI_Alltoall(rows_per_expert.data(), count, MPI_UINT64_T,
+                               plan.counts_from_.data(), count, MPI_UINT64_T, ep_group.comm()));
   }
 
   plan.recv_counts_.assign(ep, 0);
@@ -225,11 +226,12 @@ void TokenDispatcher::fill_counts(const DispatchPlan& plan, std::size_t width, b
   send_displs_.resize(ep);
   recv_counts_.resize(ep);
   recv_displs_.resize(ep);
-  for (std::size_t p = 0; p < ep; ++p) {  // fits: plan.check_width(width) came first
-    send_counts_[p] = int(sc[p] * width);
-    send_displs_[p] = int(sd[p] * width);
-    recv_counts_[p] = int(rc[p] * width);
-    recv_displs_[p] = int(rd[p] * width);
+  // plan.check_width(width) came first and names rows and width; mpi_count guards each value.
+  for (std::size_t p = 0; p < ep; ++p) {
+    send_counts_[p] = mpi_count(sc[p] * width, "parallel::TokenDispatcher: send count");
+    send_displs_[p] = mpi_count(sd[p] * width, "parallel::TokenDispatcher: send displacement");
+    recv_counts_[p] = mpi_count(rc[p] * width, "parallel::TokenDispatcher: receive count");
+    recv_displs_[p] = mpi_count(rd[p] * width, "parallel::TokenDispatcher: receive displacement");
   }
   // The permutation kernels move this rank's own rows (see SelfRows); MPI leaves them alone.
   if (skip_self) send_counts_[plan.group().rank()] = recv_counts_[plan.group().rank()] = 0;

@@ -94,8 +94,9 @@ RoundReport RobustAllReduce::reduce_replicated(std::span<float> values,
   received_.resize(1);
   std::vector<float>& rows = received_[0];
   rows.resize(d * std::size_t(n));
-  DAA_MPI_CHECK(MPI_Allgather(values.data(), int(d), MPI_FLOAT, rows.data(), int(d), MPI_FLOAT,
-                              group.comm()));
+  const int count = parallel::mpi_count(d, "robust all-reduce: one contribution");
+  DAA_MPI_CHECK(
+      MPI_Allgather(values.data(), count, MPI_FLOAT, rows.data(), count, MPI_FLOAT, group.comm()));
   // The same n chunks as sharded mode, so both modes give the same bits.
   return to_round_report(
       engine::run_local<float, float>(rule_, params_, rows, n, d, n, active, values.data()), n);
@@ -143,8 +144,9 @@ void fetch_replicated(ShardedRound& s, std::span<const float> values,
   for (int c : chunks)
     mine.insert(mine.end(), values.begin() + std::ptrdiff_t(s.chunking.begin(c)),
                 values.begin() + std::ptrdiff_t(s.chunking.begin(c) + s.chunking.size(c)));
-  DAA_MPI_CHECK(MPI_Allgather(mine.data(), int(total), MPI_FLOAT, all.data(), int(total), MPI_FLOAT,
-                              group.comm()));
+  const int count = parallel::mpi_count(total, "robust all-reduce: replicated chunks");
+  DAA_MPI_CHECK(
+      MPI_Allgather(mine.data(), count, MPI_FLOAT, all.data(), count, MPI_FLOAT, group.comm()));
   std::size_t offset = 0;
   for (int c : chunks) {
     const std::size_t len = s.chunking.size(c);
@@ -171,8 +173,9 @@ std::vector<double> agree_on_summaries(ShardedRound& s, std::size_t size,
     const int c = s.chunk_of_slot(k);
     if (s.replicated[c].empty()) compute(c, mine.data() + std::size_t(k) * size);
   }
-  DAA_MPI_CHECK(MPI_Allgather(mine.data(), int(mine.size()), MPI_DOUBLE, all.data(),
-                              int(mine.size()), MPI_DOUBLE, group.comm()));
+  const int count = parallel::mpi_count(mine.size(), "robust all-reduce: chunk summaries");
+  DAA_MPI_CHECK(
+      MPI_Allgather(mine.data(), count, MPI_DOUBLE, all.data(), count, MPI_DOUBLE, group.comm()));
   auto copy = [&](int c, int k) {
     return all.data() + std::size_t(s.holder(c, k)) * mine.size() + std::size_t(k) * size;
   };
@@ -221,13 +224,15 @@ RoundReport RobustAllReduce::reduce_sharded(std::span<float> values,
   std::vector<int> send_counts(n), send_displs(n), recv_counts(n), recv_displs(n);
   for (int k = 0; k < s.h; ++k) {
     const int mine = s.chunk_of_slot(k);
-    const int len = int(s.chunking.size(mine));
+    const std::size_t len = s.chunking.size(mine);
     for (int q = 0; q < n; ++q) {
       const int c = wrap(q - k, n);
-      send_counts[q] = int(s.chunking.size(c));
-      send_displs[q] = int(s.chunking.begin(c));
-      recv_counts[q] = len;
-      recv_displs[q] = q * len;
+      send_counts[q] = parallel::mpi_count(s.chunking.size(c), "robust all-reduce: chunk");
+      send_displs[q] =
+          parallel::mpi_count(s.chunking.begin(c), "robust all-reduce: chunk displacement");
+      recv_counts[q] = parallel::mpi_count(len, "robust all-reduce: chunk");
+      recv_displs[q] =
+          parallel::mpi_count(std::size_t(q) * len, "robust all-reduce: received chunk offset");
     }
     s.rows[k].resize(std::size_t(len) * std::size_t(n));
     DAA_MPI_CHECK(MPI_Alltoallv(values.data(), send_counts.data(), send_displs.data(), MPI_FLOAT,
@@ -295,15 +300,16 @@ RoundReport RobustAllReduce::reduce_sharded(std::span<float> values,
   }
   // Published per rank: its primary chunk's bytes, then the hashes of its other slots.
   std::vector<int> counts(n), displs(n);
-  int offset = 0;
+  std::size_t offset = 0;
   for (int r = 0; r < n; ++r) {
-    counts[r] = int((s.replicated[r].empty() ? chunk_bytes(r) : 0) +
-                    std::size_t(s.h - 1) * sizeof(std::uint64_t));
-    displs[r] = offset;
-    offset += counts[r];
+    const std::size_t bytes = (s.replicated[r].empty() ? chunk_bytes(r) : 0) +
+                              std::size_t(s.h - 1) * sizeof(std::uint64_t);
+    counts[r] = parallel::mpi_count(bytes, "robust all-reduce: published results", "bytes");
+    displs[r] = parallel::mpi_count(offset, "robust all-reduce: published offset", "bytes");
+    offset += bytes;
   }
   std::vector<unsigned char> send(std::size_t(counts[s.me]));
-  std::vector<unsigned char> published(static_cast<std::size_t>(offset));
+  std::vector<unsigned char> published(offset);
   {
     std::size_t at = 0;
     if (s.replicated[s.me].empty()) {

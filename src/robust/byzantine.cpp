@@ -49,7 +49,9 @@ void simulate_fault(std::span<float> contribution, const parallel::Communicator&
     }
     if (copy) {
       honest_copy.assign(contribution.begin(), contribution.end());
-      DAA_MPI_CHECK(MPI_Bcast(honest_copy.data(), int(d), MPI_FLOAT, first_honest, group.comm()));
+      DAA_MPI_CHECK(MPI_Bcast(honest_copy.data(),
+                              parallel::mpi_count(d, "robust attack simulation: honest copy"),
+                              MPI_FLOAT, first_honest, group.comm()));
     }
   }
   if (!faulty) return;

@@ -74,8 +74,9 @@ template <class T>
 std::vector<T> sum_on_root(const parallel::Communicator& world, const std::vector<T>& mine) {
   std::vector<T> total(world.is_root() ? mine.size() : 0);
   const MPI_Datatype type = std::is_same_v<T, double> ? MPI_DOUBLE : MPI_INT64_T;
-  DAA_MPI_CHECK(MPI_Reduce(mine.data(), world.is_root() ? total.data() : nullptr, int(mine.size()),
-                           type, MPI_SUM, 0, world.comm()));
+  DAA_MPI_CHECK(MPI_Reduce(mine.data(), world.is_root() ? total.data() : nullptr,
+                           parallel::mpi_count(mine.size(), "checkpoint: run counters"), type,
+                           MPI_SUM, 0, world.comm()));
   return total;
 }
 
@@ -650,11 +651,15 @@ std::vector<float> gather_parameters(const model::ParamStore<float>& params,
   const std::vector<std::vector<std::string>> all_names = parallel::all_gather_object(world, names);
   const bool root = world.rank() == 0;
   std::vector<int> value_counts(root ? world.size() : 0), value_displs(root ? world.size() : 0);
-  const int count = int(values.size());
+  const int count = parallel::mpi_count(values.size(), "checkpoint: this rank's parameters");
   DAA_MPI_CHECK(MPI_Gather(&count, 1, MPI_INT, value_counts.data(), 1, MPI_INT, 0, world.comm()));
-  for (int r = 1; r < int(value_counts.size()); ++r)
-    value_displs[r] = value_displs[r - 1] + value_counts[r - 1];
-  std::vector<float> all_values(root ? std::size_t(value_displs.back() + value_counts.back()) : 0);
+  // Rank 0 receives every rank's parameters into one buffer: its offsets are counts too.
+  std::size_t gathered = 0;
+  for (std::size_t r = 0; r < value_counts.size(); ++r) {
+    value_displs[r] = parallel::mpi_count(gathered, "checkpoint: gathered parameters' offset");
+    gathered += std::size_t(value_counts[r]);
+  }
+  std::vector<float> all_values(gathered);
   DAA_MPI_CHECK(MPI_Gatherv(values.data(), count, MPI_FLOAT, all_values.data(), value_counts.data(),
                             value_displs.data(), MPI_FLOAT, 0, world.comm()));
   if (!root) return {};

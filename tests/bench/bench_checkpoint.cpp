@@ -233,6 +233,7 @@ void run(const Communicator& world, const Options& options) {
 
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
+  daa::parallel::init_error_handling();
   Options options;
   const auto usage = [&](const std::string& what) {
     std::fprintf(stderr,

@@ -52,10 +52,10 @@ void run_case(const Communicator& world, std::size_t rows, std::size_t width,
   const int ep = world.size();
   std::vector<int> sc(ep), sd(ep), rc(ep), rd(ep);
   for (int p = 0; p < ep; ++p) {
-    sc[p] = int(plan.send_counts()[p] * width);
-    sd[p] = int(plan.send_displs()[p] * width);
-    rc[p] = int(plan.recv_counts()[p] * width);
-    rd[p] = int(plan.recv_displs()[p] * width);
+    sc[p] = daa::parallel::mpi_count(plan.send_counts()[p] * width, "raw send count");
+    sd[p] = daa::parallel::mpi_count(plan.send_displs()[p] * width, "raw send displacement");
+    rc[p] = daa::parallel::mpi_count(plan.recv_counts()[p] * width, "raw receive count");
+    rd[p] = daa::parallel::mpi_count(plan.recv_displs()[p] * width, "raw receive displacement");
   }
   std::vector<float> raw_send(P * width + 1, 1.5f), raw_recv(R * width + 1),
       raw_back(P * width + 1);
@@ -109,6 +109,7 @@ void run_case(const Communicator& world, std::size_t rows, std::size_t width,
 
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
+  daa::parallel::init_error_handling();
   Options options;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];

@@ -111,9 +111,10 @@ void run_case(const Communicator& world, std::size_t d, const Case& c, const Opt
   std::vector<float> base(d), robust(d);
 
   const float scale = 1.0f / float(n);
+  const int count = daa::parallel::mpi_count(d, "bench contribution");
   const auto allreduce_round = [&] {
     DAA_MPI_CHECK(
-        MPI_Allreduce(MPI_IN_PLACE, base.data(), int(d), MPI_FLOAT, MPI_SUM, world.comm()));
+        MPI_Allreduce(MPI_IN_PLACE, base.data(), count, MPI_FLOAT, MPI_SUM, world.comm()));
     for (float& v : base) v *= scale;
   };
   const auto robust_round = [&] { reducer.reduce(robust, world); };
@@ -130,20 +131,20 @@ void run_case(const Communicator& world, std::size_t d, const Case& c, const Opt
   };
   const auto move_round = [&] {
     if (c.mode == Mode::replicated) {
-      DAA_MPI_CHECK(MPI_Allgather(input.data(), int(d), MPI_FLOAT, gathered.data(), int(d),
-                                  MPI_FLOAT, world.comm()));
+      DAA_MPI_CHECK(MPI_Allgather(input.data(), count, MPI_FLOAT, gathered.data(), count, MPI_FLOAT,
+                                  world.comm()));
       return;
     }
     const int me = world.rank();
     for (int k = 0; k < h; ++k) {
       const int mine = ((me - k) % n + n) % n;
-      const int len = int(chunk_begin(mine + 1) - chunk_begin(mine));
+      const int len = daa::parallel::mpi_count(chunk_begin(mine + 1) - chunk_begin(mine), "chunk");
       for (int q = 0; q < n; ++q) {
         const int chunk = ((q - k) % n + n) % n;
-        sc[q] = int(chunk_begin(chunk + 1) - chunk_begin(chunk));
-        sd[q] = int(chunk_begin(chunk));
+        sc[q] = daa::parallel::mpi_count(chunk_begin(chunk + 1) - chunk_begin(chunk), "chunk");
+        sd[q] = daa::parallel::mpi_count(chunk_begin(chunk), "chunk displacement");
         rc[q] = len;
-        rd[q] = q * len;
+        rd[q] = daa::parallel::mpi_count(std::size_t(q) * std::size_t(len), "chunk offset");
       }
       slots[k].resize(std::size_t(len) * std::size_t(n));
       DAA_MPI_CHECK(MPI_Alltoallv(input.data(), sc.data(), sd.data(), MPI_FLOAT, slots[k].data(),
@@ -193,6 +194,7 @@ void run_case(const Communicator& world, std::size_t d, const Case& c, const Opt
 
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
+  daa::parallel::init_error_handling();
   Options options;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];

@@ -4,23 +4,37 @@
 #include <mpi.h>
 
 #include <Kokkos_Core.hpp>
+#include <cstdio>
+#include <exception>
+
+#include "daa/parallel/communicator.hpp"
 
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
+  // As in the program: MPI errors return to DAA_MPI_CHECK, which the tests rely on.
+  daa::parallel::init_error_handling();
   ::testing::InitGoogleTest(&argc, argv);
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  if (rank != 0) {
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
+  int failed = 0;
+  try {
+    int rank = 0;
+    DAA_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
+    if (rank != 0) {
+      auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
+      delete listeners.Release(listeners.default_result_printer());
+    }
+    Kokkos::InitArguments args;
+    args.disable_warnings = true;
+    Kokkos::initialize(args);
+    failed = RUN_ALL_TESTS() != 0 ? 1 : 0;
+    Kokkos::finalize();
+    DAA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &failed, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
+    if (rank == 0 && failed) std::fprintf(stderr, "mpi test: a rank reported failures\n");
+  } catch (const std::exception& e) {
+    // An MPI error outside any test (gtest catches those inside one): end every rank, not a hang.
+    std::fprintf(stderr, "mpi test: %s\n", e.what());
+    std::fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 1);
   }
-  Kokkos::InitArguments args;
-  args.disable_warnings = true;
-  Kokkos::initialize(args);
-  int failed = RUN_ALL_TESTS() != 0 ? 1 : 0;
-  Kokkos::finalize();
-  MPI_Allreduce(MPI_IN_PLACE, &failed, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  if (rank == 0 && failed) std::fprintf(stderr, "mpi test: a rank reported failures\n");
   MPI_Finalize();
   return failed;
 }

@@ -1,19 +1,49 @@
-// Checked MPI: every MPI call goes through DAA_MPI_CHECK, which turns a failure into a daa::Error
-// naming the call, file, line and rank. Communicator wraps one MPI communicator with a name that
-// appears in errors and traces ("world", "data-parallel", ...), and the collectives we use.
+// Checked MPI: every MPI call goes through DAA_MPI_CHECK, which turns a failure into an MpiError
+// naming the call, file, line, rank and MPI's error string, and every count through mpi_count.
+// Communicator wraps one MPI communicator with a name that appears in errors and traces ("world",
+// "data-parallel", ...), and the collectives we use.
 #pragma once
 
 #include <mpi.h>
 
+#include <climits>
+#include <concepts>
 #include <cstdint>
 #include <exception>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
+
+#include "daa/core/error.hpp"
 
 namespace daa::parallel {
 
+// A failed MPI call or a count MPI cannot carry. It may happen on this rank alone, in the middle
+// of a collective the others are already waiting in, so no further collective can be trusted to
+// report it: Communicator::agreed lets it through, and main prints it with the rank and calls
+// MPI_Abort (DESIGN.md §5), which ends every rank instead of leaving them waiting.
+class MpiError : public Error {
+ public:
+  explicit MpiError(const std::string& what) : Error(what, ExitCode::internal) {}
+};
+
+// Call right after MPI_Init: sets MPI_ERRORS_RETURN on MPI_COMM_WORLD and MPI_COMM_SELF (and so on
+// every communicator split or duplicated from them), so that a failing call returns its code to
+// DAA_MPI_CHECK instead of MPI_ERRORS_ARE_FATAL ending the job without file, line or rank.
+void init_error_handling();
+
 [[noreturn]] void throw_mpi_error(int code, const char* call, const char* file, int line);
+[[noreturn]] void throw_count_error(const std::string& n, const char* what, const char* unit);
+
+// `n` as an MPI count or displacement (an int): throws MpiError naming `what`, n, the rank and the
+// limit INT_MAX when n is negative or above INT_MAX, instead of a narrowing that wraps around.
+template <std::integral T>
+int mpi_count(T n, const char* what, const char* unit = "elements") {
+  if (std::cmp_less(n, 0) || std::cmp_greater(n, INT_MAX))
+    throw_count_error(std::to_string(n), what, unit);
+  return static_cast<int>(n);
+}
 
 #define DAA_MPI_CHECK(call)                                                     \
   do {                                                                          \
@@ -59,6 +89,7 @@ class Communicator {
   std::string agree_on_message(const std::string& local_message) const;
   // Runs `phase` and agrees on its failure as agree_on_failure does; returns what it returned
   // (default-constructible results only). For phases whose errors must end every rank alike.
+  // An MpiError passes through unagreed: the ranks may be out of step in their collectives.
   template <class Phase>
   auto agreed(Phase&& phase) const;
 
@@ -87,6 +118,8 @@ auto Communicator::agreed(Phase&& phase) const {
   if constexpr (std::is_void_v<Result>) {
     try {
       phase();
+    } catch (const MpiError&) {
+      throw;  // possibly this rank alone, inside a collective: main aborts (see MpiError)
     } catch (...) {
       error = std::current_exception();
     }
@@ -95,6 +128,8 @@ auto Communicator::agreed(Phase&& phase) const {
     Result result{};
     try {
       result = phase();
+    } catch (const MpiError&) {
+      throw;  // as above
     } catch (...) {
       error = std::current_exception();
     }
