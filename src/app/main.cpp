@@ -30,6 +30,7 @@
 #include "daa/parallel/expert_registry.hpp"
 #include "daa/parallel/topology.hpp"
 #include "daa/robust/rules.hpp"
+#include "daa/train/memory_budget.hpp"
 #include "daa/train/trainer.hpp"
 
 namespace {
@@ -68,13 +69,23 @@ struct TrainArgs {
 
 // The collective setup of train and eval: input, layout and data, checked on every rank; any
 // rank's error ends every rank with the lowest failing rank's message.
+// With `budget_line`, [train] memory_budget_gb picks the micro-batch count and the line says how.
 void load_inputs(const TrainArgs& args, const daa::parallel::Communicator& world,
-                 daa::core::Config& config, std::unique_ptr<daa::train::Task>& task) {
+                 daa::core::Config& config, std::unique_ptr<daa::train::Task>& task,
+                 std::string* budget_line = nullptr) {
   world.agreed([&] {
     config = daa::core::load_config(args.input, args.overrides);
     daa::core::validate_layout(config, world.size());
     daa::train::check_robust_layout(config, world.size());
     task = daa::train::load_task(config);
+    if (budget_line)
+      *budget_line = daa::train::apply_memory_budget(
+                         config,
+                         daa::parallel::make_layout(
+                             config, world.size(),
+                             daa::model::stage_costs(config, task->inputs(), task->outputs())),
+                         task->outputs())
+                         .line;
     if (!args.summary_json.empty() && world.is_root()) {
       const auto parent = std::filesystem::absolute(args.summary_json).parent_path();
       if (!std::filesystem::is_directory(parent))
@@ -123,7 +134,9 @@ int run_train(const TrainArgs& args) {
   return run_parallel([&](const daa::parallel::Communicator& world) {
     daa::core::Config config;
     std::unique_ptr<daa::train::Task> task;
-    load_inputs(args, world, config, task);
+    std::string budget_line;
+    load_inputs(args, world, config, task, &budget_line);
+    if (world.is_root() && !budget_line.empty()) std::cout << budget_line << std::endl;
     daa::train::TrainOptions options;
     options.restart = args.restart;
     const daa::train::TrainResult result = daa::train::run_training(config, *task, world, options);
@@ -251,13 +264,16 @@ int run_prepare(const std::string& input, const std::vector<std::string>& overri
 }
 
 int run_validate(const std::string& input, const std::vector<std::string>& overrides, int ranks) {
-  const daa::core::Config config = daa::core::load_config(input, overrides);
+  daa::core::Config config = daa::core::load_config(input, overrides);
   daa::core::validate_layout(config, ranks);  // before the data: layout errors come first
   daa::train::check_robust_layout(config, ranks);
   const std::unique_ptr<daa::train::Task> task = daa::train::load_task(config);
   const daa::parallel::Layout layout = daa::parallel::make_layout(
       config, ranks, daa::model::stage_costs(config, task->inputs(), task->outputs()));
+  const std::string budget_line =
+      daa::train::apply_memory_budget(config, layout, task->outputs()).line;
   std::cout << fmt::format("{}: valid for {} ranks\n", input, ranks);
+  if (!budget_line.empty()) std::cout << budget_line << '\n';
   for (const std::string& line : layout.describe()) std::cout << line << '\n';
   std::cout << "expert registry (home ranks):\n";
   for (const std::string& line :

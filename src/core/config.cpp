@@ -55,6 +55,18 @@ const char* to_string(Precision precision) {
   return "?";
 }
 
+const char* to_string(Recompute recompute) {
+  switch (recompute) {
+    case Recompute::none:
+      return "none";
+    case Recompute::attention:
+      return "attention";
+    case Recompute::block:
+      return "block";
+  }
+  return "?";
+}
+
 bool is_language_model(const Config& config) {
   return config.data.dataset == "text";
 }
@@ -354,6 +366,15 @@ const std::vector<Key>& schema() {
                          std::vector<Precision>{Precision::fp32, Precision::bf16},
                          "matrix products in fp32, or bf16 operands with fp32 sums (mixed "
                          "precision: fp32 master weights, optimizer, router, softmax and loss)"));
+    k.push_back(
+        enum_key("train", "recompute", &C::train, &TrainConfig::recompute,
+                 std::vector<Recompute>{Recompute::none, Recompute::attention, Recompute::block},
+                 "language model: what the backward recomputes instead of keeping: "
+                 "nothing, the attention internals, or each block's whole forward"));
+    k.push_back(float_key("train", "memory_budget_gb", &C::train, &TrainConfig::memory_budget_gb, 0,
+                          false, 1e6, false,
+                          "language model: per-rank memory budget in GB (1e9 bytes) that picks "
+                          "the micro-batch count; 0: off"));
     // [parallel]
     k.push_back(int_key("parallel", "pipeline_stages", &C::parallel,
                         &ParallelConfig::pipeline_stages, 1, 64,

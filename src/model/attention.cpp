@@ -67,10 +67,22 @@ void CausalSelfAttention<T>::forward(int slot, const Matrix<T>& x, int seq_len,
   if (x.extent(1) != d || y.extent(0) != n || y.extent(1) != d)
     throw Error(fmt::format("{}: x [{}, {}] and y [{}, {}] must both be [rows, d_model {}]", where,
                             n, x.extent(1), y.extent(0), y.extent(1), d));
-  const kernels::AttentionDims dims{seq_len, shape_.heads, head_dim_};
   State& s = states_[slot];
   s.x = x;
   s.seq_len = seq_len;
+  compute_internals(s);
+  kernels::gemm(Trans::no, Trans::no, T(1), s.out, store_->value(wo_), T(0), y);
+  if (recompute_internals_) {
+    Kokkos::fence();
+    drop_internals(s);
+  }
+}
+
+template <class T>
+void CausalSelfAttention<T>::compute_internals(State& s) {
+  const std::size_t d = shape_.d_model, n = s.x.extent(0);
+  const int seq_len = s.seq_len;
+  const kernels::AttentionDims dims{seq_len, shape_.heads, head_dim_};
   kernels::ensure_extent(s.qkv, n, 3 * d);
   kernels::ensure_extent(s.out, n, d);
   kernels::ensure_extent(s.lse, n * shape_.heads);
@@ -80,11 +92,34 @@ void CausalSelfAttention<T>::forward(int slot, const Matrix<T>& x, int seq_len,
   ensure_block_scratch(probs_, per_call, block);
   kernels::ensure_extent(row_stat_, n * shape_.heads);
 
-  kernels::gemm(Trans::no, Trans::no, T(1), x, store_->value(wqkv_), T(0), s.qkv);
+  kernels::gemm(Trans::no, Trans::no, T(1), s.x, store_->value(wqkv_), T(0), s.qkv);
   kernels::rope_rotate(s.qkv, dims, rope_cos_, rope_sin_, false);
   kernels::causal_attention_forward(s.qkv, dims, block, per_call, probs_, row_stat_, s.out, s.lse);
   Kokkos::fence();
-  kernels::gemm(Trans::no, Trans::no, T(1), s.out, store_->value(wo_), T(0), y);
+}
+
+template <class T>
+void CausalSelfAttention<T>::drop_internals(State& s) {
+  s.qkv = Matrix<T>("attn_qkv", 0, 0);
+  s.out = Matrix<T>("attn_out", 0, 0);
+  s.lse = kernels::Vector<T>("attn_lse", 0);
+}
+
+template <class T>
+void CausalSelfAttention<T>::release(int slot) {
+  State& s = states_[slot];
+  drop_internals(s);
+  s.x = Matrix<T>("attn_x", 0, 0);
+  s.seq_len = 0;
+}
+
+template <class T>
+void CausalSelfAttention<T>::release_scratch() {
+  probs_ = kernels::BlockScratch<T>("attn_probs", 0, 0, 0);
+  dprobs_ = kernels::BlockScratch<T>("attn_dprobs", 0, 0, 0);
+  dout_ = Matrix<T>("attn_dout", 0, 0);
+  dqkv_ = Matrix<T>("attn_dqkv", 0, 0);
+  row_stat_ = kernels::Vector<T>("attn_row_stat", 0);
 }
 
 template <class T>
@@ -98,6 +133,8 @@ void CausalSelfAttention<T>::backward(int slot, const Matrix<T>& dy, const Matri
       (dx.extent(0) != 0 && (dx.extent(0) != n || dx.extent(1) != d)))
     throw Error(fmt::format("{}: dy [{}, {}] and dx [{}, {}] must be [rows {}, d_model {}]", where,
                             dy.extent(0), dy.extent(1), dx.extent(0), dx.extent(1), n, d));
+  // Checkpointed: the internals the forward dropped, recomputed exactly as it formed them.
+  if (recompute_internals_) compute_internals(s);
   const kernels::AttentionDims dims{s.seq_len, shape_.heads, head_dim_};
   kernels::ensure_extent(dout_, n, d);
   kernels::ensure_extent(dqkv_, n, 3 * d);
@@ -122,6 +159,11 @@ void CausalSelfAttention<T>::backward(int slot, const Matrix<T>& dy, const Matri
   // The slot's input handle is released: the caller may reuse x.
   s.x = Matrix<T>("attn_x", 0, 0);
   s.seq_len = 0;
+  if (recompute_internals_) {
+    Kokkos::fence();
+    drop_internals(s);
+    release_scratch();
+  }
 }
 
 template <class T>

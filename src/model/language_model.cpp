@@ -43,6 +43,9 @@ LanguageModelShape language_model_shape_from_config(const core::Config& config, 
   s.init_std = config.model.init_std > 0 ? config.model.init_std : 0.02;
   s.seed = config.run.seed;
   s.moe = moe_shape_from_config(config, ep_size, ep_rank);
+  s.recompute = config.train.recompute == core::Recompute::block       ? Recompute::block
+                : config.train.recompute == core::Recompute::attention ? Recompute::attention
+                                                                       : Recompute::none;
   return s;
 }
 
@@ -71,13 +74,26 @@ struct LanguageModel<T>::Parts {
     RMSNorm<T> ffn_norm;
     std::optional<MoeLayer<T>> moe;  // or the dense FFN
     std::optional<FeedForward<T>> dense;
+    // Recompute::block: drop what the block's layers saved for slot (and, after its backward,
+    // their backward scratch), so that one block's activations live at a time.
+    void release(int slot, bool scratch) {
+      attention.release(slot);
+      if (moe) moe->release(slot);
+      if (dense) dense->release(slot);
+      if (!scratch) return;
+      attention.release_scratch();
+      if (moe) moe->release_scratch();
+      if (dense) dense->release_scratch();
+    }
   };
   // Saved per micro-batch slot, besides what the layers keep.
   struct Slot {
     std::size_t n = 0;
     int seq_len = 0;
     std::vector<Matrix<T>> residual;  // residual[b]: input of held block b; [blocks]: output
-    std::vector<Matrix<T>> normed_attn, mid, normed_ffn;  // per held block
+    // Per held block; with Recompute::block every entry is a handle to Parts' one set, which
+    // the forward and each block's recompute overwrite.
+    std::vector<Matrix<T>> normed_attn, mid, normed_ffn;
     Matrix<T> final_normed{"final_normed", 0, 0};
     // Training: d(loss)/d(final_normed), which the fused head computes during the forward.
     Matrix<T> dfinal_normed{"dfinal_normed", 0, 0};
@@ -95,6 +111,9 @@ struct LanguageModel<T>::Parts {
   // Scratch shared by the blocks: a sublayer's output, the running residual gradient, a
   // sublayer's input gradient.
   Matrix<T> out{"block_out", 0, 0}, dres{"dres", 0, 0}, dnormed{"dnormed", 0, 0};
+  // Recompute::block: the one set of a block's inner activations that every block and slot
+  // share (the forward's, then each backward's recompute).
+  Matrix<T> normed_attn{"normed_attn", 0, 0}, mid{"mid", 0, 0}, normed_ffn{"normed_ffn", 0, 0};
   Matrix<T> logits_chunk{"logits_chunk", 0, 0};  // the fused head's [rows, vocab] scratch
   kernels::Vector<T> row_loss{"row_loss", 0};
   Kokkos::View<int*, kernels::MemSpace> row_correct{"row_correct", 0};
@@ -143,6 +162,7 @@ LanguageModel<T>::LanguageModel(const LanguageModelShape& shape,
         RMSNorm<T>(params_, name + ".attn_norm", s.d_model),
         CausalSelfAttention<T>(params_, name + ".attn", attention),
         RMSNorm<T>(params_, name + ".ffn_norm", s.d_model), std::nullopt, std::nullopt});
+    block.attention.set_recompute_internals(s.recompute == Recompute::attention);
     if (moe_layer >= 0)
       block.moe.emplace(params_, name + ".moe", moe_layer, s.moe, expert_group);
     else
@@ -209,12 +229,22 @@ LmStats LanguageModel<T>::forward(int slot_index, int seq_len, const TokenIds& t
           for (std::size_t j = 0; j < d; ++j) to(t, j) = a(t, j) + b(t, j);
         });
   };
+  const bool block_recompute = s.recompute == Recompute::block;
   for (int i = 0; i < held; ++i) {
     typename Parts::Block& block = p.blocks[std::size_t(i)];
     const auto b = std::size_t(i);
-    kernels::ensure_extent(slot.normed_attn[b], n, d);
-    kernels::ensure_extent(slot.mid[b], n, d);
-    kernels::ensure_extent(slot.normed_ffn[b], n, d);
+    if (block_recompute) {
+      kernels::ensure_extent(p.normed_attn, n, d);
+      kernels::ensure_extent(p.mid, n, d);
+      kernels::ensure_extent(p.normed_ffn, n, d);
+      slot.normed_attn[b] = p.normed_attn;
+      slot.mid[b] = p.mid;
+      slot.normed_ffn[b] = p.normed_ffn;
+    } else {
+      kernels::ensure_extent(slot.normed_attn[b], n, d);
+      kernels::ensure_extent(slot.mid[b], n, d);
+      kernels::ensure_extent(slot.normed_ffn[b], n, d);
+    }
     kernels::ensure_extent(slot.residual[b + 1], n, d);
     block.attn_norm.forward(slot_index, slot.residual[b], slot.normed_attn[b]);
     Kokkos::fence();
@@ -238,6 +268,10 @@ LmStats LanguageModel<T>::forward(int slot_index, int seq_len, const TokenIds& t
       block.dense->forward(slot_index, slot.normed_ffn[b], p.out);
     }
     add(slot.residual[b + 1], slot.mid[b], p.out);
+    if (block_recompute) {
+      Kokkos::fence();
+      block.release(slot_index, false);
+    }
   }
 
   if (s.has_head()) {
@@ -292,8 +326,10 @@ void LanguageModel<T>::backward(int slot_index, const Matrix<T>& grad_output, Lm
     Kokkos::deep_copy(p.dres, grad_output);
   }
   std::size_t moe_index = slot.moe.size();
+  const bool block_recompute = s.recompute == Recompute::block;
   for (int i = held - 1; i >= 0; --i) {
     typename Parts::Block& block = p.blocks[std::size_t(i)];
+    if (block_recompute) recompute_block(slot_index, i, stats);
     // dres: the gradient of residual[i+1] = mid + ffn(norm(mid)); then of mid = x + attn(norm(x)).
     if (block.moe) {
       MoeStats& moe = slot.moe[--moe_index];
@@ -314,6 +350,10 @@ void LanguageModel<T>::backward(int slot_index, const Matrix<T>& grad_output, Lm
     stats.attention_seconds += core::seconds_since(attention_start);
     stats.attention_flops += 2.0 * CausalSelfAttention<T>::flops(n, slot.seq_len, s.d_model);
     block.attn_norm.backward(slot_index, p.dnormed, p.dres, GradMode::accumulate);
+    if (block_recompute) {
+      Kokkos::fence();
+      block.release(slot_index, true);
+    }
   }
   if (s.has_embedding()) {
     p.embedding->backward(slot_index, p.dres);
@@ -321,6 +361,48 @@ void LanguageModel<T>::backward(int slot_index, const Matrix<T>& grad_output, Lm
     // For the previous stage; a copy per slot, since its send may still be in flight.
     kernels::ensure_extent(slot.input_grad, n, d);
     Kokkos::deep_copy(slot.input_grad, p.dres);
+  }
+  Kokkos::fence();
+}
+
+template <class T>
+void LanguageModel<T>::recompute_block(int slot_index, int i, LmStats& stats) {
+  // The block's forward again, from the input it kept, into the shared set of inner
+  // activations the forward used (slot.normed_attn[b] ... are handles to it): the same calls on
+  // the same values, so the layers save what they saved the first time.
+  Parts& p = *parts_;
+  typename Parts::Slot& slot = p.slot(slot_index);
+  typename Parts::Block& block = p.blocks[std::size_t(i)];
+  const auto b = std::size_t(i);
+  const std::size_t n = slot.n, d = std::size_t(shape_.d_model);
+  kernels::ensure_extent(p.normed_attn, n, d);
+  kernels::ensure_extent(p.mid, n, d);
+  kernels::ensure_extent(p.normed_ffn, n, d);
+  kernels::ensure_extent(p.out, n, d);
+  slot.normed_attn[b] = p.normed_attn;
+  slot.mid[b] = p.mid;
+  slot.normed_ffn[b] = p.normed_ffn;
+  const Matrix<T> x = slot.residual[b], normed_attn = p.normed_attn, mid = p.mid, out = p.out;
+  block.attn_norm.forward(slot_index, x, normed_attn);
+  Kokkos::fence();
+  const auto attention_start = core::Clock::now();
+  block.attention.forward(slot_index, normed_attn, slot.seq_len, out);
+  Kokkos::fence();
+  stats.attention_seconds += core::seconds_since(attention_start);
+  stats.attention_flops += CausalSelfAttention<T>::flops(n, slot.seq_len, shape_.d_model);
+  Kokkos::parallel_for(
+      "residual_add", kernels::Range(0, n), KOKKOS_LAMBDA(const int t) {
+        for (std::size_t j = 0; j < d; ++j) mid(t, j) = x(t, j) + out(t, j);
+      });
+  block.ffn_norm.forward(slot_index, mid, p.normed_ffn);
+  if (block.moe) {
+    MoeStats moe;
+    block.moe->recompute(slot_index, p.normed_ffn, p.out, moe);
+    stats.expert_seconds += moe.expert_seconds;
+    stats.expert_flops += moe.expert_flops;
+    stats.dispatch_seconds += moe.dispatch_seconds;
+  } else {
+    block.dense->forward(slot_index, p.normed_ffn, p.out);
   }
   Kokkos::fence();
 }

@@ -223,6 +223,17 @@ void Experts<T>::backward(int slot, const Matrix<T>& dout, const Matrix<T>& din)
   }
 }
 
+template <class T>
+void Experts<T>::release(int slot) {
+  states_[slot] = State{};
+}
+
+template <class T>
+void Experts<T>::release_scratch() {
+  dhidden_ = Matrix<T>("experts_dhidden", 0, 0);
+  dup_ = Matrix<T>("experts_dup", 0, 0);
+}
+
 // ---- FeedForward --------------------------------------------------------------------------------
 
 template <class T>
@@ -244,6 +255,12 @@ void FeedForward<T>::backward(int slot, const Matrix<T>& dy, const Matrix<T>& dx
   kernels::ensure_extent(dx_, dx.extent(0), dx.extent(1));
   ffn_.backward(slot, dy, dx_);
   write_grad(dx, dx_, GradMode::accumulate);
+}
+
+template <class T>
+void FeedForward<T>::release_scratch() {
+  ffn_.release_scratch();
+  dx_ = Matrix<T>("ffn_dx", 0, 0);
 }
 
 // ---- MoeLayer -----------------------------------------------------------------------------------
@@ -442,6 +459,40 @@ void MoeLayer<T>::backward(int slot, const Matrix<T>& dy, const Matrix<T>& dx, G
   router_.backward(L.x, L.probs, L.lse, L.choice, L.gate, dgate_, aux_grad_,
                    T(2.0 * s.z_loss_coef / double(n)), dprobs_, target);
   if (mode == GradMode::accumulate) write_grad(dx, dx_, GradMode::accumulate);
+}
+
+template <class T>
+void MoeLayer<T>::release(int slot) {
+  State& L = states_[slot];
+  std::vector<double> fraction = std::move(L.fraction);
+  L = State{};
+  L.fraction = std::move(fraction);
+  experts_.release(slot);
+}
+
+template <class T>
+void MoeLayer<T>::release_scratch() {
+  experts_.release_scratch();
+  dprobs_ = Matrix<T>("moe_dprobs", 0, 0);
+  dgate_ = Matrix<T>("moe_dgate", 0, 0);
+  aux_grad_ = Vector<T>("moe_aux_grad", 0);
+  dexpert_out_ = Matrix<T>("moe_dexpert_out", 0, 0);
+  dpacked_ = Matrix<T>("moe_dpacked", 0, 0);
+  dlocal_out_ = Matrix<T>("moe_dlocal_out", 0, 0);
+  dlocal_in_ = Matrix<T>("moe_dlocal_in", 0, 0);
+  dx_ = Matrix<T>("moe_dx", 0, 0);
+}
+
+template <class T>
+void MoeLayer<T>::recompute(int slot, const Matrix<T>& x, const Matrix<T>& y, MoeStats& stats) {
+  // The training forward's fractions came from the data-parallel reduction; an unreduced rerun
+  // would replace them with this rank's own, so they are kept across it.
+  std::vector<double> fraction = states_[slot].fraction;
+  const MoeStats rerun = forward(slot, x, y, /*train=*/false);
+  states_[slot].fraction = std::move(fraction);
+  stats.expert_seconds += rerun.expert_seconds;
+  stats.expert_flops += rerun.expert_flops;
+  stats.dispatch_seconds += rerun.dispatch_seconds;
 }
 
 template class FeedForward<float>;

@@ -4,6 +4,7 @@
 #include <Kokkos_Macros.hpp>
 #include <fstream>
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #if defined(KOKKOS_ENABLE_CUDA)
@@ -20,6 +21,12 @@ std::int64_t resident_memory_bytes() {
   const long page_bytes = sysconf(_SC_PAGESIZE);
   if (page_bytes <= 0) return -1;
   return resident_pages * std::int64_t(page_bytes);
+}
+
+std::int64_t peak_resident_memory_bytes() {
+  rusage usage{};
+  if (getrusage(RUSAGE_SELF, &usage) != 0) return -1;
+  return std::int64_t(usage.ru_maxrss) * 1024;  // Linux reports kilobytes
 }
 
 std::optional<std::int64_t> device_memory_used_bytes() {

@@ -160,6 +160,11 @@ std::string summary_json(const RunSummary& s) {
       {"stopped_by_signal", s.stopped_by_signal},
   };
   for (const auto& [key, value] : rest.items()) doc[key] = value;
+  if (lm) {
+    doc["peak_resident_bytes"] = s.peak_resident_bytes;
+    doc["memory_estimate_bytes"] = s.memory_estimate_bytes;
+    doc["memory_budget_bytes"] = s.memory_budget_bytes;
+  }
   // Non-finite numbers come out as null, finite ones round-trippable; bytes that are not UTF-8 (a
   // host name, a path) become U+FFFD instead of failing the write.
   return doc.dump(2, ' ', false, Json::error_handler_t::replace) + "\n";

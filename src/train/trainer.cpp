@@ -22,6 +22,7 @@
 #include "daa/obs/process.hpp"
 #include "daa/parallel/pipeline.hpp"
 #include "daa/parallel/topology.hpp"
+#include "daa/train/memory_budget.hpp"
 #include "daa/train/optimizer.hpp"
 #include "observer.hpp"
 #include "robust_training.hpp"
@@ -361,6 +362,16 @@ TrainResult run_training(const core::Config& config, const Task& task,
                   phase_totals(phases, training_step.kernels(), robust, summary));
   watchdog.disarm();
   summary.wall_seconds = world.allreduce_max(since(run_start));
+  if (core::is_language_model(config)) {
+    // Each rank's own slot, summed: every rank learns every rank's peak.
+    summary.peak_resident_bytes.assign(std::size_t(world.size()), 0);
+    summary.peak_resident_bytes[std::size_t(world.rank())] = obs::peak_resident_memory_bytes();
+    world.allreduce_sum(summary.peak_resident_bytes.data(), summary.peak_resident_bytes.size());
+    summary.memory_estimate_bytes =
+        estimate_memory(config, topology.layout(), task.outputs(), config.parallel.micro_batches)
+            .total_bytes();
+    summary.memory_budget_bytes = config.train.memory_budget_gb * 1e9;
+  }
   progress->line(obs::summary_text(summary));
   if (options.keep_parameters) result.parameters = std::move(values);
   result.summary = std::move(summary);

@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -207,6 +209,91 @@ TEST(LanguageModel, TwoPipelineStagesEqualTheWholeModel) {
 
 TEST(LanguageModel, TwoPipelineStagesWithTiedEmbeddingsEqualTheWholeModel) {
   expect_two_stages_equal_the_whole(true);
+}
+
+// Activation checkpointing ([train] recompute): two micro-batch slots in flight (forward 0,
+// forward 1, backward 1, backward 0, as 1F1B interleaves them), on the whole model and on the two
+// stages of a pipeline split, in float as training runs. Losses, aux losses and every gradient
+// must be bit-identical to recompute = none, and the checkpointed modes must hold no attention
+// internals between forward and backward.
+struct RecomputeRun {
+  std::vector<double> loss, aux;
+  std::vector<double> grads;        // float gradients, converted exactly
+  std::size_t attention_saved = 0;  // attention internals held after the forwards
+};
+
+RecomputeRun run_recompute(Recompute mode, int first_block, int last_block) {
+  LanguageModelShape shape = small_shape(ExpertFfn::swiglu, true);
+  shape.recompute = mode;
+  LanguageModelShape stage0 = shape, stage1 = shape;
+  stage0.last_block = 1;
+  stage1.first_block = 1;
+  const bool split = first_block == 1 || last_block == 1;
+  LanguageModel<float> a(split ? stage0 : shape);
+  std::optional<LanguageModel<float>> b;
+  if (split) b.emplace(stage1);
+  const Batch batch;
+  const TokenIds tokens2 = token_view({3, 3, 10, 7, 5, 1, 4, 2, 9, 0});
+  const TokenIds targets2 = token_view({3, 10, 7, 5, 2, 4, 2, 9, 0, 6});
+  const Matrix<float> none("none", 0, 0);
+  const TokenIds no_ids("none", 0);
+  RecomputeRun r;
+  a.params().zero_grads();
+  if (b) b->params().zero_grads();
+  LmStats stats[2];
+  for (int slot = 0; slot < 2; ++slot) {
+    const TokenIds& t = slot == 0 ? batch.tokens : tokens2;
+    const TokenIds& y = slot == 0 ? batch.targets : targets2;
+    stats[slot] = a.forward(slot, 5, t, none, b ? no_ids : y, true);
+    if (b) stats[slot] = b->forward(slot, 5, no_ids, a.output(slot), y, true);
+    r.loss.push_back(stats[slot].loss_sum);
+    r.aux.push_back(stats[slot].aux_loss);
+  }
+  for (LanguageModel<float>* m : {&a, b ? &*b : nullptr}) {
+    if (!m) continue;
+    for (const auto& layers : m->layers().blocks)
+      for (int slot = 0; slot < 2; ++slot) r.attention_saved += layers.attention->saved_bytes(slot);
+  }
+  for (int slot = 1; slot >= 0; --slot) {
+    LmStats s;
+    if (b) {
+      b->backward(slot, none, s);
+      a.backward(slot, b->input_grad(slot), s);
+    } else {
+      a.backward(slot, none, s);
+    }
+  }
+  for (LanguageModel<float>* m : {&a, b ? &*b : nullptr}) {
+    if (!m) continue;
+    const auto g = to_host(m->params().grads());
+    r.grads.insert(r.grads.end(), g.begin(), g.end());
+  }
+  return r;
+}
+
+void expect_recompute_is_exact(int first_block, int last_block) {
+  const RecomputeRun none = run_recompute(Recompute::none, first_block, last_block);
+  EXPECT_GT(none.attention_saved, 0u);
+  for (const Recompute mode : {Recompute::attention, Recompute::block}) {
+    SCOPED_TRACE(mode == Recompute::attention ? "attention" : "block");
+    const RecomputeRun r = run_recompute(mode, first_block, last_block);
+    EXPECT_EQ(r.attention_saved, 0u);
+    EXPECT_EQ(r.loss, none.loss);
+    EXPECT_EQ(r.aux, none.aux);
+    ASSERT_EQ(r.grads.size(), none.grads.size());
+    EXPECT_EQ(std::memcmp(r.grads.data(), none.grads.data(), r.grads.size() * sizeof(double)), 0);
+    double norm = 0;
+    for (const double g : r.grads) norm += g * g;
+    EXPECT_GT(norm, 0.0);
+  }
+}
+
+TEST(LanguageModel, RecomputeGivesBitIdenticalLossAndGradients) {
+  expect_recompute_is_exact(0, -1);
+}
+
+TEST(LanguageModel, RecomputeOnTwoPipelineStagesGivesBitIdenticalGradients) {
+  expect_recompute_is_exact(1, -1);
 }
 
 TEST(LanguageModel, RefusesTargetsOutsideTheVocabulary) {

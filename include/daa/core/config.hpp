@@ -15,6 +15,9 @@ enum class ExpertFfnKind { gelu, swiglu };
 // Precision of the matrix products in training: fp32, or bf16 operands with fp32 sums, fp32
 // master weights and optimizer state (mixed precision).
 enum class Precision { fp32, bf16 };
+// What the language model's backward recomputes instead of keeping from the forward (activation
+// checkpointing): nothing, the attention internals, or each transformer block's whole forward.
+enum class Recompute { none, attention, block };
 
 struct RunConfig {
   std::string name = "fashion-mnist";  // run directory is <output_dir>/<name>
@@ -92,6 +95,8 @@ struct TrainConfig {
   double grad_clip = 1.0;                 // global-norm clip; 0: off
   bool eval_each_epoch = true;            // test accuracy after every epoch
   Precision precision = Precision::fp32;  // matrix products: fp32 or bf16 (mixed precision)
+  Recompute recompute = Recompute::none;  // activation checkpointing of the language model
+  double memory_budget_gb = 0;            // per-rank memory budget; picks micro-batches; 0: off
 };
 
 // The rank layout (DESIGN.md §3): ranks = pipeline stages x data-parallel ranks; expert
@@ -232,6 +237,7 @@ const char* to_string(NormKind kind);
 const char* to_string(TokenMode mode);
 const char* to_string(ExpertFfnKind kind);
 const char* to_string(Precision precision);
+const char* to_string(Recompute recompute);
 
 // The blocks a pipeline splits over stages: the classifier's MoE blocks or the language model's
 // transformer blocks.

@@ -45,6 +45,17 @@ class CausalSelfAttention {
   // not counting x, which the caller owns: O(tokens * d_model), for memory checks.
   std::size_t saved_bytes(int slot);
 
+  // Activation checkpointing ([train] recompute = "attention"): the forward drops the roped qkv,
+  // the pre-projection output and the log-sum-exps once y is formed, keeping only x's handle;
+  // the backward recomputes them with the same kernels (bit-identical) and drops them again with
+  // its scratch, so at most one layer's internals live at a time.
+  void set_recompute_internals(bool recompute) { recompute_internals_ = recompute; }
+  // Drops everything slot's forward saved (x included): for a caller that recomputes the whole
+  // forward before backward(slot) ([train] recompute = "block").
+  void release(int slot);
+  // Drops the backward's scratch (shared by the slots; regrown on the next backward).
+  void release_scratch();
+
   // Forward FLOPs for `rows` tokens in sequences of seq_len: the two projections (8 rows d^2)
   // and the causal q k^T and p v products (2 * 2 * d per (query, key <= query) pair).
   static double flops(std::size_t rows, int seq_len, int d_model);
@@ -58,9 +69,14 @@ class CausalSelfAttention {
     int seq_len = 0;                           // 0: no forward pending
   };
 
+  // Roped qkv, output before wo and log-sum-exps of s.x into s (the forward minus wo).
+  void compute_internals(State& s);
+  void drop_internals(State& s);
+
   ParamStore<T>* store_;
   std::string name_;
   AttentionShape shape_;
+  bool recompute_internals_ = false;
   int head_dim_;
   int wqkv_ = -1, wo_ = -1;
   kernels::Matrix<T> rope_cos_{"rope_cos", 0, 0}, rope_sin_{"rope_sin", 0, 0};

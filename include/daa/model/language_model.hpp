@@ -24,6 +24,12 @@
 
 namespace daa::model {
 
+// Activation checkpointing ([train] recompute): what the backward recomputes instead of keeping.
+// attention: each attention layer's internals (CausalSelfAttention::set_recompute_internals);
+// block: each block keeps only its input (the residual stream) and reruns its forward in backward.
+// Same kernels in the same order either way, so losses and gradients are bit-identical to none.
+enum class Recompute { none, attention, block };
+
 struct LanguageModelShape {
   int vocab = 4096;
   int d_model = 128;
@@ -40,6 +46,7 @@ struct LanguageModelShape {
   MoeShape moe;               // the MoE FFNs (also the dense FFN's kind, GELU or SwiGLU)
   int first_block = 0;
   int last_block = -1;  // -1: all blocks
+  Recompute recompute = Recompute::none;
 
   int end_block() const { return last_block < 0 ? layers : last_block; }
   bool has_embedding() const { return first_block == 0; }
@@ -152,6 +159,8 @@ class LanguageModel {
   // Final-norm output of slot -> head -> softmax cross-entropy, chunk by chunk; with `train`
   // also the head's backward into the weight gradient and the slot's dfinal_normed.
   void head_and_loss(int slot, bool train, T grad_scale);
+  // Recompute::block: held block i's forward for slot again, before its backward.
+  void recompute_block(int slot, int i, LmStats& stats);
 
   LanguageModelShape shape_;
   ParamStore<T> params_;

@@ -126,6 +126,9 @@ class Experts {
   void backward(int slot, const kernels::Matrix<T>& dout, const kernels::Matrix<T>& din);
   // GEMM flops of one row through one expert, forward only.
   double forward_flops_per_row() const;
+  // Activation checkpointing: drop what slot's forward saved / the backward's scratch.
+  void release(int slot);
+  void release_scratch();
 
  private:
   struct Local {
@@ -162,6 +165,16 @@ class MoeLayer {
   // dispatch times to `stats`.
   void backward(int slot, const kernels::Matrix<T>& dy, const kernels::Matrix<T>& dx, GradMode mode,
                 MoeStats& stats);
+  // Activation checkpointing ([train] recompute = "block"): release(slot) drops what slot's
+  // forward saved except the global routed fractions (the load-balancing gradient needs the
+  // data-parallel reduction the training forward did); recompute(slot, x, y) reruns the forward
+  // on the same x with the same kernels, routes and all-to-alls (collective over the expert
+  // group like forward), neither reducing statistics nor calling the observer again, so the
+  // backward that follows is bit-identical. Its expert and dispatch seconds go to `stats`.
+  void release(int slot);
+  void release_scratch();
+  void recompute(int slot, const kernels::Matrix<T>& x, const kernels::Matrix<T>& y,
+                 MoeStats& stats);
 
   kernels::Vector<T> routing_bias() const { return router_.bias(); }
   int layer() const { return layer_; }
@@ -217,6 +230,9 @@ class FeedForward {
   void backward(int slot, const kernels::Matrix<T>& dy, const kernels::Matrix<T>& dx,
                 GradMode mode);
   double forward_flops_per_row() const { return ffn_.forward_flops_per_row(); }
+  // Activation checkpointing: drop what slot's forward saved / the backward's scratch.
+  void release(int slot) { ffn_.release(slot); }
+  void release_scratch();
 
  private:
   Experts<T> ffn_;

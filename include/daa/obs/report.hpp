@@ -67,6 +67,11 @@ struct RunSummary {
   double checkpoint_seconds = 0;   // spent writing them (of train_seconds)
   std::string last_checkpoint;     // path of the newest one, empty if none
   bool stopped_by_signal = false;  // checkpointed on SIGUSR1/SIGTERM before the last step
+  // Language model: each rank's peak resident memory (ru_maxrss) at the end of training, and the
+  // largest per-rank estimate of daa/train/memory_budget.hpp for the layout that ran.
+  std::vector<std::int64_t> peak_resident_bytes;
+  double memory_estimate_bytes = 0;
+  double memory_budget_bytes = 0;  // [train] memory_budget_gb in bytes; 0: off
 };
 
 // Rank 0 prints; other ranks hold an inactive log. Lines also go to `log_path` when given
