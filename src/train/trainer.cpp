@@ -8,9 +8,13 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <climits>
 #include <cmath>
 #include <csignal>
 #include <filesystem>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include "checkpointing.hpp"
 #include "daa/core/clock.hpp"
@@ -184,6 +188,18 @@ void set_precision(core::Precision precision) {
                                                                     : kernels::Precision::fp32);
 }
 
+// Activation checkpointing frees a block's buffers after its forward and backward and allocates
+// them again for the next: with glibc's defaults the freed top of the heap goes back to the OS
+// and every step faults the same pages in again (measured: about 0.7 s of system time per step of
+// the main job on one rank). Keeping freed memory in the heap reuses it; the peak stays that of
+// the largest live set.
+void keep_freed_memory() {
+#if defined(__GLIBC__)
+  mallopt(M_TRIM_THRESHOLD, INT_MAX);
+  mallopt(M_MMAP_THRESHOLD, 256 << 20);
+#endif
+}
+
 std::string parameter_checksum(const std::vector<float>& values) {
   return core::hex64(core::fnv1a64(std::as_bytes(std::span(values))));
 }
@@ -197,6 +213,7 @@ TrainResult run_training(const core::Config& config, const Task& task,
                                     model::stage_costs(config, task.inputs(), task.outputs()));
   kernels::set_blas_threads(config.runtime.blas_threads);
   set_precision(config.train.precision);
+  if (config.train.recompute != core::Recompute::none) keep_freed_memory();
   const auto run_dir = std::filesystem::path(config.run.output_dir) / config.run.name;
   const std::string checkpoint_dir = (run_dir / "checkpoints").string();
   const bool checkpointing = options.write_run_directory;
