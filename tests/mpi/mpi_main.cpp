@@ -5,6 +5,8 @@
 
 #include <Kokkos_Core.hpp>
 
+#include "daa/kernels/kokkos_compat.hpp"
+
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
   ::testing::InitGoogleTest(&argc, argv);
@@ -14,9 +16,7 @@ int main(int argc, char** argv) {
     auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
     delete listeners.Release(listeners.default_result_printer());
   }
-  Kokkos::InitArguments args;
-  args.disable_warnings = true;
-  Kokkos::initialize(args);
+  daa::kernels::initialize_kokkos();  // Kokkos warnings off (KokkosOptions)
   int failed = RUN_ALL_TESTS() != 0 ? 1 : 0;
   Kokkos::finalize();
   MPI_Allreduce(MPI_IN_PLACE, &failed, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
