@@ -1,5 +1,5 @@
 # Finds every external dependency once and exposes it as an imported target.
-# Kokkos from Debian needs its include path repaired (DESIGN.md §10); HDF5 must be the parallel build.
+# Kokkos: cmake/DaaKokkos.cmake (DESIGN.md §10); HDF5 must be the parallel build.
 
 find_package(MPI REQUIRED COMPONENTS CXX)
 set_package_properties(MPI PROPERTIES TYPE REQUIRED PURPOSE "ranks, collectives (Open MPI)")
@@ -11,12 +11,8 @@ if(NOT HDF5_IS_PARALLEL)
 endif()
 set_package_properties(HDF5 PROPERTIES TYPE REQUIRED PURPOSE "parallel checkpoints")
 
-find_package(Kokkos REQUIRED)
-# Debian's KokkosConfig points the imported target at /usr/lib/include; use the real header path,
-# as a SYSTEM include so Kokkos' own warnings do not trip -Werror.
-set_target_properties(Kokkos::kokkos PROPERTIES INTERFACE_INCLUDE_DIRECTORIES "")
-target_include_directories(Kokkos::kokkos SYSTEM INTERFACE ${Kokkos_INCLUDE_DIRS})
-set_package_properties(Kokkos PROPERTIES TYPE REQUIRED PURPOSE "performance-portable kernels")
+# Kokkos (Debian 3.4 or a 4.x install) and its Debian include-path repair.
+include(DaaKokkos)
 
 set(BLA_VENDOR OpenBLAS)
 find_package(BLAS REQUIRED)

@@ -24,6 +24,7 @@
 #include "daa/io/replay.hpp"
 #include "daa/io/token_file.hpp"
 #include "daa/io/vectors_csv.hpp"
+#include "daa/kernels/kokkos_compat.hpp"
 #include "daa/model/model.hpp"
 #include "daa/obs/report.hpp"
 #include "daa/parallel/communicator.hpp"
@@ -103,9 +104,7 @@ int run_parallel(Body&& body) {
   int code = 0;
   {
     daa::parallel::Communicator world(MPI_COMM_WORLD, "world");
-    Kokkos::InitArguments kokkos_args;
-    kokkos_args.disable_warnings = true;
-    Kokkos::initialize(kokkos_args);
+    daa::kernels::initialize_kokkos();  // Kokkos warnings off (KokkosOptions)
     try {
       code = body(world);
     } catch (const daa::parallel::AgreedFailure& e) {

@@ -7,6 +7,7 @@
 
 #include "daa/core/clock.hpp"
 #include "daa/core/timeline.hpp"
+#include "daa/kernels/kokkos_compat.hpp"
 
 namespace daa::train {
 
@@ -49,7 +50,7 @@ void AdamW<T>::update(model::ParamStore<T>& params, double lr, std::int64_t step
           v(i) = b2 * v(i) + (T(1) - b2) * grad * grad;
           const T m_hat = m(i) / correction1;
           const T v_hat = v(i) / correction2;
-          w(i) -= decay * w(i) + step_lr * m_hat / (std::sqrt(v_hat) + eps);
+          w(i) -= decay * w(i) + step_lr * m_hat / (kernels::kmath::sqrt(v_hat) + eps);
         });
   }
 }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "daa/core/rng.hpp"
+#include "daa/kernels/kokkos_compat.hpp"
 #include "daa/parallel/token_dispatcher.hpp"
 #include "mpi_timing.hpp"
 
@@ -124,9 +125,7 @@ int main(int argc, char** argv) {
       MPI_Abort(MPI_COMM_WORLD, 2);
     }
   }
-  Kokkos::InitArguments args;
-  args.disable_warnings = true;
-  Kokkos::initialize(args);
+  daa::kernels::initialize_kokkos();  // Kokkos warnings off (KokkosOptions)
   int rc = 0;
   try {
     const Communicator world(MPI_COMM_WORLD, "world");

@@ -15,6 +15,7 @@
 
 #include "daa/core/error.hpp"
 #include "daa/core/rng.hpp"
+#include "daa/kernels/kokkos_compat.hpp"
 #include "daa/robust/allreduce.hpp"
 #include "daa/robust/rules.hpp"
 #include "mpi_timing.hpp"
@@ -219,9 +220,7 @@ int main(int argc, char** argv) {
       MPI_Abort(MPI_COMM_WORLD, 2);
     }
   }
-  Kokkos::InitArguments args;
-  args.disable_warnings = true;
-  Kokkos::initialize(args);
+  daa::kernels::initialize_kokkos();  // Kokkos warnings off (KokkosOptions)
   try {
     const Communicator world(MPI_COMM_WORLD, "world");
     // 1 MiB and 4 MiB of floats per rank, unless --size says otherwise.

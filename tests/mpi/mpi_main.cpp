@@ -9,6 +9,8 @@
 
 #include "daa/parallel/communicator.hpp"
 
+#include "daa/kernels/kokkos_compat.hpp"
+
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
   // As in the program: MPI errors return to DAA_MPI_CHECK, which the tests rely on.
@@ -22,9 +24,7 @@ int main(int argc, char** argv) {
       auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
       delete listeners.Release(listeners.default_result_printer());
     }
-    Kokkos::InitArguments args;
-    args.disable_warnings = true;
-    Kokkos::initialize(args);
+    daa::kernels::initialize_kokkos();  // Kokkos warnings off (KokkosOptions)
     failed = RUN_ALL_TESTS() != 0 ? 1 : 0;
     Kokkos::finalize();
     DAA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &failed, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));

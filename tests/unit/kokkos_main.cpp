@@ -4,11 +4,11 @@
 
 #include <Kokkos_Core.hpp>
 
+#include "daa/kernels/kokkos_compat.hpp"
+
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
-  Kokkos::InitArguments args;
-  args.disable_warnings = true;
-  Kokkos::initialize(args);
+  daa::kernels::initialize_kokkos();  // Kokkos warnings off (KokkosOptions)
   const int result = RUN_ALL_TESTS();
   Kokkos::finalize();
   return result;

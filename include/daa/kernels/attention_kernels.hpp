@@ -7,22 +7,11 @@
 #include <utility>
 
 #include "daa/kernels/fast_exp.hpp"
+#include "daa/kernels/kokkos_compat.hpp"
 #include "daa/kernels/linalg.hpp"
 #include "daa/kernels/views.hpp"
 
 namespace daa::kernels {
-
-// Kokkos 3.4 has its math functions in Kokkos::Experimental; 3.7 moved them to Kokkos:: and
-// 4.x dropped the old names. One spelling for the kernels below.
-namespace attention_math {
-#if KOKKOS_VERSION >= 30700
-using Kokkos::exp;
-using Kokkos::log;
-#else
-using Kokkos::Experimental::exp;
-using Kokkos::Experimental::log;
-#endif
-}  // namespace attention_math
 
 // Scratch of one block of scores (or probabilities, or their gradients) per sequence of a call:
 // [sequences, block, block].
@@ -177,7 +166,7 @@ void causal_attention_forward(const Matrix<T>& qkv, const AttentionDims& dims, i
               const int stat = ((s0 + sq) * heads + h) * seq_len + q0 + r;
               const T inv = T(1) / row_sum(stat);
               for (int c = 0; c < head_dim; ++c) o(sq, r, c) *= inv;
-              lse(stat) = lse(stat) + attention_math::log(row_sum(stat));
+              lse(stat) = lse(stat) + kmath::log(row_sum(stat));
             });
       }
     }

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "daa/kernels/attention_kernels.hpp"
+#include "daa/kernels/kokkos_compat.hpp"
 #include "daa/kernels/views.hpp"
 
 namespace daa::kernels {
@@ -72,12 +73,12 @@ void cached_attention(const Matrix<T>& qkv, const AttentionDims& dims, int first
             for (int c = 0; c < head_dim; ++c) out(row, c0 + c) = 0;
           } else if (s > running_max) {
             // A new maximum: rescale what came before so every weight stays <= 1.
-            const T alpha = attention_math::exp(running_max - s);
+            const T alpha = kmath::exp(running_max - s);
             running_sum *= alpha;
             for (int c = 0; c < head_dim; ++c) out(row, c0 + c) *= alpha;
             running_max = s;
           }
-          const T p = attention_math::exp(s - running_max);
+          const T p = kmath::exp(s - running_max);
           running_sum += p;
           for (int c = 0; c < head_dim; ++c) out(row, c0 + c) += p * v_cache(j, c0 + c);
         }

@@ -10,6 +10,8 @@
 
 #include <Kokkos_Core.hpp>
 
+#include "daa/kernels/kokkos_compat.hpp"
+
 namespace daa::kernels {
 
 // Why not std::exp in float kernels: glibc's vector exp is only declared under -ffast-math, so a
@@ -39,11 +41,7 @@ KOKKOS_INLINE_FUNCTION T exp_vectorizable(T x) {
     std::memcpy(&two_n, &bits, sizeof two_n);
     return er * two_n;
   } else {
-#if KOKKOS_VERSION >= 30700
-    return Kokkos::exp(x);
-#else
-    return Kokkos::Experimental::exp(x);
-#endif
+    return kmath::exp(x);
   }
 }
 

@@ -9,6 +9,7 @@
 #include <type_traits>
 
 #include "daa/kernels/fast_exp.hpp"
+#include "daa/kernels/kokkos_compat.hpp"
 #include "daa/kernels/views.hpp"
 
 namespace daa::kernels {
@@ -58,14 +59,14 @@ KOKKOS_INLINE_FUNCTION T erf_rational_derivative(T x) {
 }
 
 // GELU, erf form: x * Phi(x). Float uses the rational erf (fast, vectorizable); double uses the
-// library erf so that gradient checks run against the exact function.
+// library erf (kmath::erf) so that gradient checks run against the exact function.
 template <class T>
 KOKKOS_INLINE_FUNCTION T gelu(T x) {
   constexpr T inv_sqrt2 = T(0.70710678118654752440);
   if constexpr (std::is_same_v<T, float>)
     return T(0.5) * x * (T(1) + erf_rational(x * inv_sqrt2));
   else
-    return T(0.5) * x * (T(1) + std::erf(x * inv_sqrt2));
+    return T(0.5) * x * (T(1) + kmath::erf(x * inv_sqrt2));
 }
 // d/dx [x * Phi(x)] = Phi(x) + x * phi(x)
 template <class T>
@@ -75,8 +76,8 @@ KOKKOS_INLINE_FUNCTION T gelu_derivative(T x) {
     return T(0.5) * (T(1) + erf_rational(x * inv_sqrt2)) +
            T(0.5) * x * inv_sqrt2 * erf_rational_derivative(x * inv_sqrt2);
   } else {
-    const T cdf = T(0.5) * (T(1) + std::erf(x * inv_sqrt2));
-    const T pdf = T(0.39894228040143267794) * std::exp(T(-0.5) * x * x);
+    const T cdf = T(0.5) * (T(1) + kmath::erf(x * inv_sqrt2));
+    const T pdf = T(0.39894228040143267794) * kmath::exp(T(-0.5) * x * x);
     return cdf + x * pdf;
   }
 }
@@ -143,7 +144,7 @@ void rmsnorm_forward(const Matrix<T>& x, const VectorRef<T>& gain, T eps, const 
       "rmsnorm_forward", Range(0, x.extent(0)), KOKKOS_LAMBDA(const int i) {
         T ss = 0;
         for (int j = 0; j < cols; ++j) ss += x(i, j) * x(i, j);
-        const T inv = T(1) / std::sqrt(ss / cols + eps);
+        const T inv = T(1) / kmath::sqrt(ss / cols + eps);
         inv_rms(i) = inv;
         for (int j = 0; j < cols; ++j) y(i, j) = x(i, j) * inv * gain(j);
       });
@@ -181,12 +182,12 @@ void softmax_rows(const Matrix<T>& logits_to_probs, const Vector<T>& lse) {
         for (int j = 1; j < cols; ++j) mx = logits_to_probs(i, j) > mx ? logits_to_probs(i, j) : mx;
         T sum = 0;
         for (int j = 0; j < cols; ++j) {
-          const T e = std::exp(logits_to_probs(i, j) - mx);
+          const T e = kmath::exp(logits_to_probs(i, j) - mx);
           logits_to_probs(i, j) = e;
           sum += e;
         }
         for (int j = 0; j < cols; ++j) logits_to_probs(i, j) /= sum;
-        lse(i) = mx + std::log(sum);
+        lse(i) = mx + kmath::log(sum);
       });
 }
 
@@ -339,33 +340,20 @@ void cross_entropy(const Matrix<T>& logits, const Kokkos::View<int*, MemSpace>& 
             arg = c;
           }
         T sum = 0;
-        for (int c = 0; c < classes; ++c) sum += std::exp(logits(i, c) - mx);
-        const T lse = mx + std::log(sum);
+        for (int c = 0; c < classes; ++c) sum += kmath::exp(logits(i, c) - mx);
+        const T lse = mx + kmath::log(sum);
         const int y = labels(i);
         row_loss(i) = lse - logits(i, y);
         row_correct(i) = arg == y ? 1 : 0;
         if (want_grad)
           for (int c = 0; c < classes; ++c)
-            dlogits(i, c) = (std::exp(logits(i, c) - lse) - (c == y ? T(1) : T(0))) * grad_scale;
+            dlogits(i, c) = (kmath::exp(logits(i, c) - lse) - (c == y ? T(1) : T(0))) * grad_scale;
       });
 }
 
 // ---------------------------------------------------------------------------------------------
 // Layers of the language model (issue 12): LayerNorm, embedding gather/scatter, fused vocabulary
 // cross-entropy.
-
-// Device-callable math under its Kokkos 3.x (Experimental) and 4.x names.
-namespace kmath {
-#if KOKKOS_VERSION >= 40000
-using Kokkos::exp;
-using Kokkos::log;
-using Kokkos::sqrt;
-#else
-using Kokkos::Experimental::exp;
-using Kokkos::Experimental::log;
-using Kokkos::Experimental::sqrt;
-#endif
-}  // namespace kmath
 
 // LayerNorm: y = (x - mean) * inv_std * gain + bias, inv_std = 1 / sqrt(var + eps) with the
 // biased variance; mean and inv_std saved for backward. Two passes over the row (mean, then
