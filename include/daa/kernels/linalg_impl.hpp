@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <limits>
 #include <string>
 #include <type_traits>
@@ -82,11 +83,13 @@ void gemm_batched(Trans trans_a, Trans trans_b, typename ViewC::value_type alpha
 
 namespace detail {
 
-// Host spaces only outside the CUDA branch: another device space would hand host BLAS pointers
-// it cannot read.
-template <class ExecSpace>
+// Host spaces and host-readable views only outside the CUDA branch: anything else would hand host
+// BLAS pointers it cannot read.
+template <class ExecSpace, class... Views>
 constexpr bool host_gemm_space =
-    Kokkos::SpaceAccessibility<ExecSpace, Kokkos::HostSpace>::accessible;
+    Kokkos::SpaceAccessibility<ExecSpace, Kokkos::HostSpace>::accessible &&
+    (Kokkos::SpaceAccessibility<Kokkos::HostSpace, typename Views::memory_space>::accessible &&
+     ...);
 
 template <class ViewA, class ViewW, class ViewC>
 void check_expert_shapes(Trans trans_b, std::span<const std::size_t> offset, const ViewA& a,
@@ -166,17 +169,23 @@ void expert_gemm_on_stream(cudaStream_t stream, Trans trans_b, std::span<const s
   // weights are separate parameters today, so the per-expert loop is the usual path.
   bool grouped = precision == Precision::fp32 && !weights.empty() && k > 0 && n > 0 &&
                  a.stride(0) == k && c.stride(0) == n;
-  const std::ptrdiff_t stride = weights.size() > 1 ? weights[1].data() - weights[0].data() : 0;
+  // Addresses as integers: the weights are separate allocations, whose pointers C++ does not
+  // let us subtract.
+  const auto address = [](const float* p) { return reinterpret_cast<std::uintptr_t>(p); };
+  const std::uintptr_t first = weights.empty() ? 0 : address(weights[0].data());
+  const std::uintptr_t step = weights.size() > 1 ? address(weights[1].data()) - first : 0;
+  grouped = grouped && step % sizeof(float) == 0 &&
+            (weights.size() < 2 || address(weights[1].data()) > first);
   std::vector<int> rows(weights.size());
   for (std::size_t e = 0; grouped && e < weights.size(); ++e) {
-    grouped = stride >= 0 && weights[e].stride(0) == weights[e].extent(1) &&
-              weights[e].data() == weights[0].data() + std::ptrdiff_t(e) * stride &&
+    grouped = weights[e].stride(0) == weights[e].extent(1) &&
+              address(weights[e].data()) == first + e * step &&
               offset[e + 1] - offset[e] <= std::size_t(std::numeric_limits<int>::max());
     rows[e] = int(offset[e + 1] - offset[e]);
   }
   if (grouped) {
     cuda_blas(stream).expert_gemm(cuda_trans(trans_b), rows, n, k, alpha, a.data(),
-                                  weights[0].data(), std::size_t(stride), beta, c.data());
+                                  weights[0].data(), step / sizeof(float), beta, c.data());
     return;
   }
   for (std::size_t e = 0; e < weights.size(); ++e) {
@@ -207,8 +216,8 @@ requires Kokkos::is_execution_space<ExecSpace>::value void gemm(
   } else
 #endif
   {
-    static_assert(detail::host_gemm_space<ExecSpace>,
-                  "kernels::gemm: no GEMM adapter for this space");
+    static_assert(detail::host_gemm_space<ExecSpace, ViewA, ViewB, ViewC>,
+                  "kernels::gemm: no GEMM adapter for this space and these views");
     (void)space;
     gemm(trans_a, trans_b, alpha, a, b, beta, c, precision);
   }
@@ -231,8 +240,8 @@ requires Kokkos::is_execution_space<ExecSpace>::value void gemm_batched(
   } else
 #endif
   {
-    static_assert(detail::host_gemm_space<ExecSpace>,
-                  "kernels::gemm_batched: no GEMM adapter for this space");
+    static_assert(detail::host_gemm_space<ExecSpace, ViewA, ViewB, ViewC>,
+                  "kernels::gemm_batched: no GEMM adapter for this space and these views");
     (void)space;
     gemm_batched(trans_a, trans_b, alpha, a, b, beta, c);
   }
@@ -254,8 +263,8 @@ requires Kokkos::is_execution_space<ExecSpace>::value void expert_gemm(
   } else
 #endif
   {
-    static_assert(detail::host_gemm_space<ExecSpace>,
-                  "kernels::expert_gemm: no GEMM adapter for this space");
+    static_assert(detail::host_gemm_space<ExecSpace, ViewA, ViewW, ViewC>,
+                  "kernels::expert_gemm: no GEMM adapter for this space and these views");
     (void)space;
     for (std::size_t e = 0; e < weights.size(); ++e) {
       if (offset[e] == offset[e + 1]) continue;
