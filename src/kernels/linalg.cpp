@@ -5,8 +5,8 @@
 // environment pins OpenBLAS to its AVX2 (Haswell) kernels, while ours uses AVX-512 where compiled
 // in. OpenBLAS keeps narrow products (n under half a panel: the router's), targets without
 // AVX-512, and multi-threaded BLAS; see use_own. Mixed precision's bf16 products run on a twin of
-// the blocked kernel with AVX512_BF16 dot products (blocked_gemm_bf16). The CUDA build adds a
-// cuBLAS twin.
+// the blocked kernel with AVX512_BF16 dot products (blocked_gemm_bf16). The CUDA build adds the
+// per-stream cuBLAS adapters behind the execution-space overloads (at the end of this file).
 #include "daa/kernels/linalg.hpp"
 
 #include "daa/core/error.hpp"
@@ -24,6 +24,13 @@
 #include <memory>
 #include <new>
 #include <utility>
+
+#if defined(DAA_HAVE_CUDA_ADAPTERS)
+#include <map>
+#include <mutex>
+
+#include "daa/cuda/check.hpp"
+#endif
 
 namespace daa::kernels {
 namespace {
@@ -770,5 +777,35 @@ void set_blas_threads(int threads) {
   openblas_set_num_threads(std::max(threads, 1));
   blas_threads.store(std::max(threads, 1), std::memory_order_relaxed);
 }
+
+#if defined(DAA_HAVE_CUDA_ADAPTERS)
+namespace detail {
+
+cuda::Blas& cuda_blas(cudaStream_t stream) {
+  // Never erased: a stream's handle lives as long as the process (streams are few and long-lived).
+  static std::mutex mutex;
+  static std::map<cudaStream_t, std::unique_ptr<cuda::Blas>> blas;
+  const std::lock_guard lock(mutex);
+  auto& slot = blas[stream];
+  if (!slot) slot = std::make_unique<cuda::Blas>(stream);
+  return *slot;
+}
+
+CudaBf16Copy::CudaBf16Copy(const float* src, std::size_t count, cudaStream_t stream)
+    : stream_(stream) {
+  if (count == 0) return;
+  void* data = nullptr;
+  DAA_CUDA_CHECK(cudaMallocAsync(&data, count * sizeof(__nv_bfloat16), stream));
+  data_ = static_cast<__nv_bfloat16*>(data);
+  cuda::to_bf16(src, data_, count, stream);
+}
+
+CudaBf16Copy::~CudaBf16Copy() {
+  // No throw from a destructor; the free is queued after the GEMM that reads the copy.
+  if (data_ != nullptr) cudaFreeAsync(data_, stream_);
+}
+
+}  // namespace detail
+#endif
 
 }  // namespace daa::kernels

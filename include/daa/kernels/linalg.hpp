@@ -2,7 +2,9 @@
 // BLAS (OpenBLAS) here and will call cuBLAS in the CUDA build. Row-major, like the views.
 #pragma once
 
+#include <Kokkos_Core.hpp>
 #include <cstddef>
+#include <span>
 
 namespace daa::kernels {
 
@@ -79,6 +81,34 @@ void gemm(Trans trans_a, Trans trans_b, typename ViewC::value_type alpha, const 
 template <class ViewA, class ViewB, class ViewC>
 void gemm_batched(Trans trans_a, Trans trans_b, typename ViewC::value_type alpha, const ViewA& a,
                   const ViewB& b, typename ViewC::value_type beta, const ViewC& c);
+
+// The same products on an execution-space instance, where the GPU backend puts them on that
+// instance's stream. Host spaces run the host path above (no fence beyond the caller's, results
+// bit-identical); Kokkos::Cuda, in builds with the CUDA adapters (DAA_HAVE_CUDA_ADAPTERS), calls
+// cuBLAS asynchronously on space.cuda_stream() through one daa::cuda::Blas per stream, float only,
+// bf16 operands converted on that stream.
+template <class ExecSpace, class ViewA, class ViewB, class ViewC>
+requires Kokkos::is_execution_space<ExecSpace>::value void gemm(
+    const ExecSpace& space, Trans trans_a, Trans trans_b, typename ViewC::value_type alpha,
+    const ViewA& a, const ViewB& b, typename ViewC::value_type beta, const ViewC& c,
+    Precision precision = default_precision());
+template <class ExecSpace, class ViewA, class ViewB, class ViewC>
+requires Kokkos::is_execution_space<ExecSpace>::value void gemm_batched(
+    const ExecSpace& space, Trans trans_a, Trans trans_b, typename ViewC::value_type alpha,
+    const ViewA& a, const ViewB& b, typename ViewC::value_type beta, const ViewC& c);
+
+// The experts' GEMM: expert e's rows offset[e] .. offset[e+1] of the packed rows A [rows, k]
+// (tokens grouped expert after expert, offset.size() = experts + 1, offset.back() = rows) times
+// its own weight op(W_e) [k, n] into the same rows of C [rows, n]; experts without rows are
+// skipped. On the host a loop of `gemm` (what the MoE experts did per expert); on CUDA fp32 one
+// cublasGemmGroupedBatchedEx where the weights sit evenly strided in memory, else one cuBLAS
+// GEMM per expert on the stream (bf16 always the latter: the grouped call's bf16 form writes a
+// bf16 C, and this adapter's bf16 results are fp32).
+template <class ExecSpace, class ViewA, class ViewW, class ViewC>
+requires Kokkos::is_execution_space<ExecSpace>::value void expert_gemm(
+    const ExecSpace& space, Trans trans_b, std::span<const std::size_t> offset,
+    typename ViewC::value_type alpha, const ViewA& a, std::span<const ViewW> weights,
+    typename ViewC::value_type beta, const ViewC& c, Precision precision = default_precision());
 
 }  // namespace daa::kernels
 
