@@ -1,6 +1,7 @@
-// Routing bookkeeping kernels (see routing_bookkeeping.hpp). A slot's rank within its expert is
-// one integer scan over (expert, slot) pairs in expert-major, slot-major order: O(E * n * k) work
-// with E small, stable and deterministic on every backend, with no atomics.
+// Routing bookkeeping kernels (see routing_bookkeeping.hpp). Slots are cut into fixed chunks in
+// slot-major order: a per-chunk histogram, one integer scan in (expert, chunk) order, then each
+// chunk walks its slots in order. O(n * k + E * chunks) work, stable, deterministic on every
+// backend and thread count, with no atomics.
 #include "daa/model/routing_bookkeeping.hpp"
 
 #include <algorithm>
@@ -25,62 +26,116 @@ RoutingCounts RoutingBookkeeping::run(const IntMatrix& choice, const kernels::Ma
                                       std::vector<int>* observed) {
   const std::int64_t n = std::int64_t(choice.extent(0)), k = std::int64_t(choice.extent(1));
   const std::int64_t E = std::int64_t(probs.extent(1)), nk = n * k;
+  const std::int64_t C = kChunk;
+  const std::int64_t chunks = (nk + C - 1) / C;               // slot chunks
+  const std::int64_t token_chunks = (n + C - 1) / C;          // token chunks
+  const std::int64_t parts = std::max(chunks, token_chunks);  // differ only when k == 0
   // Capacity is at most n * k; clamping keeps the comparison in 64-bit integers.
   const std::int64_t cap = std::int64_t(std::min<std::size_t>(capacity, std::size_t(nk)));
-  kernels::ensure_extent(prefix_, std::size_t(nk));
+  kernels::ensure_extent(chunk_rank_, std::size_t(parts * E));
+  kernels::ensure_extent(gate_part_, std::size_t(parts * E));
+  kernels::ensure_extent(prob_part_, std::size_t(parts * E));
   kernels::ensure_extent(start_, std::size_t(E + 1));
   kernels::ensure_extent(kept_, std::size_t(E));
   kernels::ensure_extent(offset_, std::size_t(E + 1));
   kernels::ensure_extent(figures_, std::size_t(4 * E + 1));
   kernels::ensure_extent(slot_pos, std::size_t(n), std::size_t(k));
+  const bool observe = observed != nullptr;
+  if (observe) kernels::ensure_extent(observed_, std::size_t(n), std::size_t(k));
   // Views are copied into locals: a device lambda must not capture `this`.
-  const auto prefix = prefix_, start = start_, kept = kept_, offset = offset_;
-  const auto figures = figures_;
+  const auto chunk_rank = chunk_rank_, start = start_, kept = kept_, offset = offset_;
+  const auto gate_part = gate_part_, prob_part = prob_part_, figures = figures_;
+  const IntMatrix pos_of = slot_pos, seen = observed_;
 
-  // 1. Exclusive scan of the indicator (choice == e) over j = e * nk + s * n + t. For slot (t, s)
-  // of expert e, prefix - start(e) is its rank among expert e's slots in slot-major order.
+  // 1. Per chunk: its count of slots per expert (slot j = s * n + t, slot-major), and for the
+  // first token_chunks chunks the partial probability sums over tokens [c * C, c * C + C).
+  Kokkos::parallel_for(
+      "routing_chunk_histogram", Policy(0, parts), KOKKOS_LAMBDA(const std::int64_t c) {
+        for (std::int64_t e = 0; e < E; ++e) chunk_rank(c * E + e) = 0;
+        const std::int64_t end = c * C + C < nk ? c * C + C : nk;
+        // (t, s) advance with j: one division per chunk, not per slot (64-bit divisions would
+        // cost more than the rest of the walk).
+        std::int64_t s = c * C < nk ? c * C / n : 0, t = c * C - s * n;
+        for (std::int64_t j = c * C; j < end; ++j) {
+          chunk_rank(c * E + choice(t, s)) += 1;
+          if (++t == n) t = 0, ++s;
+        }
+        if (c < token_chunks) {
+          const std::int64_t t_end = c * C + C < n ? c * C + C : n;
+          for (std::int64_t e = 0; e < E; ++e) {
+            double sum = 0;
+            for (std::int64_t u = c * C; u < t_end; ++u) sum += double(probs(u, e));
+            prob_part(c * E + e) = sum;
+          }
+        }
+      });
+
+  // 2. Exclusive scan of the counts in (expert, chunk) order: each chunk's first position in
+  // expert-major order; start(e) is expert e's, start(E) = n * k.
   if (nk == 0) Kokkos::deep_copy(start, std::int64_t(0));
   Kokkos::parallel_scan(
-      "routing_rank_scan", Policy(0, E * nk),
-      KOKKOS_LAMBDA(const std::int64_t j, std::int64_t& update, const bool final) {
-        const std::int64_t e = j / nk, i = j - e * nk;
-        const std::int64_t s = i / n, t = i - s * n;
-        const bool hit = choice(t, s) == int(e);
+      "routing_chunk_scan", Policy(0, E * chunks),
+      KOKKOS_LAMBDA(const std::int64_t i, std::int64_t& update, const bool final) {
+        const std::int64_t e = i / chunks, c = i - e * chunks;
+        const std::int64_t count = chunk_rank(c * E + e);
         if (final) {
-          if (i == 0) start(e) = update;
-          if (hit) prefix(t * k + s) = update;
-          if (j == E * nk - 1) start(E) = update + (hit ? 1 : 0);
+          if (c == 0) start(e) = update;
+          chunk_rank(c * E + e) = update;
+          if (i == E * chunks - 1) start(E) = update + count;
         }
-        if (hit) update += 1;
+        update += count;
       });
 
-  // 2. Per expert: routed and kept counts, and the sums of its kept gates (token-major, as the
-  // combine sees them) and of its probabilities, each in one fixed sequential order so the bits
-  // do not depend on the backend or the thread count.
-  Kokkos::parallel_for(
-      "routing_expert_figures", Policy(0, E), KOKKOS_LAMBDA(const std::int64_t e) {
-        const std::int64_t routed = start(e + 1) - start(e);
-        kept(e) = routed < cap ? routed : cap;
-        double gate_sum = 0, prob_sum = 0;
-        for (std::int64_t t = 0; t < n; ++t)
-          for (std::int64_t s = 0; s < k; ++s)
-            if (choice(t, s) == int(e) && prefix(t * k + s) - start(e) < cap)
-              gate_sum += double(gate(t, s));
-        for (std::int64_t t = 0; t < n; ++t) prob_sum += double(probs(t, e));
-        figures(E + 1 + e) = double(routed);
-        figures(2 * E + 1 + e) = gate_sum;
-        figures(3 * E + 1 + e) = prob_sum;
-      });
-
-  // 3. Packed row offsets: exclusive scan of the kept counts.
+  // 3. Kept counts (capacity drops: rank >= cap) and packed row offsets.
   Kokkos::parallel_scan(
       "routing_expert_offsets", Policy(0, E + 1),
       KOKKOS_LAMBDA(const std::int64_t e, std::int64_t& update, const bool final) {
-        if (final) {
+        if (e < E) {
+          const std::int64_t routed = start(e + 1) - start(e);
+          const std::int64_t keep = routed < cap ? routed : cap;
+          if (final) kept(e) = keep;
+          if (final) {
+            offset(e) = update;
+            figures(e) = double(update);
+          }
+          update += keep;
+        } else if (final) {
           offset(e) = update;
           figures(e) = double(update);
         }
-        if (e < E) update += kept(e);
+      });
+
+  // 4. Each chunk walks its slots in order: a slot's rank within its expert is its chunk's
+  // running position minus start(e); it gets its packed row (or -1), and the kept gates add up
+  // in the chunk's partial sum.
+  Kokkos::parallel_for(
+      "routing_chunk_ranks", Policy(0, chunks), KOKKOS_LAMBDA(const std::int64_t c) {
+        for (std::int64_t e = 0; e < E; ++e) gate_part(c * E + e) = 0;
+        const std::int64_t end = c * C + C < nk ? c * C + C : nk;
+        std::int64_t s = c * C / n, t = c * C - s * n;
+        for (std::int64_t j = c * C; j < end; ++j) {
+          const int e = choice(t, s);
+          const std::int64_t rank = chunk_rank(c * E + e)++ - start(e);
+          if (rank < cap) {
+            pos_of(t, s) = int(offset(e) + rank);
+            gate_part(c * E + e) += double(gate(t, s));
+          } else {
+            pos_of(t, s) = -1;
+          }
+          if (observe) seen(t, s) = rank < cap ? e : -1;
+          if (++t == n) t = 0, ++s;
+        }
+      });
+
+  // 5. Per expert: routed count and the sums of the chunks' partial sums, in chunk order.
+  Kokkos::parallel_for(
+      "routing_expert_figures", Policy(0, E), KOKKOS_LAMBDA(const std::int64_t e) {
+        double gate_sum = 0, prob_sum = 0;
+        for (std::int64_t c = 0; c < chunks; ++c) gate_sum += gate_part(c * E + e);
+        for (std::int64_t c = 0; c < token_chunks; ++c) prob_sum += prob_part(c * E + e);
+        figures(E + 1 + e) = double(start(e + 1) - start(e));
+        figures(2 * E + 1 + e) = gate_sum;
+        figures(3 * E + 1 + e) = prob_sum;
       });
 
   // The one transfer of this step's figures: the host sizes the expert GEMMs and the dispatch.
@@ -101,25 +156,15 @@ RoutingCounts RoutingBookkeeping::run(const IntMatrix& choice, const kernels::Ma
   }
   counts.dropped = nk - std::int64_t(counts.expert_offset[E]);
 
-  // 4. Scatter: every slot writes its own packed row (or -1), and each kept row is written once.
+  // 6. Scatter: each kept row names its token once.
   kernels::ensure_extent(token_of, counts.expert_offset[E]);
-  const bool observe = observed != nullptr;
-  if (observe) kernels::ensure_extent(observed_, std::size_t(n), std::size_t(k));
-  const IntMatrix pos_of = slot_pos, seen = observed_;
   const IntVector token = token_of;
   Kokkos::parallel_for(
-      "routing_scatter", Policy(0, nk), KOKKOS_LAMBDA(const std::int64_t i) {
-        const std::int64_t t = i / k, s = i - t * k;
-        const int e = choice(t, s);
-        const std::int64_t rank = prefix(i) - start(e);
-        if (rank < cap) {
-          const std::int64_t row = offset(e) + rank;
-          pos_of(t, s) = int(row);
-          token(row) = int(t);
-        } else {
-          pos_of(t, s) = -1;
+      "routing_scatter", Policy(0, n), KOKKOS_LAMBDA(const std::int64_t t) {
+        for (std::int64_t s = 0; s < k; ++s) {
+          const int row = pos_of(t, s);
+          if (row >= 0) token(row) = int(t);
         }
-        if (observe) seen(t, s) = rank < cap ? e : -1;
       });
   if (observe) {
     observed->resize(std::size_t(nk));

@@ -1,8 +1,10 @@
 // The MoE layer's device routing bookkeeping (RoutingBookkeeping) against a plain host counting
-// sort, the one the layer ran before: random choices over several n, k, E and capacity factors,
-// with drops and experts that get no tokens; every figure must match bit for bit.
+// sort, the one the layer ran before (with its sums in the kernels' fixed chunk order): random
+// choices over several n, k, E and capacity factors, with drops, experts that get no tokens and
+// slot counts spanning several chunks; every figure must match bit for bit.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <random>
@@ -43,8 +45,14 @@ Reference host_reference(const std::vector<int>& choice, const std::vector<T>& g
       c.routed[std::size_t(e)] += 1;
       if (kept[std::size_t(e)] < capacity) rank[t * k + s] = int(kept[std::size_t(e)]++);
     }
-  for (std::size_t t = 0; t < n; ++t)
-    for (std::size_t e = 0; e < E; ++e) c.prob_sum[e] += probs[t * E + e];
+  // Probability sums: partial sums over chunks of kChunk tokens, then over the chunks in order.
+  const std::size_t C = std::size_t(RoutingBookkeeping::kChunk);
+  for (std::size_t t0 = 0; t0 < n; t0 += C)
+    for (std::size_t e = 0; e < E; ++e) {
+      double part = 0;
+      for (std::size_t t = t0; t < std::min(n, t0 + C); ++t) part += double(probs[t * E + e]);
+      c.prob_sum[e] += part;
+    }
   c.expert_offset.assign(E + 1, 0);
   for (std::size_t e = 0; e < E; ++e) c.expert_offset[e + 1] = c.expert_offset[e] + kept[e];
   c.kept.assign(kept.begin(), kept.end());
@@ -63,8 +71,17 @@ Reference host_reference(const std::vector<int>& choice, const std::vector<T>& g
       ref.slot_pos[t * k + s] = int(pos);
       ref.observed[t * k + s] = e;
       ref.token_of[pos] = int(t);
-      c.gate_sum[std::size_t(e)] += double(gate[t * k + s]);
     }
+  // Gate sums: partial sums of the kept gates over chunks of kChunk slots in slot-major order,
+  // then over the chunks in order.
+  for (std::size_t j0 = 0; j0 < n * k; j0 += C) {
+    std::vector<double> part(E, 0.0);
+    for (std::size_t j = j0; j < std::min(n * k, j0 + C); ++j) {
+      const std::size_t s = j / n, t = j % n;
+      if (rank[t * k + s] >= 0) part[std::size_t(choice[t * k + s])] += double(gate[t * k + s]);
+    }
+    for (std::size_t e = 0; e < E; ++e) c.gate_sum[e] += part[e];
+  }
   return ref;
 }
 
@@ -152,6 +169,21 @@ TEST(RoutingBookkeeping, MatchesTheHostCountingSortWithAndWithoutCapacity) {
             check_case<double>(book, n, k, E, used, true, factor, seed++);
         }
       }
+}
+
+TEST(RoutingBookkeeping, SeveralChunksWithAPartialLastChunk) {
+  // n * k spans several kChunk-slot chunks and ends in a partial one; the tokens, too, span
+  // several chunks (n > kChunk), and a chunk boundary falls inside the second choices.
+  RoutingBookkeeping book;
+  const std::size_t C = std::size_t(RoutingBookkeeping::kChunk);
+  unsigned seed = 100;
+  for (const std::size_t n : {C + 1, 3 * C - 7, 2 * C + C / 2 + 3})
+    for (const std::size_t k : {1u, 2u, 3u}) {
+      ASSERT_NE((n * k) % C, 0u);
+      check_case<float>(book, n, k, 8, 8, false, 1.0, seed++);
+      check_case<float>(book, n, k, 8, 5, true, 1.0, seed++);
+      check_case<double>(book, n, k, 8, 8, true, 0.5, seed++);
+    }
 }
 
 TEST(RoutingBookkeeping, ZeroTokens) {
