@@ -67,8 +67,13 @@ RoutingCounts RoutingBookkeeping::run(const IntMatrix& choice, const kernels::Ma
           for (std::int64_t e0 = 0; e0 < E; e0 += 8) {
             const std::int64_t width = E - e0 < 8 ? E - e0 : 8;
             double sum[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-            for (std::int64_t u = c * C; u < t_end; ++u)
-              for (std::int64_t q = 0; q < width; ++q) sum[q] += double(probs(u, e0 + q));
+            if (width == 8) {  // a fixed trip count, which the compiler vectorizes
+              for (std::int64_t u = c * C; u < t_end; ++u)
+                for (std::int64_t q = 0; q < 8; ++q) sum[q] += double(probs(u, e0 + q));
+            } else {
+              for (std::int64_t u = c * C; u < t_end; ++u)
+                for (std::int64_t q = 0; q < width; ++q) sum[q] += double(probs(u, e0 + q));
+            }
             for (std::int64_t q = 0; q < width; ++q) prob_part(c * E + e0 + q) = sum[q];
           }
         }
