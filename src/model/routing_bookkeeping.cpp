@@ -117,22 +117,36 @@ RoutingCounts RoutingBookkeeping::run(const IntMatrix& choice, const kernels::Ma
   // 4. Each chunk walks its slots in order: a slot's rank within its expert is its chunk's
   // running position minus start(e); it gets its packed row (or -1), and the kept gates add up
   // in the chunk's partial sum.
+  // Row strides as the views have them (a subview's may exceed k).
+  const std::int64_t ch_stride = std::int64_t(choice.stride(0)),
+                     g_stride = std::int64_t(gate.stride(0)),
+                     pos_stride = std::int64_t(pos_of.stride(0));
   Kokkos::parallel_for(
       "routing_chunk_ranks", Policy(0, chunks), KOKKOS_LAMBDA(const std::int64_t c) {
-        for (std::int64_t e = 0; e < E; ++e) gate_part(c * E + e) = 0;
+        // Raw restricted pointers to this chunk's rows and the slots' columns: with view
+        // accessors the compiler reloads pointers and strides after every store.
+        std::int64_t* __restrict next = &chunk_rank(c * E);
+        double* __restrict part = &gate_part(c * E);
+        const std::int64_t* __restrict first = &start(0);
+        const std::int64_t* __restrict row0 = &offset(0);
+        for (std::int64_t e = 0; e < E; ++e) part[e] = 0;
         const std::int64_t end = c * C + C < nk ? c * C + C : nk;
-        std::int64_t s = c * C / n, t = c * C - s * n;
-        for (std::int64_t j = c * C; j < end; ++j) {
-          const int e = choice(t, s);
-          const std::int64_t rank = chunk_rank(c * E + e)++ - start(e);
-          if (rank < cap) {
-            pos_of(t, s) = int(offset(e) + rank);
-            gate_part(c * E + e) += double(gate(t, s));
-          } else {
-            pos_of(t, s) = -1;
+        std::int64_t j = c * C, s = j / n, t = j - s * n;
+        while (j < end) {  // one run of slots with the same choice index s
+          const std::int64_t t_end = t + (end - j) < n ? t + (end - j) : n;
+          const int* __restrict ch = &choice(0, s);
+          const T* __restrict g = &gate(0, s);
+          int* __restrict pos = &pos_of(0, s);
+          for (std::int64_t u = t; u < t_end; ++u) {
+            const int e = ch[u * ch_stride];
+            const std::int64_t rank = next[e]++ - first[e];
+            const bool keep = rank < cap;
+            pos[u * pos_stride] = keep ? int(row0[e] + rank) : -1;
+            if (keep) part[e] += double(g[u * g_stride]);
+            if (observe) seen(u, s) = keep ? e : -1;
           }
-          if (observe) seen(t, s) = rank < cap ? e : -1;
-          if (++t == n) t = 0, ++s;
+          j += t_end - t;
+          t = 0, ++s;
         }
       });
 
