@@ -1,7 +1,7 @@
 // Router, Experts and MoeLayer (see moe_layer.hpp). GEMMs go through the linalg adapter;
-// element- and row-wise work is Kokkos kernels. Routing bookkeeping (a counting sort of
-// token-slots by expert) runs on a host mirror: it is n*k integers, and the per-expert counts are
-// needed on the host anyway to size the expert GEMMs and the all-to-all.
+// element- and row-wise work is Kokkos kernels, routing bookkeeping included
+// (routing_bookkeeping.cpp): only its per-expert counts come to the host, to size the expert
+// GEMMs and the all-to-all.
 #include "daa/model/moe_layer.hpp"
 
 #include <fmt/format.h>
@@ -295,54 +295,18 @@ MoeStats MoeLayer<T>::forward(int slot, const Matrix<T>& x, const Matrix<T>& y, 
   kernels::ensure_extent(L.choice, n, k);
   kernels::ensure_extent(L.gate, n, k);
   router_.forward(x, L.probs, L.lse, L.choice, L.gate);
-  Kokkos::fence();
 
-  // Counting sort of token-slots by expert, slot-major (all first choices in token order, then
-  // all second choices, ...): that order is also the capacity policy's priority.
-  auto choice_h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), L.choice);
-  auto probs_h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), L.probs);
-  const std::size_t capacity =
-      s.capacity_mode ? std::size_t(std::ceil(s.capacity_factor * double(n * k) / double(E)))
-                      : n * k;
-  std::vector<std::size_t> kept(E, 0);
-  std::vector<int> rank_in_expert(n * k, -1);
-  std::vector<double> routed(E, 0.0), prob_sum(E, 0.0);
-  for (std::size_t slot_k = 0; slot_k < k; ++slot_k)
-    for (std::size_t t = 0; t < n; ++t) {
-      const int e = choice_h(t, slot_k);
-      routed[e] += 1;
-      if (kept[e] < capacity) rank_in_expert[t * k + slot_k] = int(kept[e]++);
-    }
-  for (std::size_t t = 0; t < n; ++t)
-    for (std::size_t e = 0; e < E; ++e) prob_sum[e] += probs_h(t, e);
-  L.expert_offset.assign(E + 1, 0);
-  for (std::size_t e = 0; e < E; ++e) L.expert_offset[e + 1] = L.expert_offset[e] + kept[e];
+  // Token-slots sorted by expert on the device (slot-major, the capacity policy's priority);
+  // only the per-expert figures come to the host.
+  std::vector<int> observed;
+  const RoutingCounts counts = routing_.run(
+      L.choice, L.gate, L.probs, expert_capacity(s.capacity_mode, s.capacity_factor, n, k, E),
+      L.slot_pos, L.token_of, observer ? &observed : nullptr);
+  L.expert_offset = counts.expert_offset;
   const std::size_t packed_rows = L.expert_offset[E];
-  kernels::ensure_extent(L.slot_pos, n, k);
-  kernels::ensure_extent(L.token_of, packed_rows);
-  auto slot_pos_h = Kokkos::create_mirror_view(L.slot_pos);
-  auto token_of_h = Kokkos::create_mirror_view(L.token_of);
-  stats.tokens_per_expert.assign(kept.begin(), kept.end());
-  stats.gate_sum_per_expert.assign(E, 0.0);
-  auto gate_h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), L.gate);
-  std::vector<int> observed(observer ? n * k : 0);
-  for (std::size_t t = 0; t < n; ++t)
-    for (std::size_t slot_k = 0; slot_k < k; ++slot_k) {
-      const int r = rank_in_expert[t * k + slot_k];
-      const int e = choice_h(t, slot_k);
-      if (observer) observed[t * k + slot_k] = r < 0 ? -1 : e;
-      if (r < 0) {
-        slot_pos_h(t, slot_k) = -1;
-        ++stats.dropped;
-        continue;
-      }
-      const std::size_t pos = L.expert_offset[e] + r;
-      slot_pos_h(t, slot_k) = int(pos);
-      token_of_h(pos) = int(t);
-      stats.gate_sum_per_expert[e] += double(gate_h(t, slot_k));
-    }
-  Kokkos::deep_copy(L.slot_pos, slot_pos_h);
-  Kokkos::deep_copy(L.token_of, token_of_h);
+  stats.tokens_per_expert = counts.kept;
+  stats.gate_sum_per_expert = counts.gate_sum;
+  stats.dropped = counts.dropped;
   if (observer) observer({.layer = layer_, .tokens = n, .top_k = int(k), .choice = observed});
 
   kernels::ensure_extent(L.packed_in, packed_rows, d);
@@ -351,6 +315,7 @@ MoeStats MoeLayer<T>::forward(int slot, const Matrix<T>& x, const Matrix<T>& y, 
   // expert-parallel group, even for zero rows).
   if (s.ep_size > 1) {
     const auto t = core::Clock::now();
+    const std::vector<std::size_t> kept(counts.kept.begin(), counts.kept.end());
     L.plan = parallel::DispatchPlan::build(*expert_group_, kept);
     dispatcher_.to_experts(*L.plan, L.packed_in, L.local_in);
     L.local_offset.assign(L.plan->local_expert_offset().begin(),
@@ -386,8 +351,8 @@ MoeStats MoeLayer<T>::forward(int slot, const Matrix<T>& x, const Matrix<T>& y, 
     for (std::size_t t = 0; t < n; ++t) lse_sq_sum += double(lse_h(t)) * double(lse_h(t));
   }
   std::vector<double> global(2 * E + 1, 0.0);
-  std::copy(routed.begin(), routed.end(), global.begin());
-  std::copy(prob_sum.begin(), prob_sum.end(), global.begin() + std::ptrdiff_t(E));
+  std::copy(counts.routed.begin(), counts.routed.end(), global.begin());
+  std::copy(counts.prob_sum.begin(), counts.prob_sum.end(), global.begin() + std::ptrdiff_t(E));
   global.back() = double(n);
   if (train && reduce_stats) reduce_stats(global.data(), global.size());
   const double n_global = global.back();

@@ -159,28 +159,45 @@ DispatchPlan DispatchPlan::build(const Communicator& ep_group,
                                            : "receive " + std::to_string(plan.recv_rows_)) +
                 " rows, above the int limit " + std::to_string(INT_MAX));
 
-  // Permutations between received order (s, j, k) and expert order (j, s, k). cursor[j] walks
-  // expert j's block in expert order while the received order is walked sequentially.
+  // Permutations between received order (s, j, k) and expert order (j, s, k), built on the
+  // device. Block b = s * L + j (peer s's rows for local expert j) starts at from[b] in received
+  // order and at to[b] in expert order; only these 3 * ep * L block figures travel to the device,
+  // in one explicit copy, and one team per block writes its rows' indices.
   const std::size_t R = plan.recv_rows_;
   plan.identity_ = ep == 1 || L == 1;
   plan.received_of_expert_row_ = Kokkos::View<int*, MemSpace>(
       Kokkos::view_alloc("received_of_expert_row", Kokkos::WithoutInitializing), R);
   plan.expert_row_of_received_ = Kokkos::View<int*, MemSpace>(
       Kokkos::view_alloc("expert_row_of_received", Kokkos::WithoutInitializing), R);
-  auto r_of_e = Kokkos::create_mirror_view(plan.received_of_expert_row_);
-  auto e_of_r = Kokkos::create_mirror_view(plan.expert_row_of_received_);
+  const int B = int(ep * L);
+  Kokkos::View<int*, MemSpace> blocks(
+      Kokkos::view_alloc("dispatch_plan_blocks", Kokkos::WithoutInitializing), 3 * std::size_t(B));
+  auto blocks_h = Kokkos::create_mirror_view(blocks);
   std::vector<std::size_t> cursor(plan.local_expert_offset_.begin(),
                                   plan.local_expert_offset_.end() - 1);
   std::size_t received = 0;
   for (std::size_t s = 0; s < ep; ++s)
-    for (std::size_t j = 0; j < L; ++j)
-      for (std::size_t k = 0; k < plan.counts_from_[s * L + j]; ++k, ++received) {
-        const std::size_t q = cursor[j]++;
-        r_of_e(q) = int(received);
-        e_of_r(received) = int(q);
-      }
-  Kokkos::deep_copy(plan.received_of_expert_row_, r_of_e);
-  Kokkos::deep_copy(plan.expert_row_of_received_, e_of_r);
+    for (std::size_t j = 0; j < L; ++j) {
+      const std::size_t b = s * L + j, count = plan.counts_from_[b];
+      blocks_h(b) = int(received);  // every figure is at most R <= INT_MAX (checked above)
+      blocks_h(std::size_t(B) + b) = int(cursor[j]);
+      blocks_h(2 * std::size_t(B) + b) = int(count);
+      cursor[j] += count;
+      received += count;
+    }
+  Kokkos::deep_copy(blocks, blocks_h);
+  const auto r_of_e = plan.received_of_expert_row_, e_of_r = plan.expert_row_of_received_;
+  using Team = Kokkos::TeamPolicy<kernels::ExecSpace>;
+  Kokkos::parallel_for(
+      "dispatch_plan_permutation", Team(B, Kokkos::AUTO),
+      KOKKOS_LAMBDA(const Team::member_type& team) {
+        const int b = team.league_rank();
+        const int from = blocks(b), to = blocks(B + b), count = blocks(2 * B + b);
+        Kokkos::parallel_for(Kokkos::TeamThreadRange(team, count), [&](const int i) {
+          r_of_e(to + i) = from + i;
+          e_of_r(from + i) = to + i;
+        });
+      });
   return plan;
 }
 

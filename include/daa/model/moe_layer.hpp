@@ -16,6 +16,7 @@
 #include "daa/core/config.hpp"
 #include "daa/kernels/views.hpp"
 #include "daa/model/layer.hpp"
+#include "daa/model/routing_bookkeeping.hpp"
 #include "daa/parallel/communicator.hpp"
 #include "daa/parallel/token_dispatcher.hpp"
 
@@ -211,6 +212,7 @@ class MoeLayer {
   Router<T> router_;
   Experts<T> experts_;
   parallel::TokenDispatcher dispatcher_;
+  RoutingBookkeeping routing_;
   SlotStates<State> states_;
   // Backward scratch.
   kernels::Matrix<T> dprobs_{"moe_dprobs", 0, 0}, dgate_{"moe_dgate", 0, 0};
