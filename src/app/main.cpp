@@ -6,6 +6,9 @@
 #include <mpi.h>
 #include <CLI/CLI.hpp>
 #include <Kokkos_Core.hpp>
+#if defined(KOKKOS_ENABLE_CUDA)
+#include <cuda_runtime_api.h>  // cudaGetDeviceCount: the GPUs this rank may take
+#endif
 
 #include <chrono>
 #include <cmath>
@@ -95,6 +98,18 @@ void load_inputs(const TrainArgs& args, const daa::parallel::Communicator& world
   });
 }
 
+// The GPU this rank drives, one per rank (parallel::device_for_rank); -1 (none) on a host build.
+int gpu_of_this_rank(const daa::parallel::Communicator& world) {
+#if defined(KOKKOS_ENABLE_CUDA)
+  int visible = 0;
+  if (cudaGetDeviceCount(&visible) != cudaSuccess) visible = 0;
+  return daa::parallel::device_for_rank(daa::parallel::node_ranks(world), visible);
+#else
+  (void)world;
+  return -1;
+#endif
+}
+
 // Runs `body(world)` between MPI/Kokkos start and finish with the error policy of the file header:
 // agreed failures and divergence end every rank with one message; anything else aborts the job.
 template <class Body>
@@ -104,7 +119,14 @@ int run_parallel(Body&& body) {
   int code = 0;
   {
     daa::parallel::Communicator world(MPI_COMM_WORLD, "world");
-    daa::kernels::initialize_kokkos();  // Kokkos warnings off (KokkosOptions)
+    daa::kernels::KokkosOptions kokkos;  // warnings off
+    try {
+      kokkos.device_id = world.agreed([&] { return gpu_of_this_rank(world); });
+    } catch (const daa::parallel::AgreedFailure& e) {
+      MPI_Finalize();
+      return e.exit_code();
+    }
+    daa::kernels::initialize_kokkos(kokkos);
     try {
       code = body(world);
     } catch (const daa::parallel::AgreedFailure& e) {

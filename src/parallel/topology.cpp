@@ -128,6 +128,31 @@ Layout make_layout(const core::Config& config, int ranks, const StageCosts& cost
   return layout;
 }
 
+NodeRanks node_ranks(const Communicator& world) {
+  MPI_Comm node = MPI_COMM_NULL;
+  DAA_MPI_CHECK(
+      MPI_Comm_split_type(world.comm(), MPI_COMM_TYPE_SHARED, world.rank(), MPI_INFO_NULL, &node));
+  NodeRanks result;
+  DAA_MPI_CHECK(MPI_Comm_rank(node, &result.local_rank));
+  DAA_MPI_CHECK(MPI_Comm_size(node, &result.local_ranks));
+  DAA_MPI_CHECK(MPI_Comm_free(&node));
+  return result;
+}
+
+int device_for_rank(NodeRanks node, int visible_devices) {
+  if (visible_devices < 1)
+    throw InputError(
+        fmt::format("GPU placement: no CUDA device is visible to rank {} of its node (check "
+                    "CUDA_VISIBLE_DEVICES and the job's GPU request)",
+                    node.local_rank));
+  if (node.local_ranks > visible_devices)
+    throw InputError(fmt::format(
+        "GPU placement: {} ranks on this node but {} visible GPU(s); the CUDA build runs one rank "
+        "per GPU (e.g. srun --ntasks-per-node={} --gpus-per-task=1)",
+        node.local_ranks, visible_devices, visible_devices));
+  return node.local_rank;
+}
+
 MPI_Comm Topology::split(const Communicator& world, int color, int key) {
   MPI_Comm comm = MPI_COMM_NULL;
   DAA_MPI_CHECK(MPI_Comm_split(world.comm(), color, key, &comm));

@@ -63,6 +63,18 @@ struct StageCosts {
 // cost. `costs` must have one entry per block of the config's model.
 Layout make_layout(const core::Config& config, int ranks, const StageCosts& costs);
 
+// The ranks that share this rank's node (MPI_COMM_TYPE_SHARED): which one this is, and how many.
+struct NodeRanks {
+  int local_rank = 0;
+  int local_ranks = 1;
+};
+NodeRanks node_ranks(const Communicator& world);  // collective over world
+
+// The GPU a rank drives on a CUDA build: one GPU per rank, the node's i-th rank takes GPU i. A
+// node with more ranks than visible GPUs is refused with an InputError naming both figures
+// (several ranks on one GPU would share its memory and serialize its kernels unnoticed).
+int device_for_rank(NodeRanks node, int visible_devices);
+
 // The communicators of one rank, built once (collective over `world`) and freed on destruction.
 class Topology {
  public:
