@@ -222,57 +222,8 @@ LmStats LanguageModel<T>::forward(int slot_index, int seq_len, const TokenIds& t
   } else {
     slot.residual[0] = input;
   }
-  kernels::ensure_extent(p.out, n, d);
-  auto add = [n, d](const Matrix<T>& to, const Matrix<T>& a, const Matrix<T>& b) {
-    Kokkos::parallel_for(
-        "residual_add", kernels::Range(0, n), KOKKOS_LAMBDA(const int t) {
-          for (std::size_t j = 0; j < d; ++j) to(t, j) = a(t, j) + b(t, j);
-        });
-  };
-  const bool block_recompute = s.recompute == Recompute::block;
-  for (int i = 0; i < held; ++i) {
-    typename Parts::Block& block = p.blocks[std::size_t(i)];
-    const auto b = std::size_t(i);
-    if (block_recompute) {
-      kernels::ensure_extent(p.normed_attn, n, d);
-      kernels::ensure_extent(p.mid, n, d);
-      kernels::ensure_extent(p.normed_ffn, n, d);
-      slot.normed_attn[b] = p.normed_attn;
-      slot.mid[b] = p.mid;
-      slot.normed_ffn[b] = p.normed_ffn;
-    } else {
-      kernels::ensure_extent(slot.normed_attn[b], n, d);
-      kernels::ensure_extent(slot.mid[b], n, d);
-      kernels::ensure_extent(slot.normed_ffn[b], n, d);
-    }
-    kernels::ensure_extent(slot.residual[b + 1], n, d);
-    block.attn_norm.forward(slot_index, slot.residual[b], slot.normed_attn[b]);
-    Kokkos::fence();
-    const auto attention_start = core::Clock::now();
-    block.attention.forward(slot_index, slot.normed_attn[b], seq_len, p.out);
-    Kokkos::fence();
-    stats.attention_seconds += core::seconds_since(attention_start);
-    stats.attention_flops += CausalSelfAttention<T>::flops(n, seq_len, s.d_model);
-    add(slot.mid[b], slot.residual[b], p.out);
-    block.ffn_norm.forward(slot_index, slot.mid[b], slot.normed_ffn[b]);
-    if (block.moe) {
-      MoeStats moe =
-          block.moe->forward(slot_index, slot.normed_ffn[b], p.out, train, reduce_stats, observer);
-      stats.aux_loss += moe.aux_loss + moe.z_loss;
-      stats.expert_seconds += moe.expert_seconds;
-      stats.expert_flops += moe.expert_flops;
-      stats.dispatch_seconds += moe.dispatch_seconds;
-      slot.moe.push_back(moe);
-      stats.moe.push_back(std::move(moe));
-    } else {
-      block.dense->forward(slot_index, slot.normed_ffn[b], p.out);
-    }
-    add(slot.residual[b + 1], slot.mid[b], p.out);
-    if (block_recompute) {
-      Kokkos::fence();
-      block.release(slot_index, false);
-    }
-  }
+  for (int i = 0; i < held; ++i)
+    block_forward(slot_index, i, BlockPass::first, train, reduce_stats, observer, stats);
 
   if (s.has_head()) {
     const Matrix<T>& h = slot.residual[std::size_t(held)];
@@ -329,7 +280,7 @@ void LanguageModel<T>::backward(int slot_index, const Matrix<T>& grad_output, Lm
   const bool block_recompute = s.recompute == Recompute::block;
   for (int i = held - 1; i >= 0; --i) {
     typename Parts::Block& block = p.blocks[std::size_t(i)];
-    if (block_recompute) recompute_block(slot_index, i, stats);
+    if (block_recompute) block_forward(slot_index, i, BlockPass::again, true, {}, {}, stats);
     // dres: the gradient of residual[i+1] = mid + ffn(norm(mid)); then of mid = x + attn(norm(x)).
     if (block.moe) {
       MoeStats& moe = slot.moe[--moe_index];
@@ -366,23 +317,42 @@ void LanguageModel<T>::backward(int slot_index, const Matrix<T>& grad_output, Lm
 }
 
 template <class T>
-void LanguageModel<T>::recompute_block(int slot_index, int i, LmStats& stats) {
-  // The block's forward again, from the input it kept, into the shared set of inner
-  // activations the forward used (slot.normed_attn[b] ... are handles to it): the same calls on
-  // the same values, so the layers save what they saved the first time.
+void LanguageModel<T>::block_forward(int slot_index, int i, BlockPass pass, bool train,
+                                     const StatsReducer& reduce_stats,
+                                     const RoutingObserver& observer, LmStats& stats) {
+  // The first pass writes the block's output residual[i+1]; with Recompute::block it then frees
+  // what the layers saved. The second pass (before the block's backward) repeats the same calls
+  // on the same kept input, so the layers save what they saved the first time; the MoE layer
+  // reuses the first pass's routing figures instead of reducing and observing them again.
   Parts& p = *parts_;
   typename Parts::Slot& slot = p.slot(slot_index);
   typename Parts::Block& block = p.blocks[std::size_t(i)];
   const auto b = std::size_t(i);
   const std::size_t n = slot.n, d = std::size_t(shape_.d_model);
-  kernels::ensure_extent(p.normed_attn, n, d);
-  kernels::ensure_extent(p.mid, n, d);
-  kernels::ensure_extent(p.normed_ffn, n, d);
+  const bool again = pass == BlockPass::again;
+  if (shape_.recompute == Recompute::block) {
+    // Every block and slot shares Parts' one set of inner activations.
+    kernels::ensure_extent(p.normed_attn, n, d);
+    kernels::ensure_extent(p.mid, n, d);
+    kernels::ensure_extent(p.normed_ffn, n, d);
+    slot.normed_attn[b] = p.normed_attn;
+    slot.mid[b] = p.mid;
+    slot.normed_ffn[b] = p.normed_ffn;
+  } else {
+    kernels::ensure_extent(slot.normed_attn[b], n, d);
+    kernels::ensure_extent(slot.mid[b], n, d);
+    kernels::ensure_extent(slot.normed_ffn[b], n, d);
+  }
   kernels::ensure_extent(p.out, n, d);
-  slot.normed_attn[b] = p.normed_attn;
-  slot.mid[b] = p.mid;
-  slot.normed_ffn[b] = p.normed_ffn;
-  const Matrix<T> x = slot.residual[b], normed_attn = p.normed_attn, mid = p.mid, out = p.out;
+  const Matrix<T> x = slot.residual[b], normed_attn = slot.normed_attn[b], mid = slot.mid[b],
+                  normed_ffn = slot.normed_ffn[b], out = p.out;
+  auto residual_add = [n, d](const Matrix<T>& to, const Matrix<T>& a, const Matrix<T>& c) {
+    Kokkos::parallel_for(
+        "residual_add", kernels::Range(0, n), KOKKOS_LAMBDA(const int t) {
+          for (std::size_t j = 0; j < d; ++j) to(t, j) = a(t, j) + c(t, j);
+        });
+  };
+
   block.attn_norm.forward(slot_index, x, normed_attn);
   Kokkos::fence();
   const auto attention_start = core::Clock::now();
@@ -390,21 +360,36 @@ void LanguageModel<T>::recompute_block(int slot_index, int i, LmStats& stats) {
   Kokkos::fence();
   stats.attention_seconds += core::seconds_since(attention_start);
   stats.attention_flops += CausalSelfAttention<T>::flops(n, slot.seq_len, shape_.d_model);
-  Kokkos::parallel_for(
-      "residual_add", kernels::Range(0, n), KOKKOS_LAMBDA(const int t) {
-        for (std::size_t j = 0; j < d; ++j) mid(t, j) = x(t, j) + out(t, j);
-      });
-  block.ffn_norm.forward(slot_index, mid, p.normed_ffn);
+  residual_add(mid, x, out);
+  block.ffn_norm.forward(slot_index, mid, normed_ffn);
   if (block.moe) {
     MoeStats moe;
-    block.moe->recompute(slot_index, p.normed_ffn, p.out, moe);
+    if (again) {
+      block.moe->recompute(slot_index, normed_ffn, out, moe);
+    } else {
+      moe = block.moe->forward(slot_index, normed_ffn, out, train, reduce_stats, observer);
+      stats.aux_loss += moe.aux_loss + moe.z_loss;
+    }
     stats.expert_seconds += moe.expert_seconds;
     stats.expert_flops += moe.expert_flops;
     stats.dispatch_seconds += moe.dispatch_seconds;
+    if (!again) {
+      slot.moe.push_back(moe);
+      stats.moe.push_back(std::move(moe));
+    }
   } else {
-    block.dense->forward(slot_index, p.normed_ffn, p.out);
+    block.dense->forward(slot_index, normed_ffn, out);
   }
-  Kokkos::fence();
+  if (!again) {
+    kernels::ensure_extent(slot.residual[b + 1], n, d);
+    residual_add(slot.residual[b + 1], mid, out);
+  }
+  if (again) {
+    Kokkos::fence();
+  } else if (shape_.recompute == Recompute::block) {
+    Kokkos::fence();
+    block.release(slot_index, false);
+  }
 }
 
 template <class T>

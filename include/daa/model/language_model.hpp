@@ -159,8 +159,11 @@ class LanguageModel {
   // Final-norm output of slot -> head -> softmax cross-entropy, chunk by chunk; with `train`
   // also the head's backward into the weight gradient and the slot's dfinal_normed.
   void head_and_loss(int slot, bool train, T grad_scale);
-  // Recompute::block: held block i's forward for slot again, before its backward.
-  void recompute_block(int slot, int i, LmStats& stats);
+  // Held block i's forward for slot: `first` from forward(), `again` (Recompute::block) before
+  // the block's backward, from the input the first pass kept.
+  enum class BlockPass { first, again };
+  void block_forward(int slot, int i, BlockPass pass, bool train, const StatsReducer& reduce_stats,
+                     const RoutingObserver& observer, LmStats& stats);
 
   LanguageModelShape shape_;
   ParamStore<T> params_;
