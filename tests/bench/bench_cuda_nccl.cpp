@@ -15,31 +15,12 @@
 using namespace daa::cuda::test;
 
 int main(int argc, char** argv) {
-  int rank = 0, size = 1, local_rank = 0, local_size = 1;
-#if DAA_CUDA_WITH_MPI
-  MPI_Init(&argc, &argv);
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
-  MPI_Comm node;
-  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node);
-  MPI_Comm_rank(node, &local_rank);
-  MPI_Comm_size(node, &local_size);
-  MPI_Comm_free(&node);
-#else
-  (void)argc;
-  (void)argv;
-#endif
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices < local_size) {
-    if (rank == 0) std::printf("skipped: no CUDA device for each of the %d ranks\n", local_size);
-#if DAA_CUDA_WITH_MPI
-    MPI_Finalize();
-#endif
-    return 77;
-  }
+  Ranks ranks;
+  if (!ranks.start(argc, argv)) return 77;
+  const int rank = ranks.rank, size = ranks.size;
   int status = 0;
   try {
-    DAA_CUDA_CHECK(cudaSetDevice(local_rank));
+    DAA_CUDA_CHECK(cudaSetDevice(ranks.local_rank));
 #if DAA_CUDA_WITH_MPI
     daa::cuda::NcclComm comm(MPI_COMM_WORLD);
 #else
@@ -89,8 +70,5 @@ int main(int argc, char** argv) {
     std::printf("bench_cuda_nccl: error: %s\n", e.what());
     status = 1;
   }
-#if DAA_CUDA_WITH_MPI
-  MPI_Finalize();
-#endif
-  return status;
+  return ranks.finish(status);
 }

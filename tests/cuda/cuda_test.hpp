@@ -6,6 +6,9 @@
 #include "daa/cuda/check.hpp"
 
 #include <cuda_runtime_api.h>
+#if DAA_CUDA_WITH_MPI
+#include <mpi.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -31,6 +34,55 @@ inline int device_count_or_skip() {
   }
   return count;
 }
+
+// The processes of an NCCL test or benchmark: the MPI ranks where the adapters were built with
+// MPI (a node's i-th rank on its i-th GPU), else one process. Ranks::start returns false on every
+// rank, after printing why and finishing MPI, where any node has fewer GPUs than ranks (exit 77).
+struct Ranks {
+  int rank = 0, size = 1, local_rank = 0, local_size = 1;
+
+  bool start(int& argc, char**& argv) {
+#if DAA_CUDA_WITH_MPI
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    MPI_Comm node;
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node);
+    MPI_Comm_rank(node, &local_rank);
+    MPI_Comm_size(node, &local_size);
+    MPI_Comm_free(&node);
+#else
+    (void)argc;
+    (void)argv;
+#endif
+    int devices = 0;
+    int enough = cudaGetDeviceCount(&devices) == cudaSuccess && devices >= local_size;
+#if DAA_CUDA_WITH_MPI
+    // Nodes may differ: all ranks go on, or all skip, never half in NCCL's set-up.
+    MPI_Allreduce(MPI_IN_PLACE, &enough, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+#endif
+    if (enough) return true;
+    if (rank == 0)
+      std::printf("skipped: no CUDA device for each of the %d ranks on this node (%d found)\n",
+                  local_size, devices);
+#if DAA_CUDA_WITH_MPI
+    MPI_Finalize();
+#endif
+    return false;
+  }
+
+  // The worst status over the ranks (any rank's failure fails the run); finishes MPI.
+  int finish(int status) const {
+#if DAA_CUDA_WITH_MPI
+    int worst = 0;
+    MPI_Allreduce(&status, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    MPI_Finalize();
+    return worst;
+#else
+    return status;
+#endif
+  }
+};
 
 // Counts failed expectations and prints each with what was compared.
 struct Checks {

@@ -101,35 +101,13 @@ void run(int rank, int size, daa::cuda::NcclComm& comm, Checks& checks) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int rank = 0, size = 1, local_rank = 0, local_size = 1;
-#if DAA_CUDA_WITH_MPI
-  MPI_Init(&argc, &argv);
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
-  MPI_Comm node;
-  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node);
-  MPI_Comm_rank(node, &local_rank);
-  MPI_Comm_size(node, &local_size);
-  MPI_Comm_free(&node);
-#else
-  (void)argc;
-  (void)argv;
-#endif
-  // Every rank decides alike: each sees the same device count on its node.
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices < local_size) {
-    if (rank == 0)
-      std::printf("skipped: no CUDA device for each of the %d ranks on this node (%d found)\n",
-                  local_size, devices);
-#if DAA_CUDA_WITH_MPI
-    MPI_Finalize();
-#endif
-    return 77;
-  }
+  Ranks ranks;
+  if (!ranks.start(argc, argv)) return 77;
+  const int rank = ranks.rank, size = ranks.size;
   Checks checks;
   int status = 0;
   try {
-    DAA_CUDA_CHECK(cudaSetDevice(local_rank));
+    DAA_CUDA_CHECK(cudaSetDevice(ranks.local_rank));
 #if DAA_CUDA_WITH_MPI
     daa::cuda::NcclComm comm(MPI_COMM_WORLD);
 #else
@@ -141,12 +119,5 @@ int main(int argc, char** argv) {
     std::printf("FAILED: %s\n", e.what());
     status = 1;
   }
-#if DAA_CUDA_WITH_MPI
-  // Any rank's failure fails the run.
-  int worst = 0;
-  MPI_Allreduce(&status, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  status = worst;
-  MPI_Finalize();
-#endif
-  return status;
+  return ranks.finish(status);
 }
