@@ -150,6 +150,20 @@ double Experts<T>::forward_flops_per_row() const {
 }
 
 template <class T>
+void Experts<T>::grouped_gemm(bool transpose_weight, std::span<const std::size_t> offset,
+                              const Matrix<T>& a, int Local::*weight, T beta,
+                              const Matrix<T>& c) const {
+  std::vector<Matrix<T>> w;
+  w.reserve(local_.size());
+  for (const Local& e : local_) w.push_back(store_->value(e.*weight));
+  kernels::expert_gemm(kernels::ExecSpace{}, transpose_weight ? Trans::yes : Trans::no, offset,
+                       T(1), a, std::span<const Matrix<T>>(w), beta, c);
+}
+
+// Each GEMM runs over all local experts at once (kernels::expert_gemm: one grouped cuBLAS call
+// on CUDA), and the element-wise kernels over all rows; only the per-expert biases and weight
+// gradients, which differ per expert in their output, loop over the experts.
+template <class T>
 void Experts<T>::forward(int slot, const Matrix<T>& in, std::span<const std::size_t> offset,
                          const Matrix<T>& out) {
   State& s = states_[slot];
@@ -159,28 +173,21 @@ void Experts<T>::forward(int slot, const Matrix<T>& in, std::span<const std::siz
   s.offset.assign(offset.begin(), offset.end());
   kernels::ensure_extent(s.pre, rows, F);
   kernels::ensure_extent(s.act, rows, F);
-  if (swiglu) kernels::ensure_extent(s.up, rows, F);
-  const ParamStore<T>& P = *store_;
-  for (std::size_t j = 0; j < local_.size(); ++j) {
-    const auto range = std::make_pair(s.offset[j], s.offset[j + 1]);
-    if (range.first == range.second) continue;
-    const Local& e = local_[j];
-    auto x = Kokkos::subview(in, range, Kokkos::ALL);
-    auto pre = Kokkos::subview(s.pre, range, Kokkos::ALL);
-    auto act = Kokkos::subview(s.act, range, Kokkos::ALL);
-    auto y = Kokkos::subview(out, range, Kokkos::ALL);
-    kernels::gemm(Trans::no, Trans::no, T(1), x, P.value(e.w1), T(0), pre);
-    if (swiglu) {
-      auto up = Kokkos::subview(s.up, range, Kokkos::ALL);
-      kernels::gemm(Trans::no, Trans::no, T(1), x, P.value(e.w3), T(0), up);
-      kernels::swiglu_forward(pre, up, act);
-      kernels::gemm(Trans::no, Trans::no, T(1), act, P.value(e.w2), T(0), y);
-    } else {
-      kernels::add_bias(pre, P.value_vec(e.b1));
-      kernels::gelu_forward(pre, act);
-      kernels::gemm(Trans::no, Trans::no, T(1), act, P.value(e.w2), T(0), y);
-      kernels::add_bias(y, P.value_vec(e.b2));
-    }
+  grouped_gemm(false, s.offset, in, &Local::w1, T(0), s.pre);
+  if (swiglu) {
+    kernels::ensure_extent(s.up, rows, F);
+    grouped_gemm(false, s.offset, in, &Local::w3, T(0), s.up);
+    kernels::swiglu_forward(s.pre, s.up, s.act);
+    grouped_gemm(false, s.offset, s.act, &Local::w2, T(0), out);
+  } else {
+    for_each_expert(s.offset, [&](const Local& e, auto range) {
+      kernels::add_bias(Kokkos::subview(s.pre, range, Kokkos::ALL), store_->value_vec(e.b1));
+    });
+    kernels::gelu_forward(s.pre, s.act);
+    grouped_gemm(false, s.offset, s.act, &Local::w2, T(0), out);
+    for_each_expert(s.offset, [&](const Local& e, auto range) {
+      kernels::add_bias(Kokkos::subview(out, range, Kokkos::ALL), store_->value_vec(e.b2));
+    });
   }
 }
 
@@ -189,37 +196,37 @@ void Experts<T>::backward(int slot, const Matrix<T>& dout, const Matrix<T>& din)
   State& s = states_[slot];
   const std::size_t rows = s.in.extent(0), F = shape_.d_ff;
   const bool swiglu = shape_.ffn == ExpertFfn::swiglu;
-  kernels::ensure_extent(dhidden_, rows, F);
-  if (swiglu) kernels::ensure_extent(dup_, rows, F);
   const ParamStore<T>& P = *store_;
-  for (std::size_t j = 0; j < local_.size(); ++j) {
-    const auto range = std::make_pair(s.offset[j], s.offset[j + 1]);
-    if (range.first == range.second) continue;
-    const Local& e = local_[j];
-    auto x = Kokkos::subview(s.in, range, Kokkos::ALL);
-    auto pre = Kokkos::subview(s.pre, range, Kokkos::ALL);
-    auto act = Kokkos::subview(s.act, range, Kokkos::ALL);
-    auto dy = Kokkos::subview(dout, range, Kokkos::ALL);
-    auto dhid = Kokkos::subview(dhidden_, range, Kokkos::ALL);
-    auto dx = Kokkos::subview(din, range, Kokkos::ALL);
-    kernels::gemm(Trans::yes, Trans::no, T(1), act, dy, T(1), P.grad(e.w2));
-    if (!swiglu) kernels::accumulate_bias_grad(dy, P.grad_vec(e.b2));
-    kernels::gemm(Trans::no, Trans::yes, T(1), dy, P.value(e.w2), T(0), dhid);
-    if (swiglu) {
-      // dhid holds d(act); split it into d(pre) (in place) and d(up).
-      auto up = Kokkos::subview(s.up, range, Kokkos::ALL);
-      auto dup = Kokkos::subview(dup_, range, Kokkos::ALL);
-      kernels::swiglu_backward(pre, up, dhid, dhid, dup);
-      kernels::gemm(Trans::yes, Trans::no, T(1), x, dhid, T(1), P.grad(e.w1));
-      kernels::gemm(Trans::yes, Trans::no, T(1), x, dup, T(1), P.grad(e.w3));
-      kernels::gemm(Trans::no, Trans::yes, T(1), dhid, P.value(e.w1), T(0), dx);
-      kernels::gemm(Trans::no, Trans::yes, T(1), dup, P.value(e.w3), T(1), dx);
-    } else {
-      kernels::gelu_backward(pre, dhid);
-      kernels::gemm(Trans::yes, Trans::no, T(1), x, dhid, T(1), P.grad(e.w1));
-      kernels::accumulate_bias_grad(dhid, P.grad_vec(e.b1));
-      kernels::gemm(Trans::no, Trans::yes, T(1), dhid, P.value(e.w1), T(0), dx);
-    }
+  kernels::ensure_extent(dhidden_, rows, F);
+  // Weight gradients: expert j's rows only, accumulated into its own gradient.
+  auto weight_grad = [&](const Matrix<T>& left, const Matrix<T>& right, int Local::*member) {
+    for_each_expert(s.offset, [&](const Local& e, auto range) {
+      kernels::gemm(Trans::yes, Trans::no, T(1), Kokkos::subview(left, range, Kokkos::ALL),
+                    Kokkos::subview(right, range, Kokkos::ALL), T(1), P.grad(e.*member));
+    });
+  };
+  weight_grad(s.act, dout, &Local::w2);
+  if (!swiglu)
+    for_each_expert(s.offset, [&](const Local& e, auto range) {
+      kernels::accumulate_bias_grad(Kokkos::subview(dout, range, Kokkos::ALL), P.grad_vec(e.b2));
+    });
+  grouped_gemm(true, s.offset, dout, &Local::w2, T(0), dhidden_);
+  if (swiglu) {
+    // dhidden_ holds d(act); split it into d(pre) (in place) and d(up).
+    kernels::ensure_extent(dup_, rows, F);
+    kernels::swiglu_backward(s.pre, s.up, dhidden_, dhidden_, dup_);
+    weight_grad(s.in, dhidden_, &Local::w1);
+    weight_grad(s.in, dup_, &Local::w3);
+    grouped_gemm(true, s.offset, dhidden_, &Local::w1, T(0), din);
+    grouped_gemm(true, s.offset, dup_, &Local::w3, T(1), din);
+  } else {
+    kernels::gelu_backward(s.pre, dhidden_);
+    weight_grad(s.in, dhidden_, &Local::w1);
+    for_each_expert(s.offset, [&](const Local& e, auto range) {
+      kernels::accumulate_bias_grad(Kokkos::subview(dhidden_, range, Kokkos::ALL),
+                                    P.grad_vec(e.b1));
+    });
+    grouped_gemm(true, s.offset, dhidden_, &Local::w1, T(0), din);
   }
 }
 

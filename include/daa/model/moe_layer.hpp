@@ -142,6 +142,18 @@ class Experts {
     kernels::Matrix<T> up{"experts_up", 0, 0};    // x W3 (SwiGLU)
     kernels::Matrix<T> act{"experts_act", 0, 0};  // the hidden activation fed to W2
   };
+  // c = a W + beta c (a W^T with transpose_weight) over every local expert at once, W being
+  // each expert's `weight` (kernels::expert_gemm: one grouped call on CUDA).
+  void grouped_gemm(bool transpose_weight, std::span<const std::size_t> offset,
+                    const kernels::Matrix<T>& a, int Local::*weight, T beta,
+                    const kernels::Matrix<T>& c) const;
+  // fn(local expert, row range) for each local expert with rows under `offset`.
+  template <class Fn>
+  void for_each_expert(const std::vector<std::size_t>& offset, Fn&& fn) const {
+    for (std::size_t j = 0; j < local_.size(); ++j)
+      if (offset[j] != offset[j + 1]) fn(local_[j], std::make_pair(offset[j], offset[j + 1]));
+  }
+
   ParamStore<T>* store_;
   MoeShape shape_;
   std::vector<Local> local_;
