@@ -49,3 +49,9 @@ if(_daa_cuda_missing)
   message(FATAL_ERROR " daa-swarm: DAA_ENABLE_CUDA=ON needs ${_daa_cuda_missing_text}")
 endif()
 message(STATUS "daa-swarm: CUDA backend: Kokkos ${Kokkos_VERSION} with CUDA, CUDA ${CUDAToolkit_VERSION} (cuBLAS), NCCL ${DAA_NCCL_LIBRARY}")
+
+# fmt under nvcc: its consteval format-string checks do not compile ("call to consteval function
+# ... did not produce a valid constant expression"), and fmt turns FMT_CONSTEXPR off when it
+# sees __NVCC__, which its C++20 constexpr functions then reject. Format strings are checked at
+# run time in this build instead; the host build keeps the compile-time check.
+add_compile_definitions(FMT_CONSTEVAL= FMT_USE_CONSTEXPR=1)
