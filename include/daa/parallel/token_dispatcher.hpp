@@ -101,8 +101,8 @@ struct DispatchStats {
   std::size_t bytes_sent = 0;      // to other ranks of the group
   std::size_t bytes_received = 0;  // from other ranks of the group
   std::size_t bytes_local = 0;     // rows that stay on this rank (copied, not sent)
-  double mpi_seconds = 0;          // inside MPI_Alltoallv (includes waiting for peers)
-  double permute_seconds = 0;      // the permutation kernel (it also moves the local rows)
+  double mpi_seconds = 0;      // inside the transport's MPI_Alltoallv (or NCCL), peers' waits too
+  double permute_seconds = 0;  // the permutation kernel (it also moves the local rows)
   // Host staging (TransportMode::host_staged only; zero otherwise): bytes copied to the host
   // buffer before MPI and back after it, the number of those copies and their seconds.
   std::size_t bytes_staged_to_host = 0;
