@@ -28,7 +28,9 @@ namespace daa::parallel {
 //                is counted in TransportStats. Forceable on the host too, so that it is tested.
 //   nccl:        daa::cuda::NcclComm on the execution space's stream (float only). Compiled only
 //                with a CUDA Kokkos and DAA_ENABLE_CUDA, which this machine cannot build: that
-//                branch is uncompiled and untested here.
+//                branch is uncompiled and untested here; in particular, NCCL's send holds the
+//                stream until the peer receives, which the pipeline's 1F1B order must survive:
+//                the first GPU run has to check that.
 enum class TransportMode { direct, host_staged, nccl };
 
 const char* to_string(TransportMode mode);
