@@ -18,21 +18,15 @@ void trace(const char* name, Clock::time_point begin) {
   core::Timeline::process().add(core::Track::pipeline, name, begin, Clock::now());
 }
 
-int message_count(std::size_t rows, int width) {
-  return mpi_count(rows * std::size_t(width),
-                   "parallel::PipelineSchedule: one micro-batch's activations (rows x width)");
+void check_count(std::size_t rows, int width) {
+  mpi_count(rows * std::size_t(width),
+            "parallel::PipelineSchedule: one micro-batch's activations (rows x width)");
 }
 
 }  // namespace
 
-PipelineSchedule::PipelineSchedule(const Topology& topology, int width)
-    : topology_(topology), width_(width) {}
-
-PipelineSchedule::~PipelineSchedule() {
-  // Sends still in flight (an exception left a step midway) must not outlive their buffers.
-  for (MPI_Request& request : sends_)
-    if (request != MPI_REQUEST_NULL) MPI_Cancel(&request), MPI_Request_free(&request);
-}
+PipelineSchedule::PipelineSchedule(const Topology& topology, int width, TransportMode mode)
+    : topology_(topology), width_(width), transport_(topology.world(), mode) {}
 
 int PipelineSchedule::slots(int micro_batches) const {
   return std::min(micro_batches, topology_.layout().pipeline_stages);
@@ -43,29 +37,26 @@ void PipelineSchedule::train_step(int micro_batches, std::size_t rows, const For
   const int stages = topology_.layout().pipeline_stages, stage = topology_.place().stage;
   const bool first = stage == 0, last = stage == stages - 1;
   const int slot_count = slots(micro_batches);
-  const MPI_Comm comm = topology_.world().comm();
-  const int count = message_count(rows, width_);
+  check_count(rows, width_);
   received_.resize(std::size_t(slot_count), Matrix("received", 0, 0));
   received_grad_.resize(std::size_t(slot_count), Matrix("received_grad", 0, 0));
-  sends_.resize(2 * std::size_t(slot_count), MPI_REQUEST_NULL);
+  sends_.resize(2 * std::size_t(slot_count));
   const Matrix none("none", 0, 0);
 
   auto run_forward = [&](int micro) {
     const int slot = micro % slot_count;
     auto t = Clock::now();
-    DAA_MPI_CHECK(MPI_Wait(&sends_[2 * slot], MPI_STATUS_IGNORE));  // the slot's previous send
+    transport_.wait(sends_[2 * slot]);  // the slot's previous send
     if (!first) {
       kernels::ensure_extent(received_[slot], rows, std::size_t(width_));
-      DAA_MPI_CHECK(MPI_Recv(received_[slot].data(), count, MPI_FLOAT,
-                             topology_.previous_stage_rank(), 2 * micro, comm, MPI_STATUS_IGNORE));
+      transport_.recv<float>(received_[slot], topology_.previous_stage_rank(), 2 * micro);
       trace("receive activations", t);
     }
     timing.comm_seconds += seconds_since(t);
     const Matrix out = forward(micro, slot, first ? none : received_[slot]);
     if (!last) {
       Kokkos::fence();
-      DAA_MPI_CHECK(MPI_Isend(out.data(), count, MPI_FLOAT, topology_.next_stage_rank(), 2 * micro,
-                              comm, &sends_[2 * slot]));
+      transport_.isend<float>(out, topology_.next_stage_rank(), 2 * micro, sends_[2 * slot]);
     }
   };
   auto run_backward = [&](int micro) {
@@ -73,17 +64,16 @@ void PipelineSchedule::train_step(int micro_batches, std::size_t rows, const For
     auto t = Clock::now();
     if (!last) {
       kernels::ensure_extent(received_grad_[slot], rows, std::size_t(width_));
-      DAA_MPI_CHECK(MPI_Recv(received_grad_[slot].data(), count, MPI_FLOAT,
-                             topology_.next_stage_rank(), 2 * micro + 1, comm, MPI_STATUS_IGNORE));
+      transport_.recv<float>(received_grad_[slot], topology_.next_stage_rank(), 2 * micro + 1);
       trace("receive gradients", t);
     }
-    DAA_MPI_CHECK(MPI_Wait(&sends_[2 * slot + 1], MPI_STATUS_IGNORE));
+    transport_.wait(sends_[2 * slot + 1]);
     timing.comm_seconds += seconds_since(t);
     const Matrix grad = backward(micro, slot, last ? none : received_grad_[slot]);
     if (!first) {
       Kokkos::fence();
-      DAA_MPI_CHECK(MPI_Isend(grad.data(), count, MPI_FLOAT, topology_.previous_stage_rank(),
-                              2 * micro + 1, comm, &sends_[2 * slot + 1]));
+      transport_.isend<float>(grad, topology_.previous_stage_rank(), 2 * micro + 1,
+                              sends_[2 * slot + 1]);
     }
   };
   // 1F1B: stage s runs (stages - s - 1) forwards ahead, then alternates, then drains.
@@ -95,9 +85,7 @@ void PipelineSchedule::train_step(int micro_batches, std::size_t rows, const For
   }
   for (int micro = micro_batches - warmup; micro < micro_batches; ++micro) run_backward(micro);
   const auto t = Clock::now();
-  DAA_MPI_CHECK(
-      MPI_Waitall(mpi_count(sends_.size(), "parallel::PipelineSchedule: sends", "requests"),
-                  sends_.data(), MPI_STATUSES_IGNORE));
+  for (auto& send : sends_) transport_.wait(send);
   timing.comm_seconds += seconds_since(t);
   if (stages > 1) trace("wait for sends", t);
 }
@@ -105,21 +93,22 @@ void PipelineSchedule::train_step(int micro_batches, std::size_t rows, const For
 void PipelineSchedule::forward_only(std::size_t rows, const Forward& forward,
                                     PipelineTiming& timing) {
   const int stages = topology_.layout().pipeline_stages, stage = topology_.place().stage;
-  const MPI_Comm comm = topology_.world().comm();
-  const int count = message_count(rows, width_);
+  check_count(rows, width_);
   received_.resize(std::max<std::size_t>(received_.size(), 1), Matrix("received", 0, 0));
   const auto t = Clock::now();
   if (stage > 0) {
     kernels::ensure_extent(received_[0], rows, std::size_t(width_));
-    DAA_MPI_CHECK(MPI_Recv(received_[0].data(), count, MPI_FLOAT, topology_.previous_stage_rank(),
-                           0, comm, MPI_STATUS_IGNORE));
+    transport_.recv<float>(received_[0], topology_.previous_stage_rank(), 0);
   }
   timing.comm_seconds += seconds_since(t);
   const Matrix out = forward(0, 0, stage > 0 ? received_[0] : Matrix("none", 0, 0));
   if (stage + 1 < stages) {
     Kokkos::fence();
     const auto s = Clock::now();
-    DAA_MPI_CHECK(MPI_Send(out.data(), count, MPI_FLOAT, topology_.next_stage_rank(), 0, comm));
+    // A blocking send, as before: a send and its completion, through slot 0's (idle) send.
+    sends_.resize(std::max<std::size_t>(sends_.size(), 2));
+    transport_.isend<float>(out, topology_.next_stage_rank(), 0, sends_[0]);
+    transport_.wait(sends_[0]);
     timing.comm_seconds += seconds_since(s);
   }
 }

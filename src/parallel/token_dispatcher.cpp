@@ -1,5 +1,6 @@
 // Expert-parallel token dispatcher (see token_dispatcher.hpp): the count exchange that builds a
-// DispatchPlan, and the two MPI_Alltoallv + permutation moves, instantiated for float and double.
+// DispatchPlan, and the two moves (a Transport all-to-all + a permutation kernel), instantiated
+// for float and double.
 #include "daa/parallel/token_dispatcher.hpp"
 
 #include <climits>
@@ -17,24 +18,6 @@ using core::Clock;
 using core::seconds_since;
 using kernels::MemSpace;
 using kernels::Range;
-
-template <class T>
-MPI_Datatype mpi_type() {
-  if constexpr (std::is_same_v<T, float>)
-    return MPI_FLOAT;
-  else if constexpr (std::is_same_v<T, double>)
-    return MPI_DOUBLE;
-  else
-    static_assert(sizeof(T) == 0, "token dispatcher: only float and double rows");
-}
-
-// An empty view may have a null data(); MPI gets a valid address anyway (its counts are all 0
-// then), so no MPI implementation can mistake it for a special value.
-template <class T>
-T* mpi_buffer(T* data) {
-  static T dummy{};
-  return data != nullptr ? data : &dummy;
-}
 
 std::string group_label(const Communicator& group) {
   return "token dispatcher: group '" + group.name() + "' (" + std::to_string(group.size()) +
@@ -97,6 +80,10 @@ DispatchStats& DispatchStats::operator+=(const DispatchStats& other) {
   bytes_local += other.bytes_local;
   mpi_seconds += other.mpi_seconds;
   permute_seconds += other.permute_seconds;
+  bytes_staged_to_host += other.bytes_staged_to_host;
+  bytes_staged_from_host += other.bytes_staged_from_host;
+  staging_copies += other.staging_copies;
+  staging_seconds += other.staging_seconds;
   return *this;
 }
 
@@ -232,26 +219,20 @@ kernels::MatrixRef<T> TokenDispatcher::staging_matrix(std::size_t rows, std::siz
   return kernels::MatrixRef<T>(reinterpret_cast<T*>(staging_.data()), rows, width);
 }
 
-void TokenDispatcher::fill_counts(const DispatchPlan& plan, std::size_t width, bool forward,
-                                  bool skip_self) {
-  const auto sc = forward ? plan.send_counts() : plan.recv_counts();
-  const auto sd = forward ? plan.send_displs() : plan.recv_displs();
-  const auto rc = forward ? plan.recv_counts() : plan.send_counts();
-  const auto rd = forward ? plan.recv_displs() : plan.send_displs();
-  const std::size_t ep = sc.size();
-  send_counts_.resize(ep);
-  send_displs_.resize(ep);
-  recv_counts_.resize(ep);
-  recv_displs_.resize(ep);
-  // plan.check_width(width) came first and names rows and width; mpi_count guards each value.
-  for (std::size_t p = 0; p < ep; ++p) {
-    send_counts_[p] = mpi_count(sc[p] * width, "parallel::TokenDispatcher: send count");
-    send_displs_[p] = mpi_count(sd[p] * width, "parallel::TokenDispatcher: send displacement");
-    recv_counts_[p] = mpi_count(rc[p] * width, "parallel::TokenDispatcher: receive count");
-    recv_displs_[p] = mpi_count(rd[p] * width, "parallel::TokenDispatcher: receive displacement");
-  }
-  // The permutation kernels move this rank's own rows (see SelfRows); MPI leaves them alone.
-  if (skip_self) send_counts_[plan.group().rank()] = recv_counts_[plan.group().rank()] = 0;
+Transport<>& TokenDispatcher::transport(const DispatchPlan& plan) {
+  // Every member of a group sees the same plans, so all remake their transport together (nccl
+  // mode's set-up is collective).
+  if (!transport_ || transport_->comm().comm() != plan.group().comm())
+    transport_.emplace(plan.group(), mode_);
+  return *transport_;
+}
+
+void TokenDispatcher::finish(DispatchStats& stats, const TransportStats& moved) {
+  stats.mpi_seconds = moved.mpi_seconds;
+  stats.bytes_staged_to_host = moved.bytes_to_host;
+  stats.bytes_staged_from_host = moved.bytes_from_host;
+  stats.staging_copies = moved.staging_copies;
+  stats.staging_seconds = moved.staging_seconds;
 }
 
 template <class T>
@@ -287,14 +268,12 @@ void TokenDispatcher::to_experts(const DispatchPlan& plan, const kernels::Matrix
     const auto staging = direct ? kernels::MatrixRef<T>(expert_rows.data(), expert_rows.extent(0),
                                                         expert_rows.extent(1))
                                 : staging_matrix<T>(plan.recv_rows(), width);
-    fill_counts(plan, width, /*forward=*/true, /*skip_self=*/!direct);
-    auto start = Clock::now();
-    DAA_MPI_CHECK(MPI_Alltoallv(mpi_buffer(packed.data()), send_counts_.data(), send_displs_.data(),
-                                mpi_type<T>(), mpi_buffer(staging.data()), recv_counts_.data(),
-                                recv_displs_.data(), mpi_type<T>(), plan.group().comm()));
-    stats.mpi_seconds = seconds_since(start);
+    // Without the identity, this rank's own rows skip MPI: the permutation kernel moves them.
+    finish(stats, transport(plan).all_to_all_rows<T>(packed, plan.send_counts(), plan.send_displs(),
+                                                     staging, plan.recv_counts(),
+                                                     plan.recv_displs(), /*skip_self=*/!direct));
     if (!direct) {
-      start = Clock::now();
+      const auto start = Clock::now();
       gather_to_experts(plan.received_of_expert_row(), staging, packed, self_rows(plan),
                         expert_rows);
       Kokkos::fence();
@@ -342,13 +321,9 @@ void TokenDispatcher::to_sources(const DispatchPlan& plan, const kernels::Matrix
       Kokkos::fence();  // MPI reads the staging buffer next
       stats.permute_seconds = seconds_since(start);
     }
-    fill_counts(plan, width, /*forward=*/false, /*skip_self=*/!direct);
-    const auto start = Clock::now();
-    DAA_MPI_CHECK(MPI_Alltoallv(mpi_buffer(staging.data()), send_counts_.data(),
-                                send_displs_.data(), mpi_type<T>(), mpi_buffer(packed_out.data()),
-                                recv_counts_.data(), recv_displs_.data(), mpi_type<T>(),
-                                plan.group().comm()));
-    stats.mpi_seconds = seconds_since(start);
+    finish(stats, transport(plan).all_to_all_rows<T>(
+                      staging, plan.recv_counts(), plan.recv_displs(), packed_out,
+                      plan.send_counts(), plan.send_displs(), /*skip_self=*/!direct));
   }
   last_ = stats;
   total_ += stats;

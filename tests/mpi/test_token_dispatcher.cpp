@@ -341,6 +341,71 @@ TEST(TokenDispatcher, OnePlanManyWidths) {
   }
 }
 
+// Forced host staging (what a device build without NCCL does) moves the same bits as direct MPI,
+// on routings with and without the permutation, and counts exactly the bytes it stages: every row
+// MPI moves, which is every row but the local ones when the permutation kernel moves those.
+template <class T>
+void check_staged_equals_direct(const Communicator& group, const Routing& routing,
+                                std::size_t width) {
+  const int me = group.rank();
+  SCOPED_TRACE(group.name() + " rank " + std::to_string(me));
+  const DispatchPlan plan = DispatchPlan::build(group, routing[me]);
+  Matrix<T> packed("packed", plan.send_rows(), width);
+  auto fill = Kokkos::create_mirror_view(packed);
+  for (std::size_t i = 0; i < plan.send_rows(); ++i)
+    for (std::size_t c = 0; c < width; ++c)
+      fill(i, c) = T(daa::core::counter_normal(3, daa::core::RngPurpose::test, std::size_t(me),
+                                               i * width + c));
+  Kokkos::deep_copy(packed, fill);
+  TokenDispatcher direct(daa::parallel::TransportMode::direct);
+  TokenDispatcher staged(daa::parallel::TransportMode::host_staged);
+  Matrix<T> rows_d("rows_d", 0, 0), rows_s("rows_s", 0, 0), back_d("back_d", 0, 0),
+      back_s("back_s", 0, 0);
+  direct.to_experts(plan, packed, rows_d);
+  staged.to_experts(plan, packed, rows_s);
+  const auto forward = staged.last_stats();
+  // The experts' outputs: anything, the same on both paths.
+  Kokkos::deep_copy(rows_s, rows_d);
+  direct.to_sources(plan, rows_d, back_d);
+  staged.to_sources(plan, rows_s, back_s);
+  const auto backward = staged.last_stats();
+
+  auto a = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), rows_d);
+  auto b = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), rows_s);
+  require(a.size() == b.size(), "to_experts result sizes");
+  EXPECT_TRUE(same_bits(a.data(), b.data(), a.size())) << "to_experts: staged differs";
+  auto c = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), back_d);
+  auto d = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), back_s);
+  require(c.size() == d.size(), "to_sources result sizes");
+  EXPECT_TRUE(same_bits(c.data(), d.data(), c.size())) << "to_sources: staged differs";
+  EXPECT_TRUE(same_bits(c.data(), fill.data(), c.size())) << "round trip changed bits";
+
+  EXPECT_EQ(direct.total_stats().bytes_staged_to_host + direct.total_stats().staging_copies, 0u);
+  // With one rank nothing travels; with the identity MPI moves the local rows too.
+  const std::size_t local =
+      group.size() == 1 || !plan.identity_permutation() ? 0 : forward.bytes_local;
+  const std::size_t to_host = group.size() == 1 ? 0 : forward.bytes_sent + local;
+  const std::size_t from_host = group.size() == 1 ? 0 : forward.bytes_received + local;
+  EXPECT_EQ(forward.bytes_staged_to_host, to_host);
+  EXPECT_EQ(forward.bytes_staged_from_host, from_host);
+  EXPECT_EQ(backward.bytes_staged_to_host, from_host);
+  EXPECT_EQ(backward.bytes_staged_from_host, to_host);
+  EXPECT_EQ(staged.total_stats().bytes_staged_to_host, to_host + from_host);
+  EXPECT_EQ(staged.total_stats().staging_copies, forward.staging_copies + backward.staging_copies);
+  EXPECT_EQ(forward.staging_copies > 0, to_host + from_host > 0);
+}
+
+TEST(TokenDispatcher, HostStagedEqualsDirect) {
+  Groups groups;
+  for (const auto& g : groups.all()) {
+    const auto salt = std::uint64_t(std::hash<std::string>{}(g.name()) % 1000);
+    // Four local experts per rank (a permutation) and one (the identity), with empty experts.
+    check_staged_equals_direct<float>(g, random_routing(g.size(), 4 * g.size(), 200, salt), 3);
+    check_staged_equals_direct<double>(g, make_routing(g.size(), g.size(), mixed), 2);
+    check_staged_equals_direct<float>(g, make_routing(g.size(), 4 * g.size(), mixed), 1);
+  }
+}
+
 TEST(TokenDispatcher, RefusesExpertsNotDivisibleByGroup) {
   const Communicator world(MPI_COMM_WORLD, "world");
   // Every rank sees the same E and size, so every rank refuses before any MPI call.

@@ -4,14 +4,13 @@
 // callbacks, so training and evaluation share one schedule and no caller touches MPI.
 #pragma once
 
-#include <mpi.h>
-
 #include <cstddef>
 #include <functional>
 #include <vector>
 
 #include "daa/kernels/views.hpp"
 #include "daa/parallel/topology.hpp"
+#include "daa/parallel/transport.hpp"
 
 namespace daa::parallel {
 
@@ -33,9 +32,11 @@ class PipelineSchedule {
   // (ignored on the first) and kept unchanged until that slot's next backward.
   using Backward = std::function<Matrix(int micro, int slot, const Matrix& received_grad)>;
 
-  // `width` is the activation width between stages (d_model).
-  PipelineSchedule(const Topology& topology, int width);
-  ~PipelineSchedule();
+  // `width` is the activation width between stages (d_model); messages travel through a
+  // Transport over the world communicator in `mode` (see transport.hpp).
+  PipelineSchedule(
+      const Topology& topology, int width,
+      TransportMode mode = default_transport_mode(host_accessible_v<kernels::MemSpace>));
   PipelineSchedule(const PipelineSchedule&) = delete;
   PipelineSchedule& operator=(const PipelineSchedule&) = delete;
 
@@ -56,7 +57,10 @@ class PipelineSchedule {
   const Topology& topology_;
   int width_;
   std::vector<Matrix> received_, received_grad_;
-  std::vector<MPI_Request> sends_;  // [2 * slot]: activations, [2 * slot + 1]: gradients
+  Transport<> transport_;
+  // [2 * slot]: activations, [2 * slot + 1]: gradients; a send still in flight when the schedule
+  // is destroyed (an exception left a step midway) is cancelled by its PendingSend.
+  std::vector<Transport<>::PendingSend> sends_;
 };
 
 }  // namespace daa::parallel

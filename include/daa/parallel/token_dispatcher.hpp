@@ -5,12 +5,14 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "daa/kernels/views.hpp"
 #include "daa/parallel/communicator.hpp"
+#include "daa/parallel/transport.hpp"
 
 namespace daa::parallel {
 
@@ -99,8 +101,14 @@ struct DispatchStats {
   std::size_t bytes_sent = 0;      // to other ranks of the group
   std::size_t bytes_received = 0;  // from other ranks of the group
   std::size_t bytes_local = 0;     // rows that stay on this rank (copied, not sent)
-  double mpi_seconds = 0;          // inside MPI_Alltoallv (includes waiting for peers)
-  double permute_seconds = 0;      // the permutation kernel (it also moves the local rows)
+  double mpi_seconds = 0;      // inside the transport's MPI_Alltoallv (or NCCL), peers' waits too
+  double permute_seconds = 0;  // the permutation kernel (it also moves the local rows)
+  // Host staging (TransportMode::host_staged only; zero otherwise): bytes copied to the host
+  // buffer before MPI and back after it, the number of those copies and their seconds.
+  std::size_t bytes_staged_to_host = 0;
+  std::size_t bytes_staged_from_host = 0;
+  std::size_t staging_copies = 0;
+  double staging_seconds = 0;
 
   DispatchStats& operator+=(const DispatchStats& other);
 };
@@ -115,11 +123,15 @@ struct DispatchStats {
 // plan's group, every member must pass the same row width, and source and destination views must
 // not alias. Counts beyond MPI's int limit are refused (DispatchPlan::check_width) before MPI.
 //
-// Memory: MPI reads and writes the views' data() directly, which is host memory in this build.
-// The CUDA build will move these buffers with NCCL (ncclSend/ncclRecv groups) or stage them
-// through host mirrors, since the Open MPI here is not CUDA-aware (DESIGN.md §10).
+// Memory: the rows travel through a parallel::Transport over the plan's group, in the mode given
+// at construction (by default direct MPI on host memory, NCCL or host staging on device memory,
+// see transport.hpp); the transport is remade when a plan names another group.
 class TokenDispatcher {
  public:
+  explicit TokenDispatcher(
+      TransportMode mode = default_transport_mode(host_accessible_v<kernels::MemSpace>))
+      : mode_(mode) {}
+
   // packed [P, w] (rows grouped by global expert) -> expert_rows resized to [R, w], expert order.
   // Forward: token activations to experts. Backward: output gradients to experts.
   template <class T>
@@ -142,12 +154,12 @@ class TokenDispatcher {
  private:
   template <class T>
   kernels::MatrixRef<T> staging_matrix(std::size_t rows, std::size_t width);
-  // Fills the int element counts for one MPI_Alltoallv (checked against INT_MAX by the plan);
-  // skip_self zeroes this rank's own block, which the permutation kernel moves instead.
-  void fill_counts(const DispatchPlan& plan, std::size_t width, bool forward, bool skip_self);
+  Transport<>& transport(const DispatchPlan& plan);
+  void finish(DispatchStats& stats, const TransportStats& moved);
 
+  TransportMode mode_;
+  std::optional<Transport<>> transport_;
   Kokkos::View<unsigned char*, kernels::MemSpace> staging_{"dispatch_staging", 0};
-  std::vector<int> send_counts_, send_displs_, recv_counts_, recv_displs_;
   DispatchStats last_, total_;
 };
 
