@@ -138,6 +138,8 @@ void summarize(obs::RunSummary& summary, const Task& task, const parallel::Commu
   robust.fill_summary(summary);
   summary.aggregation_seconds = world.allreduce_max(robust.aggregation_seconds);
   summary.consensus_seconds = world.allreduce_max(robust.consensus_seconds);
+  summary.staging_seconds = world.allreduce_max(robust.staging().total_seconds());
+  summary.staging_bytes = world.allreduce_max(double(robust.staging().total_bytes()));
 }
 
 // Seconds this rank has spent per phase since the run began, for the observer.
