@@ -75,7 +75,7 @@ std::string summary_text(const RunSummary& s) {
                   s.robust, s.aggregation_seconds, s.consensus_seconds);
   if (s.staging_bytes > 0)
     out += fmt::format("summary: gradient staging to host and back: {:.1f} MB in {:.2f} s\n",
-                       s.staging_bytes * 1e-6, s.staging_seconds);
+                       double(s.staging_bytes) * 1e-6, s.staging_seconds);
   if (!s.byzantine.empty()) out += fmt::format("summary: simulated faults: {}\n", s.byzantine);
   if (!s.ledger.empty()) {
     std::string suspects;
