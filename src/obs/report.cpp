@@ -73,6 +73,9 @@ std::string summary_text(const RunSummary& s) {
   out +=
       fmt::format("summary: aggregation {}: {:.1f} s in gradient rounds, {:.1f} s in consensus\n",
                   s.robust, s.aggregation_seconds, s.consensus_seconds);
+  if (s.staging_bytes > 0)
+    out += fmt::format("summary: gradient staging to host and back: {:.1f} MB in {:.2f} s\n",
+                       double(s.staging_bytes) * 1e-6, s.staging_seconds);
   if (!s.byzantine.empty()) out += fmt::format("summary: simulated faults: {}\n", s.byzantine);
   if (!s.ledger.empty()) {
     std::string suspects;
@@ -152,6 +155,8 @@ std::string summary_json(const RunSummary& s) {
       {"byzantine", s.byzantine},
       {"aggregation_s", s.aggregation_seconds},
       {"consensus_s", s.consensus_seconds},
+      {"staging_s", s.staging_seconds},
+      {"staging_bytes", s.staging_bytes},
       {"ledger", ledger},
       {"start_step", s.start_step},
       {"checkpoints", s.checkpoints},

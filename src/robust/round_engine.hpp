@@ -16,6 +16,7 @@
 
 #include "daa/core/rng.hpp"
 #include "daa/robust/rules.hpp"
+#include "daa/robust/sorting_network.hpp"
 
 namespace daa::robust::engine {
 
@@ -316,21 +317,6 @@ RuleRows<R> rule_rows(const Plan& p, const ChunkRows<R>& x, std::vector<double>&
   r.mixed.len = x.len;
   r.is_mixed = true;
   return r;
-}
-
-// Sorting network (Batcher's odd-even merge sort, padded to a power of two) for n values: applied
-// to a block of coordinates at a time, min/max over arrays vectorize across coordinates.
-inline std::vector<std::pair<int, int>> sorting_network(int n) {
-  int size = 1;
-  while (size < n) size *= 2;
-  std::vector<std::pair<int, int>> pairs;
-  for (int p = 1; p < size; p *= 2)
-    for (int k = p; k >= 1; k /= 2)
-      for (int j = k % p; j + k < size; j += 2 * k)
-        for (int i = 0; i < std::min(k, size - j - k); ++i)
-          if ((i + j) / (2 * p) == (i + j + k) / (2 * p) && i + j + k < n)
-            pairs.emplace_back(i + j, i + j + k);
-  return pairs;
 }
 
 // Coordinate-wise median or trimmed mean of one chunk of rows into out[0..len), and per row the

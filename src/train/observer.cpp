@@ -274,15 +274,20 @@ void RunObserver::write_metrics(const PhaseTotals& phases, const std::vector<dou
                                                           {"all_to_all", phases.all_to_all},
                                                           {"aggregation", phases.aggregation},
                                                           {"consensus", phases.consensus},
+                                                          {"staging", phases.staging},
                                                           {"checkpoint", phases.checkpoint},
                                                           {"communication", phases.communication},
                                                           {"data", phases.data},
                                                           {"eval", phases.eval}};
   for (const auto& [phase, seconds] : phase_seconds)
     prom.counter("daa_phase_seconds_total",
-                 "rank 0's seconds per phase since the run began (all_to_all and aggregation are "
-                 "part of communication)",
+                 "rank 0's seconds per phase since the run began (all_to_all, aggregation and "
+                 "staging are part of communication)",
                  seconds, with("phase", phase));
+  prom.counter("daa_gradient_staging_bytes_total",
+               "bytes rank 0 copied between the gradient's memory space and the host for the "
+               "robust rounds (0 where that memory is host-accessible)",
+               phases.staging_bytes, run);
   prom.gauge("daa_expert_load_imbalance",
              "busiest expert's token-slots over the mean, worst layer, mean over the window",
              imbalance_, run);

@@ -25,6 +25,8 @@ namespace daa::train {
 struct PhaseTotals {
   double data = 0, compute = 0, communication = 0, all_to_all = 0, aggregation = 0, consensus = 0,
          checkpoint = 0, eval = 0;
+  // The gradient's host staging around the rounds (robust::HostStaging; part of communication).
+  double staging = 0, staging_bytes = 0;
 };
 
 // One finished step, as the step loop knows it.

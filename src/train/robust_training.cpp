@@ -198,6 +198,12 @@ void RobustTraining::aggregate(std::span<float> grads, std::size_t dense, std::i
   aggregation_seconds += seconds_since(start);
 }
 
+void RobustTraining::aggregate(const kernels::Vector<float>& grads, std::size_t dense,
+                               std::int64_t step, double samples) {
+  aggregate(staging_.to_host(grads), dense, step, samples);
+  staging_.to_device();
+}
+
 void RobustTraining::apply_ledger_rounds() {
   // This rank's reports: (group id, the records as bytes) each. Reports are compared as bytes,
   // so equal records count as equal even where they hold NaN.

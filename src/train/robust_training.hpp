@@ -15,6 +15,7 @@
 #include "daa/parallel/topology.hpp"
 #include "daa/robust/allreduce.hpp"
 #include "daa/robust/byzantine.hpp"
+#include "daa/robust/host_staging.hpp"
 #include "daa/robust/ledger.hpp"
 
 namespace daa::train {
@@ -35,6 +36,11 @@ class RobustTraining {
   // data-parallel group and the experts' expert-data-parallel group (one round when they are the
   // same group), updates the ledger and decides quarantines. `samples`: this rank's batch size.
   void aggregate(std::span<float> grads, std::size_t dense, std::int64_t step, double samples);
+  // The same for the gradient view itself: staged to host memory and back by staging() (in place
+  // where kernels::MemSpace is host-accessible).
+  void aggregate(const kernels::Vector<float>& grads, std::size_t dense, std::int64_t step,
+                 double samples);
+  const robust::HostStaging<float>& staging() const { return staging_; }
 
   // Whether step number `done` (1-based) ends with a consensus round.
   bool consensus_due(std::int64_t done) const;
@@ -98,6 +104,7 @@ class RobustTraining {
   std::vector<float> momentum_;  // worker momentum of this rank's gradient ([robust] momentum)
   std::int64_t momentum_steps_ = 0;
   std::vector<std::string> notes_;  // quarantine decisions, for the summary
+  robust::HostStaging<float> staging_;
 };
 
 }  // namespace daa::train

@@ -138,6 +138,8 @@ void summarize(obs::RunSummary& summary, const Task& task, const parallel::Commu
   robust.fill_summary(summary);
   summary.aggregation_seconds = world.allreduce_max(robust.aggregation_seconds);
   summary.consensus_seconds = world.allreduce_max(robust.consensus_seconds);
+  summary.staging_seconds = world.allreduce_max(robust.staging().total_seconds());
+  summary.staging_bytes = world.allreduce_max(robust.staging().total_bytes());
 }
 
 // Seconds this rank has spent per phase since the run began, for the observer.
@@ -150,7 +152,9 @@ PhaseTotals phase_totals(const obs::PhaseTimes& phases, const KernelTotals& kern
                      .aggregation = robust.aggregation_seconds,
                      .consensus = robust.consensus_seconds,
                      .checkpoint = summary.checkpoint_seconds,
-                     .eval = phases.eval};
+                     .eval = phases.eval,
+                     .staging = robust.staging().total_seconds(),
+                     .staging_bytes = double(robust.staging().total_bytes())};
 }
 
 }  // namespace

@@ -143,13 +143,9 @@ StepResult TrainingStep::run(std::int64_t step, bool stop_signal,
   t = Clock::now();
   scale_gradients();
   auto& params = model_.params();
-  {
-    // Rounds run on host memory (the same memory on host backends).
-    auto host = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), params.grads());
-    robust_.aggregate(std::span<float>(host.data(), host.extent(0)), params.dense_size(), step,
-                      double(config_.train.global_batch / dp));
-    Kokkos::deep_copy(params.grads(), host);
-  }
+  // Rounds run on host memory: one counted staging step (none on host backends).
+  robust_.aggregate(params.grads(), params.dense_size(), step,
+                    double(config_.train.global_batch / dp));
   trace(Track::aggregation, "gradient rounds", t);
   const auto metrics_start = Clock::now();
   totals.out_of_time = out_of_time() ? 1 : 0;

@@ -41,7 +41,8 @@ expected = {
     "daa_step_seconds": "histogram", "daa_phase_seconds_total": "counter",
     "daa_expert_load_imbalance": "gauge", "daa_dropped_tokens_total": "counter",
     "daa_rank_resident_memory_bytes": "gauge", "daa_rank_compute_seconds_per_step": "gauge",
-    "daa_stragglers": "gauge", "daa_suspects": "gauge", "daa_last_checkpoint_step": "gauge"}
+    "daa_stragglers": "gauge", "daa_suspects": "gauge", "daa_last_checkpoint_step": "gauge",
+    "daa_gradient_staging_bytes_total": "counter"}
 for name, kind in expected.items():
     assert families.get(name) == kind, (name, families.get(name))
 assert samples["daa_step"][0][1] == 64
@@ -51,6 +52,8 @@ assert buckets == sorted(buckets) and buckets[-1] == 64, buckets
 phases = {labels["phase"]: v for labels, v in samples["daa_phase_seconds_total"]}
 assert set(phases) >= {"compute", "all_to_all", "aggregation", "consensus", "checkpoint"}, phases
 assert phases["all_to_all"] > 0 and phases["consensus"] > 0 and phases["checkpoint"] > 0, phases
+# Host build: the gradient's memory is host memory, used in place by the robust rounds.
+assert phases["staging"] == 0 and samples["daa_gradient_staging_bytes_total"][0][1] == 0, phases
 memory = {int(l["rank"]): v for l, v in samples["daa_rank_resident_memory_bytes"]}
 assert sorted(memory) == [0, 1, 2, 3] and min(memory.values()) > 10e6, memory
 

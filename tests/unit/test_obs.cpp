@@ -505,6 +505,8 @@ TEST(Summary, ExactDocument) {
                .reward = -1.5,
                .quarantined = true,
                .suspect = true}};
+  s.staging_seconds = 0.5;
+  s.staging_bytes = 4096;
   s.start_step = 32;
   s.checkpoints = 1;
   s.checkpoint_seconds = 0.03125;
@@ -521,7 +523,7 @@ TEST(Summary, ExactDocument) {
                "eval_s": 0.375},
     "expert_gflops": 12.5, "parameters": 123456, "parameter_checksum": "0123456789abcdef",
     "robust": "median (sharded, f = 1)", "byzantine": "ranks 3 simulate bit-flip",
-    "aggregation_s": 0.2, "consensus_s": 1e-05,
+    "aggregation_s": 0.2, "consensus_s": 1e-05, "staging_s": 0.5, "staging_bytes": 4096,
     "ledger": [
       {"rank": 0, "host": "n0", "reputation": 1, "rounds": 10, "accepted": 10, "rejected": 0,
        "accusations": 0, "reward": 0, "quarantined": false, "suspect": false},

@@ -61,6 +61,10 @@ struct RunSummary {
   std::string byzantine;           // "ranks 3,6 simulate bit-flip"; empty without simulated faults
   double aggregation_seconds = 0;  // gradient rounds (of phases.comm), slowest rank
   double consensus_seconds = 0;    // consensus rounds, slowest rank
+  // The gradient's host staging around the rounds (robust::HostStaging, both directions, every
+  // step), slowest rank: 0 where the gradient's memory is host-accessible and used in place.
+  double staging_seconds = 0;
+  std::int64_t staging_bytes = 0;
   std::vector<LedgerRow> ledger;   // empty without a ledger ([robust] mode = "allreduce")
   std::int64_t start_step = 0;     // steps done by the checkpoint this run restarted from
   int checkpoints = 0;             // checkpoints written by this run

@@ -1,0 +1,220 @@
+// The device kernels of daa/robust/device_rules.hpp against the host rules, bit for bit: the
+// coordinate-wise median and trimmed mean (with NaN/Inf rows and values, ties, +0/-0, odd and even
+// n, every f), the Gram matrix, and the counted host staging of daa/robust/host_staging.hpp.
+#include <gtest/gtest.h>
+
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "daa/core/error.hpp"
+#include "daa/kernels/views.hpp"
+#include "daa/robust/device_rules.hpp"
+#include "daa/robust/host_staging.hpp"
+#include "daa/robust/rules.hpp"
+
+namespace {
+
+using daa::robust::Rule;
+namespace device = daa::robust::device;
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// n x d values with ties (a coarse grid), signed zeros, an all-NaN row, an all-Inf row when n
+// allows, and scattered NaN/+-Inf values; `seed` varies the layout.
+std::vector<double> random_rows(int n, int d, unsigned seed, bool non_finite) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  std::uniform_int_distribution<int> kind(0, 19);
+  std::vector<double> x(std::size_t(n) * d);
+  for (double& v : x) {
+    switch (kind(rng)) {
+      case 0:
+      case 1:
+      case 2:
+        v = std::round(normal(rng) * 2) / 2;  // ties
+        break;
+      case 3:
+        v = 0.0;
+        break;
+      case 4:
+        v = -0.0;
+        break;
+      case 5:
+        v = non_finite ? kNaN : 1.0;
+        break;
+      case 6:
+        v = non_finite ? (normal(rng) < 0 ? -kInf : kInf) : -1.0;
+        break;
+      default:
+        v = normal(rng) * 1e3;
+    }
+  }
+  if (non_finite && n >= 3) {
+    for (int j = 0; j < d; ++j) x[std::size_t(seed % n) * d + j] = kNaN;
+    for (int j = 0; j < d; ++j) x[std::size_t((seed + 1) % n) * d + j] = kInf;
+  }
+  return x;
+}
+
+template <class R>
+daa::kernels::Matrix<R> to_view(const std::vector<double>& x, int n, int d) {
+  daa::kernels::Matrix<R> v("rows", n, d);
+  auto host = Kokkos::create_mirror_view(v);
+  for (int i = 0; i < n; ++i)
+    for (int j = 0; j < d; ++j) host(i, j) = R(x[std::size_t(i) * d + j]);
+  Kokkos::deep_copy(v, host);
+  return v;
+}
+
+template <class T>
+std::vector<T> to_vector(const daa::kernels::Vector<T>& v) {
+  auto host = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), v);
+  return std::vector<T>(host.data(), host.data() + host.extent(0));
+}
+
+template <class T>
+void expect_same_bits(const std::vector<T>& a, const std::vector<T>& b, const char* what) {
+  ASSERT_EQ(a.size(), b.size()) << what;
+  int mismatches = 0;
+  for (std::size_t j = 0; j < a.size(); ++j)
+    if (std::bit_cast<std::conditional_t<sizeof(T) == 8, std::uint64_t, std::uint32_t>>(a[j]) !=
+        std::bit_cast<std::conditional_t<sizeof(T) == 8, std::uint64_t, std::uint32_t>>(b[j]))
+      if (++mismatches <= 3)
+        ADD_FAILURE() << what << ": coordinate " << j << ": " << a[j] << " vs " << b[j];
+  EXPECT_EQ(mismatches, 0) << what;
+}
+
+// The kernel (run on kernels::ExecSpace) and the host engine (the dispatch's path for
+// host-accessible rows on this build) on the same rows: outputs and counts bit for bit.
+template <class R>
+void compare_coordinate_rule(Rule rule, int n, int d, int f, unsigned seed, bool non_finite) {
+  const std::vector<double> x = random_rows(n, d, seed, non_finite);
+  const auto rows = to_view<R>(x, n, d);
+  daa::kernels::Vector<R> kernel_out("kernel_out", d), host_out("host_out", d);
+  daa::kernels::Vector<std::int64_t> kernel_counts("kernel_counts", n),
+      host_counts("host_counts", n);
+  device::coordinate_rule(daa::kernels::ExecSpace(), rule, f, rows, kernel_out, kernel_counts);
+  Kokkos::fence();
+  device::coordinate_rule(rule, f, rows, host_out, host_counts);
+  expect_same_bits(to_vector(kernel_out), to_vector(host_out), "coordinate rule");
+  EXPECT_EQ(to_vector(kernel_counts), to_vector(host_counts));
+  if constexpr (std::is_same_v<R, double>) {
+    // And against the public host library: the result and the outcome weights (counts / d).
+    daa::robust::RuleParams params;
+    params.f = f;
+    daa::robust::RuleOutcome outcome;
+    const std::vector<double> expected = daa::robust::aggregate(rule, x, n, d, params, &outcome);
+    expect_same_bits(to_vector(kernel_out), expected, "aggregate()");
+    const std::vector<std::int64_t> counts = to_vector(kernel_counts);
+    for (int i = 0; i < n; ++i) EXPECT_EQ(double(counts[i]) / d, outcome.weight[i]) << "row " << i;
+  }
+}
+
+TEST(DeviceRules, CoordinateRulesMatchTheHostBitForBit) {
+  for (const Rule rule : {Rule::median, Rule::trimmed_mean})
+    for (const int n : {1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 17, 33, 64})
+      for (int f = 0; f <= (n - 1) / 2; ++f)
+        for (const bool non_finite : {false, true}) {
+          SCOPED_TRACE(testing::Message() << daa::robust::to_string(rule) << " n = " << n
+                                          << " f = " << f << " non-finite " << non_finite);
+          const unsigned seed = unsigned(n * 100 + f * 2 + non_finite);
+          compare_coordinate_rule<double>(rule, n, 301, f, seed, non_finite);
+          compare_coordinate_rule<float>(rule, n, 301, f, seed, non_finite);
+          if (rule == Rule::median) break;  // the median ignores f
+        }
+}
+
+// More non-finite values at a coordinate than f (and all of them) still match.
+TEST(DeviceRules, MostlyNonFiniteCoordinatesMatch) {
+  const int n = 5, d = 64;
+  std::vector<double> x(std::size_t(n) * d, kNaN);
+  for (int j = 0; j < d; ++j)
+    for (int i = 0; i < j % (n + 1) && i < n; ++i) x[std::size_t(i) * d + j] = double(j - 3 * i);
+  const auto rows = to_view<double>(x, n, d);
+  for (const Rule rule : {Rule::median, Rule::trimmed_mean})
+    for (int f = 0; f <= 2; ++f) {
+      daa::kernels::Vector<double> a("a", d), b("b", d);
+      daa::kernels::Vector<std::int64_t> ca("ca", n), cb("cb", n);
+      device::coordinate_rule(daa::kernels::ExecSpace(), rule, f, rows, a, ca);
+      Kokkos::fence();
+      device::coordinate_rule(rule, f, rows, b, cb);
+      expect_same_bits(to_vector(a), to_vector(b), "mostly non-finite");
+      EXPECT_EQ(to_vector(ca), to_vector(cb));
+      EXPECT_EQ(to_vector(a)[0], kInf);  // every value non-finite: +inf, as the host rule says
+    }
+}
+
+template <class R>
+void compare_gram(int n, int d, unsigned seed) {
+  const auto rows = to_view<R>(random_rows(n, d, seed, false), n, d);
+  daa::kernels::Matrix<double> kernel("kernel_gram", n, n), host("host_gram", n, n);
+  device::gram_matrix(daa::kernels::ExecSpace(), rows, kernel);
+  Kokkos::fence();
+  device::gram_matrix(rows, host);
+  auto k = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), kernel);
+  auto h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), host);
+  for (int a = 0; a < n; ++a)
+    for (int b = 0; b < n; ++b)
+      EXPECT_EQ(std::bit_cast<std::uint64_t>(k(a, b)), std::bit_cast<std::uint64_t>(h(a, b)))
+          << "n = " << n << " d = " << d << " (" << a << ", " << b << "): " << k(a, b) << " vs "
+          << h(a, b);
+}
+
+TEST(DeviceRules, GramMatchesTheHostBitForBit) {
+  for (const int n : {1, 2, 5, 8, 13})
+    for (const int d : {1, 7, 8, 9, 1003}) {
+      compare_gram<double>(n, d, unsigned(n * 7 + d));
+      compare_gram<float>(n, d, unsigned(n * 7 + d));
+    }
+}
+
+TEST(DeviceRules, RefusesWhatTheKernelsCannotTake) {
+  const auto rows = to_view<double>(std::vector<double>(65 * 4, 1.0), 65, 4);
+  daa::kernels::Vector<double> out("out", 4);
+  daa::kernels::Vector<std::int64_t> none("none", 0);
+  EXPECT_THROW(device::coordinate_rule(daa::kernels::ExecSpace(), Rule::median, 0, rows, out, none),
+               daa::ConfigError);
+  const auto few = to_view<double>(std::vector<double>(3 * 4, 1.0), 3, 4);
+  EXPECT_THROW(device::coordinate_rule(Rule::krum, 0, few, out, none), daa::ConfigError);
+}
+
+// The staging step: in place (no copy, no bytes) where the memory is host-accessible, and when
+// made to copy, one deep_copy each way, counted in bytes per step and in total.
+TEST(HostStaging, CountsTheBytesItCopies) {
+  const std::size_t d = 1000;
+  daa::kernels::Vector<float> grads("grads", d);
+  Kokkos::deep_copy(grads, 1.5f);
+
+  daa::robust::HostStaging<float> copying(true);
+  for (int step = 1; step <= 2; ++step) {
+    const std::span<float> host = copying.to_host(grads);
+    ASSERT_EQ(host.size(), d);
+    EXPECT_NE(host.data(), grads.data());
+    EXPECT_EQ(host[d - 1], step == 1 ? 1.5f : 3.0f);
+    for (float& v : host) v *= 2;
+    copying.to_device();
+    EXPECT_EQ(copying.step_bytes(), std::int64_t(2 * d * sizeof(float)));
+    EXPECT_EQ(copying.total_bytes(), std::int64_t(step * 2 * d * sizeof(float)));
+    EXPECT_GE(copying.step_seconds(), 0.0);
+  }
+  EXPECT_EQ(to_vector(grads)[0], 6.0f);
+
+  daa::robust::HostStaging<float> staging;  // the default: copy only where it must
+  const std::span<float> host = staging.to_host(grads);
+  host[0] = 7.0f;
+  staging.to_device();
+  EXPECT_EQ(to_vector(grads)[0], 7.0f);
+  if (daa::robust::HostStaging<float>::kInPlace) {
+    EXPECT_EQ(host.data(), grads.data());
+    EXPECT_EQ(staging.total_bytes(), 0);
+  } else {
+    EXPECT_EQ(staging.total_bytes(), std::int64_t(2 * d * sizeof(float)));
+  }
+}
+
+}  // namespace
