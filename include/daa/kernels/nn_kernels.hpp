@@ -1,7 +1,8 @@
 // Element-wise and row-wise neural-network kernels (bias, GELU, RMSNorm, softmax, top-k routing,
 // gather/combine, cross-entropy, AdamW). Written once as Kokkos lambdas over views so the same
 // source runs on the host backends and on CUDA. Every kernel is deterministic: reductions over a
-// row or a column run sequentially inside one thread, in a fixed order.
+// row run over one team (views.hpp: in column order on the host), over a column sequentially
+// inside one thread, each in a fixed order.
 #pragma once
 
 #include <cmath>
@@ -13,6 +14,26 @@
 #include "daa/kernels/views.hpp"
 
 namespace daa::kernels {
+
+// One team per row (RowPolicy): `rows` teams of the size Kokkos picks for the backend.
+inline RowPolicy row_policy(std::size_t rows) {
+  return RowPolicy(int(rows), Kokkos::AUTO);
+}
+
+// Sum over the row's columns of term(j), reduced over the team (every member gets the sum).
+template <class T, class Term>
+KOKKOS_INLINE_FUNCTION T row_sum(const RowMember& team, int cols, const Term& term) {
+  T sum = 0;
+  Kokkos::parallel_reduce(
+      Kokkos::TeamThreadRange(team, cols), [&](const int j, T& acc) { acc += term(j); }, sum);
+  return sum;
+}
+
+// fn(j) for each column of the row, spread over the team.
+template <class Fn>
+KOKKOS_INLINE_FUNCTION void row_for(const RowMember& team, int cols, const Fn& fn) {
+  Kokkos::parallel_for(Kokkos::TeamThreadRange(team, cols), fn);
+}
 
 // erf as a branch-free rational function on [-4, 4] (|error| < 1e-7 there; beyond, erf is +-1
 // to float precision). Free of exp and of library calls, so element loops over it vectorize.
@@ -141,12 +162,12 @@ void rmsnorm_forward(const Matrix<T>& x, const VectorRef<T>& gain, T eps, const 
                      const Vector<T>& inv_rms) {
   const int cols = x.extent(1);
   Kokkos::parallel_for(
-      "rmsnorm_forward", Range(0, x.extent(0)), KOKKOS_LAMBDA(const int i) {
-        T ss = 0;
-        for (int j = 0; j < cols; ++j) ss += x(i, j) * x(i, j);
+      "rmsnorm_forward", row_policy(x.extent(0)), KOKKOS_LAMBDA(const RowMember& team) {
+        const int i = team.league_rank();
+        const T ss = row_sum<T>(team, cols, [&](const int j) { return x(i, j) * x(i, j); });
         const T inv = T(1) / kmath::sqrt(ss / cols + eps);
-        inv_rms(i) = inv;
-        for (int j = 0; j < cols; ++j) y(i, j) = x(i, j) * inv * gain(j);
+        Kokkos::single(Kokkos::PerTeam(team), [&]() { inv_rms(i) = inv; });
+        row_for(team, cols, [&](const int j) { y(i, j) = x(i, j) * inv * gain(j); });
       });
 }
 
@@ -157,12 +178,14 @@ void rmsnorm_backward(const Matrix<T>& x, const VectorRef<T>& gain, const Vector
   const int rows = x.extent(0);
   const int cols = x.extent(1);
   Kokkos::parallel_for(
-      "rmsnorm_backward_x", Range(0, rows), KOKKOS_LAMBDA(const int i) {
+      "rmsnorm_backward_x", row_policy(rows), KOKKOS_LAMBDA(const RowMember& team) {
+        const int i = team.league_rank();
         const T inv = inv_rms(i);
-        T dot = 0;
-        for (int j = 0; j < cols; ++j) dot += x(i, j) * gain(j) * dy(i, j);
+        const T dot =
+            row_sum<T>(team, cols, [&](const int j) { return x(i, j) * gain(j) * dy(i, j); });
         const T coef = inv * inv * inv * dot / cols;
-        for (int j = 0; j < cols; ++j) dx(i, j) += gain(j) * dy(i, j) * inv - x(i, j) * coef;
+        row_for(team, cols,
+                [&](const int j) { dx(i, j) += gain(j) * dy(i, j) * inv - x(i, j) * coef; });
       });
   Kokkos::parallel_for(
       "rmsnorm_backward_gain", Range(0, cols), KOKKOS_LAMBDA(const int j) {
@@ -176,18 +199,21 @@ void rmsnorm_backward(const Matrix<T>& x, const VectorRef<T>& gain, const Vector
 template <class T>
 void softmax_rows(const Matrix<T>& logits_to_probs, const Vector<T>& lse) {
   const int cols = logits_to_probs.extent(1);
+  const Matrix<T>& z = logits_to_probs;
   Kokkos::parallel_for(
-      "softmax_rows", Range(0, logits_to_probs.extent(0)), KOKKOS_LAMBDA(const int i) {
-        T mx = logits_to_probs(i, 0);
-        for (int j = 1; j < cols; ++j) mx = logits_to_probs(i, j) > mx ? logits_to_probs(i, j) : mx;
-        T sum = 0;
-        for (int j = 0; j < cols; ++j) {
-          const T e = kmath::exp(logits_to_probs(i, j) - mx);
-          logits_to_probs(i, j) = e;
-          sum += e;
-        }
-        for (int j = 0; j < cols; ++j) logits_to_probs(i, j) /= sum;
-        lse(i) = mx + kmath::log(sum);
+      "softmax_rows", row_policy(z.extent(0)), KOKKOS_LAMBDA(const RowMember& team) {
+        const int i = team.league_rank();
+        T mx;
+        Kokkos::parallel_reduce(
+            Kokkos::TeamThreadRange(team, cols),
+            [&](const int j, T& m) { m = z(i, j) > m ? z(i, j) : m; }, Kokkos::Max<T>(mx));
+        const T sum = row_sum<T>(team, cols, [&](const int j) {
+          const T e = kmath::exp(z(i, j) - mx);
+          z(i, j) = e;
+          return e;
+        });
+        row_for(team, cols, [&](const int j) { z(i, j) /= sum; });
+        Kokkos::single(Kokkos::PerTeam(team), [&]() { lse(i) = mx + kmath::log(sum); });
       });
 }
 
@@ -363,16 +389,18 @@ void layernorm_forward(const X& x, const VectorRef<T>& gain, const VectorRef<T>&
                        const Y& y, const Vector<T>& mean, const Vector<T>& inv_std) {
   const int cols = x.extent(1);
   Kokkos::parallel_for(
-      "layernorm_forward", Range(0, x.extent(0)), KOKKOS_LAMBDA(const int i) {
-        T sum = 0;
-        for (int j = 0; j < cols; ++j) sum += x(i, j);
-        const T mu = sum / cols;
-        T ss = 0;
-        for (int j = 0; j < cols; ++j) ss += (x(i, j) - mu) * (x(i, j) - mu);
+      "layernorm_forward", row_policy(x.extent(0)), KOKKOS_LAMBDA(const RowMember& team) {
+        const int i = team.league_rank();
+        const T mu = row_sum<T>(team, cols, [&](const int j) { return x(i, j); }) / cols;
+        const T ss =
+            row_sum<T>(team, cols, [&](const int j) { return (x(i, j) - mu) * (x(i, j) - mu); });
         const T inv = T(1) / kmath::sqrt(ss / cols + eps);
-        mean(i) = mu;
-        inv_std(i) = inv;
-        for (int j = 0; j < cols; ++j) y(i, j) = (x(i, j) - mu) * inv * gain(j) + bias(j);
+        Kokkos::single(Kokkos::PerTeam(team), [&]() {
+          mean(i) = mu;
+          inv_std(i) = inv;
+        });
+        row_for(team, cols,
+                [&](const int j) { y(i, j) = (x(i, j) - mu) * inv * gain(j) + bias(j); });
       });
 }
 
@@ -387,17 +415,16 @@ void layernorm_backward(const X& x, const VectorRef<T>& gain, const Vector<T>& m
   const int cols = x.extent(1);
   if (dx.extent(0) == x.extent(0))
     Kokkos::parallel_for(
-        "layernorm_backward_x", Range(0, rows), KOKKOS_LAMBDA(const int i) {
+        "layernorm_backward_x", row_policy(rows), KOKKOS_LAMBDA(const RowMember& team) {
+          const int i = team.league_rank();
           const T mu = mean(i), inv = inv_std(i);
-          T g_sum = 0, gx_sum = 0;
-          for (int j = 0; j < cols; ++j) {
-            const T g = gain(j) * dy(i, j);
-            g_sum += g;
-            gx_sum += g * (x(i, j) - mu) * inv;
-          }
+          const T g_sum = row_sum<T>(team, cols, [&](const int j) { return gain(j) * dy(i, j); });
+          const T gx_sum = row_sum<T>(
+              team, cols, [&](const int j) { return gain(j) * dy(i, j) * (x(i, j) - mu) * inv; });
           const T g_mean = g_sum / cols, gx_mean = gx_sum / cols;
-          for (int j = 0; j < cols; ++j)
+          row_for(team, cols, [&](const int j) {
             dx(i, j) += inv * (gain(j) * dy(i, j) - g_mean - (x(i, j) - mu) * inv * gx_mean);
+          });
         });
   Kokkos::parallel_for(
       "layernorm_backward_params", Range(0, cols), KOKKOS_LAMBDA(const int j) {

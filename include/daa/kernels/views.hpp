@@ -9,6 +9,11 @@ namespace daa::kernels {
 using ExecSpace = Kokkos::DefaultExecutionSpace;
 using MemSpace = ExecSpace::memory_space;
 using Range = Kokkos::RangePolicy<ExecSpace>;
+// Row kernels run one team per row: on the host backends a team is one thread whose reductions
+// walk the row in column order (the bits of a plain loop); on a GPU the row's columns spread over
+// the team's threads, reduced in an order fixed by the team size.
+using RowPolicy = Kokkos::TeamPolicy<ExecSpace>;
+using RowMember = RowPolicy::member_type;
 
 template <class T>
 using Vector = Kokkos::View<T*, Kokkos::LayoutRight, MemSpace>;
