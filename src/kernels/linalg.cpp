@@ -131,8 +131,17 @@ template <class V, std::size_t... I>
 [[gnu::always_inline]] inline void interleave(const V& a, const V& b, V& low, V& high,
                                               std::index_sequence<I...>) {
   constexpr std::size_t n = sizeof...(I);
+#if defined(__NVCC__)
+  // nvcc re-emits the pack expansion below unexpanded for the host compiler; the same lanes by
+  // subscript (the same bits, only slower) serve the CUDA build, whose hot GEMMs are cuBLAS.
+  for (std::size_t i = 0; i < n; ++i) {
+    low[i] = i % 2 ? b[i / 2] : a[i / 2];
+    high[i] = i % 2 ? b[n / 2 + i / 2] : a[n / 2 + i / 2];
+  }
+#else
   low = __builtin_shufflevector(a, b, (I % 2 ? n + I / 2 : I / 2)...);
   high = __builtin_shufflevector(a, b, (I % 2 ? n + n / 2 + I / 2 : n / 2 + I / 2)...);
+#endif
 }
 
 // Transposes the lanes x lanes block held in r[0, lanes) in registers: each of log2(lanes) rounds
