@@ -134,10 +134,13 @@ template <class V, std::size_t... I>
 #if defined(__NVCC__)
   // nvcc re-emits the pack expansion below unexpanded for the host compiler; the same lanes by
   // subscript (the same bits, only slower) serve the CUDA build, whose hot GEMMs are cuBLAS.
+  V lo{}, hi{};
   for (std::size_t i = 0; i < n; ++i) {
-    low[i] = i % 2 ? b[i / 2] : a[i / 2];
-    high[i] = i % 2 ? b[n / 2 + i / 2] : a[n / 2 + i / 2];
+    lo[i] = i % 2 ? b[i / 2] : a[i / 2];
+    hi[i] = i % 2 ? b[n / 2 + i / 2] : a[n / 2 + i / 2];
   }
+  low = lo;
+  high = hi;
 #else
   low = __builtin_shufflevector(a, b, (I % 2 ? n + I / 2 : I / 2)...);
   high = __builtin_shufflevector(a, b, (I % 2 ? n + n / 2 + I / 2 : n / 2 + I / 2)...);
