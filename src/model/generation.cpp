@@ -13,6 +13,7 @@
 #include "daa/core/rng.hpp"
 #include "daa/kernels/decode_kernels.hpp"
 #include "daa/kernels/linalg.hpp"
+#include "daa/kernels/nn_kernels.hpp"
 #include "daa/model/embedding.hpp"
 #include "daa/model/linear.hpp"
 #include "daa/model/norms.hpp"
@@ -23,16 +24,6 @@ using kernels::Matrix;
 using kernels::Trans;
 
 namespace {
-
-// to = a + b over [rows, cols]; to may alias a.
-template <class T>
-void residual_add(const Matrix<T>& to, const Matrix<T>& a, const Matrix<T>& b) {
-  const std::size_t cols = to.extent(1);
-  Kokkos::parallel_for(
-      "generation_residual_add", kernels::Range(0, to.extent(0)), KOKKOS_LAMBDA(const int t) {
-        for (std::size_t j = 0; j < cols; ++j) to(t, j) = a(t, j) + b(t, j);
-      });
-}
 
 template <class T>
 int sample_impl(std::span<const T> logits, double temperature, int top_k, std::uint64_t seed,
@@ -202,14 +193,14 @@ std::vector<T> Generator<T>::advance(const std::vector<int>& tokens, const char*
     Kokkos::fence();
     kernels::gemm(Trans::no, Trans::no, T(1), attn_, params.value(block.attention->wo_id()), T(0),
                   out_);
-    residual_add(mid_, x_, out_);
+    kernels::residual_add(mid_, x_, out_);
     // mid + ffn(norm(mid)); the MoE forward is collective over the expert-parallel group.
     block.ffn_norm->forward(slot_, mid_, normed_);
     if (block.moe)
       block.moe->forward(slot_, normed_, out_, /*train=*/false);
     else
       block.dense->forward(slot_, normed_, out_);
-    residual_add(x_, mid_, out_);
+    kernels::residual_add(x_, mid_, out_);
   }
   position_ += int(m);
 

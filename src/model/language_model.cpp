@@ -346,12 +346,6 @@ void LanguageModel<T>::block_forward(int slot_index, int i, BlockPass pass, bool
   kernels::ensure_extent(p.out, n, d);
   const Matrix<T> x = slot.residual[b], normed_attn = slot.normed_attn[b], mid = slot.mid[b],
                   normed_ffn = slot.normed_ffn[b], out = p.out;
-  auto residual_add = [n, d](const Matrix<T>& to, const Matrix<T>& a, const Matrix<T>& c) {
-    Kokkos::parallel_for(
-        "residual_add", kernels::Range(0, n), KOKKOS_LAMBDA(const int t) {
-          for (std::size_t j = 0; j < d; ++j) to(t, j) = a(t, j) + c(t, j);
-        });
-  };
 
   block.attn_norm.forward(slot_index, x, normed_attn);
   Kokkos::fence();
@@ -360,7 +354,7 @@ void LanguageModel<T>::block_forward(int slot_index, int i, BlockPass pass, bool
   Kokkos::fence();
   stats.attention_seconds += core::seconds_since(attention_start);
   stats.attention_flops += CausalSelfAttention<T>::flops(n, slot.seq_len, shape_.d_model);
-  residual_add(mid, x, out);
+  kernels::residual_add(mid, x, out);
   block.ffn_norm.forward(slot_index, mid, normed_ffn);
   if (block.moe) {
     MoeStats moe;
@@ -382,7 +376,7 @@ void LanguageModel<T>::block_forward(int slot_index, int i, BlockPass pass, bool
   }
   if (!again) {
     kernels::ensure_extent(slot.residual[b + 1], n, d);
-    residual_add(slot.residual[b + 1], mid, out);
+    kernels::residual_add(slot.residual[b + 1], mid, out);
   }
   if (again) {
     Kokkos::fence();

@@ -213,13 +213,7 @@ BatchStats MoeModel<T>::forward(int slot_index, const Matrix<T>& input, const In
     stats.expert_seconds += moe.expert_seconds;
     stats.expert_flops += moe.expert_flops;
     stats.dispatch_seconds += moe.dispatch_seconds;
-    // residual[l+1] = residual[l] + block_out
-    auto next = slot.residual[l + 1];
-    auto out = w.block_out;
-    Kokkos::parallel_for(
-        "residual_add", kernels::Range(0, n), KOKKOS_LAMBDA(const int t) {
-          for (std::size_t j = 0; j < d; ++j) next(t, j) = h(t, j) + out(t, j);
-        });
+    kernels::residual_add(slot.residual[l + 1], h, w.block_out);
   }
   if (s.has_classifier()) {
     kernels::ensure_extent(slot.logits, n, s.classes);

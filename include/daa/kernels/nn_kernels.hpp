@@ -103,6 +103,16 @@ KOKKOS_INLINE_FUNCTION T gelu_derivative(T x) {
   }
 }
 
+// to = a + b over [rows, cols] (the residual connections); `to` may alias a or b.
+template <class T>
+void residual_add(const Matrix<T>& to, const Matrix<T>& a, const Matrix<T>& b) {
+  const std::size_t cols = to.extent(1);
+  Kokkos::parallel_for(
+      "residual_add", Range(0, to.extent(0)), KOKKOS_LAMBDA(const int t) {
+        for (std::size_t j = 0; j < cols; ++j) to(t, j) = a(t, j) + b(t, j);
+      });
+}
+
 // y[i,:] += bias
 template <class T, class Y>
 void add_bias(const Y& y, const VectorRef<T>& bias) {
