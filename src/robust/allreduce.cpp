@@ -308,7 +308,8 @@ RoundReport RobustAllReduce::reduce_sharded(std::span<float> values,
     displs[r] = parallel::mpi_count(offset, "robust all-reduce: published offset", "bytes");
     offset += bytes;
   }
-  std::vector<unsigned char> send(std::size_t(counts[s.me]));
+  // A cast, not std::size_t(...): nvcc's front end reads that as a function declaration.
+  std::vector<unsigned char> send(static_cast<std::size_t>(counts[s.me]));
   std::vector<unsigned char> published(offset);
   {
     std::size_t at = 0;
