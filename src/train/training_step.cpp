@@ -186,6 +186,20 @@ StepResult TrainingStep::run(std::int64_t step, bool stop_signal,
   return result;
 }
 
+namespace {
+
+// grads[i] *= dense_scale below `dense`, expert_scale from there. A free function: nvcc refuses a
+// device lambda inside a private member function.
+template <class Grads>
+void scale_dense_and_experts(const Grads& grads, std::size_t dense, float dense_scale,
+                             float expert_scale) {
+  Kokkos::parallel_for(
+      "gradient_scale", kernels::Range(0, grads.extent(0)),
+      KOKKOS_LAMBDA(const std::size_t i) { grads(i) *= i < dense ? dense_scale : expert_scale; });
+}
+
+}  // namespace
+
 void TrainingStep::scale_gradients() {
   // Each rank's gradient is a sum over micro-batches of mean-loss gradients, and an expert's
   // gradient on its home rank also sums the contributions of all ep ranks that sent it tokens:
@@ -198,9 +212,7 @@ void TrainingStep::scale_gradients() {
   const std::size_t dense = model_.params().dense_size();
   const float dense_scale = 1.0f / float(micro_batches);
   const float expert_scale = 1.0f / float(micro_batches * ep);
-  Kokkos::parallel_for(
-      "gradient_scale", kernels::Range(0, grads.extent(0)),
-      KOKKOS_LAMBDA(const std::size_t i) { grads(i) *= i < dense ? dense_scale : expert_scale; });
+  scale_dense_and_experts(grads, dense, dense_scale, expert_scale);
 }
 
 }  // namespace daa::train
