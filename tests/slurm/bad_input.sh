@@ -64,8 +64,9 @@ echo "ok: submitted with a missing binary: $state, named in daa-swarm-$job.out"
 
 # A job requeued by Slurm (scontrol requeue: SIGTERM, the ranks checkpoint and exit 75, the
 # script leaves the requeue to Slurm) whose checkpoints are gone when it starts again.
-per_epoch=$(("$("$daa_swarm" validate "$input" --ranks 2 | sed -nE 's/^data: ([0-9]+) train.*/\1/p')" / 64))
-epochs=$((6000 / per_epoch))
+# About 10 s of training, so that the requeue reaches the job while it trains (a fixed 6000 steps
+# took 2 s on a fast machine and ended before Slurm's SIGTERM arrived).
+epochs=$(calibrate 2 10)
 export DAA_BIN=$daa_swarm DAA_INPUT=$input
 export DAA_SET="run.output_dir=$work/runs train.epochs=$epochs train.eval_each_epoch=false log.every_steps=1000 checkpoint.every_steps=0"
 ckpt=$work/runs/fashion-mnist-ci/checkpoints
