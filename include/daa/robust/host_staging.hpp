@@ -3,10 +3,10 @@
 // Where the memory space is host-accessible the buffer is used in place: no copy, no bytes.
 #pragma once
 
-#include <chrono>
 #include <cstdint>
 #include <span>
 
+#include "daa/core/clock.hpp"
 #include "daa/kernels/views.hpp"
 
 namespace daa::robust {
@@ -35,7 +35,7 @@ class HostStaging {
       Kokkos::fence();  // kernels that wrote the buffer are done before MPI reads it
       return {device.data(), device.extent(0)};
     } else {
-      const auto start = std::chrono::steady_clock::now();
+      const auto start = core::Clock::now();
       if (host_.extent(0) != device.extent(0))
         host_ = Host(Kokkos::view_alloc("robust_staging", Kokkos::WithoutInitializing),
                      device.extent(0));
@@ -49,7 +49,7 @@ class HostStaging {
   // Copies the host values (changed by the rounds) back into the buffer given to to_host().
   void to_device() {
     if (copy_) {
-      const auto start = std::chrono::steady_clock::now();
+      const auto start = core::Clock::now();
       Kokkos::deep_copy(device_, host_);
       Kokkos::fence();
       count(start, device_.extent(0));
@@ -63,9 +63,8 @@ class HostStaging {
 
  private:
   using Host = Kokkos::View<T*, Kokkos::LayoutRight, Kokkos::HostSpace>;
-  void count(std::chrono::steady_clock::time_point start, std::size_t values) {
-    const double s =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  void count(core::Clock::time_point start, std::size_t values) {
+    const double s = core::seconds_since(start);
     const auto bytes = std::int64_t(values * sizeof(T));
     step_bytes_ += bytes;
     total_bytes_ += bytes;
