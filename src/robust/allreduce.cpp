@@ -82,13 +82,15 @@ RoundReport RobustAllReduce::reduce(std::span<float> values, const parallel::Com
   const std::vector<char> active = active_mask(options.excluded, n);
   // With as many holders as members every rank would compute every chunk anyway: replicated
   // mode does that without the cross-checks, and gives the same bits.
-  if (mode_ == Mode::replicated || holders(n) >= n) return reduce_replicated(values, group, active);
-  return reduce_sharded(values, group, active, options.lie_as_owner);
+  if (mode_ == Mode::replicated || holders(n) >= n)
+    return reduce_replicated(values, group, active, options.report_rows);
+  return reduce_sharded(values, group, active, options);
 }
 
 RoundReport RobustAllReduce::reduce_replicated(std::span<float> values,
                                                const parallel::Communicator& group,
-                                               std::span<const char> active) const {
+                                               std::span<const char> active,
+                                               bool report_rows) const {
   const int n = group.size();
   const std::size_t d = values.size();
   received_.resize(1);
@@ -98,8 +100,9 @@ RoundReport RobustAllReduce::reduce_replicated(std::span<float> values,
   DAA_MPI_CHECK(
       MPI_Allgather(values.data(), count, MPI_FLOAT, rows.data(), count, MPI_FLOAT, group.comm()));
   // The same n chunks as sharded mode, so both modes give the same bits.
-  return to_round_report(
-      engine::run_local<float, float>(rule_, params_, rows, n, d, n, active, values.data()), n);
+  return to_round_report(engine::run_local<float, float>(rule_, params_, rows, n, d, n, active,
+                                                         values.data(), report_rows),
+                         n);
 }
 
 namespace {
@@ -208,7 +211,9 @@ std::vector<double> agree_on_summaries(ShardedRound& s, std::size_t size,
 
 RoundReport RobustAllReduce::reduce_sharded(std::span<float> values,
                                             const parallel::Communicator& group,
-                                            std::span<const char> active, bool lie) const {
+                                            std::span<const char> active,
+                                            const RoundOptions& options) const {
+  const bool lie = options.lie_as_owner;
   ShardedRound s(received_);
   s.n = group.size();
   s.h = holders(s.n);
@@ -263,16 +268,22 @@ RoundReport RobustAllReduce::reduce_sharded(std::span<float> values,
     engine::plan_after_phase2(plan, total);
   }
 
-  // Final phase: each holder computes its chunks' results and summaries; the primary publishes
-  // them, the other holders publish their hash. Layout per chunk: summary doubles, then results.
-  const std::size_t summary_size = engine::final_size(n_act, n);
+  // Final phase: each holder computes its chunks' results (and, for a ledger, summaries); the
+  // primary holder of each chunk publishes them, and every other holder compares what it computed
+  // with the published bytes and publishes its verdict. Comparing bytes leaves a lying primary
+  // nothing to forge (a hash of the result could be matched by a forged result), and costs a
+  // memcmp per held chunk instead of hashing every chunk on every rank. Layout per chunk: summary
+  // doubles, then results.
+  const bool report_rows = options.report_rows;
+  const std::size_t summary_size = report_rows ? engine::final_size(n_act, n) : 0;
   auto chunk_bytes = [&](int c) {
     return summary_size * sizeof(double) + s.chunking.size(c) * sizeof(float);
   };
+  std::vector<double> summary(summary_size);
   auto compute_final = [&](int c, std::vector<unsigned char>& out) {
     out.resize(chunk_bytes(c));
-    std::vector<double> summary(summary_size);
-    std::vector<float> result(s.chunking.size(c));
+    // The result goes straight into `out` after the summary (a multiple of 8 bytes in).
+    float* result = reinterpret_cast<float*>(out.data() + summary_size * sizeof(double));
     const std::vector<float>& rows = s.rows_of(c);
     const engine::ChunkRows<float> x = s.view(rows, c, n_act);
     if (engine::needs_center(rule_) && centers[c].size() != x.len) {
@@ -281,13 +292,11 @@ RoundReport RobustAllReduce::reduce_sharded(std::span<float> values,
       engine::phase2(plan, engine::rule_rows(plan, x, mixed), centers[c], unused.data());
     }
     engine::finish_chunk(plan, engine::rule_rows(plan, x, mixed), centers[c], s.view(rows, c, n),
-                         result.data(), summary.data());
-    std::memcpy(out.data(), summary.data(), summary_size * sizeof(double));
-    std::memcpy(out.data() + summary_size * sizeof(double), result.data(),
-                result.size() * sizeof(float));
+                         result, report_rows ? summary.data() : nullptr);
+    if (report_rows) std::memcpy(out.data(), summary.data(), summary_size * sizeof(double));
   };
-  std::vector<std::vector<unsigned char>> held(s.h);
-  std::vector<std::uint64_t> hashes(s.h, 0);
+  std::vector<std::vector<unsigned char>>& held = held_;
+  held.resize(s.h);
   for (int k = 0; k < s.h; ++k) {
     const int c = s.chunk_of_slot(k);
     if (!s.replicated[c].empty()) continue;  // everyone computes it
@@ -296,49 +305,43 @@ RoundReport RobustAllReduce::reduce_sharded(std::span<float> values,
       auto* result = reinterpret_cast<float*>(held[k].data() + summary_size * sizeof(double));
       for (std::size_t j = 0; j < s.chunking.size(c); ++j) result[j] = -result[j] - 1.0f;
     }
-    hashes[k] = engine::hash_bytes(held[k].data(), held[k].size());
   }
-  // Published per rank: its primary chunk's bytes, then the hashes of its other slots.
+  // Published per rank: its primary chunk's bytes (slot 0 holds chunk `me`).
   std::vector<int> counts(n), displs(n);
   std::size_t offset = 0;
   for (int r = 0; r < n; ++r) {
-    const std::size_t bytes = (s.replicated[r].empty() ? chunk_bytes(r) : 0) +
-                              std::size_t(s.h - 1) * sizeof(std::uint64_t);
+    const std::size_t bytes = s.replicated[r].empty() ? chunk_bytes(r) : 0;
     counts[r] = parallel::mpi_count(bytes, "robust all-reduce: published results", "bytes");
     displs[r] = parallel::mpi_count(offset, "robust all-reduce: published offset", "bytes");
     offset += bytes;
   }
-  // A cast, not std::size_t(...): nvcc's front end reads that as a function declaration.
-  std::vector<unsigned char> send(static_cast<std::size_t>(counts[s.me]));
-  std::vector<unsigned char> published(offset);
-  {
-    std::size_t at = 0;
-    if (s.replicated[s.me].empty()) {
-      std::memcpy(send.data(), held[0].data(), held[0].size());
-      at = held[0].size();
-    }
-    std::memcpy(send.data() + at, hashes.data() + 1, std::size_t(s.h - 1) * sizeof(std::uint64_t));
-  }
-  DAA_MPI_CHECK(MPI_Allgatherv(send.data(), counts[s.me], MPI_BYTE, published.data(), counts.data(),
-                               displs.data(), MPI_BYTE, group.comm()));
+  std::vector<unsigned char>& published = published_;
+  published.resize(offset);
+  DAA_MPI_CHECK(MPI_Allgatherv(held[0].data(), counts[s.me], MPI_BYTE, published.data(),
+                               counts.data(), displs.data(), MPI_BYTE, group.comm()));
   auto primary_bytes = [&](int c) { return published.data() + displs[c]; };
-  auto published_hash = [&](int c, int k) {  // holder (c + k)'s hash of chunk c, k >= 1
-    const int r = s.holder(c, k);
-    std::uint64_t h;
-    std::memcpy(&h,
-                published.data() + displs[r] + counts[r] -
-                    std::size_t(s.h - 1) * sizeof(std::uint64_t) +
-                    std::size_t(k - 1) * sizeof(std::uint64_t),
-                sizeof h);
-    return h;
+  auto differs = [&](int c, const std::vector<unsigned char>& bytes) {
+    return std::memcmp(primary_bytes(c), bytes.data(), chunk_bytes(c)) != 0;
+  };
+  // Verdicts: rank r's entry k - 1 says whether its result for the chunk of its slot k differed
+  // from the primary's bytes.
+  const int verifiers = s.h - 1;
+  std::vector<char> verdict(std::size_t(std::max(verifiers, 1)), 0);
+  for (int k = 1; k < s.h; ++k) {
+    const int c = s.chunk_of_slot(k);
+    if (s.replicated[c].empty()) verdict[k - 1] = differs(c, held[k]) ? 1 : 0;
+  }
+  std::vector<char> verdicts(verdict.size() * std::size_t(n));
+  DAA_MPI_CHECK(MPI_Allgather(verdict.data(), int(verdict.size()), MPI_CHAR, verdicts.data(),
+                              int(verdict.size()), MPI_CHAR, group.comm()));
+  auto objected = [&](int c, int k) {  // holder (c + k), k >= 1, found chunk c's result wrong
+    return verdicts[std::size_t(s.holder(c, k)) * verdict.size() + std::size_t(k - 1)] != 0;
   };
   std::vector<int> disputed;
-  std::vector<std::uint64_t> primary_hash(n, 0);
   for (int c = 0; c < n; ++c) {
     if (!s.replicated[c].empty()) continue;
-    primary_hash[c] = engine::hash_bytes(primary_bytes(c), chunk_bytes(c));
     for (int k = 1; k < s.h; ++k)
-      if (published_hash(c, k) != primary_hash[c]) {
+      if (objected(c, k)) {
         disputed.push_back(c);
         break;
       }
@@ -354,20 +357,23 @@ RoundReport RobustAllReduce::reduce_sharded(std::span<float> values,
       compute_final(c, own);
       bytes = own.data();
       if (std::find(disputed.begin(), disputed.end(), c) != disputed.end()) {
-        const std::uint64_t truth = engine::hash_bytes(own.data(), own.size());
-        if (primary_hash[c] != truth) report.accused[s.holder(c, 0)] = 1;
+        // The recomputation decides: a wrong primary and every holder whose verdict it refutes.
+        const bool primary_wrong = differs(c, own);
+        if (primary_wrong) report.accused[s.holder(c, 0)] = 1;
         for (int k = 1; k < s.h; ++k)
-          if (published_hash(c, k) != truth) report.accused[s.holder(c, k)] = 1;
+          if (objected(c, k) != primary_wrong) report.accused[s.holder(c, k)] = 1;
       }
     } else {
       bytes = primary_bytes(c);
     }
-    std::vector<double> summary(summary_size);
-    std::memcpy(summary.data(), bytes, summary_size * sizeof(double));
-    engine::accumulate(final_total, summary);
+    if (report_rows) {
+      std::memcpy(summary.data(), bytes, summary_size * sizeof(double));
+      engine::accumulate(final_total, summary);
+    }
     std::memcpy(values.data() + s.chunking.begin(c), bytes + summary_size * sizeof(double),
                 s.chunking.size(c) * sizeof(float));
   }
+  if (!report_rows) return report;
   RuleOutcome outcome;
   std::vector<double> distance;
   std::vector<char> non_finite;

@@ -5,16 +5,15 @@
 #pragma once
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
 #include <numeric>
+#include <optional>
 #include <span>
 #include <vector>
 
-#include "daa/core/rng.hpp"
 #include "daa/robust/rules.hpp"
 #include "daa/robust/sorting_network.hpp"
 
@@ -78,26 +77,9 @@ inline double dot(const A* a, const B* b, std::size_t len) {
   return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
 }
 
-// Squared distance of a and b, the same way; `non_finite` tells whether a held NaN or Inf.
-template <class A, class B>
-inline double squared_distance(const A* a, const B* b, std::size_t len, bool* non_finite) {
-  double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int bad = 0;
-  std::size_t j = 0;
-  for (; j + 8 <= len; j += 8)
-    for (int l = 0; l < 8; ++l) {
-      bad |= (a[j + l] - a[j + l] != A(0));
-      const double t = double(a[j + l]) - double(b[j + l]);
-      lane[l] += t * t;
-    }
-  for (int l = 0; j < len; ++j, ++l) {
-    bad |= (a[j] - a[j] != A(0));
-    const double t = double(a[j]) - double(b[j]);
-    lane[l] += t * t;
-  }
-  *non_finite = bad != 0;
-  return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
-}
+// Coordinates per block of the final phase: the rows of one block stay in cache while the rule,
+// its counts and the rows' distances from the result read them (one pass over the rows).
+constexpr std::size_t kRuleBlock = 256;
 
 template <class R>
 inline bool any_non_finite(const R* x, std::size_t len) {
@@ -112,6 +94,51 @@ struct ChunkRows {
   std::vector<const R*> rows;
   std::size_t len = 0;
   int n() const { return int(rows.size()); }
+};
+
+// Squared distances of rows from a result and their non-finite flags, accumulated block by block
+// in 8 interleaved partial sums per row (lane j % 8, as dot() does over a whole chunk) and combined
+// in a fixed order: the bits do not depend on the block size, which is a multiple of 8.
+template <class R, class T>
+class RowDistances {
+ public:
+  RowDistances(const ChunkRows<R>& rows, const T* result)
+      : rows_(rows), result_(result), lane_(std::size_t(rows.n()) * 8, 0.0), bad_(rows.n(), 0) {}
+  // Coordinates [j0, j0 + b) of every row; j0 is a multiple of 8, and only the last block is short.
+  void add_block(std::size_t j0, std::size_t b) {
+    for (int i = 0; i < rows_.n(); ++i) {
+      const R* a = rows_.rows[i] + j0;
+      const T* c = result_ + j0;
+      double* lane = lane_.data() + std::size_t(i) * 8;
+      int bad = 0;
+      std::size_t j = 0;
+      for (; j + 8 <= b; j += 8)
+        for (int l = 0; l < 8; ++l) {
+          bad |= (a[j + l] - a[j + l] != R(0));
+          const double t = double(a[j + l]) - double(c[j + l]);
+          lane[l] += t * t;
+        }
+      for (int l = 0; j < b; ++j, ++l) {
+        bad |= (a[j] - a[j] != R(0));
+        const double t = double(a[j]) - double(c[j]);
+        lane[l] += t * t;
+      }
+      bad_[i] |= bad;
+    }
+  }
+  void write(double* distance, double* non_finite) const {
+    for (int i = 0; i < rows_.n(); ++i) {
+      const double* l = lane_.data() + std::size_t(i) * 8;
+      distance[i] = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+      non_finite[i] = bad_[i] ? 1.0 : 0.0;
+    }
+  }
+
+ private:
+  const ChunkRows<R>& rows_;
+  const T* result_;
+  std::vector<double> lane_;
+  std::vector<int> bad_;
 };
 
 // Phase 1 of one chunk: flags (1 for a row with a non-finite value in this chunk), then the
@@ -325,10 +352,15 @@ RuleRows<R> rule_rows(const Plan& p, const ChunkRows<R>& x, std::vector<double>&
 // Non-finite values are dropped per coordinate: with m of them, the median is that of the n - m
 // finite values, and the trimmed mean trims max(0, f - m) from the bottom and keeps at most n - f
 // (the m dropped count as trimmed from the top), so a NaN costs what a missing value would.
-template <class R, class T>
-void coordinate_rule(const ChunkRows<R>& y, Rule rule, int f, T* out, double* counts) {
+// `after_block(j0, b)` runs once the results of coordinates [j0, j0 + b) are written.
+struct NoBlockHook {
+  void operator()(std::size_t, std::size_t) const {}
+};
+template <class R, class T, class AfterBlock = NoBlockHook>
+void coordinate_rule(const ChunkRows<R>& y, Rule rule, int f, T* out, double* counts,
+                     AfterBlock after_block = {}) {
   const int n = y.n();
-  constexpr std::size_t kBlock = 256;
+  constexpr std::size_t kBlock = kRuleBlock;
   static thread_local std::vector<R> sorted;
   static thread_local std::vector<std::pair<int, int>> network;
   static thread_local int network_n = -1;
@@ -414,6 +446,7 @@ void coordinate_rule(const ChunkRows<R>& y, Rule rule, int f, T* out, double* co
       }
       count[i] += c;
     }
+    after_block(j0, b);
   }
   for (int i = 0; i < n && counts; ++i) counts[i] = double(count[i]);
 }
@@ -520,100 +553,113 @@ inline void plan_after_phase2(Plan& p, std::span<const double> total) {
   p.coef = std::move(c);
 }
 
-// Final phase of one chunk: the result out[0..len) and the final summary (see final_size).
-// `all` are every row of the chunk (active ones first, in the plan's order, then excluded ones):
-// their distances from the result are measured on the rows as contributed, not mixed.
+// Final phase of one chunk: the result out[0..len) and, unless `summary` is null (no ledger to
+// report to), the final summary (see final_size). `all` are every row of the chunk (active ones
+// first, in the plan's order, then excluded ones): their distances from the result are measured on
+// the rows as contributed, not mixed, in the same pass as the rule, block by block.
 template <class R, class T>
 void finish_chunk(const Plan& p, const RuleRows<R>& rows, const std::vector<double>& center,
                   const ChunkRows<R>& all, T* out, double* summary) {
   const int n = p.n;
   const std::size_t len = all.len;
   double* counts = summary;
-  std::fill(counts, counts + n, 0.0);
+  if (counts) std::fill(counts, counts + n, 0.0);
+  std::optional<RowDistances<R, T>> distances;
+  if (summary) distances.emplace(all, out);
+  auto after_block = [&](std::size_t j0, std::size_t b) {
+    if (distances) distances->add_block(j0, b);
+  };
   auto row = [&](int i, std::size_t j) {
     return rows.is_mixed ? rows.mixed.rows[i][j] : double(rows.raw->rows[i][j]);
   };
   // acc[j] += w * row_i[j] over rows in ascending order: a fixed order per coordinate that
   // vectorizes across coordinates.
-  static thread_local std::vector<double> acc;
-  auto add_row = [&](int i, double w) {
+  double acc[kRuleBlock];
+  auto add_row = [&](int i, double w, std::size_t j0, std::size_t b) {
     if (rows.is_mixed) {
-      const double* y = rows.mixed.rows[i];
-      for (std::size_t j = 0; j < len; ++j) acc[j] += w * y[j];
+      const double* y = rows.mixed.rows[i] + j0;
+      for (std::size_t j = 0; j < b; ++j) acc[j] += w * y[j];
     } else {
-      const R* y = rows.raw->rows[i];
-      for (std::size_t j = 0; j < len; ++j) acc[j] += w * double(y[j]);
+      const R* y = rows.raw->rows[i] + j0;
+      for (std::size_t j = 0; j < b; ++j) acc[j] += w * double(y[j]);
+    }
+  };
+  // The rules that weigh whole rows, one block at a time: out = (start + sum_i w_i row_i) / div.
+  auto weighted_rows = [&](auto start, auto weight, double divisor) {
+    for (std::size_t j0 = 0; j0 < len; j0 += kRuleBlock) {
+      const std::size_t b = std::min(kRuleBlock, len - j0);
+      for (std::size_t j = 0; j < b; ++j) acc[j] = start(j0 + j);
+      for (int i = 0; i < n; ++i)
+        if (const double w = weight(i); w != 0.0) add_row(i, w, j0, b);
+      for (std::size_t j = 0; j < b; ++j) out[j0 + j] = T(acc[j] / divisor);
+      after_block(j0, b);
     }
   };
   switch (p.rule) {
     case Rule::median:
     case Rule::trimmed_mean:
       if (rows.is_mixed)
-        coordinate_rule(rows.mixed, p.rule, p.params.f, out, counts);
+        coordinate_rule(rows.mixed, p.rule, p.params.f, out, counts, after_block);
       else
-        coordinate_rule(*rows.raw, p.rule, p.params.f, out, counts);
+        coordinate_rule(*rows.raw, p.rule, p.params.f, out, counts, after_block);
       break;
     case Rule::mean:
-      acc.assign(len, 0.0);
-      for (int i = 0; i < n; ++i) add_row(i, 1.0);
-      for (std::size_t j = 0; j < len; ++j) out[j] = T(acc[j] / n);
+      weighted_rows([](std::size_t) { return 0.0; }, [](int) { return 1.0; }, double(n));
       break;
     case Rule::krum:
-    case Rule::multi_krum:
-      acc.assign(len, p.selected.empty() ? kNaN : 0.0);
-      for (int i : p.selected) add_row(i, 1.0);
-      for (std::size_t j = 0; j < len; ++j) out[j] = T(acc[j] / double(p.selected.size()));
+    case Rule::multi_krum: {
+      std::vector<double> chosen(n, 0.0);
+      for (int i : p.selected) chosen[i] = 1.0;
+      const double start = p.selected.empty() ? kNaN : 0.0;
+      weighted_rows([&](std::size_t) { return start; }, [&](int i) { return chosen[i]; },
+                    double(p.selected.size()));
       break;
+    }
     case Rule::bulyan: {
       const int theta = int(p.selected.size());
       const int take = std::max(1, std::min<int>(theta - 2 * p.params.f, theta));
       const auto count = static_cast<std::size_t>(theta);
       std::vector<double> vals(count), sorted(count);
       std::vector<int> idx(count);
-      for (std::size_t j = 0; j < len; ++j) {
-        if (theta == 0) {
-          out[j] = T(kNaN);
-          continue;
-        }
-        for (int k = 0; k < theta; ++k) sorted[k] = vals[k] = row(p.selected[k], j);
-        std::sort(sorted.begin(), sorted.end());
-        const double med =
-            theta % 2 ? sorted[theta / 2] : 0.5 * (sorted[theta / 2 - 1] + sorted[theta / 2]);
-        // Insertion sort by distance from the median: stable, so ties keep the lowest index.
-        for (int k = 0; k < theta; ++k) {
-          int m = k;
-          while (m > 0 && std::abs(vals[k] - med) < std::abs(vals[idx[m - 1]] - med)) {
-            idx[m] = idx[m - 1];
-            --m;
+      for (std::size_t j0 = 0; j0 < len; j0 += kRuleBlock) {
+        const std::size_t b = std::min(kRuleBlock, len - j0);
+        for (std::size_t j = j0; j < j0 + b; ++j) {
+          if (theta == 0) {
+            out[j] = T(kNaN);
+            continue;
           }
-          idx[m] = k;
+          for (int k = 0; k < theta; ++k) sorted[k] = vals[k] = row(p.selected[k], j);
+          std::sort(sorted.begin(), sorted.end());
+          const double med =
+              theta % 2 ? sorted[theta / 2] : 0.5 * (sorted[theta / 2 - 1] + sorted[theta / 2]);
+          // Insertion sort by distance from the median: stable, so ties keep the lowest index.
+          for (int k = 0; k < theta; ++k) {
+            int m = k;
+            while (m > 0 && std::abs(vals[k] - med) < std::abs(vals[idx[m - 1]] - med)) {
+              idx[m] = idx[m - 1];
+              --m;
+            }
+            idx[m] = k;
+          }
+          std::sort(idx.begin(), idx.begin() + take);
+          double sum = 0;
+          for (int k = 0; k < take; ++k) {
+            sum += vals[idx[k]];
+            if (counts) counts[p.selected[idx[k]]] += 1.0;
+          }
+          out[j] = T(sum / take);
         }
-        std::sort(idx.begin(), idx.begin() + take);
-        double sum = 0;
-        for (int k = 0; k < take; ++k) {
-          sum += vals[idx[k]];
-          counts[p.selected[idx[k]]] += 1.0;
-        }
-        out[j] = T(sum / take);
+        after_block(j0, b);
       }
       break;
     }
     case Rule::geometric_median:
     case Rule::centered_clipping:
-      acc.resize(len);
-      for (std::size_t j = 0; j < len; ++j) acc[j] = p.coef[n] * center[j];
-      for (int i = 0; i < n; ++i)
-        if (p.coef[i] != 0.0) add_row(i, p.coef[i]);
-      for (std::size_t j = 0; j < len; ++j) out[j] = T(acc[j]);
+      weighted_rows([&](std::size_t j) { return p.coef[n] * center[j]; },
+                    [&](int i) { return p.coef[i]; }, 1.0);
       break;
   }
-  double* dist = summary + n;
-  double* bad = dist + all.n();
-  for (int i = 0; i < all.n(); ++i) {
-    bool non_finite = false;
-    dist[i] = squared_distance(all.rows[i], out, len, &non_finite);
-    bad[i] = non_finite ? 1.0 : 0.0;
-  }
+  if (distances) distances->write(summary + n, summary + n + all.n());
 }
 
 // The outcome of a round from the chunk-summed final summaries.
@@ -665,10 +711,12 @@ inline RoundReport to_report(const std::vector<int>& order, int n_active,
 }
 
 // Every phase of every chunk in this process: rows is n_all x d (row-major), `active` marks the
-// rows the rule aggregates (empty: all). Writes the d results to `out`.
+// rows the rule aggregates (empty: all). Writes the d results to `out`; without `report` (no
+// ledger reads it) the per-row report stays empty and its distance pass is skipped.
 template <class R, class T>
 RoundReport run_local(Rule rule, const RuleParams& params, std::span<const R> rows, int n_all,
-                      std::size_t d, int chunks, std::span<const char> active, T* out) {
+                      std::size_t d, int chunks, std::span<const char> active, T* out,
+                      bool report = true) {
   int n = 0;
   const std::vector<int> order = engine_order(active, n_all, &n);
   const Chunking ch{d, chunks};
@@ -696,44 +744,20 @@ RoundReport run_local(Rule rule, const RuleParams& params, std::span<const R> ro
     }
     plan_after_phase2(plan, total);
   }
-  total.assign(final_size(n, n_all), 0.0);
+  total.assign(report ? final_size(n, n_all) : 0, 0.0);
   part.resize(total.size());
   for (int c = 0; c < chunks; ++c) {
     const ChunkRows<R> x = view(c, n);
     finish_chunk(plan, rule_rows(plan, x, mixed), centers[c], view(c, n_all), out + ch.begin(c),
-                 part.data());
+                 report ? part.data() : nullptr);
     accumulate(total, part);
   }
+  if (!report) return {};
   RuleOutcome outcome;
   std::vector<double> distance;
   std::vector<char> non_finite;
   finish_outcome(plan, total, d, n_all, outcome, distance, non_finite);
   return to_report(order, n, outcome, distance, non_finite);
-}
-
-// 64-bit hash of bytes for comparing what chunk holders computed: four multiply-rotate lanes over
-// 8-byte words, mixed at the end. Fast, not cryptographic (docs/robustness.md says what that
-// means).
-inline std::uint64_t hash_bytes(const void* data, std::size_t bytes, std::uint64_t seed = 0) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  constexpr std::uint64_t k = 0x9e3779b97f4a7c15ULL;
-  std::uint64_t lane[4] = {seed ^ 0x243f6a8885a308d3ULL, seed ^ 0x13198a2e03707344ULL,
-                           seed ^ 0xa4093822299f31d0ULL, seed ^ 0x082efa98ec4e6c89ULL};
-  std::size_t i = 0;
-  for (; i + 32 <= bytes; i += 32)
-    for (int l = 0; l < 4; ++l) {
-      std::uint64_t w;
-      std::memcpy(&w, p + i + 8 * l, 8);
-      lane[l] = std::rotl((lane[l] ^ w) * k, 29);
-    }
-  for (int l = 0; i < bytes; i += 8, ++l) {  // the last 0..31 bytes, zero-padded
-    std::uint64_t w = 0;
-    std::memcpy(&w, p + i, std::min<std::size_t>(8, bytes - i));
-    lane[l] = std::rotl((lane[l] ^ w) * k, 29);
-  }
-  std::uint64_t h = core::mix64(bytes);
-  for (std::uint64_t l : lane) h = core::mix64(h ^ l);
-  return h;
 }
 
 }  // namespace daa::robust::engine

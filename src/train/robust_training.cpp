@@ -142,6 +142,7 @@ void RobustTraining::round(std::span<float> values, const Group& group, std::uin
   robust::RoundOptions options;
   options.excluded = excluded_members;
   options.lie_as_owner = faulty_ && config_.byzantine.lie_as_owner;
+  options.report_rows = ledger_.has_value();
   const robust::RoundReport report = gradient_round_.reduce(values, comm, options);
   if (!ledger_) return;
   // One round over the whole world: every rank already holds what every other honest rank
@@ -285,6 +286,7 @@ void RobustTraining::consensus(std::span<const double> counts, std::span<float> 
   const std::vector<char> excluded_members = excluded(data_parallel_);
   robust::RoundOptions options;
   options.excluded = excluded_members;
+  options.report_rows = false;  // the ledger judges gradients, not loads
   consensus_round_.reduce(load, *data_parallel_.comm, options);
   robust::balance_step(load, config_.moe.experts, config_.consensus.bias_rate, bias);
   consensus_seconds += seconds_since(start);

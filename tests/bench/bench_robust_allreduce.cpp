@@ -40,6 +40,7 @@ struct Case {
   Mode mode;
   bool nnm = false;
   bool max_f = false;  // f = the largest the world size allows (trimmed mean), else 1 or 0
+  bool ledger = true;  // report per-row weights, distances and flags, as training with a ledger
 };
 
 const Case kCases[] = {
@@ -54,6 +55,10 @@ const Case kCases[] = {
     {Rule::centered_clipping, Mode::sharded},
     {Rule::bulyan, Mode::sharded},
     {Rule::median, Mode::sharded, true},
+    // Training without a ledger (and the consensus round) skips the rows' distance pass.
+    {Rule::median, Mode::sharded, false, false, false},
+    {Rule::trimmed_mean, Mode::sharded, false, true, false},
+    {Rule::krum, Mode::sharded, false, false, false},
 };
 
 using daa::bench::median;
@@ -69,7 +74,8 @@ bool allowed(Rule rule, int n, int f) {
 }
 
 std::string label(const Case& c) {
-  return std::string(daa::robust::to_string(c.rule)) + (c.nnm ? "+nnm" : "");
+  return std::string(daa::robust::to_string(c.rule)) + (c.nnm ? "+nnm" : "") +
+         (c.ledger ? "" : ", no ledger");
 }
 
 // Order-independent fingerprint of the bits of `v`, to check that every rank got the same result.
@@ -82,7 +88,7 @@ std::uint64_t fingerprint(const std::vector<float>& v) {
 
 void print_header(const Communicator& world) {
   if (!world.is_root()) return;
-  std::printf("%5s %8s %-20s %-10s %2s %12s %11s %9s %12s %10s\n", "ranks", "d", "rule", "mode",
+  std::printf("%5s %8s %-24s %-10s %2s %12s %11s %9s %12s %10s\n", "ranks", "d", "rule", "mode",
               "f", "allreduce ms", "robust ms", "ratio", "robust GB/s", "move ms");
 }
 
@@ -90,7 +96,7 @@ void run_case(const Communicator& world, std::size_t d, const Case& c, const Opt
   const int n = world.size();
   if (!allowed(c.rule, n, 0)) {
     if (world.is_root())
-      std::printf("%5d %8zu %-20s %-10s skipped: rule needs more than %d ranks even with f = 0\n",
+      std::printf("%5d %8zu %-24s %-10s skipped: rule needs more than %d ranks even with f = 0\n",
                   n, d, label(c).c_str(), daa::robust::to_string(c.mode), n);
     return;
   }
@@ -118,7 +124,9 @@ void run_case(const Communicator& world, std::size_t d, const Case& c, const Opt
         MPI_Allreduce(MPI_IN_PLACE, base.data(), count, MPI_FLOAT, MPI_SUM, world.comm()));
     for (float& v : base) v *= scale;
   };
-  const auto robust_round = [&] { reducer.reduce(robust, world); };
+  daa::robust::RoundOptions round_options;
+  round_options.report_rows = c.ledger;
+  const auto robust_round = [&] { reducer.reduce(robust, world, round_options); };
 
   // The data movement the mode needs at the least, with no rule and no verification: replicated,
   // an all-gather of every contribution; sharded, one all-to-all per holder slot (as the round's
@@ -185,7 +193,7 @@ void run_case(const Communicator& world, std::size_t d, const Case& c, const Opt
 
   const double mb = median(t_base), mr = median(t_robust), mm = median(t_move);
   if (world.is_root())
-    std::printf("%5d %8zu %-20s %-10s %2d %12.3f %11.3f %9.2f %12.3f %10.3f\n", n, d,
+    std::printf("%5d %8zu %-24s %-10s %2d %12.3f %11.3f %9.2f %12.3f %10.3f\n", n, d,
                 label(c).c_str(), daa::robust::to_string(c.mode), params.f, mb * 1e3, mr * 1e3,
                 mr / mb, double(d) * sizeof(float) / mr * 1e-9, mm * 1e3);
   std::fflush(stdout);

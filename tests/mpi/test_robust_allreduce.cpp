@@ -1,6 +1,7 @@
 // The robust all-reduce over MPI_COMM_WORLD: replicated and sharded mode give the same bits on
 // every rank, agree with the host rules, keep NaN and huge contributions out, leave excluded
-// members out, and in sharded mode a lying chunk holder is caught, recomputed around and accused.
+// members out, and in sharded mode a lying chunk holder is caught, recomputed around and accused,
+// with or without the per-row report a ledger reads.
 // Run with 1, 2 and 4 ranks (rules whose requirement the world size cannot meet are skipped by
 // name in the loop, never silently: the loop asserts that at least one rule ran).
 #include <gtest/gtest.h>
@@ -100,8 +101,26 @@ TEST(RobustAllReduce, ShardedAndReplicatedAgreeBitForBitAndMatchTheHostRule) {
       EXPECT_EQ(rr.distance, rs.distance);
       EXPECT_EQ(rs.disputed_chunks, 0);
       for (char a : rs.accused) EXPECT_EQ(a, 0);
-      // The host rule on the gathered rows (one chunk, so sums differ only by rounding).
+      // Without a ledger to report to: the same bits, no per-row report.
+      RoundOptions unreported;
+      unreported.report_rows = false;
+      std::vector<float> quiet = mine;
+      const RoundReport rq = sharded_round.reduce(quiet, world(), unreported);
+      ASSERT_EQ(std::memcmp(quiet.data(), sharded.data(), d * sizeof(float)), 0);
+      EXPECT_TRUE(rq.weight.empty() && rq.distance.empty() && rq.non_finite.empty());
+      EXPECT_EQ(rq.disputed_chunks, 0);
       const std::vector<float> all = gather(mine);
+      // The distances, accumulated block by block in the rule's pass, against a plain sum (their
+      // summation orders differ, hence the tolerance).
+      for (int i = 0; i < n; ++i) {
+        double sum = 0;
+        for (std::size_t j = 0; j < d; ++j) {
+          const double t = double(all[std::size_t(i) * d + j]) - double(sharded[j]);
+          sum += t * t;
+        }
+        EXPECT_NEAR(rs.distance[std::size_t(i)], std::sqrt(sum), 1e-9 * std::sqrt(sum)) << i;
+      }
+      // The host rule on the gathered rows (one chunk, so sums differ only by rounding).
       const std::vector<double> rows(all.begin(), all.end());
       const std::vector<double> host = daa::robust::aggregate(rule, rows, n, int(d), p);
       for (std::size_t j = 0; j < d; ++j)
@@ -182,6 +201,15 @@ TEST(RobustAllReduce, LyingChunkHolderIsCaughtRecomputedAndAccused) {
     RoundOptions options;
     options.lie_as_owner = world().rank() == liar;
     const RoundReport r = reduce.reduce(lied, world(), options);
+    // The same lie in a round without a per-row report: caught and accused alike.
+    std::vector<float> lied_unreported = contribution(world().rank(), d, 4);
+    options.report_rows = false;
+    const RoundReport ru = reduce.reduce(lied_unreported, world(), options);
+    EXPECT_EQ(ru.disputed_chunks, r.disputed_chunks);
+    EXPECT_EQ(ru.accused, r.accused);
+    if (world().rank() != liar) {
+      EXPECT_EQ(std::memcmp(honest.data(), lied_unreported.data(), d * sizeof(float)), 0);
+    }
     if (reduce.holders(n) >= n) {
       // Every rank holds every chunk: the round runs replicated, so there is nothing to lie about.
       EXPECT_EQ(r.disputed_chunks, 0);

@@ -26,17 +26,21 @@ struct RoundOptions {
   // and receive the result, but their contribution is left out of the rule.
   std::span<const char> excluded;
   // Evaluation only: this rank, as a chunk holder in sharded mode, publishes wrong chunk results
-  // (and hashes of them) instead of what it computed.
+  // (and verdicts on the other holders' results from them) instead of what it computed.
   bool lie_as_owner = false;
+  // The caller reads the report's per-row weight, distance and non_finite (a ledger does). Without
+  // it the round skips the rows' distance pass and leaves those three empty.
+  bool report_rows = true;
 };
 
 // How the round treated each member, identical on every honest member (empty vectors in
-// allreduce mode, which sees only the sum).
+// allreduce mode, which sees only the sum; weight, distance and non_finite empty without
+// RoundOptions::report_rows).
 struct RoundReport {
   std::vector<double> weight;    // the rule's weight (RuleOutcome), 0 for excluded members
   std::vector<double> distance;  // Euclidean distance of the contribution from the result
   std::vector<char> non_finite;  // the contribution held NaN or Inf
-  std::vector<char> accused;     // sharded: published a chunk result that verification refuted
+  std::vector<char> accused;     // sharded: a result or verdict that the recomputation refuted
   int disputed_chunks = 0;       // sharded: chunks recomputed because their holders disagreed
 };
 
@@ -64,16 +68,19 @@ class RobustAllReduce {
 
  private:
   RoundReport reduce_replicated(std::span<float> values, const parallel::Communicator& group,
-                                std::span<const char> active) const;
+                                std::span<const char> active, bool report_rows) const;
   RoundReport reduce_sharded(std::span<float> values, const parallel::Communicator& group,
-                             std::span<const char> active, bool lie) const;
+                             std::span<const char> active, const RoundOptions& options) const;
   Rule rule_;
   RuleParams params_;
   Mode mode_;
-  // Receive buffers kept between rounds (resizing within capacity touches no memory), so a round
-  // does not pay for fresh pages; this makes reduce() not thread-safe, and rounds are collective
-  // per rank anyway.
+  // Buffers kept between rounds (resizing within capacity touches no memory), so a round does not
+  // pay for fresh pages; this makes reduce() not thread-safe, and rounds are collective per rank
+  // anyway. received_: the rows of the chunks this rank holds; held_: its results for them;
+  // published_: every primary holder's results.
   mutable std::vector<std::vector<float>> received_;
+  mutable std::vector<std::vector<unsigned char>> held_;
+  mutable std::vector<unsigned char> published_;
 };
 
 }  // namespace daa::robust
