@@ -62,12 +62,6 @@ Handle file_access(const parallel::Communicator& comm) {
   return fapl;
 }
 
-Handle collective_transfer() {
-  Handle dxpl(DAA_H5(H5Pcreate(H5P_DATASET_XFER), "transfer"), H5Pclose);
-  DAA_H5(H5Pset_dxpl_mpio(dxpl.get(), H5FD_MPIO_COLLECTIVE), "transfer");
-  return dxpl;
-}
-
 // Each rank transfers on its own: no synchronisation per dataset.
 Handle independent_transfer() {
   Handle dxpl(DAA_H5(H5Pcreate(H5P_DATASET_XFER), "transfer"), H5Pclose);
@@ -136,7 +130,6 @@ struct PlannedDataset {
   std::vector<std::uint64_t> dims;
   std::uint32_t crc = 0;
   std::uint64_t bytes = 0;
-  int only_writer = -1;  // the rank that writes all of it, or -1 when several ranks do
 };
 
 // Same input on every rank, same plan on every rank; an inconsistency is a bug in the caller.
@@ -152,7 +145,6 @@ std::vector<PlannedDataset> plan_datasets(std::vector<PieceHeader> headers) {
     const std::uint64_t total_rows = d.dims.empty() ? 1 : d.dims[0];
     std::uint64_t next_row = 0;
     bool first_piece = true;
-    int writers = 0;
     for (; i < headers.size() && headers[i].path == first.path; ++i) {
       const PieceHeader& h = headers[i];
       if (h.type != first.type || h.dims != first.dims || h.row_begin != next_row)
@@ -162,9 +154,7 @@ std::vector<PlannedDataset> plan_datasets(std::vector<PieceHeader> headers) {
       first_piece = false;
       d.bytes += h.bytes;
       next_row += h.rows;
-      if (h.rows > 0) ++writers, d.only_writer = h.rank;
     }
-    if (writers != 1) d.only_writer = -1;
     if (next_row != total_rows)
       throw Error(fmt::format("io::CheckpointWriter: pieces of '{}' cover {} of its {} rows",
                               d.path, next_row, total_rows));
@@ -200,14 +190,6 @@ Handle memory_space(const std::vector<std::uint64_t>& dims, std::uint64_t rows,
   std::vector<std::uint64_t> shape = dims;
   shape[0] = rows;
   return simple_space(shape, context);
-}
-
-// An empty selection for ranks that take no part in a collective transfer.
-Handle nothing_selected(const std::string& context) {
-  const hsize_t one = 1;
-  Handle space(DAA_H5(H5Screate_simple(1, &one, nullptr), context), H5Sclose);
-  DAA_H5(H5Sselect_none(space.get()), context);
-  return space;
 }
 
 void fsync_path(const std::string& path, bool directory) {
@@ -383,7 +365,7 @@ std::uint64_t CheckpointWriter::write(const std::string& path) {
   });
   std::uint64_t written = 0;
   if (failure.empty()) {  // H5Fcreate is collective: it failed everywhere or nowhere
-    Handle lcpl, dcpl, dxpl, independent, scalar;
+    Handle lcpl, dcpl, independent, scalar;
     attempt([&] {
       lcpl = Handle(DAA_H5(H5Pcreate(H5P_LINK_CREATE), context), H5Pclose);
       DAA_H5(H5Pset_create_intermediate_group(lcpl.get(), 1), context);
@@ -391,15 +373,14 @@ std::uint64_t CheckpointWriter::write(const std::string& path) {
       // Every byte is written by its owner: no fill values to write first.
       DAA_H5(H5Pset_fill_time(dcpl.get(), H5D_FILL_TIME_NEVER), context);
       DAA_H5(H5Pset_alloc_time(dcpl.get(), H5D_ALLOC_TIME_EARLY), context);
-      dxpl = collective_transfer();
       independent = independent_transfer();
       scalar = Handle(DAA_H5(H5Screate(H5S_SCALAR), context), H5Sclose);
     });
     for (const PlannedDataset& d : plan) {
       const std::string where = context + ", dataset '" + d.path + "'";
       Handle type, space, dataset, attribute, file_space, mem_space;
-      // Metadata calls are collective and identical everywhere; after a failure this rank only
-      // keeps taking part in the transfers of the datasets that exist.
+      // Metadata calls are collective and identical everywhere, so they fail everywhere or
+      // nowhere; after a failure nothing more is created or written.
       attempt([&] {
         type = d.type == ElementType::text ? text_type(d.bytes)
                                            : Handle(H5Tcopy(file_type(d.type)), H5Tclose);
@@ -418,28 +399,19 @@ std::uint64_t CheckpointWriter::write(const std::string& path) {
       if (dataset.get() < 0 || d.bytes == 0) continue;
       const auto it = my_piece.find(d.path);
       const DatasetPiece* piece = it == my_piece.end() ? nullptr : it->second;
-      // A dataset written by one rank alone (an expert's tensors, rank 0's scalars) is written
-      // independently by that rank: a collective transfer per dataset makes every rank wait for
-      // every other at each one (on 4 ranks, ~0.25 ms a dataset, most of the write time).
-      // Datasets in row pieces of several ranks stay collective.
-      const bool alone = d.only_writer >= 0;
-      if (alone && d.only_writer != comm_.rank()) continue;
+      // Every piece is written independently by its rank, into its own rows of a contiguous,
+      // early-allocated dataset: a collective transfer per dataset made every rank wait for
+      // every other at each one (on 4 ranks ~0.25 ms a dataset, most of the write time), and
+      // the pieces are large enough that collective buffering has nothing to merge.
+      if (!piece) continue;
       try {
         file_space = Handle(DAA_H5(H5Dget_space(dataset.get()), where), H5Sclose);
-        const void* data = nullptr;
-        if (piece) {
-          select_rows(file_space.get(), d.dims, piece->row_begin, piece->rows, where);
-          mem_space = memory_space(d.dims, piece->rows, where);
-          data = piece->bytes.data();
-          written += piece->bytes.size();
-        } else {
-          DAA_H5(H5Sselect_none(file_space.get()), where);
-          mem_space = nothing_selected(where);
-        }
+        select_rows(file_space.get(), d.dims, piece->row_begin, piece->rows, where);
+        mem_space = memory_space(d.dims, piece->rows, where);
+        written += piece->bytes.size();
         const hid_t mem_type = d.type == ElementType::text ? type.get() : memory_type(d.type);
-        static const std::byte dummy{};
         DAA_H5(H5Dwrite(dataset.get(), mem_type, mem_space.get(), file_space.get(),
-                        alone ? independent.get() : dxpl.get(), data ? data : &dummy),
+                        independent.get(), piece->bytes.data()),
                where);
       } catch (const std::exception& e) {
         if (failure.empty()) failure = e.what();
