@@ -69,9 +69,17 @@ void run_case(const Communicator& world, std::size_t rows, std::size_t width,
     DAA_MPI_CHECK(MPI_Alltoallv(raw_recv.data(), rc.data(), rd.data(), MPI_FLOAT, raw_back.data(),
                                 sc.data(), sd.data(), MPI_FLOAT, world.comm()));
   };
+  // Each round trip also records its own split (MPI vs copy kernels) from the dispatcher's
+  // statistics, so that the printed split is a median like the times, not a mean that one
+  // descheduled iteration can dominate.
+  std::vector<double> mpi_split, copy_split;
   const auto dispatch_round_trip = [&] {
     dispatcher.to_experts(plan, packed, expert_rows);
+    const auto there = dispatcher.last_stats();
     dispatcher.to_sources(plan, expert_rows, back);
+    const auto& back_stats = dispatcher.last_stats();
+    mpi_split.push_back(there.mpi_seconds + back_stats.mpi_seconds);
+    copy_split.push_back(there.permute_seconds + back_stats.permute_seconds);
   };
   const auto permute_round_trip = [&] {
     permuting.to_experts(plan, packed, permute_rows);
@@ -83,7 +91,8 @@ void run_case(const Communicator& world, std::size_t rows, std::size_t width,
     raw_round_trip();
     permute_round_trip();
   }
-  dispatcher.reset_total_stats();
+  mpi_split.clear();
+  copy_split.clear();
   std::vector<double> t_dispatch, t_raw, t_permute;
   for (int i = 0; i < options.iterations; ++i) {
     // Rotate which goes first, so none always runs on a cache warmed by another.
@@ -102,11 +111,10 @@ void run_case(const Communicator& world, std::size_t rows, std::size_t width,
   // Bytes handed to MPI per round trip, summed over ranks: every row goes out and comes back.
   double bytes = double(P + R) * double(width) * sizeof(float);
   DAA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &bytes, 1, MPI_DOUBLE, MPI_SUM, world.comm()));
-  // Where the dispatcher's time goes (mean per round trip over ranks, from its own statistics).
-  const auto& stats = dispatcher.total_stats();
-  double split[2] = {stats.mpi_seconds, stats.permute_seconds};
+  // Where the dispatcher's time goes: each rank's median per round trip, averaged over ranks.
+  double split[2] = {median(mpi_split), median(copy_split)};
   DAA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, split, 2, MPI_DOUBLE, MPI_SUM, world.comm()));
-  const double per_trip = 1e6 / (double(ep) * options.iterations);
+  const double per_trip = 1e6 / double(ep);
 
   const double md = median(t_dispatch), mr = median(t_raw), mp = median(t_permute);
   if (world.is_root())
