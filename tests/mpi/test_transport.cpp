@@ -1,6 +1,7 @@
-// parallel::Transport with 1, 2 and 4 ranks: uneven (and zero) all-to-all, point to point and
-// all-reduce, each in direct and in forced host_staged mode; results must agree bit for bit, the
-// rows must land where they were sent, and the staging figures must count exactly what was copied.
+// parallel::Transport with 1, 2 and 4 ranks: uneven (and zero) all-to-all of contiguous and of
+// scattered row blocks, point to point and all-reduce, each in direct and in forced host_staged
+// mode; results must agree bit for bit, the rows must land where they were sent, and the staging
+// figures must count exactly what was copied.
 #include <gtest/gtest.h>
 
 #include <cstring>
