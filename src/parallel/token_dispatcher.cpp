@@ -1,6 +1,6 @@
 // Expert-parallel token dispatcher (see token_dispatcher.hpp): the count exchange that builds a
-// DispatchPlan, and the two moves (a Transport all-to-all + a permutation kernel), instantiated
-// for float and double.
+// DispatchPlan, and the two moves (fused: a Transport all-to-all on row blocks + the own rows'
+// copy; permute: a Transport all-to-all + a permutation kernel), instantiated for float and double.
 #include "daa/parallel/token_dispatcher.hpp"
 
 #include <climits>
@@ -24,10 +24,11 @@ std::string group_label(const Communicator& group) {
          " ranks)";
 }
 
-// The rows a rank sends to itself never enter MPI: the permutation kernels read them straight
-// from the packed matrix (to_experts) or write them straight into it (to_sources). That saves
-// MPI's own copy of them (about 1/ep of all rows under balanced routing). `SelfRows` says where
-// they are: received rows [lo, hi) are packed rows [base, base + hi - lo).
+// The rows a rank sends to itself never enter MPI (unless the permute path has the identity): a
+// kernel reads them straight from the packed matrix (to_experts) or writes them straight into it
+// (to_sources). That saves MPI's own copy of them (about 1/ep of all rows under balanced
+// routing), and in host_staged mode their trips to the host and back. `SelfRows` says where they
+// are: received rows [lo, hi) are packed rows [base, base + hi - lo).
 struct SelfRows {
   int lo = 0, hi = 0, base = 0;
 };
@@ -53,6 +54,36 @@ void gather_to_experts(const Kokkos::View<int*, MemSpace>& index, const Staging&
             (i >= self.lo && i < self.hi) ? &packed(i - self.lo + self.base, 0) : &staging(i, 0);
         auto* row = &out(q, 0);
         for (int j = 0; j < cols; ++j) row[j] = in[j];
+      });
+}
+
+// Fused path, to_experts: this rank's own rows, packed row base + t -> expert row
+// expert_row_of_received(lo + t). One thread per row, one writer per expert row.
+template <class Packed, class Out>
+void copy_self_to_experts(const Kokkos::View<int*, MemSpace>& index, const Packed& packed,
+                          SelfRows self, const Out& out) {
+  const int cols = int(out.extent(1));
+  if (self.hi == self.lo || cols == 0) return;
+  Kokkos::parallel_for(
+      "dispatch_self_to_experts", Range(0, self.hi - self.lo), KOKKOS_LAMBDA(const int t) {
+        const auto* in = &packed(self.base + t, 0);
+        auto* row = &out(index(self.lo + t), 0);
+        for (int j = 0; j < cols; ++j) row[j] = in[j];
+      });
+}
+
+// Fused path, to_sources: the inverse, expert row expert_row_of_received(lo + t) -> packed row
+// base + t.
+template <class In, class Packed>
+void copy_self_to_sources(const Kokkos::View<int*, MemSpace>& index, const In& in, SelfRows self,
+                          const Packed& packed) {
+  const int cols = int(in.extent(1));
+  if (self.hi == self.lo || cols == 0) return;
+  Kokkos::parallel_for(
+      "dispatch_self_to_sources", Range(0, self.hi - self.lo), KOKKOS_LAMBDA(const int t) {
+        const auto* src = &in(index(self.lo + t), 0);
+        auto* row = &packed(self.base + t, 0);
+        for (int j = 0; j < cols; ++j) row[j] = src[j];
       });
 }
 
@@ -163,15 +194,30 @@ DispatchPlan DispatchPlan::build(const Communicator& ep_group,
   std::vector<std::size_t> cursor(plan.local_expert_offset_.begin(),
                                   plan.local_expert_offset_.end() - 1);
   std::size_t received = 0;
-  for (std::size_t s = 0; s < ep; ++s)
+  // The fused path's blocks: peer s's rows land in expert order at block s * L + j.
+  RowBlocks& expert_blocks = plan.expert_blocks_;
+  expert_blocks.first.assign(ep + 1, 0);
+  expert_blocks.displ.assign(ep * L, 0);
+  expert_blocks.count.assign(ep * L, 0);
+  for (std::size_t s = 0; s < ep; ++s) {
+    expert_blocks.first[s + 1] = (s + 1) * L;
     for (std::size_t j = 0; j < L; ++j) {
       const std::size_t b = s * L + j, count = plan.counts_from_[b];
       blocks_h(b) = int(received);  // every figure is at most R <= INT_MAX (checked above)
       blocks_h(std::size_t(B) + b) = int(cursor[j]);
       blocks_h(2 * std::size_t(B) + b) = int(count);
+      expert_blocks.displ[b] = cursor[j];
+      expert_blocks.count[b] = count;
       cursor[j] += count;
       received += count;
     }
+  }
+  // In packed order, each peer's rows are one block already.
+  RowBlocks& packed_blocks = plan.packed_blocks_;
+  packed_blocks.first.resize(ep + 1);
+  for (std::size_t p = 0; p <= ep; ++p) packed_blocks.first[p] = p;
+  packed_blocks.displ = plan.send_displs_;
+  packed_blocks.count = plan.send_counts_;
   Kokkos::deep_copy(blocks, blocks_h);
   const auto r_of_e = plan.received_of_expert_row_, e_of_r = plan.expert_row_of_received_;
   using Team = Kokkos::TeamPolicy<kernels::ExecSpace>;
@@ -260,6 +306,15 @@ void TokenDispatcher::to_experts(const DispatchPlan& plan, const kernels::Matrix
     Kokkos::deep_copy(expert_rows, packed);  // one rank: both orders are the packed order
     Kokkos::fence();
     stats.permute_seconds = seconds_since(start);
+  } else if (path_ == DispatchPath::fused) {
+    // The own rows first (their kernel and MPI touch disjoint rows), then MPI scatters the other
+    // ranks' rows straight into their experts' blocks.
+    const auto start = Clock::now();
+    copy_self_to_experts(plan.expert_row_of_received(), packed, self_rows(plan), expert_rows);
+    Kokkos::fence();
+    stats.permute_seconds = seconds_since(start);
+    finish(stats, transport(plan).all_to_all_blocks<T>(packed, plan.packed_blocks(), expert_rows,
+                                                       plan.expert_blocks(), /*skip_self=*/true));
   } else {
     // With one local expert MPI can write expert order directly. Otherwise MPI fills the
     // staging buffer in received order with the other ranks' rows, and the permutation kernel
@@ -309,6 +364,15 @@ void TokenDispatcher::to_sources(const DispatchPlan& plan, const kernels::Matrix
     Kokkos::deep_copy(packed_out, expert_rows);
     Kokkos::fence();
     stats.permute_seconds = seconds_since(start);
+  } else if (path_ == DispatchPath::fused) {
+    // MPI gathers each peer's rows straight from their experts' blocks; the own rows by kernel.
+    const auto start = Clock::now();
+    copy_self_to_sources(plan.expert_row_of_received(), expert_rows, self_rows(plan), packed_out);
+    Kokkos::fence();
+    stats.permute_seconds = seconds_since(start);
+    finish(stats, transport(plan).all_to_all_blocks<T>(expert_rows, plan.expert_blocks(),
+                                                       packed_out, plan.packed_blocks(),
+                                                       /*skip_self=*/true));
   } else {
     const bool direct = plan.identity_permutation();
     auto staging = direct ? kernels::MatrixRef<T>(expert_rows.data(), expert_rows.extent(0),

@@ -53,6 +53,60 @@ std::vector<RowRange> moved_ranges(std::span<const std::size_t> counts,
   return merged;
 }
 
+// The same for scattered blocks: every row of every peer's blocks but `skip`'s.
+std::vector<RowRange> block_ranges(const RowBlocks& blocks, int skip) {
+  std::vector<std::size_t> counts, displs;
+  for (std::size_t p = 0; p + 1 < blocks.first.size(); ++p)
+    for (std::size_t b = blocks.first[p]; b < blocks.first[p + 1]; ++b)
+      if (int(p) != skip) counts.push_back(blocks.count[b]), displs.push_back(blocks.displ[b]);
+  return moved_ranges(counts, displs, -1);
+}
+
+// Committed MPI datatypes, freed when this goes out of scope (an exception between commit and
+// free included).
+class Datatypes {
+ public:
+  Datatypes() = default;
+  Datatypes(const Datatypes&) = delete;
+  Datatypes& operator=(const Datatypes&) = delete;
+  ~Datatypes() {
+    for (MPI_Datatype& t : types_) MPI_Type_free(&t);
+  }
+  MPI_Datatype commit(MPI_Datatype type) {
+    types_.push_back(type);
+    DAA_MPI_CHECK(MPI_Type_commit(&types_.back()));
+    return type;
+  }
+
+ private:
+  std::vector<MPI_Datatype> types_;
+};
+
+// One peer's side of an Alltoallw: its blocks as one indexed type of `row` (displacements in rows
+// from the buffer's start, so the byte displacement passed to MPI is 0 and never overflows), and
+// the count 1, or 0 when the peer is skipped or has no rows.
+void peer_types(const RowBlocks& blocks, MPI_Datatype row, int skip, Datatypes& owned,
+                std::vector<int>& counts, std::vector<MPI_Datatype>& types, const char* what) {
+  const std::size_t peers = blocks.first.size() - 1;
+  counts.assign(peers, 0);
+  types.assign(peers, row);
+  std::vector<int> lengths, displs;
+  for (std::size_t p = 0; p < peers; ++p) {
+    if (int(p) == skip || blocks.rows(p) == 0) continue;
+    lengths.clear();
+    displs.clear();
+    for (std::size_t b = blocks.first[p]; b < blocks.first[p + 1]; ++b) {
+      if (blocks.count[b] == 0) continue;
+      lengths.push_back(mpi_count(blocks.count[b], what, "rows"));
+      displs.push_back(mpi_count(blocks.displ[b], what, "rows"));
+    }
+    MPI_Datatype type = MPI_DATATYPE_NULL;
+    DAA_MPI_CHECK(MPI_Type_indexed(int(lengths.size()), lengths.data(), displs.data(), row, &type));
+    types[p] = owned.commit(type);
+    counts[p] = 1;
+  }
+}
+
 // One counted deep_copy per range, rows [first, last) of src into the same rows of dst.
 template <class Dst, class Src>
 void stage(const Dst& dst, const Src& src, const std::vector<RowRange>& ranges, std::size_t& bytes,
@@ -92,6 +146,12 @@ const char* to_string(TransportMode mode) {
       return "nccl";
   }
   return "unknown";
+}
+
+std::size_t RowBlocks::rows(std::size_t peer) const {
+  std::size_t rows = 0;
+  for (std::size_t b = first[peer]; b < first[peer + 1]; ++b) rows += count[b];
+  return rows;
 }
 
 TransportStats& TransportStats::operator+=(const TransportStats& other) {
@@ -234,6 +294,58 @@ TransportStats Transport<M>::all_to_all_rows(Rows<const T> send,
 
 template <class M>
 template <class T>
+TransportStats Transport<M>::all_to_all_blocks(Rows<const T> send, const RowBlocks& send_blocks,
+                                               Rows<T> recv, const RowBlocks& recv_blocks,
+                                               bool skip_self) {
+  check_peers(send_blocks.first.size() - 1, comm_, "send_blocks");
+  check_peers(recv_blocks.first.size() - 1, comm_, "recv_blocks");
+  if (mode_ == TransportMode::nccl)
+    throw Error("parallel::Transport over '" + comm_.name() +
+                "': all_to_all_blocks needs MPI datatypes, which nccl mode does not have");
+  const std::size_t width = send.extent(1);
+  const int skip = skip_self ? comm_.rank() : -1;
+  TransportStats stats;
+  Datatypes owned;
+  MPI_Datatype row = MPI_DATATYPE_NULL;
+  DAA_MPI_CHECK(
+      MPI_Type_contiguous(mpi_count(width, "parallel::Transport: row width"), mpi_type<T>(), &row));
+  row = owned.commit(row);
+  std::vector<int> send_counts, recv_counts;
+  std::vector<MPI_Datatype> send_types, recv_types;
+  peer_types(send_blocks, row, skip, owned, send_counts, send_types,
+             "parallel::Transport: send block");
+  peer_types(recv_blocks, row, skip, owned, recv_counts, recv_types,
+             "parallel::Transport: receive block");
+  const std::vector<int> zero(std::size_t(comm_.size()), 0);  // byte displacements
+
+  const T* send_data = send.data();
+  T* recv_data = recv.data();
+  std::vector<RowRange> received;
+  decltype(host_rows<T>(0, 0, 0)) recv_host;
+  if (mode_ == TransportMode::host_staged) {
+    // The host buffers mirror the views row for row, so the same datatypes serve; only the rows
+    // MPI reads go to the host, and only the rows it writes come back.
+    host_rows<T>(0, send.extent(0) + recv.extent(0), width);
+    const auto send_host = host_rows<T>(0, send.extent(0), width);
+    recv_host = host_rows<T>(send.extent(0) * width, recv.extent(0), width);
+    stage(send_host, send, block_ranges(send_blocks, skip), stats.bytes_to_host, stats);
+    received = block_ranges(recv_blocks, skip);
+    send_data = send_host.data();
+    recv_data = recv_host.data();
+  }
+  const auto start = Clock::now();
+  DAA_MPI_CHECK(MPI_Alltoallw(mpi_buffer(send_data), send_counts.data(), zero.data(),
+                              send_types.data(), mpi_buffer(recv_data), recv_counts.data(),
+                              zero.data(), recv_types.data(), comm_.comm()));
+  stats.mpi_seconds = seconds_since(start);
+  if (mode_ == TransportMode::host_staged)
+    stage(recv, recv_host, received, stats.bytes_from_host, stats);
+  total_ += stats;
+  return stats;
+}
+
+template <class M>
+template <class T>
 TransportStats Transport<M>::isend(Rows<const T> rows, int peer, int tag, PendingSend& send) {
   TransportStats stats;
   wait(send);  // a previous send through this slot (its seconds count in total_stats)
@@ -361,6 +473,8 @@ template class Transport<kernels::MemSpace>;
   template TransportStats Transport<kernels::MemSpace>::all_to_all_rows<T>(               \
       Rows<const T>, std::span<const std::size_t>, std::span<const std::size_t>, Rows<T>, \
       std::span<const std::size_t>, std::span<const std::size_t>, bool);                  \
+  template TransportStats Transport<kernels::MemSpace>::all_to_all_blocks<T>(             \
+      Rows<const T>, const RowBlocks&, Rows<T>, const RowBlocks&, bool);                  \
   template TransportStats Transport<kernels::MemSpace>::isend<T>(Rows<const T>, int, int, \
                                                                  PendingSend&);           \
   template TransportStats Transport<kernels::MemSpace>::recv<T>(Rows<T>, int, int);       \

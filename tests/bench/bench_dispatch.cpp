@@ -1,6 +1,7 @@
-// bench_dispatch: the token dispatcher's to_experts + to_sources round trip against a raw
-// MPI_Alltoallv of exactly the same bytes there and back (same counts, preallocated buffers, no
-// permutation), so the printed ratio is the dispatcher's overhead. Run under mpirun (see
+// bench_dispatch: the token dispatcher's to_experts + to_sources round trip (fused path, and the
+// earlier permute path for comparison) against a raw MPI_Alltoallv of exactly the same bytes there
+// and back (same counts, preallocated buffers, no permutation), so the printed ratio is the
+// dispatcher's overhead. Run under mpirun (see
 // scripts/bench-dispatch); plain std::chrono timing, since Google Benchmark is awkward under MPI.
 #include <mpi.h>
 
@@ -47,7 +48,9 @@ void run_case(const Communicator& world, std::size_t rows, std::size_t width,
   Matrix<float> packed("packed", P, width), expert_rows("expert_rows", R, width),
       back("back", P, width);
   Kokkos::deep_copy(packed, 1.5f);
-  TokenDispatcher dispatcher;
+  TokenDispatcher dispatcher;  // the default: fused
+  TokenDispatcher permuting(dispatcher.mode(), daa::parallel::DispatchPath::permute);
+  Matrix<float> permute_rows("permute_rows", R, width), permute_back("permute_back", P, width);
 
   // The raw baseline: the same element counts in both directions, its own buffers.
   const int ep = world.size();
@@ -66,44 +69,61 @@ void run_case(const Communicator& world, std::size_t rows, std::size_t width,
     DAA_MPI_CHECK(MPI_Alltoallv(raw_recv.data(), rc.data(), rd.data(), MPI_FLOAT, raw_back.data(),
                                 sc.data(), sd.data(), MPI_FLOAT, world.comm()));
   };
+  // Each round trip also records its own split (MPI vs copy kernels) from the dispatcher's
+  // statistics, so that the printed split is a median like the times, not a mean that one
+  // descheduled iteration can dominate.
+  std::vector<double> mpi_split, copy_split;
   const auto dispatch_round_trip = [&] {
     dispatcher.to_experts(plan, packed, expert_rows);
+    const auto there = dispatcher.last_stats();
     dispatcher.to_sources(plan, expert_rows, back);
+    const auto& back_stats = dispatcher.last_stats();
+    mpi_split.push_back(there.mpi_seconds + back_stats.mpi_seconds);
+    copy_split.push_back(there.permute_seconds + back_stats.permute_seconds);
+  };
+  const auto permute_round_trip = [&] {
+    permuting.to_experts(plan, packed, permute_rows);
+    permuting.to_sources(plan, permute_rows, permute_back);
   };
 
   for (int i = 0; i < options.warmup; ++i) {
     dispatch_round_trip();
     raw_round_trip();
+    permute_round_trip();
   }
-  dispatcher.reset_total_stats();
-  std::vector<double> t_dispatch, t_raw;
+  mpi_split.clear();
+  copy_split.clear();
+  std::vector<double> t_dispatch, t_raw, t_permute;
   for (int i = 0; i < options.iterations; ++i) {
-    // Alternate which goes first, so neither always runs on a cache warmed by the other.
-    if (i % 2 == 0) {
-      t_dispatch.push_back(timed(world, dispatch_round_trip));
-      t_raw.push_back(timed(world, raw_round_trip));
-    } else {
-      t_raw.push_back(timed(world, raw_round_trip));
-      t_dispatch.push_back(timed(world, dispatch_round_trip));
-    }
+    // Rotate which goes first, so none always runs on a cache warmed by another.
+    for (int k = 0; k < 3; ++k) switch ((i + k) % 3) {
+        case 0:
+          t_dispatch.push_back(timed(world, dispatch_round_trip));
+          break;
+        case 1:
+          t_raw.push_back(timed(world, raw_round_trip));
+          break;
+        default:
+          t_permute.push_back(timed(world, permute_round_trip));
+      }
   }
 
   // Bytes handed to MPI per round trip, summed over ranks: every row goes out and comes back.
   double bytes = double(P + R) * double(width) * sizeof(float);
   DAA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &bytes, 1, MPI_DOUBLE, MPI_SUM, world.comm()));
-  // Where the dispatcher's time goes (mean per round trip over ranks, from its own statistics).
-  const auto& stats = dispatcher.total_stats();
-  double split[2] = {stats.mpi_seconds, stats.permute_seconds};
+  // Where the dispatcher's time goes: each rank's median per round trip, averaged over ranks.
+  double split[2] = {median(mpi_split), median(copy_split)};
   DAA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, split, 2, MPI_DOUBLE, MPI_SUM, world.comm()));
-  const double per_trip = 1e6 / (double(ep) * options.iterations);
+  const double per_trip = 1e6 / double(ep);
 
-  const double md = median(t_dispatch), mr = median(t_raw);
+  const double md = median(t_dispatch), mr = median(t_raw), mp = median(t_permute);
   if (world.is_root())
     std::printf(
         "ranks %d  rows/rank %4zu x %zu floats  E %zu | dispatcher %7.1f us %6.2f GB/s "
-        "(MPI %6.1f us, permute %5.1f us) | raw Alltoallv %7.1f us %6.2f GB/s | ratio %.2f\n",
+        "(MPI %6.1f us, own rows %5.1f us) | raw Alltoallv %7.1f us %6.2f GB/s | ratio %.2f | "
+        "permute path %7.1f us ratio %.2f\n",
         ep, rows, width, kExperts, md * 1e6, bytes / md * 1e-9, split[0] * per_trip,
-        split[1] * per_trip, mr * 1e6, bytes / mr * 1e-9, mr / md);
+        split[1] * per_trip, mr * 1e6, bytes / mr * 1e-9, mr / md, mp * 1e6, mr / mp);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // Token dispatcher on hand-made routings: every row carries (source rank, source row, expert) as
 // its values, so each rank can check that exactly the right rows arrive, in the documented expert
-// order, and that to_sources(to_experts(x)) == x bit for bit. Run with 1, 2 and 4 ranks; with 4
+// order, and that to_sources(to_experts(x)) == x bit for bit, on both dispatch paths (fused and
+// permute), which must also agree with each other bit for bit. Run with 1, 2 and 4 ranks; with 4
 // ranks every routing also runs on two EP groups of 2 consecutive ranks.
 #include <gtest/gtest.h>
 
@@ -19,6 +20,7 @@ namespace {
 
 using daa::kernels::Matrix;
 using daa::parallel::Communicator;
+using daa::parallel::DispatchPath;
 using daa::parallel::DispatchPlan;
 using daa::parallel::TokenDispatcher;
 
@@ -73,16 +75,22 @@ bool same_bits(const T* a, const T* b, std::size_t n) {
   return n == 0 || std::memcmp(a, b, n * sizeof(T)) == 0;
 }
 
-// Runs every check on one routing over one EP group.
+const char* path_name(DispatchPath path) {
+  return path == DispatchPath::fused ? "fused" : "permute";
+}
+
+// Runs every check on one routing over one EP group, on one dispatch path.
 template <class T>
-void check_routing(const Communicator& group, const Routing& routing, std::size_t width) {
+void check_routing_on(const Communicator& group, const Routing& routing, std::size_t width,
+                      DispatchPath path) {
   const int ep = group.size();
   const int me = group.rank();
   require(routing.size() == std::size_t(ep), "routing table does not match the group size");
   const std::size_t E = routing[0].size();
   const std::size_t L = E / std::size_t(ep);
   const std::string where = group.name() + " rank " + std::to_string(me) +
-                            ", E=" + std::to_string(E) + ", width " + std::to_string(width);
+                            ", E=" + std::to_string(E) + ", width " + std::to_string(width) + ", " +
+                            path_name(path) + " path";
   SCOPED_TRACE(where);
 
   const DispatchPlan plan = DispatchPlan::build(group, routing[me]);
@@ -133,7 +141,7 @@ void check_routing(const Communicator& group, const Routing& routing, std::size_
       for (std::size_t c = 0; c < width; ++c) packed_h(i, c) = code<T>(me, i, e, c, width);
   Kokkos::deep_copy(packed, packed_h);
 
-  TokenDispatcher dispatcher;
+  TokenDispatcher dispatcher(daa::parallel::TransportMode::direct, path);
   Matrix<T> expert_rows("expert_rows", 0, 0);
   dispatcher.to_experts(plan, packed, expert_rows);
   require(expert_rows.extent(0) == R && expert_rows.extent(1) == width,
@@ -216,6 +224,12 @@ void check_routing(const Communicator& group, const Routing& routing, std::size_
   EXPECT_EQ(dispatcher.total_stats().bytes_sent + dispatcher.total_stats().bytes_received,
             7 * per_call);
   EXPECT_EQ(dispatcher.total_stats().bytes_local, 7 * self_rows * row_bytes);
+}
+
+template <class T>
+void check_routing(const Communicator& group, const Routing& routing, std::size_t width) {
+  for (const DispatchPath path : {DispatchPath::fused, DispatchPath::permute})
+    check_routing_on<T>(group, routing, width, path);
 }
 
 // The EP groups a routing runs on: the world, and with 4 ranks also two groups of 2 consecutive
@@ -346,9 +360,9 @@ TEST(TokenDispatcher, OnePlanManyWidths) {
 // MPI moves, which is every row but the local ones when the permutation kernel moves those.
 template <class T>
 void check_staged_equals_direct(const Communicator& group, const Routing& routing,
-                                std::size_t width) {
+                                std::size_t width, DispatchPath path) {
   const int me = group.rank();
-  SCOPED_TRACE(group.name() + " rank " + std::to_string(me));
+  SCOPED_TRACE(group.name() + " rank " + std::to_string(me) + ", " + path_name(path) + " path");
   const DispatchPlan plan = DispatchPlan::build(group, routing[me]);
   Matrix<T> packed("packed", plan.send_rows(), width);
   auto fill = Kokkos::create_mirror_view(packed);
@@ -357,8 +371,8 @@ void check_staged_equals_direct(const Communicator& group, const Routing& routin
       fill(i, c) = T(daa::core::counter_normal(3, daa::core::RngPurpose::test, std::size_t(me),
                                                i * width + c));
   Kokkos::deep_copy(packed, fill);
-  TokenDispatcher direct(daa::parallel::TransportMode::direct);
-  TokenDispatcher staged(daa::parallel::TransportMode::host_staged);
+  TokenDispatcher direct(daa::parallel::TransportMode::direct, path);
+  TokenDispatcher staged(daa::parallel::TransportMode::host_staged, path);
   Matrix<T> rows_d("rows_d", 0, 0), rows_s("rows_s", 0, 0), back_d("back_d", 0, 0),
       back_s("back_s", 0, 0);
   direct.to_experts(plan, packed, rows_d);
@@ -381,9 +395,12 @@ void check_staged_equals_direct(const Communicator& group, const Routing& routin
   EXPECT_TRUE(same_bits(c.data(), fill.data(), c.size())) << "round trip changed bits";
 
   EXPECT_EQ(direct.total_stats().bytes_staged_to_host + direct.total_stats().staging_copies, 0u);
-  // With one rank nothing travels; with the identity MPI moves the local rows too.
+  // With one rank nothing travels; on the permute path with the identity MPI moves the local rows
+  // too (the fused path never hands them to MPI).
   const std::size_t local =
-      group.size() == 1 || !plan.identity_permutation() ? 0 : forward.bytes_local;
+      group.size() == 1 || !plan.identity_permutation() || path == DispatchPath::fused
+          ? 0
+          : forward.bytes_local;
   const std::size_t to_host = group.size() == 1 ? 0 : forward.bytes_sent + local;
   const std::size_t from_host = group.size() == 1 ? 0 : forward.bytes_received + local;
   EXPECT_EQ(forward.bytes_staged_to_host, to_host);
@@ -399,10 +416,77 @@ TEST(TokenDispatcher, HostStagedEqualsDirect) {
   Groups groups;
   for (const auto& g : groups.all()) {
     const auto salt = std::uint64_t(std::hash<std::string>{}(g.name()) % 1000);
-    // Four local experts per rank (a permutation) and one (the identity), with empty experts.
-    check_staged_equals_direct<float>(g, random_routing(g.size(), 4 * g.size(), 200, salt), 3);
-    check_staged_equals_direct<double>(g, make_routing(g.size(), g.size(), mixed), 2);
-    check_staged_equals_direct<float>(g, make_routing(g.size(), 4 * g.size(), mixed), 1);
+    // Four local experts per rank (a permutation) and one (the identity), with empty experts,
+    // and the identity with rows for every (source, expert) pair, the own ones included.
+    const auto every_pair = [](int s, std::size_t e) { return 1 + (std::size_t(s) + e) % 3; };
+    for (const DispatchPath path : {DispatchPath::fused, DispatchPath::permute}) {
+      check_staged_equals_direct<float>(g, random_routing(g.size(), 4 * g.size(), 200, salt), 3,
+                                        path);
+      check_staged_equals_direct<double>(g, make_routing(g.size(), g.size(), mixed), 2, path);
+      check_staged_equals_direct<float>(g, make_routing(g.size(), 4 * g.size(), mixed), 1, path);
+      check_staged_equals_direct<float>(g, make_routing(g.size(), g.size(), every_pair), 2, path);
+    }
+  }
+}
+
+// The fused path (MPI scatters rows straight into expert order) gives exactly the bits of the
+// permute path (Alltoallv + permutation kernel, the dispatcher before the fusion), both ways, in
+// direct and host_staged mode, on random non-integer values and an "expert" that changes them.
+template <class T>
+void check_fused_equals_permute(const Communicator& group, const Routing& routing,
+                                std::size_t width, daa::parallel::TransportMode mode) {
+  const int me = group.rank();
+  SCOPED_TRACE(group.name() + " rank " + std::to_string(me) + ", mode " +
+               daa::parallel::to_string(mode) + ", width " + std::to_string(width));
+  const DispatchPlan plan = DispatchPlan::build(group, routing[me]);
+  Matrix<T> packed("packed", plan.send_rows(), width);
+  auto fill = Kokkos::create_mirror_view(packed);
+  for (std::size_t i = 0; i < plan.send_rows(); ++i)
+    for (std::size_t c = 0; c < width; ++c)
+      fill(i, c) = T(daa::core::counter_normal(11, daa::core::RngPurpose::test, std::size_t(me),
+                                               i * width + c));
+  Kokkos::deep_copy(packed, fill);
+  TokenDispatcher fused(mode, DispatchPath::fused), permute(mode, DispatchPath::permute);
+  EXPECT_EQ(fused.path(), DispatchPath::fused);
+  Matrix<T> rows_f("rows_f", 0, 0), rows_p("rows_p", 0, 0), back_f("back_f", 0, 0),
+      back_p("back_p", 0, 0);
+  fused.to_experts(plan, packed, rows_f);
+  permute.to_experts(plan, packed, rows_p);
+  auto a = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), rows_f);
+  auto b = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), rows_p);
+  require(a.size() == b.size() && a.extent(0) == plan.recv_rows(), "to_experts result sizes");
+  EXPECT_TRUE(same_bits(a.data(), b.data(), a.size())) << "to_experts: fused differs";
+  for (std::size_t r = 0; r < a.extent(0); ++r)
+    for (std::size_t c = 0; c < width; ++c) a(r, c) = a(r, c) * T(1.25) + T(r % 7);
+  Kokkos::deep_copy(rows_f, a);
+  Kokkos::deep_copy(rows_p, a);
+  fused.to_sources(plan, rows_f, back_f);
+  permute.to_sources(plan, rows_p, back_p);
+  auto c = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), back_f);
+  auto d = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), back_p);
+  require(c.size() == d.size() && c.extent(0) == plan.send_rows(), "to_sources result sizes");
+  EXPECT_TRUE(same_bits(c.data(), d.data(), c.size())) << "to_sources: fused differs";
+  // The same bytes counted on both paths.
+  EXPECT_EQ(fused.total_stats().bytes_sent, permute.total_stats().bytes_sent);
+  EXPECT_EQ(fused.total_stats().bytes_received, permute.total_stats().bytes_received);
+  EXPECT_EQ(fused.total_stats().bytes_local, permute.total_stats().bytes_local);
+  EXPECT_EQ(fused.staging_bytes(), 0u);  // the fused path needs no staging buffer
+}
+
+TEST(TokenDispatcher, FusedEqualsPermute) {
+  Groups groups;
+  const auto empty_rank = [](int s, std::size_t e) { return s == 1 ? 0 : 1 + e % 3; };
+  for (const auto& g : groups.all()) {
+    const auto salt = std::uint64_t(std::hash<std::string>{}(g.name()) % 1000);
+    for (const auto mode :
+         {daa::parallel::TransportMode::direct, daa::parallel::TransportMode::host_staged}) {
+      check_fused_equals_permute<float>(g, random_routing(g.size(), 8, 1000, salt), 7, mode);
+      check_fused_equals_permute<double>(g, random_routing(g.size(), 4 * g.size(), 300, salt + 1),
+                                         3, mode);
+      check_fused_equals_permute<float>(g, make_routing(g.size(), 4 * g.size(), empty_rank), 5,
+                                        mode);
+      check_fused_equals_permute<float>(g, make_routing(g.size(), g.size(), empty_rank), 2, mode);
+    }
   }
 }
 

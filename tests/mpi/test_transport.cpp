@@ -1,6 +1,7 @@
-// parallel::Transport with 1, 2 and 4 ranks: uneven (and zero) all-to-all, point to point and
-// all-reduce, each in direct and in forced host_staged mode; results must agree bit for bit, the
-// rows must land where they were sent, and the staging figures must count exactly what was copied.
+// parallel::Transport with 1, 2 and 4 ranks: uneven (and zero) all-to-all of contiguous and of
+// scattered row blocks, point to point and all-reduce, each in direct and in forced host_staged
+// mode; results must agree bit for bit, the rows must land where they were sent, and the staging
+// figures must count exactly what was copied.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -159,6 +160,112 @@ TEST(Transport, AllToAllRefusesWrongCountEntries) {
   } catch (const daa::Error& e) {
     EXPECT_EQ(std::string(e.what()), "parallel::Transport over 'world': send_counts has " +
                                          std::to_string(extra.size()) + " entries for " +
+                                         std::to_string(world.size()) + " ranks");
+  }
+}
+
+// all_to_all_blocks on scattered rows: rank s's rows for peer p (rows_between(s, p), coded by
+// their position k in s's sequence for p) leave from two blocks with a gap row before each, and
+// arrive in two blocks split the other way, stored second block first, peers in descending
+// order, again with gap rows. MPI must follow the block order, not the row order, and write
+// nothing else; host_staged must give the same bits and stage exactly the moved rows.
+template <class T>
+void check_all_to_all_blocks(std::size_t width, bool skip_self) {
+  using daa::parallel::RowBlocks;
+  const Communicator world(MPI_COMM_WORLD, "world");
+  const int n = world.size(), me = world.rank();
+  SCOPED_TRACE("rank " + std::to_string(me) + ", width " + std::to_string(width) +
+               (skip_self ? ", skip_self" : ""));
+  RowBlocks sb{{0}, {}, {}}, rb{{0}, {}, {}};
+  std::size_t send_rows = 0;
+  for (int p = 0; p < n; ++p) {
+    const std::size_t rows = rows_between(me, p), a = rows / 2;
+    sb.displ.push_back(send_rows + 1);
+    sb.count.push_back(a);
+    sb.displ.push_back(send_rows + 2 + a);
+    sb.count.push_back(rows - a);
+    sb.first.push_back(sb.displ.size());
+    send_rows += rows + 2;
+  }
+  std::vector<std::size_t> first_at(static_cast<std::size_t>(n)),
+      second_at(static_cast<std::size_t>(n));
+  std::size_t recv_rows = 0;
+  for (int s = n - 1; s >= 0; --s) {  // memory order; the blocks are listed in peer order below
+    const std::size_t rows = rows_between(s, me);
+    second_at[s] = recv_rows + 1;
+    first_at[s] = recv_rows + 2 + rows / 2;
+    recv_rows += rows + 2;
+  }
+  for (int s = 0; s < n; ++s) {
+    const std::size_t rows = rows_between(s, me);
+    rb.displ.push_back(first_at[s]);
+    rb.count.push_back(rows - rows / 2);
+    rb.displ.push_back(second_at[s]);
+    rb.count.push_back(rows / 2);
+    rb.first.push_back(rb.displ.size());
+  }
+
+  Matrix<T> send("send", send_rows, width);
+  auto send_h = Kokkos::create_mirror_view(send);
+  Kokkos::deep_copy(send_h, T(kUntouched));
+  for (int p = 0; p < n; ++p) {
+    std::size_t k = 0;
+    for (std::size_t b = sb.first[p]; b < sb.first[p + 1]; ++b)
+      for (std::size_t i = 0; i < sb.count[b]; ++i, ++k)
+        for (std::size_t c = 0; c < width; ++c) send_h(sb.displ[b] + i, c) = code<T>(me, p, k, c);
+  }
+  Kokkos::deep_copy(send, send_h);
+
+  std::vector<std::vector<double>> got;
+  std::vector<TransportStats> stats;
+  for (const TransportMode mode : {TransportMode::direct, TransportMode::host_staged}) {
+    Matrix<T> recv("recv", recv_rows, width);
+    Kokkos::deep_copy(recv, T(kUntouched));
+    Transport<> transport(world, mode);
+    stats.push_back(transport.all_to_all_blocks<T>(send, sb, recv, rb, skip_self));
+    got.emplace_back();
+    for (const T v : host_copy(recv)) got.back().push_back(double(v));
+  }
+  EXPECT_TRUE(same_bits(got[0], got[1])) << "host_staged differs from direct";
+
+  std::vector<double> want(recv_rows * width, kUntouched);
+  std::size_t sent = 0, received = 0;
+  for (int s = 0; s < n; ++s) {
+    if (skip_self && s == me) continue;
+    sent += rows_between(me, s);
+    received += rows_between(s, me);
+    std::size_t k = 0;
+    for (std::size_t b = rb.first[s]; b < rb.first[s + 1]; ++b)
+      for (std::size_t i = 0; i < rb.count[b]; ++i, ++k)
+        for (std::size_t c = 0; c < width; ++c)
+          want[(rb.displ[b] + i) * width + c] = double(code<T>(s, me, k, c));
+  }
+  EXPECT_TRUE(same_bits(got[0], want)) << "rows landed in the wrong places";
+  EXPECT_EQ(stats[0].bytes_to_host + stats[0].bytes_from_host + stats[0].staging_copies, 0u);
+  EXPECT_EQ(stats[1].bytes_to_host, sent * width * sizeof(T));
+  EXPECT_EQ(stats[1].bytes_from_host, received * width * sizeof(T));
+}
+
+TEST(Transport, AllToAllBlocks) {
+  check_all_to_all_blocks<float>(3, false);
+  check_all_to_all_blocks<double>(2, false);
+  check_all_to_all_blocks<float>(1, true);
+}
+
+TEST(Transport, AllToAllBlocksRefusesWrongPeerEntries) {
+  const Communicator world(MPI_COMM_WORLD, "world");
+  daa::parallel::RowBlocks none, extra;
+  none.first.assign(std::size_t(world.size()) + 1, 0);
+  extra.first.assign(std::size_t(world.size()) + 2, 0);
+  Matrix<float> empty("empty", 0, 1);
+  Transport<> transport(world, TransportMode::direct);
+  EXPECT_NO_THROW(transport.all_to_all_blocks<float>(empty, none, empty, none, false));
+  try {
+    transport.all_to_all_blocks<float>(empty, none, empty, extra, false);
+    ADD_FAILURE() << "no error";
+  } catch (const daa::Error& e) {
+    EXPECT_EQ(std::string(e.what()), "parallel::Transport over 'world': recv_blocks has " +
+                                         std::to_string(world.size() + 1) + " entries for " +
                                          std::to_string(world.size()) + " ranks");
   }
 }

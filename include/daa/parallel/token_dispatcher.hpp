@@ -1,6 +1,7 @@
 // Expert-parallel token dispatcher (DESIGN.md §2-§3): moves the rows each rank packed by global
-// expert to the ranks that own those experts (one MPI_Alltoallv plus a permutation kernel), and
-// back. It knows nothing of layers: it moves [rows, width] matrices of float or double.
+// expert to the ranks that own those experts, straight into local-expert order (one MPI_Alltoallw
+// with per-peer row datatypes), and back. It knows nothing of layers: it moves [rows, width]
+// matrices of float or double.
 #pragma once
 
 #include <cstddef>
@@ -72,9 +73,16 @@ class DispatchPlan {
   const Kokkos::View<int*, kernels::MemSpace>& expert_row_of_received() const {
     return expert_row_of_received_;
   }
-  // True when both orders coincide (one rank, or one local expert): the dispatcher then lets MPI
-  // write straight into the destination and skips the permutation.
+  // True when both orders coincide (one rank, or one local expert): the permute path then lets
+  // MPI write straight into the destination and skips the permutation.
   bool identity_permutation() const { return identity_; }
+
+  // The fused path's row blocks per peer (Transport::all_to_all_blocks), in rows:
+  //   packed_blocks(): peer p's rows in packed order, one block [send_displs[p], +send_counts[p]);
+  //   expert_blocks(): peer s's rows in expert order, one block per local expert j (rows_from(s,
+  //                    j) rows), in the order s sends them.
+  const RowBlocks& packed_blocks() const { return packed_blocks_; }
+  const RowBlocks& expert_blocks() const { return expert_blocks_; }
 
   // Throws daa::Error (naming the group and the count) if moving rows of `width` elements would
   // need an MPI count or displacement above INT_MAX elements on this rank.
@@ -93,6 +101,7 @@ class DispatchPlan {
   std::vector<std::size_t> local_expert_offset_;
   Kokkos::View<int*, kernels::MemSpace> received_of_expert_row_{"received_of_expert_row", 0};
   Kokkos::View<int*, kernels::MemSpace> expert_row_of_received_{"expert_row_of_received", 0};
+  RowBlocks packed_blocks_, expert_blocks_;
   bool identity_ = true;
 };
 
@@ -101,8 +110,10 @@ struct DispatchStats {
   std::size_t bytes_sent = 0;      // to other ranks of the group
   std::size_t bytes_received = 0;  // from other ranks of the group
   std::size_t bytes_local = 0;     // rows that stay on this rank (copied, not sent)
-  double mpi_seconds = 0;      // inside the transport's MPI_Alltoallv (or NCCL), peers' waits too
-  double permute_seconds = 0;  // the permutation kernel (it also moves the local rows)
+  double mpi_seconds = 0;  // inside the transport's MPI_Alltoallw/v (or NCCL), peers' waits too
+  // The copy kernel: the own rows' copy (fused path) or the permutation, which moves the own
+  // rows too (permute path).
+  double permute_seconds = 0;
   // Host staging (TransportMode::host_staged only; zero otherwise): bytes copied to the host
   // buffer before MPI and back after it, the number of those copies and their seconds.
   std::size_t bytes_staged_to_host = 0;
@@ -113,15 +124,24 @@ struct DispatchStats {
   DispatchStats& operator+=(const DispatchStats& other);
 };
 
-// Moves rows along a DispatchPlan: one MPI_Alltoallv of the rows bound for other ranks plus one
-// permutation kernel, which also moves this rank's own rows so that MPI never copies them. With
-// one local expert (or one rank) there is nothing to permute and MPI writes the result directly.
-// Owns the staging buffer (one growing byte buffer in kernels::MemSpace, shared by both
-// directions and by float and double), so that one dispatcher per MoE layer allocates only while
-// the largest routing seen so far grows, never per call; the plan's permutation views are
-// allocated once per plan (per layer and step). Not thread-safe; calls are collective over the
-// plan's group, every member must pass the same row width, and source and destination views must
-// not alias. Counts beyond MPI's int limit are refused (DispatchPlan::check_width) before MPI.
+// How rows reach local-expert order:
+//   fused:   MPI reads and writes them in place: one MPI_Alltoallw whose per-peer indexed row types
+//            scatter each peer's rows into its local experts' blocks (and gather them back), plus
+//            one copy kernel for this rank's own rows, which never enter MPI. No staging buffer,
+//            no permutation pass. Needs MPI datatypes: direct and host_staged modes.
+//   permute: one MPI_Alltoallv into a staging buffer in received order plus a permutation kernel
+//            (which also moves the own rows); with one local expert MPI writes the result
+//            directly. Used in nccl mode (NCCL has no datatypes) and as the tests' reference.
+// Both move the same bits to the same places.
+enum class DispatchPath { fused, permute };
+
+// Moves rows along a DispatchPlan (see DispatchPath). Owns the permute path's staging buffer (one
+// growing byte buffer in kernels::MemSpace, shared by both directions and by float and double), so
+// that one dispatcher per MoE layer allocates only while the largest routing seen so far grows,
+// never per call; the plan's permutation views are allocated once per plan (per layer and step).
+// Not thread-safe; calls are collective over the plan's group, every member must pass the same row
+// width, and source and destination views must not alias. Counts beyond MPI's int limit are refused
+// (DispatchPlan::check_width) before MPI.
 //
 // Memory: the rows travel through a parallel::Transport over the plan's group, in the mode given
 // at construction (by default direct MPI on host memory, NCCL or host staging on device memory,
@@ -129,8 +149,12 @@ struct DispatchStats {
 class TokenDispatcher {
  public:
   explicit TokenDispatcher(
-      TransportMode mode = default_transport_mode(host_accessible_v<kernels::MemSpace>))
-      : mode_(mode) {}
+      TransportMode mode = default_transport_mode(host_accessible_v<kernels::MemSpace>),
+      DispatchPath path = DispatchPath::fused)
+      : mode_(mode), path_(mode == TransportMode::nccl ? DispatchPath::permute : path) {}
+
+  TransportMode mode() const { return mode_; }
+  DispatchPath path() const { return path_; }  // permute in nccl mode, whatever was asked
 
   // packed [P, w] (rows grouped by global expert) -> expert_rows resized to [R, w], expert order.
   // Forward: token activations to experts. Backward: output gradients to experts.
@@ -158,6 +182,7 @@ class TokenDispatcher {
   void finish(DispatchStats& stats, const TransportStats& moved);
 
   TransportMode mode_;
+  DispatchPath path_;
   std::optional<Transport<>> transport_;
   Kokkos::View<unsigned char*, kernels::MemSpace> staging_{"dispatch_staging", 0};
   DispatchStats last_, total_;

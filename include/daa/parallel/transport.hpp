@@ -60,6 +60,15 @@ template <class MemorySpace>
 inline constexpr bool host_accessible_v =
     Kokkos::SpaceAccessibility<Kokkos::HostSpace, MemorySpace>::accessible;
 
+// Row blocks per peer, for all_to_all_blocks: peer p's blocks are entries [first[p], first[p+1])
+// of `displ` and `count` (in rows), taken (or filled) in that order. `first` has ranks + 1 entries.
+struct RowBlocks {
+  std::vector<std::size_t> first;
+  std::vector<std::size_t> displ, count;
+
+  std::size_t rows(std::size_t peer) const;  // the sum of peer's counts
+};
+
 // Moves rows ([rows, width] LayoutRight views) of float or double over one communicator.
 // Instantiated for kernels::MemSpace. Calls that are collective in MPI are collective here.
 // Not thread-safe. Fence the execution space before a call; results are complete on return
@@ -105,6 +114,17 @@ class Transport {
                                  std::span<const std::size_t> send_displs, Rows<T> recv,
                                  std::span<const std::size_t> recv_counts,
                                  std::span<const std::size_t> recv_displs, bool skip_self);
+
+  // Uneven all-to-all on scattered rows: the rows of send's blocks for peer p, in block order,
+  // arrive in the blocks that peer p names for this rank, in block order (one MPI_Alltoallw with an
+  // indexed row type per peer, so MPI itself scatters and gathers the rows: no copy into a
+  // contiguous buffer). Row totals must match pairwise (MPI's truncation error otherwise); with
+  // skip_self this rank's own blocks are left out (the caller moves them). Counts and
+  // displacements are rows, each checked against INT_MAX. Not in nccl mode (throws daa::Error):
+  // NCCL has no datatypes.
+  template <class T>
+  TransportStats all_to_all_blocks(Rows<const T> send, const RowBlocks& send_blocks, Rows<T> recv,
+                                   const RowBlocks& recv_blocks, bool skip_self);
 
   // Point to point: `rows` to rank `peer` with `tag` without waiting for the peer (it first waits
   // for `send`'s previous message); the view must stay unchanged until wait(send). recv blocks
