@@ -109,21 +109,25 @@ class RowDistances {
     for (int i = 0; i < rows_.n(); ++i) {
       const R* a = rows_.rows[i] + j0;
       const T* c = result_ + j0;
-      double* lane = lane_.data() + std::size_t(i) * 8;
-      int bad = 0;
+      double lane[8];
+      std::copy_n(lane_.data() + std::size_t(i) * 8, 8, lane);
+      // x - x is 0 for a finite x and NaN otherwise, and NaN stays in a sum: a branch-free
+      // non-finite test that vectorizes with the distances.
+      R probe[8] = {0, 0, 0, 0, 0, 0, 0, 0};
       std::size_t j = 0;
       for (; j + 8 <= b; j += 8)
         for (int l = 0; l < 8; ++l) {
-          bad |= (a[j + l] - a[j + l] != R(0));
+          probe[l] += a[j + l] - a[j + l];
           const double t = double(a[j + l]) - double(c[j + l]);
           lane[l] += t * t;
         }
       for (int l = 0; j < b; ++j, ++l) {
-        bad |= (a[j] - a[j] != R(0));
+        probe[l] += a[j] - a[j];
         const double t = double(a[j]) - double(c[j]);
         lane[l] += t * t;
       }
-      bad_[i] |= bad;
+      std::copy_n(lane, 8, lane_.data() + std::size_t(i) * 8);
+      for (int l = 0; l < 8; ++l) bad_[i] |= probe[l] != R(0);
     }
   }
   void write(double* distance, double* non_finite) const {
