@@ -2,20 +2,14 @@
 // expert layers are compared with in scripts/bench-peer), expert-FFN-shaped GEMMs, attention's
 // small batched products on the adapter's own small-GEMM kernel next to one cblas call each, the
 // model's plain products on the adapter's blocked kernel next to OpenBLAS, and its bf16 products
-// (mixed precision) next to oneDNN's bf16 matmul.
+// (mixed precision) next to oneDNN's bf16 matmul (onednn_peer.cpp).
 #include <benchmark/benchmark.h>
 
-#if defined(DAA_HAVE_ONEDNN)
-#include <dnnl.hpp>
-#endif
-
 #include <Kokkos_Core.hpp>
-#include <cstdlib>
-#include <cstring>
-#include <string>
 #include <vector>
 
 #include "daa/kernels/linalg.hpp"
+#include "onednn_peer.hpp"
 
 namespace {
 
@@ -161,70 +155,15 @@ void BM_bf16_gemm(benchmark::State& state, PlainShape s) {
 // fp32 operands, so each call first converts both to bf16 (two reorders), as our packing does;
 // BM_onednn_bf16_preconverted times the matmul alone on operands already in bf16 (the bound for a
 // design that keeps weights and activations in bf16).
-#if defined(DAA_HAVE_ONEDNN)
-void run_onednn(benchmark::State& state, PlainShape s, bool convert) {
-  using dnnl::memory;
-  // Debian's oneDNN runs on OpenMP, which takes every core unless told otherwise before it loads.
-  const char* threads = std::getenv("OMP_NUM_THREADS");
-  if (threads == nullptr || std::string(threads) != "1")
-    return state.SkipWithError("run with OMP_NUM_THREADS=1: oneDNN would use every core");
-  const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  dnnl::stream stream(engine);
-  const auto m = memory::dim(s.m), n = memory::dim(s.n), k = memory::dim(s.k);
-  const auto a_strides = s.ta == Trans::no ? memory::dims{k, 1} : memory::dims{1, m};
-  const auto b_strides = s.tb == Trans::no ? memory::dims{n, 1} : memory::dims{1, k};
-  const memory::desc a_f32({m, k}, memory::data_type::f32, a_strides),
-      b_f32({k, n}, memory::data_type::f32, b_strides),
-      a_bf16({m, k}, memory::data_type::bf16, a_strides),
-      b_bf16({k, n}, memory::data_type::bf16, b_strides),
-      c_f32({m, n}, memory::data_type::f32, memory::dims{n, 1});
-  dnnl::primitive_attr attr;
-  if (s.beta != 0.0f) {
-    dnnl::post_ops sum;
-    sum.append_sum(s.beta);
-    attr.set_post_ops(sum);
-  }
-  const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_bf16, b_bf16, c_f32), attr, engine);
-  const dnnl::matmul matmul(pd);
-  memory a32(a_f32, engine), b32(b_f32, engine), a16(a_bf16, engine), b16(b_bf16, engine),
-      c(c_f32, engine);
-  auto fill = [](memory& x, std::size_t count, float scale) {
-    auto* p = static_cast<float*>(x.get_data_handle());
-    for (std::size_t i = 0; i < count; ++i) p[i] = float(i % 7) * scale - 0.375f;
-  };
-  fill(a32, s.m * s.k, 0.125f);
-  fill(b32, s.k * s.n, 0.25f);
-  std::memset(c.get_data_handle(), 0, s.m * s.n * sizeof(float));
-  const dnnl::reorder to_a16(a32, a16), to_b16(b32, b16);
-  to_a16.execute(stream, a32, a16);
-  to_b16.execute(stream, b32, b16);
-  for (auto _ : state) {
-    if (convert) {
-      to_a16.execute(stream, a32, a16);
-      to_b16.execute(stream, b32, b16);
-    }
-    matmul.execute(stream, {{DNNL_ARG_SRC, a16}, {DNNL_ARG_WEIGHTS, b16}, {DNNL_ARG_DST, c}});
-    stream.wait();
-    benchmark::ClobberMemory();
-  }
-  state.SetLabel(pd.impl_info_str());
-  state.counters["GFLOPS"] = benchmark::Counter(2.0 * double(s.m * s.n * s.k) * 1e-9,
-                                                benchmark::Counter::kIsIterationInvariantRate);
+daa::bench::PeerShape peer_shape(const PlainShape& s) {
+  return {s.ta == Trans::yes, s.tb == Trans::yes, s.m, s.n, s.k, s.beta};
 }
 void BM_onednn_bf16(benchmark::State& state, PlainShape s) {
-  run_onednn(state, s, true);
+  daa::bench::run_onednn_bf16(state, peer_shape(s), true);
 }
 void BM_onednn_bf16_preconverted(benchmark::State& state, PlainShape s) {
-  run_onednn(state, s, false);
+  daa::bench::run_onednn_bf16(state, peer_shape(s), false);
 }
-#else
-void BM_onednn_bf16(benchmark::State& state, PlainShape) {
-  state.SkipWithError("built without oneDNN (libdnnl-dev; scripts/setup-debian installs it)");
-}
-void BM_onednn_bf16_preconverted(benchmark::State& state, PlainShape s) {
-  BM_onednn_bf16(state, s);
-}
-#endif
 
 void BM_own_dgemm(benchmark::State& state, PlainShape s) {
   run_plain<double, Impl::own>(state, s);

@@ -3,6 +3,7 @@
 // inputs and float64 references. Exit 0 pass, 1 fail, 77 skipped (ctest's SKIP_RETURN_CODE).
 #pragma once
 
+#include "cuda_device.hpp"
 #include "daa/cuda/check.hpp"
 
 #include <cuda_runtime_api.h>
@@ -25,11 +26,10 @@ namespace daa::cuda::test {
 // Exits 77 with "skipped: no CUDA device" where the runtime finds no device (no driver, or none
 // visible), so ctest counts the test as skipped, not passed.
 inline int device_count_or_skip() {
-  int count = 0;
-  const cudaError_t error = cudaGetDeviceCount(&count);
-  if (error != cudaSuccess || count == 0) {
-    std::printf("skipped: no CUDA device (cudaGetDeviceCount: %s, %d devices)\n",
-                cudaGetErrorName(error), count);
+  std::string why;
+  const int count = cuda_device_count(&why);
+  if (count == 0) {
+    std::printf("skipped: no CUDA device (%s)\n", why.c_str());
     std::exit(77);
   }
   return count;

@@ -1,7 +1,8 @@
-// Tests of the linalg adapter's execution-space overloads (kernels/linalg.hpp) on a host space
-// instance: gemm, gemm_batched and expert_gemm must give bit-identical results to today's host
-// overloads (expert_gemm: to a loop of gemm, zero-row experts first, between and last), and
-// expert_gemm refuses offsets and weights that do not fit A and C, naming them.
+// Tests of the linalg adapter's execution-space overloads (kernels/linalg.hpp) on every enabled
+// host space (exec_spaces.hpp; the cuBLAS branch is tests/cuda's cuda_gemm, on a GPU): gemm,
+// gemm_batched and expert_gemm must give bit-identical results to today's host overloads
+// (expert_gemm: to a loop of gemm, zero-row experts first, between and last), and expert_gemm
+// refuses offsets and weights that do not fit A and C, naming them.
 #include <gtest/gtest.h>
 
 #include <Kokkos_Core.hpp>
@@ -17,20 +18,20 @@
 #include "daa/core/error.hpp"
 #include "daa/kernels/linalg.hpp"
 #include "daa/kernels/views.hpp"
+#include "exec_spaces.hpp"
 
 namespace daa::kernels::test {
 namespace {
 
-using Space = Kokkos::DefaultHostExecutionSpace;
-// The host space's own memory: in a CUDA build kernels::Matrix is device memory, which a host
+// Each host space's own memory: in a CUDA build kernels::Matrix is device memory, which a host
 // space cannot reach (the adapter refuses that pairing at compile time).
-template <class T>
-using Matrix = Kokkos::View<T**, Kokkos::LayoutRight, Space::memory_space>;
+template <class T, class Space>
+using Matrix = daa::test::SpaceMatrix<T, Space>;
 
-template <class T>
-Matrix<T> random_matrix(const std::string& name, std::size_t rows, std::size_t cols,
-                        std::mt19937& rng) {
-  Matrix<T> m(name, rows, cols);
+template <class T, class Space>
+Matrix<T, Space> random_matrix(const std::string& name, std::size_t rows, std::size_t cols,
+                               std::mt19937& rng) {
+  Matrix<T, Space> m(name, rows, cols);
   auto h = Kokkos::create_mirror_view(m);
   std::uniform_real_distribution<double> uniform(-1.0, 1.0);
   for (std::size_t i = 0; i < rows; ++i)
@@ -38,6 +39,18 @@ Matrix<T> random_matrix(const std::string& name, std::size_t rows, std::size_t c
   Kokkos::deep_copy(m, h);
   return m;
 }
+
+using daa::test::HostExecSpaces;
+using daa::test::SpaceName;
+template <class Space>
+class GemmOnSpace : public ::testing::Test {};
+TYPED_TEST_SUITE(GemmOnSpace, HostExecSpaces, SpaceName);
+template <class Space>
+class GemmBatchedOnSpace : public ::testing::Test {};
+TYPED_TEST_SUITE(GemmBatchedOnSpace, HostExecSpaces, SpaceName);
+template <class Space>
+class ExpertGemmOnSpace : public ::testing::Test {};
+TYPED_TEST_SUITE(ExpertGemmOnSpace, HostExecSpaces, SpaceName);
 
 // Bitwise equality of two equally shaped views (NaN payloads included), with the first mismatch.
 template <class ViewX, class ViewY>
@@ -49,7 +62,7 @@ void expect_bit_identical(const ViewX& x, const ViewY& y, const std::string& wha
       << what << ": the execution-space overload differs from the host overload";
 }
 
-template <class T>
+template <class T, class Space>
 void gemm_matches(Precision precision) {
   std::mt19937 rng(11);
   const Space space;
@@ -58,12 +71,12 @@ void gemm_matches(Precision precision) {
     for (const Trans ta : {Trans::no, Trans::yes})
       for (const Trans tb : {Trans::no, Trans::yes})
         for (const T beta : {T(0), T(0.5)}) {
-          const auto a =
-              ta == Trans::no ? random_matrix<T>("a", m, k, rng) : random_matrix<T>("a", k, m, rng);
-          const auto b =
-              tb == Trans::no ? random_matrix<T>("b", k, n, rng) : random_matrix<T>("b", n, k, rng);
-          const auto c0 = random_matrix<T>("c0", m, n + 3, rng);
-          Matrix<T> c1("c1", m, n + 3), c2("c2", m, n + 3);
+          const auto a = ta == Trans::no ? random_matrix<T, Space>("a", m, k, rng)
+                                         : random_matrix<T, Space>("a", k, m, rng);
+          const auto b = tb == Trans::no ? random_matrix<T, Space>("b", k, n, rng)
+                                         : random_matrix<T, Space>("b", n, k, rng);
+          const auto c0 = random_matrix<T, Space>("c0", m, n + 3, rng);
+          Matrix<T, Space> c1("c1", m, n + 3), c2("c2", m, n + 3);
           Kokkos::deep_copy(c1, c0);
           Kokkos::deep_copy(c2, c0);
           const auto cols = std::make_pair(std::size_t(1), n + 1);
@@ -77,20 +90,24 @@ void gemm_matches(Precision precision) {
         }
 }
 
-TEST(GemmOnSpace, BitIdenticalFloat) {
-  gemm_matches<float>(Precision::fp32);
+TYPED_TEST(GemmOnSpace, BitIdenticalFloat) {
+  using Space = TypeParam;
+  gemm_matches<float, Space>(Precision::fp32);
 }
-TEST(GemmOnSpace, BitIdenticalDouble) {
-  gemm_matches<double>(Precision::fp32);
+TYPED_TEST(GemmOnSpace, BitIdenticalDouble) {
+  using Space = TypeParam;
+  gemm_matches<double, Space>(Precision::fp32);
 }
-TEST(GemmOnSpace, BitIdenticalBf16) {
+TYPED_TEST(GemmOnSpace, BitIdenticalBf16) {
+  using Space = TypeParam;
   if (!bf16_available()) GTEST_SKIP() << "no bf16 products in this build";
-  gemm_matches<float>(Precision::bf16);
+  gemm_matches<float, Space>(Precision::bf16);
 }
 
-TEST(GemmBatchedOnSpace, BitIdenticalOnStridedSubviews) {
+TYPED_TEST(GemmBatchedOnSpace, BitIdenticalOnStridedSubviews) {
+  using Space = TypeParam;
   constexpr std::size_t batch = 3, rows = 40, d = 64, head = 32;
-  using View3 = Kokkos::View<float***, Kokkos::LayoutRight, Space::memory_space>;
+  using View3 = Kokkos::View<float***, Kokkos::LayoutRight, daa::test::SpaceDevice<Space>>;
   View3 qk("qk", batch, rows, 2 * d), s1("s1", batch, rows, rows), s2("s2", batch, rows, rows);
   auto qk_h = Kokkos::create_mirror_view(qk);
   std::mt19937 rng(5);
@@ -112,20 +129,20 @@ TEST(GemmBatchedOnSpace, BitIdenticalOnStridedSubviews) {
 // Packed rows per expert: zero-row experts first, between and last, as routing leaves them.
 constexpr std::array<std::size_t, 7> kExpertRows = {0, 13, 0, 0, 40, 1, 0};
 
-template <class T>
+template <class T, class Space>
 void expert_gemm_matches(Trans trans_b, T beta, Precision precision) {
   constexpr std::size_t k = 48, n = 80;
   std::mt19937 rng(7);
   std::vector<std::size_t> offset = {0};
   for (const std::size_t r : kExpertRows) offset.push_back(offset.back() + r);
   const std::size_t rows = offset.back();
-  const auto a = random_matrix<T>("a", rows, k, rng);
-  std::vector<Matrix<T>> weights;
+  const auto a = random_matrix<T, Space>("a", rows, k, rng);
+  std::vector<Matrix<T, Space>> weights;
   for (std::size_t e = 0; e < kExpertRows.size(); ++e)
-    weights.push_back(trans_b == Trans::no ? random_matrix<T>("w", k, n, rng)
-                                           : random_matrix<T>("w", n, k, rng));
-  const auto c0 = random_matrix<T>("c0", rows, n, rng);
-  Matrix<T> looped("looped", rows, n), grouped("grouped", rows, n);
+    weights.push_back(trans_b == Trans::no ? random_matrix<T, Space>("w", k, n, rng)
+                                           : random_matrix<T, Space>("w", n, k, rng));
+  const auto c0 = random_matrix<T, Space>("c0", rows, n, rng);
+  Matrix<T, Space> looped("looped", rows, n), grouped("grouped", rows, n);
   Kokkos::deep_copy(looped, c0);
   Kokkos::deep_copy(grouped, c0);
   // What the MoE experts do: one gemm per expert over its rows, skipping empty experts.
@@ -136,48 +153,55 @@ void expert_gemm_matches(Trans trans_b, T beta, Precision precision) {
          Kokkos::subview(looped, range, Kokkos::ALL), precision);
   }
   expert_gemm(Space(), trans_b, std::span<const std::size_t>(offset), T(1), a,
-              std::span<const Matrix<T>>(weights), beta, grouped, precision);
+              std::span<const Matrix<T, Space>>(weights), beta, grouped, precision);
   expect_bit_identical(looped, grouped,
                        std::string("expert_gemm trans_b=") + (trans_b == Trans::no ? "n" : "t"));
 }
 
-TEST(ExpertGemmOnSpace, MatchesLoopOfGemmFloat) {
+TYPED_TEST(ExpertGemmOnSpace, MatchesLoopOfGemmFloat) {
+  using Space = TypeParam;
   for (const Trans tb : {Trans::no, Trans::yes})
-    for (const float beta : {0.0f, 1.0f}) expert_gemm_matches<float>(tb, beta, Precision::fp32);
+    for (const float beta : {0.0f, 1.0f})
+      expert_gemm_matches<float, Space>(tb, beta, Precision::fp32);
 }
-TEST(ExpertGemmOnSpace, MatchesLoopOfGemmDouble) {
+TYPED_TEST(ExpertGemmOnSpace, MatchesLoopOfGemmDouble) {
+  using Space = TypeParam;
   for (const Trans tb : {Trans::no, Trans::yes})
-    for (const double beta : {0.0, 1.0}) expert_gemm_matches<double>(tb, beta, Precision::fp32);
+    for (const double beta : {0.0, 1.0})
+      expert_gemm_matches<double, Space>(tb, beta, Precision::fp32);
 }
-TEST(ExpertGemmOnSpace, MatchesLoopOfGemmBf16) {
+TYPED_TEST(ExpertGemmOnSpace, MatchesLoopOfGemmBf16) {
+  using Space = TypeParam;
   if (!bf16_available()) GTEST_SKIP() << "no bf16 products in this build";
   for (const Trans tb : {Trans::no, Trans::yes})
-    expert_gemm_matches<float>(tb, 0.0f, Precision::bf16);
+    expert_gemm_matches<float, Space>(tb, 0.0f, Precision::bf16);
 }
 
-TEST(ExpertGemmOnSpace, NoRowsAtAllWritesNothing) {
+TYPED_TEST(ExpertGemmOnSpace, NoRowsAtAllWritesNothing) {
+  using Space = TypeParam;
   std::mt19937 rng(9);
   const std::vector<std::size_t> offset = {0, 0, 0};
-  const std::vector<Matrix<float>> weights = {random_matrix<float>("w0", 4, 6, rng),
-                                              random_matrix<float>("w1", 4, 6, rng)};
-  Matrix<float> a("a", 0, 4), c("c", 0, 6);
+  const std::vector<Matrix<float, Space>> weights = {random_matrix<float, Space>("w0", 4, 6, rng),
+                                                     random_matrix<float, Space>("w1", 4, 6, rng)};
+  Matrix<float, Space> a("a", 0, 4), c("c", 0, 6);
   EXPECT_NO_THROW(expert_gemm(Space(), Trans::no, std::span<const std::size_t>(offset), 1.0f, a,
-                              std::span<const Matrix<float>>(weights), 0.0f, c));
+                              std::span<const Matrix<float, Space>>(weights), 0.0f, c));
 }
 
-TEST(ExpertGemmOnSpace, RefusesOffsetsAndWeightsThatDoNotFit) {
+TYPED_TEST(ExpertGemmOnSpace, RefusesOffsetsAndWeightsThatDoNotFit) {
+  using Space = TypeParam;
   std::mt19937 rng(13);
-  const auto a = random_matrix<float>("a", 5, 4, rng);
-  Matrix<float> c("c", 5, 6);
-  const std::vector<Matrix<float>> weights = {random_matrix<float>("w0", 4, 6, rng),
-                                              random_matrix<float>("w1", 4, 6, rng)};
+  const auto a = random_matrix<float, Space>("a", 5, 4, rng);
+  Matrix<float, Space> c("c", 5, 6);
+  const std::vector<Matrix<float, Space>> weights = {random_matrix<float, Space>("w0", 4, 6, rng),
+                                                     random_matrix<float, Space>("w1", 4, 6, rng)};
   const auto run = [&](const std::vector<std::size_t>& offset,
-                       const std::vector<Matrix<float>>& w) {
+                       const std::vector<Matrix<float, Space>>& w) {
     expert_gemm(Space(), Trans::no, std::span<const std::size_t>(offset), 1.0f, a,
-                std::span<const Matrix<float>>(w), 0.0f, c);
+                std::span<const Matrix<float, Space>>(w), 0.0f, c);
   };
   const auto message = [&](const std::vector<std::size_t>& offset,
-                           const std::vector<Matrix<float>>& w) -> std::string {
+                           const std::vector<Matrix<float, Space>>& w) -> std::string {
     try {
       run(offset, w);
     } catch (const Error& e) {
@@ -191,7 +215,7 @@ TEST(ExpertGemmOnSpace, RefusesOffsetsAndWeightsThatDoNotFit) {
             "kernels::expert_gemm: 2 offsets (last 2) for 2 experts over 5 rows of A and 5 of C");
   EXPECT_EQ(message({0, 3, 2, 5}, {weights[0], weights[1], weights[0]}),
             "kernels::expert_gemm: expert 1 has rows 3..2 and a weight of 4x6, expected 4x6");
-  EXPECT_EQ(message({0, 2, 5}, {weights[0], random_matrix<float>("w", 6, 4, rng)}),
+  EXPECT_EQ(message({0, 2, 5}, {weights[0], random_matrix<float, Space>("w", 6, 4, rng)}),
             "kernels::expert_gemm: expert 1 has rows 2..5 and a weight of 6x4, expected 4x6");
   EXPECT_NO_THROW(run({0, 2, 5}, weights));
 }

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "count_allocations.hpp"
 #include "daa/core/error.hpp"
 #include "daa/core/timeline.hpp"
 #include "daa/obs/metrics.hpp"
@@ -26,28 +27,6 @@
 #include "daa/obs/report.hpp"
 #include "daa/obs/status.hpp"
 #include "daa/obs/trace.hpp"
-
-// Counts heap allocations so that "the timeline allocates nothing when off" is checked, not
-// assumed.
-namespace {
-std::atomic<long> g_allocations{0};
-}
-void* operator new(std::size_t bytes) {
-  g_allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(bytes ? bytes : 1)) return p;
-  throw std::bad_alloc();
-}
-// GCC flags free() on memory from operator new where these replacements are inlined into
-// callers; here that pairing is exactly right.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-void operator delete(void* p) noexcept {
-  std::free(p);
-}
-void operator delete(void* p, std::size_t) noexcept {
-  std::free(p);
-}
-#pragma GCC diagnostic pop
 
 namespace {
 
@@ -78,14 +57,14 @@ TEST(Timeline, RecordsAndAllocatesNothingWhenOff) {
   TimelineReset reset;
   Timeline& timeline = Timeline::process();
   ASSERT_FALSE(timeline.recording());
-  const long before = g_allocations.load();
+  const long before = daa::test::allocation_count();
   for (int i = 0; i < 1000; ++i) {
     timeline.set_step(i);
     ScopedSpan span(Track::compute, "forward");
     const auto now = std::chrono::steady_clock::now();
     timeline.add(Track::data, "batch", now, now);
   }
-  EXPECT_EQ(g_allocations.load() - before, 0);
+  EXPECT_EQ(daa::test::allocation_count() - before, 0);
   EXPECT_TRUE(timeline.spans().empty());
 }
 
@@ -103,9 +82,10 @@ TEST(Timeline, RecordsSpansWithTrackAndStep) {
   timeline.set_step(8);
   const auto t0 = std::chrono::steady_clock::now();
   timeline.add(Track::all_to_all, "dispatch", t0, t0 + std::chrono::microseconds(250));
-  const long before = g_allocations.load();
+  const long before = daa::test::allocation_count();
   { ScopedSpan within_reservation(Track::aggregation, "median"); }
-  EXPECT_EQ(g_allocations.load() - before, 0) << "recording within the reservation allocates";
+  EXPECT_EQ(daa::test::allocation_count() - before, 0)
+      << "recording within the reservation allocates";
   timeline.stop_recording();
   { ScopedSpan after_stop(Track::eval, "eval"); }
 

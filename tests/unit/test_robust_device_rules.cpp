@@ -1,6 +1,7 @@
-// The device kernels of daa/robust/device_rules.hpp against the host rules, bit for bit: the
-// coordinate-wise median and trimmed mean (with NaN/Inf rows and values, ties, +0/-0, odd and even
-// n, every f), the Gram matrix, and the counted host staging of daa/robust/host_staging.hpp.
+// The device kernels of daa/robust/device_rules.hpp, run on every enabled execution space
+// (exec_spaces.hpp), against the host rules, bit for bit: the coordinate-wise median and trimmed
+// mean (with NaN/Inf rows and values, ties, +0/-0, odd and even n, every f), the Gram matrix; and
+// the counted host staging of daa/robust/host_staging.hpp.
 #include <gtest/gtest.h>
 
 #include <bit>
@@ -15,6 +16,7 @@
 #include "daa/robust/device_rules.hpp"
 #include "daa/robust/host_staging.hpp"
 #include "daa/robust/rules.hpp"
+#include "exec_spaces.hpp"
 
 namespace {
 
@@ -61,9 +63,16 @@ std::vector<double> random_rows(int n, int d, unsigned seed, bool non_finite) {
   return x;
 }
 
-template <class R>
-daa::kernels::Matrix<R> to_view(const std::vector<double>& x, int n, int d) {
-  daa::kernels::Matrix<R> v("rows", n, d);
+using daa::test::ExecSpaces;
+using daa::test::ExecSpaceTest;
+using daa::test::SpaceMatrix;
+using daa::test::SpaceVector;
+
+// Rows in `Matrix`'s memory: the kernels' copy in the space under test, the reference's in
+// kernels::MemSpace (the dispatch's input).
+template <class R, class Matrix = daa::kernels::Matrix<R>>
+Matrix to_view(const std::vector<double>& x, int n, int d) {
+  Matrix v("rows", n, d);
   auto host = Kokkos::create_mirror_view(v);
   for (int i = 0; i < n; ++i)
     for (int j = 0; j < d; ++j) host(i, j) = R(x[std::size_t(i) * d + j]);
@@ -71,10 +80,10 @@ daa::kernels::Matrix<R> to_view(const std::vector<double>& x, int n, int d) {
   return v;
 }
 
-template <class T>
-std::vector<T> to_vector(const daa::kernels::Vector<T>& v) {
+template <class View>
+std::vector<typename View::non_const_value_type> to_vector(const View& v) {
   auto host = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), v);
-  return std::vector<T>(host.data(), host.data() + host.extent(0));
+  return {host.data(), host.data() + host.extent(0)};
 }
 
 template <class T>
@@ -89,18 +98,22 @@ void expect_same_bits(const std::vector<T>& a, const std::vector<T>& b, const ch
   EXPECT_EQ(mismatches, 0) << what;
 }
 
-// The kernel (run on kernels::ExecSpace) and the host engine (the dispatch's path for
-// host-accessible rows on this build) on the same rows: outputs and counts bit for bit.
-template <class R>
+// The kernel (run on Space, on rows in its memory) and the dispatch on the same rows in
+// kernels::MemSpace (the host engine where that memory is host-accessible, as in the CPU build):
+// outputs and counts bit for bit.
+template <class Space, class R>
 void compare_coordinate_rule(Rule rule, int n, int d, int f, unsigned seed, bool non_finite) {
   const std::vector<double> x = random_rows(n, d, seed, non_finite);
-  const auto rows = to_view<R>(x, n, d);
-  daa::kernels::Vector<R> kernel_out("kernel_out", d), host_out("host_out", d);
-  daa::kernels::Vector<std::int64_t> kernel_counts("kernel_counts", n),
-      host_counts("host_counts", n);
-  device::coordinate_rule(daa::kernels::ExecSpace(), rule, f, rows, kernel_out, kernel_counts);
-  Kokkos::fence();
-  device::coordinate_rule(rule, f, rows, host_out, host_counts);
+  const auto rows = to_view<R, SpaceMatrix<R, Space>>(x, n, d);
+  const auto host_rows = to_view<R>(x, n, d);
+  SpaceVector<R, Space> kernel_out("kernel_out", d);
+  SpaceVector<std::int64_t, Space> kernel_counts("kernel_counts", n);
+  daa::kernels::Vector<R> host_out("host_out", d);
+  daa::kernels::Vector<std::int64_t> host_counts("host_counts", n);
+  const Space space;
+  device::coordinate_rule(space, rule, f, rows, kernel_out, kernel_counts);
+  space.fence();
+  device::coordinate_rule(rule, f, host_rows, host_out, host_counts);
   expect_same_bits(to_vector(kernel_out), to_vector(host_out), "coordinate rule");
   EXPECT_EQ(to_vector(kernel_counts), to_vector(host_counts));
   if constexpr (std::is_same_v<R, double>) {
@@ -115,7 +128,11 @@ void compare_coordinate_rule(Rule rule, int n, int d, int f, unsigned seed, bool
   }
 }
 
-TEST(DeviceRules, CoordinateRulesMatchTheHostBitForBit) {
+template <class Space>
+class DeviceRules : public ExecSpaceTest<Space> {};
+TYPED_TEST_SUITE(DeviceRules, ExecSpaces, daa::test::SpaceName);
+
+TYPED_TEST(DeviceRules, CoordinateRulesMatchTheHostBitForBit) {
   for (const Rule rule : {Rule::median, Rule::trimmed_mean})
     for (const int n : {1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 17, 33, 64})
       for (int f = 0; f <= (n - 1) / 2; ++f)
@@ -123,39 +140,48 @@ TEST(DeviceRules, CoordinateRulesMatchTheHostBitForBit) {
           SCOPED_TRACE(testing::Message() << daa::robust::to_string(rule) << " n = " << n
                                           << " f = " << f << " non-finite " << non_finite);
           const unsigned seed = unsigned(n * 100 + f * 2 + non_finite);
-          compare_coordinate_rule<double>(rule, n, 301, f, seed, non_finite);
-          compare_coordinate_rule<float>(rule, n, 301, f, seed, non_finite);
+          compare_coordinate_rule<TypeParam, double>(rule, n, 301, f, seed, non_finite);
+          compare_coordinate_rule<TypeParam, float>(rule, n, 301, f, seed, non_finite);
           if (rule == Rule::median) break;  // the median ignores f
         }
 }
 
 // More non-finite values at a coordinate than f (and all of them) still match.
-TEST(DeviceRules, MostlyNonFiniteCoordinatesMatch) {
+TYPED_TEST(DeviceRules, MostlyNonFiniteCoordinatesMatch) {
+  using Space = TypeParam;
   const int n = 5, d = 64;
   std::vector<double> x(std::size_t(n) * d, kNaN);
   for (int j = 0; j < d; ++j)
     for (int i = 0; i < j % (n + 1) && i < n; ++i) x[std::size_t(i) * d + j] = double(j - 3 * i);
-  const auto rows = to_view<double>(x, n, d);
+  const auto rows = to_view<double, SpaceMatrix<double, Space>>(x, n, d);
+  const auto host_rows = to_view<double>(x, n, d);
   for (const Rule rule : {Rule::median, Rule::trimmed_mean})
     for (int f = 0; f <= 2; ++f) {
-      daa::kernels::Vector<double> a("a", d), b("b", d);
-      daa::kernels::Vector<std::int64_t> ca("ca", n), cb("cb", n);
-      device::coordinate_rule(daa::kernels::ExecSpace(), rule, f, rows, a, ca);
-      Kokkos::fence();
-      device::coordinate_rule(rule, f, rows, b, cb);
+      SpaceVector<double, Space> a("a", d);
+      SpaceVector<std::int64_t, Space> ca("ca", n);
+      daa::kernels::Vector<double> b("b", d);
+      daa::kernels::Vector<std::int64_t> cb("cb", n);
+      const Space space;
+      device::coordinate_rule(space, rule, f, rows, a, ca);
+      space.fence();
+      device::coordinate_rule(rule, f, host_rows, b, cb);
       expect_same_bits(to_vector(a), to_vector(b), "mostly non-finite");
       EXPECT_EQ(to_vector(ca), to_vector(cb));
       EXPECT_EQ(to_vector(a)[0], kInf);  // every value non-finite: +inf, as the host rule says
     }
 }
 
-template <class R>
+template <class Space, class R>
 void compare_gram(int n, int d, unsigned seed) {
-  const auto rows = to_view<R>(random_rows(n, d, seed, false), n, d);
-  daa::kernels::Matrix<double> kernel("kernel_gram", n, n), host("host_gram", n, n);
-  device::gram_matrix(daa::kernels::ExecSpace(), rows, kernel);
-  Kokkos::fence();
-  device::gram_matrix(rows, host);
+  const std::vector<double> x = random_rows(n, d, seed, false);
+  const auto rows = to_view<R, SpaceMatrix<R, Space>>(x, n, d);
+  const auto host_rows = to_view<R>(x, n, d);
+  SpaceMatrix<double, Space> kernel("kernel_gram", n, n);
+  daa::kernels::Matrix<double> host("host_gram", n, n);
+  const Space space;
+  device::gram_matrix(space, rows, kernel);
+  space.fence();
+  device::gram_matrix(host_rows, host);
   auto k = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), kernel);
   auto h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), host);
   for (int a = 0; a < n; ++a)
@@ -165,20 +191,24 @@ void compare_gram(int n, int d, unsigned seed) {
           << h(a, b);
 }
 
-TEST(DeviceRules, GramMatchesTheHostBitForBit) {
+TYPED_TEST(DeviceRules, GramMatchesTheHostBitForBit) {
   for (const int n : {1, 2, 5, 8, 13})
     for (const int d : {1, 7, 8, 9, 1003}) {
-      compare_gram<double>(n, d, unsigned(n * 7 + d));
-      compare_gram<float>(n, d, unsigned(n * 7 + d));
+      compare_gram<TypeParam, double>(n, d, unsigned(n * 7 + d));
+      compare_gram<TypeParam, float>(n, d, unsigned(n * 7 + d));
     }
 }
 
-TEST(DeviceRules, RefusesWhatTheKernelsCannotTake) {
-  const auto rows = to_view<double>(std::vector<double>(65 * 4, 1.0), 65, 4);
+TYPED_TEST(DeviceRules, RefusesWhatTheKernelsCannotTake) {
+  using Space = TypeParam;
+  const auto rows =
+      to_view<double, SpaceMatrix<double, Space>>(std::vector<double>(65 * 4, 1.0), 65, 4);
+  SpaceVector<double, Space> out_on_space("out", 4);
+  SpaceVector<std::int64_t, Space> none_on_space("none", 0);
+  EXPECT_THROW(device::coordinate_rule(Space(), Rule::median, 0, rows, out_on_space, none_on_space),
+               daa::ConfigError);
   daa::kernels::Vector<double> out("out", 4);
   daa::kernels::Vector<std::int64_t> none("none", 0);
-  EXPECT_THROW(device::coordinate_rule(daa::kernels::ExecSpace(), Rule::median, 0, rows, out, none),
-               daa::ConfigError);
   const auto few = to_view<double>(std::vector<double>(3 * 4, 1.0), 3, 4);
   EXPECT_THROW(device::coordinate_rule(Rule::krum, 0, few, out, none), daa::ConfigError);
 }

@@ -1,7 +1,8 @@
 // The MoE layer's device routing bookkeeping (RoutingBookkeeping) against a plain host counting
 // sort, the one the layer ran before (with its sums in the kernels' fixed chunk order): random
 // choices over several n, k, E and capacity factors, with drops, experts that get no tokens and
-// slot counts spanning several chunks; every figure must match bit for bit.
+// slot counts spanning several chunks; every figure must match bit for bit, on every enabled
+// execution space (exec_spaces.hpp).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -13,13 +14,14 @@
 
 #include "daa/kernels/views.hpp"
 #include "daa/model/routing_bookkeeping.hpp"
+#include "daa/model/routing_bookkeeping_impl.hpp"
+#include "exec_spaces.hpp"
 
 namespace daa::model::test {
 namespace {
 
-using kernels::Matrix;
-using IntMatrix = RoutingBookkeeping::IntMatrix;
-using IntVector = RoutingBookkeeping::IntVector;
+using daa::test::ExecSpaces;
+using daa::test::ExecSpaceTest;
 
 struct Reference {
   std::vector<int> slot_pos, token_of, observed;
@@ -85,8 +87,8 @@ Reference host_reference(const std::vector<int>& choice, const std::vector<T>& g
   return ref;
 }
 
-template <class T>
-void check_case(RoutingBookkeeping& book, std::size_t n, std::size_t k, std::size_t E,
+template <class T, class Space>
+void check_case(BasicRoutingBookkeeping<Space>& book, std::size_t n, std::size_t k, std::size_t E,
                 std::size_t used_experts, bool capacity_mode, double factor, unsigned seed) {
   SCOPED_TRACE("n=" + std::to_string(n) + " k=" + std::to_string(k) + " E=" + std::to_string(E) +
                " used=" + std::to_string(used_experts) + " factor=" + std::to_string(factor) +
@@ -112,8 +114,9 @@ void check_case(RoutingBookkeeping& book, std::size_t n, std::size_t k, std::siz
   const std::size_t capacity = expert_capacity(capacity_mode, factor, n, k, E);
   const Reference ref = host_reference(choice, gate, probs, n, k, E, capacity);
 
-  IntMatrix choice_d("choice", n, k);
-  Matrix<T> gate_d("gate", n, k), probs_d("probs", n, E);
+  using Book = BasicRoutingBookkeeping<Space>;
+  typename Book::IntMatrix choice_d("choice", n, k);
+  typename Book::template Matrix<T> gate_d("gate", n, k), probs_d("probs", n, E);
   {
     auto c = Kokkos::create_mirror_view(choice_d);
     auto g = Kokkos::create_mirror_view(gate_d);
@@ -129,8 +132,8 @@ void check_case(RoutingBookkeeping& book, std::size_t n, std::size_t k, std::siz
     Kokkos::deep_copy(gate_d, g);
     Kokkos::deep_copy(probs_d, p);
   }
-  IntMatrix slot_pos("slot_pos", 0, 0);
-  IntVector token_of("token_of", 0);
+  typename Book::IntMatrix slot_pos("slot_pos", 0, 0);
+  typename Book::IntVector token_of("token_of", 0);
   std::vector<int> observed;
   const RoutingCounts got =
       book.run(choice_d, gate_d, probs_d, capacity, slot_pos, token_of, &observed);
@@ -155,8 +158,13 @@ void check_case(RoutingBookkeeping& book, std::size_t n, std::size_t k, std::siz
   EXPECT_EQ(token_of_v, ref.token_of);
 }
 
-TEST(RoutingBookkeeping, MatchesTheHostCountingSortWithAndWithoutCapacity) {
-  RoutingBookkeeping book;  // reused across shapes: its scratch must resize correctly
+template <class Space>
+class RoutingBookkeepingOn : public ExecSpaceTest<Space> {};
+TYPED_TEST_SUITE(RoutingBookkeepingOn, ExecSpaces, daa::test::SpaceName);
+
+TYPED_TEST(RoutingBookkeepingOn, MatchesTheHostCountingSortWithAndWithoutCapacity) {
+  BasicRoutingBookkeeping<TypeParam>
+      book;  // reused across shapes: its scratch must resize correctly
   unsigned seed = 1;
   for (const std::size_t n : {1u, 7u, 64u, 301u})
     for (const std::size_t E : {1u, 4u, 8u})
@@ -171,11 +179,11 @@ TEST(RoutingBookkeeping, MatchesTheHostCountingSortWithAndWithoutCapacity) {
       }
 }
 
-TEST(RoutingBookkeeping, SeveralChunksWithAPartialLastChunk) {
+TYPED_TEST(RoutingBookkeepingOn, SeveralChunksWithAPartialLastChunk) {
   // n * k spans several kChunk-slot chunks and ends in a partial one; the tokens, too, span
   // several chunks (n > kChunk), and a chunk boundary falls inside the second choices.
-  RoutingBookkeeping book;
-  const std::size_t C = std::size_t(RoutingBookkeeping::kChunk);
+  BasicRoutingBookkeeping<TypeParam> book;
+  const std::size_t C = std::size_t(BasicRoutingBookkeeping<TypeParam>::kChunk);
   unsigned seed = 100;
   for (const std::size_t n : {C + 1, 3 * C - 7, 2 * C + C / 2 + 3})
     for (const std::size_t k : {1u, 2u, 3u}) {
@@ -186,18 +194,19 @@ TEST(RoutingBookkeeping, SeveralChunksWithAPartialLastChunk) {
     }
 }
 
-TEST(RoutingBookkeeping, ZeroTokens) {
-  RoutingBookkeeping book;
+TYPED_TEST(RoutingBookkeepingOn, ZeroTokens) {
+  BasicRoutingBookkeeping<TypeParam> book;
   check_case<float>(book, 0, 2, 4, 4, true, 1.25, 3);
   check_case<double>(book, 0, 1, 1, 1, false, 1.0, 4);
 }
 
-TEST(RoutingBookkeeping, CapacityKeepsFirstChoicesBeforeSecondChoices) {
+TYPED_TEST(RoutingBookkeepingOn, CapacityKeepsFirstChoicesBeforeSecondChoices) {
   // Three tokens all choose expert 0 then expert 1; capacity 2 per expert keeps tokens 0 and 1's
   // first choices and their second choices, and drops token 2 from both.
-  RoutingBookkeeping book;
-  IntMatrix choice("choice", 3, 2);
-  Matrix<float> gate("gate", 3, 2), probs("probs", 3, 2);
+  using Book = BasicRoutingBookkeeping<TypeParam>;
+  Book book;
+  typename Book::IntMatrix choice("choice", 3, 2);
+  typename Book::template Matrix<float> gate("gate", 3, 2), probs("probs", 3, 2);
   auto c = Kokkos::create_mirror_view(choice);
   for (int t = 0; t < 3; ++t) {
     c(t, 0) = t == 2 ? 1 : 0;
@@ -206,8 +215,8 @@ TEST(RoutingBookkeeping, CapacityKeepsFirstChoicesBeforeSecondChoices) {
   Kokkos::deep_copy(choice, c);
   Kokkos::deep_copy(gate, 0.5f);
   Kokkos::deep_copy(probs, 0.5f);
-  IntMatrix slot_pos("slot_pos", 0, 0);
-  IntVector token_of("token_of", 0);
+  typename Book::IntMatrix slot_pos("slot_pos", 0, 0);
+  typename Book::IntVector token_of("token_of", 0);
   std::vector<int> observed;
   const RoutingCounts got = book.run(choice, gate, probs, 2, slot_pos, token_of, &observed);
   // Slot-major: expert 0 sees (t0,s0), (t1,s0), then (t2,s1) -> dropped; expert 1 sees (t2,s0)

@@ -19,10 +19,20 @@ namespace daa::kernels {
 inline RowPolicy row_policy(std::size_t rows) {
   return RowPolicy(int(rows), Kokkos::AUTO);
 }
+// The same on a given execution-space instance (the kernels' space overloads, run per enabled
+// space by the unit tests).
+template <class Space>
+Kokkos::TeamPolicy<Space> row_policy(const Space& space, std::size_t rows) {
+  return Kokkos::TeamPolicy<Space>(space, int(rows), Kokkos::AUTO);
+}
+template <class Space>
+Kokkos::RangePolicy<Space> range_policy(const Space& space, std::size_t n) {
+  return Kokkos::RangePolicy<Space>(space, 0, n);
+}
 
 // Sum over the row's columns of term(j), reduced over the team (every member gets the sum).
-template <class T, class Term>
-KOKKOS_INLINE_FUNCTION T row_sum(const RowMember& team, int cols, const Term& term) {
+template <class T, class Member, class Term>
+KOKKOS_INLINE_FUNCTION T row_sum(const Member& team, int cols, const Term& term) {
   T sum = 0;
   Kokkos::parallel_reduce(
       Kokkos::TeamThreadRange(team, cols), [&](const int j, T& acc) { acc += term(j); }, sum);
@@ -30,8 +40,8 @@ KOKKOS_INLINE_FUNCTION T row_sum(const RowMember& team, int cols, const Term& te
 }
 
 // fn(j) for each column of the row, spread over the team.
-template <class Fn>
-KOKKOS_INLINE_FUNCTION void row_for(const RowMember& team, int cols, const Fn& fn) {
+template <class Member, class Fn>
+KOKKOS_INLINE_FUNCTION void row_for(const Member& team, int cols, const Fn& fn) {
   Kokkos::parallel_for(Kokkos::TeamThreadRange(team, cols), fn);
 }
 
@@ -103,14 +113,21 @@ KOKKOS_INLINE_FUNCTION T gelu_derivative(T x) {
   }
 }
 
-// to = a + b over [rows, cols] (the residual connections); `to` may alias a or b.
-template <class T>
-void residual_add(const Matrix<T>& to, const Matrix<T>& a, const Matrix<T>& b) {
+// to = a + b over [rows, cols] (the residual connections); `to` may alias a or b. Runs on
+// `space`, whose memory the views must be in; without a space, on ExecSpace.
+template <class Space, class To, class A, class B>
+requires Kokkos::is_execution_space<Space>::value void residual_add(const Space& space,
+                                                                    const To& to, const A& a,
+                                                                    const B& b) {
   const std::size_t cols = to.extent(1);
   Kokkos::parallel_for(
-      "residual_add", Range(0, to.extent(0)), KOKKOS_LAMBDA(const int t) {
+      "residual_add", range_policy(space, to.extent(0)), KOKKOS_LAMBDA(const int t) {
         for (std::size_t j = 0; j < cols; ++j) to(t, j) = a(t, j) + b(t, j);
       });
+}
+template <class T>
+void residual_add(const Matrix<T>& to, const Matrix<T>& a, const Matrix<T>& b) {
+  residual_add(ExecSpace(), to, a, b);
 }
 
 // y[i,:] += bias
@@ -167,12 +184,16 @@ void gelu_backward(const Pre& pre, const Grad& grad) {
 }
 
 // RMSNorm: y = x / rms(x) * gain, rms = sqrt(mean(x^2) + eps); inv_rms saved for backward.
-template <class T>
-void rmsnorm_forward(const Matrix<T>& x, const VectorRef<T>& gain, T eps, const Matrix<T>& y,
-                     const Vector<T>& inv_rms) {
+// The row kernels run on `space` (views in its memory); without a space, on ExecSpace.
+template <class Space, class X, class G, class Y, class V>
+requires Kokkos::is_execution_space<Space>::value void rmsnorm_forward(
+    const Space& space, const X& x, const G& gain, typename Y::non_const_value_type eps, const Y& y,
+    const V& inv_rms) {
+  using T = typename Y::non_const_value_type;
+  using Member = typename Kokkos::TeamPolicy<Space>::member_type;
   const int cols = x.extent(1);
   Kokkos::parallel_for(
-      "rmsnorm_forward", row_policy(x.extent(0)), KOKKOS_LAMBDA(const RowMember& team) {
+      "rmsnorm_forward", row_policy(space, x.extent(0)), KOKKOS_LAMBDA(const Member& team) {
         const int i = team.league_rank();
         const T ss = row_sum<T>(team, cols, [&](const int j) { return x(i, j) * x(i, j); });
         const T inv = T(1) / kmath::sqrt(ss / cols + eps);
@@ -180,15 +201,25 @@ void rmsnorm_forward(const Matrix<T>& x, const VectorRef<T>& gain, T eps, const 
         row_for(team, cols, [&](const int j) { y(i, j) = x(i, j) * inv * gain(j); });
       });
 }
+template <class T>
+void rmsnorm_forward(const Matrix<T>& x, const VectorRef<T>& gain, T eps, const Matrix<T>& y,
+                     const Vector<T>& inv_rms) {
+  rmsnorm_forward(ExecSpace(), x, gain, eps, y, inv_rms);
+}
 
 // dx += (g*dy)*inv - x * inv^3 * mean(x * g*dy); grad_gain[j] += sum_i dy*x*inv.
-template <class T>
-void rmsnorm_backward(const Matrix<T>& x, const VectorRef<T>& gain, const Vector<T>& inv_rms,
-                      const Matrix<T>& dy, const Matrix<T>& dx, const VectorRef<T>& grad_gain) {
+template <class Space, class X, class G, class V, class DY, class DX, class GG>
+requires Kokkos::is_execution_space<Space>::value void rmsnorm_backward(const Space& space,
+                                                                        const X& x, const G& gain,
+                                                                        const V& inv_rms,
+                                                                        const DY& dy, const DX& dx,
+                                                                        const GG& grad_gain) {
+  using T = typename DX::non_const_value_type;
+  using Member = typename Kokkos::TeamPolicy<Space>::member_type;
   const int rows = x.extent(0);
   const int cols = x.extent(1);
   Kokkos::parallel_for(
-      "rmsnorm_backward_x", row_policy(rows), KOKKOS_LAMBDA(const RowMember& team) {
+      "rmsnorm_backward_x", row_policy(space, rows), KOKKOS_LAMBDA(const Member& team) {
         const int i = team.league_rank();
         const T inv = inv_rms(i);
         const T dot =
@@ -198,20 +229,29 @@ void rmsnorm_backward(const Matrix<T>& x, const VectorRef<T>& gain, const Vector
                 [&](const int j) { dx(i, j) += gain(j) * dy(i, j) * inv - x(i, j) * coef; });
       });
   Kokkos::parallel_for(
-      "rmsnorm_backward_gain", Range(0, cols), KOKKOS_LAMBDA(const int j) {
+      "rmsnorm_backward_gain", range_policy(space, cols), KOKKOS_LAMBDA(const int j) {
         T sum = 0;
         for (int i = 0; i < rows; ++i) sum += dy(i, j) * x(i, j) * inv_rms(i);
         grad_gain(j) += sum;
       });
 }
+template <class T>
+void rmsnorm_backward(const Matrix<T>& x, const VectorRef<T>& gain, const Vector<T>& inv_rms,
+                      const Matrix<T>& dy, const Matrix<T>& dx, const VectorRef<T>& grad_gain) {
+  rmsnorm_backward(ExecSpace(), x, gain, inv_rms, dy, dx, grad_gain);
+}
 
 // Row softmax in place; log-sum-exp of each row's logits saved (router z-loss uses it).
-template <class T>
-void softmax_rows(const Matrix<T>& logits_to_probs, const Vector<T>& lse) {
+template <class Space, class Z, class L>
+requires Kokkos::is_execution_space<Space>::value void softmax_rows(const Space& space,
+                                                                    const Z& logits_to_probs,
+                                                                    const L& lse) {
+  using T = typename Z::non_const_value_type;
+  using Member = typename Kokkos::TeamPolicy<Space>::member_type;
   const int cols = logits_to_probs.extent(1);
-  const Matrix<T>& z = logits_to_probs;
+  const Z& z = logits_to_probs;
   Kokkos::parallel_for(
-      "softmax_rows", row_policy(z.extent(0)), KOKKOS_LAMBDA(const RowMember& team) {
+      "softmax_rows", row_policy(space, z.extent(0)), KOKKOS_LAMBDA(const Member& team) {
         const int i = team.league_rank();
         T mx;
         Kokkos::parallel_reduce(
@@ -225,6 +265,10 @@ void softmax_rows(const Matrix<T>& logits_to_probs, const Vector<T>& lse) {
         row_for(team, cols, [&](const int j) { z(i, j) /= sum; });
         Kokkos::single(Kokkos::PerTeam(team), [&]() { lse(i) = mx + kmath::log(sum); });
       });
+}
+template <class T>
+void softmax_rows(const Matrix<T>& logits_to_probs, const Vector<T>& lse) {
+  softmax_rows(ExecSpace(), logits_to_probs, lse);
 }
 
 // Top-k routing of each token on score = prob + bias (bias moves selection only). Ties break
@@ -394,12 +438,15 @@ void cross_entropy(const Matrix<T>& logits, const Kokkos::View<int*, MemSpace>& 
 // LayerNorm: y = (x - mean) * inv_std * gain + bias, inv_std = 1 / sqrt(var + eps) with the
 // biased variance; mean and inv_std saved for backward. Two passes over the row (mean, then
 // squared deviations) so large offsets do not cancel the variance away.
-template <class T, class X, class Y>
-void layernorm_forward(const X& x, const VectorRef<T>& gain, const VectorRef<T>& bias, T eps,
-                       const Y& y, const Vector<T>& mean, const Vector<T>& inv_std) {
+template <class Space, class X, class G, class B, class Y, class M, class S>
+requires Kokkos::is_execution_space<Space>::value void layernorm_forward(
+    const Space& space, const X& x, const G& gain, const B& bias,
+    typename Y::non_const_value_type eps, const Y& y, const M& mean, const S& inv_std) {
+  using T = typename Y::non_const_value_type;
+  using Member = typename Kokkos::TeamPolicy<Space>::member_type;
   const int cols = x.extent(1);
   Kokkos::parallel_for(
-      "layernorm_forward", row_policy(x.extent(0)), KOKKOS_LAMBDA(const RowMember& team) {
+      "layernorm_forward", row_policy(space, x.extent(0)), KOKKOS_LAMBDA(const Member& team) {
         const int i = team.league_rank();
         const T mu = row_sum<T>(team, cols, [&](const int j) { return x(i, j); }) / cols;
         const T ss =
@@ -413,19 +460,26 @@ void layernorm_forward(const X& x, const VectorRef<T>& gain, const VectorRef<T>&
                 [&](const int j) { y(i, j) = (x(i, j) - mu) * inv * gain(j) + bias(j); });
       });
 }
+template <class T, class X, class Y>
+void layernorm_forward(const X& x, const VectorRef<T>& gain, const VectorRef<T>& bias, T eps,
+                       const Y& y, const Vector<T>& mean, const Vector<T>& inv_std) {
+  layernorm_forward(ExecSpace(), x, gain, bias, eps, y, mean, inv_std);
+}
 
 // With xhat = (x - mean) * inv_std and g = gain * dy:
 // dx += inv_std * (g - mean(g) - xhat * mean(g * xhat)) (skipped when dx has no rows);
 // grad_gain[j] += sum_i dy * xhat, grad_bias[j] += sum_i dy (columns, rows in order).
-template <class T, class X, class DY, class DX>
-void layernorm_backward(const X& x, const VectorRef<T>& gain, const Vector<T>& mean,
-                        const Vector<T>& inv_std, const DY& dy, const DX& dx,
-                        const VectorRef<T>& grad_gain, const VectorRef<T>& grad_bias) {
+template <class Space, class X, class G, class M, class S, class DY, class DX, class GG, class GB>
+requires Kokkos::is_execution_space<Space>::value void layernorm_backward(
+    const Space& space, const X& x, const G& gain, const M& mean, const S& inv_std, const DY& dy,
+    const DX& dx, const GG& grad_gain, const GB& grad_bias) {
+  using T = typename GG::non_const_value_type;
+  using Member = typename Kokkos::TeamPolicy<Space>::member_type;
   const int rows = x.extent(0);
   const int cols = x.extent(1);
   if (dx.extent(0) == x.extent(0))
     Kokkos::parallel_for(
-        "layernorm_backward_x", row_policy(rows), KOKKOS_LAMBDA(const RowMember& team) {
+        "layernorm_backward_x", row_policy(space, rows), KOKKOS_LAMBDA(const Member& team) {
           const int i = team.league_rank();
           const T mu = mean(i), inv = inv_std(i);
           const T g_sum = row_sum<T>(team, cols, [&](const int j) { return gain(j) * dy(i, j); });
@@ -437,7 +491,7 @@ void layernorm_backward(const X& x, const VectorRef<T>& gain, const Vector<T>& m
           });
         });
   Kokkos::parallel_for(
-      "layernorm_backward_params", Range(0, cols), KOKKOS_LAMBDA(const int j) {
+      "layernorm_backward_params", range_policy(space, cols), KOKKOS_LAMBDA(const int j) {
         T sum_gain = 0, sum_bias = 0;
         for (int i = 0; i < rows; ++i) {
           sum_gain += dy(i, j) * (x(i, j) - mean(i)) * inv_std(i);
@@ -446,6 +500,12 @@ void layernorm_backward(const X& x, const VectorRef<T>& gain, const Vector<T>& m
         grad_gain(j) += sum_gain;
         grad_bias(j) += sum_bias;
       });
+}
+template <class T, class X, class DY, class DX>
+void layernorm_backward(const X& x, const VectorRef<T>& gain, const Vector<T>& mean,
+                        const Vector<T>& inv_std, const DY& dy, const DX& dx,
+                        const VectorRef<T>& grad_gain, const VectorRef<T>& grad_bias) {
+  layernorm_backward(ExecSpace(), x, gain, mean, inv_std, dy, dx, grad_gain, grad_bias);
 }
 
 // y[i,:] = table[tokens[i],:]. Tokens must lie in [0, rows of table): the caller validates.

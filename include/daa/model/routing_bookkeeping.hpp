@@ -1,6 +1,7 @@
 // The MoE layer's routing bookkeeping as Kokkos kernels in the default execution space: a stable
 // sort of token-slots by expert (slot-major, the capacity policy's priority), capacity drops, the
-// packed-row maps and the per-expert figures. Only those small figures come to the host.
+// packed-row maps and the per-expert figures. Only those small figures come to the host. Other
+// spaces (the unit tests run each enabled one) include routing_bookkeeping_impl.hpp.
 #pragma once
 
 #include <cstddef>
@@ -26,11 +27,16 @@ struct RoutingCounts {
 std::size_t expert_capacity(bool capacity_mode, double capacity_factor, std::size_t n,
                             std::size_t k, std::size_t experts);
 
-// Keeps its device scratch between calls so that a training step allocates nothing here.
-class RoutingBookkeeping {
+// Keeps its scratch in Space's memory between calls so that a training step allocates nothing
+// here; its kernels run on Space. The layers use RoutingBookkeeping (kernels::ExecSpace).
+template <class Space>
+class BasicRoutingBookkeeping {
  public:
-  using IntMatrix = Kokkos::View<int**, Kokkos::LayoutRight, kernels::MemSpace>;
-  using IntVector = Kokkos::View<int*, kernels::MemSpace>;
+  using MemSpace = typename Space::memory_space;
+  using IntMatrix = Kokkos::View<int**, Kokkos::LayoutRight, MemSpace>;
+  using IntVector = Kokkos::View<int*, MemSpace>;
+  template <class T>
+  using Matrix = Kokkos::View<T**, Kokkos::LayoutRight, MemSpace>;
 
   // From the router's choice, gate [n, k] and probs [n, E]: slot t's s-th choice gets packed row
   // slot_pos(t, s) (-1 where capacity dropped it) and token_of(row) = t; within an expert, rows
@@ -42,9 +48,9 @@ class RoutingBookkeeping {
   // it receives [n * k] host copies of the kept choices (-1: dropped) for a RoutingObserver; that
   // copy is the one O(n) transfer.
   template <class T>
-  RoutingCounts run(const IntMatrix& choice, const kernels::Matrix<T>& gate,
-                    const kernels::Matrix<T>& probs, std::size_t capacity, IntMatrix& slot_pos,
-                    IntVector& token_of, std::vector<int>* observed = nullptr);
+  RoutingCounts run(const IntMatrix& choice, const Matrix<T>& gate, const Matrix<T>& probs,
+                    std::size_t capacity, IntMatrix& slot_pos, IntVector& token_of,
+                    std::vector<int>* observed = nullptr);
 
   // Slots (and tokens) per chunk: a constant, not derived from the thread count, so that the
   // sums' rounding never depends on the machine. Large enough that the per-chunk figures stay
@@ -52,20 +58,31 @@ class RoutingBookkeeping {
   static constexpr std::int64_t kChunk = 512;
 
  private:
-  using LongVector = Kokkos::View<std::int64_t*, kernels::MemSpace>;
+  using LongVector = Kokkos::View<std::int64_t*, MemSpace>;
   // chunks x E: each chunk's count of slots per expert, then (after the scan) the running
   // position in the (expert, chunk) order as the chunk walks its slots.
   LongVector chunk_rank_{"routing_chunk_rank", 0};
   LongVector start_{"routing_start", 0};  // E + 1: where each expert's block starts in the scan
   // chunks x E partial sums: gates of kept slots per slot chunk, probabilities per token chunk.
-  Kokkos::View<double*, kernels::MemSpace> gate_part_{"routing_gate_part", 0};
-  Kokkos::View<double*, kernels::MemSpace> prob_part_{"routing_prob_part", 0};
+  Kokkos::View<double*, MemSpace> gate_part_{"routing_gate_part", 0};
+  Kokkos::View<double*, MemSpace> prob_part_{"routing_prob_part", 0};
   LongVector kept_{"routing_kept", 0};      // E
   LongVector offset_{"routing_offset", 0};  // E + 1: packed row offsets
   // E + 1 offsets, then E routed counts, E gate sums and E probability sums: the one view that
   // comes to the host.
-  Kokkos::View<double*, kernels::MemSpace> figures_{"routing_figures", 0};
+  Kokkos::View<double*, MemSpace> figures_{"routing_figures", 0};
   IntMatrix observed_{"routing_observed", 0, 0};
 };
+
+using RoutingBookkeeping = BasicRoutingBookkeeping<kernels::ExecSpace>;
+extern template RoutingCounts RoutingBookkeeping::run<float>(const IntMatrix&, const Matrix<float>&,
+                                                             const Matrix<float>&, std::size_t,
+                                                             IntMatrix&, IntVector&,
+                                                             std::vector<int>*);
+extern template RoutingCounts RoutingBookkeeping::run<double>(const IntMatrix&,
+                                                              const Matrix<double>&,
+                                                              const Matrix<double>&, std::size_t,
+                                                              IntMatrix&, IntVector&,
+                                                              std::vector<int>*);
 
 }  // namespace daa::model
