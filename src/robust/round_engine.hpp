@@ -96,6 +96,14 @@ struct ChunkRows {
   int n() const { return int(rows.size()); }
 };
 
+#if defined(__GNUC__) && !defined(__CUDACC__)
+// Eight values of X as one vector (GCC's vector extension), element-wise arithmetic.
+template <class X>
+struct EightLanes {
+  typedef X type __attribute__((vector_size(8 * sizeof(X))));
+};
+#endif
+
 // Squared distances of rows from a result and their non-finite flags, accumulated block by block
 // in 8 interleaved partial sums per row (lane j % 8, as dot() does over a whole chunk) and combined
 // in a fixed order: the bits do not depend on the block size, which is a multiple of 8.
@@ -106,29 +114,9 @@ class RowDistances {
       : rows_(rows), result_(result), lane_(std::size_t(rows.n()) * 8, 0.0), bad_(rows.n(), 0) {}
   // Coordinates [j0, j0 + b) of every row; j0 is a multiple of 8, and only the last block is short.
   void add_block(std::size_t j0, std::size_t b) {
-    for (int i = 0; i < rows_.n(); ++i) {
-      const R* a = rows_.rows[i] + j0;
-      const T* c = result_ + j0;
-      double lane[8];
-      std::copy_n(lane_.data() + std::size_t(i) * 8, 8, lane);
-      // x - x is 0 for a finite x and NaN otherwise, and NaN stays in a sum: a branch-free
-      // non-finite test that vectorizes with the distances.
-      R probe[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-      std::size_t j = 0;
-      for (; j + 8 <= b; j += 8)
-        for (int l = 0; l < 8; ++l) {
-          probe[l] += a[j + l] - a[j + l];
-          const double t = double(a[j + l]) - double(c[j + l]);
-          lane[l] += t * t;
-        }
-      for (int l = 0; j < b; ++j, ++l) {
-        probe[l] += a[j] - a[j];
-        const double t = double(a[j]) - double(c[j]);
-        lane[l] += t * t;
-      }
-      std::copy_n(lane, 8, lane_.data() + std::size_t(i) * 8);
-      for (int l = 0; l < 8; ++l) bad_[i] |= probe[l] != R(0);
-    }
+    int i = 0;
+    for (; i + 4 <= rows_.n(); i += 4) add_rows<4>(i, j0, b);
+    for (; i < rows_.n(); ++i) add_rows<1>(i, j0, b);
   }
   void write(double* distance, double* non_finite) const {
     for (int i = 0; i < rows_.n(); ++i) {
@@ -139,6 +127,72 @@ class RowDistances {
   }
 
  private:
+  // G rows side by side, each with its own eight lanes in its own order (the same bits as one row
+  // at a time): G independent chains of additions. The eight lanes are one vector (GCC's vector
+  // extension: the project builds with -fno-tree-slp-vectorize, so the compiler would not form
+  // it from the lane loop); each element is the scalar lane's operation, so the bits are those
+  // of the scalar form, which nvcc's front end gets instead.
+  template <int G>
+  void add_rows(int first, std::size_t j0, std::size_t b) {
+    const R* a[G];
+    for (int g = 0; g < G; ++g) a[g] = rows_.rows[first + g] + j0;
+    const T* c = result_ + j0;
+    double lane[G][8];
+    // x - x is 0 for a finite x and NaN otherwise, and NaN stays in a sum: a branch-free
+    // non-finite test that vectorizes with the distances.
+    R probe[G][8];
+    for (int g = 0; g < G; ++g) {
+      std::copy_n(lane_.data() + std::size_t(first + g) * 8, 8, lane[g]);
+      std::fill_n(probe[g], 8, R(0));
+    }
+    std::size_t j = 0;
+#if defined(__GNUC__) && !defined(__CUDACC__)
+    using Wide = typename EightLanes<double>::type;
+    using RowLanes = typename EightLanes<R>::type;
+    using ResultLanes = typename EightLanes<T>::type;
+    Wide acc[G];
+    RowLanes bad[G];
+    for (int g = 0; g < G; ++g) {
+      std::memcpy(&acc[g], lane[g], sizeof(Wide));
+      std::memcpy(&bad[g], probe[g], sizeof(RowLanes));
+    }
+    for (; j + 8 <= b; j += 8) {
+      ResultLanes cv;
+      std::memcpy(&cv, c + j, sizeof cv);
+      const Wide cw = __builtin_convertvector(cv, Wide);
+      for (int g = 0; g < G; ++g) {
+        RowLanes av;
+        std::memcpy(&av, a[g] + j, sizeof av);
+        bad[g] += av - av;
+        const Wide t = __builtin_convertvector(av, Wide) - cw;
+        acc[g] += t * t;
+      }
+    }
+    for (int g = 0; g < G; ++g) {
+      std::memcpy(lane[g], &acc[g], sizeof(Wide));
+      std::memcpy(probe[g], &bad[g], sizeof(RowLanes));
+    }
+#else
+    for (; j + 8 <= b; j += 8)
+      for (int g = 0; g < G; ++g)
+        for (int l = 0; l < 8; ++l) {
+          probe[g][l] += a[g][j + l] - a[g][j + l];
+          const double t = double(a[g][j + l]) - double(c[j + l]);
+          lane[g][l] += t * t;
+        }
+#endif
+    for (int l = 0; j < b; ++j, ++l)
+      for (int g = 0; g < G; ++g) {
+        probe[g][l] += a[g][j] - a[g][j];
+        const double t = double(a[g][j]) - double(c[j]);
+        lane[g][l] += t * t;
+      }
+    for (int g = 0; g < G; ++g) {
+      std::copy_n(lane[g], 8, lane_.data() + std::size_t(first + g) * 8);
+      for (int l = 0; l < 8; ++l) bad_[first + g] |= probe[g][l] != R(0);
+    }
+  }
+
   const ChunkRows<R>& rows_;
   const T* result_;
   std::vector<double> lane_;
