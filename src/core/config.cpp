@@ -475,6 +475,15 @@ const std::vector<Key>& schema() {
                           "ranks whose reputation falls below this are suspects"));
     k.push_back(int_key("ledger", "min_rounds", &C::ledger, &LedgerConfig::min_rounds, 0,
                         1000000000, "rounds a rank takes part in before it can be suspected"));
+    k.push_back(float_key("ledger", "closeness_bound", &C::ledger, &LedgerConfig::closeness_bound,
+                          0, false, 1, false,
+                          "also a suspect: mean distance over the round's median distance below "
+                          "this (an attacker hiding next to the honest mean)"));
+    k.push_back(float_key("ledger", "pull_bound", &C::ledger, &LedgerConfig::pull_bound, 0, true,
+                          1e6, false,
+                          "also a suspect: mean component along the result, from the round's "
+                          "median one, over the median distance, below minus this (pulling "
+                          "against the result)"));
     k.push_back(float_key("ledger", "reward_per_sample", &C::ledger,
                           &LedgerConfig::reward_per_sample, 0, false, 1e6, false,
                           "reward per contributed sample, times the reputation"));

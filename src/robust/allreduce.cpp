@@ -31,6 +31,7 @@ RoundReport to_round_report(engine::RoundReport&& r, int n) {
   RoundReport out;
   out.weight = std::move(r.weight);
   out.distance = std::move(r.distance);
+  out.along = std::move(r.along);
   out.non_finite = std::move(r.non_finite);
   out.accused.assign(n, 0);
   return out;
@@ -375,12 +376,12 @@ RoundReport RobustAllReduce::reduce_sharded(std::span<float> values,
   }
   if (!report_rows) return report;
   RuleOutcome outcome;
-  std::vector<double> distance;
-  std::vector<char> non_finite;
-  engine::finish_outcome(plan, final_total, values.size(), n, outcome, distance, non_finite);
-  engine::RoundReport r = engine::to_report(s.order, n_act, outcome, distance, non_finite);
+  const engine::RowPositions positions =
+      engine::finish_outcome(plan, final_total, values.size(), n, outcome);
+  engine::RoundReport r = engine::to_report(s.order, n_act, outcome, positions);
   report.weight = std::move(r.weight);
   report.distance = std::move(r.distance);
+  report.along = std::move(r.along);
   report.non_finite = std::move(r.non_finite);
   return report;
 }

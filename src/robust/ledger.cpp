@@ -21,12 +21,13 @@ bool finite_record(const RoundRecord& r) {
   return !r.non_finite && std::isfinite(r.distance);
 }
 
-// Sorting makes the median independent of the order the records came in.
-double median_distance(std::span<const RoundRecord> records) {
+// The median of `field` over the round's non-excluded finite records; sorting makes it
+// independent of the order the records came in.
+double median_of(std::span<const RoundRecord> records, double RoundRecord::*field) {
   std::vector<double> d;
   d.reserve(records.size());
   for (const RoundRecord& r : records) {
-    if (!r.excluded && finite_record(r)) d.push_back(r.distance);
+    if (!r.excluded && finite_record(r) && std::isfinite(r.*field)) d.push_back(r.*field);
   }
   if (d.empty()) return 0.0;  // nothing finite: every record is rejected anyway
   std::sort(d.begin(), d.end());
@@ -57,6 +58,14 @@ double RankAccount::reputation() const {
   return alpha / (alpha + beta);
 }
 
+double RankAccount::mean_closeness() const {
+  return position_mass > 0 ? closeness_sum / position_mass : 1.0;
+}
+
+double RankAccount::mean_pull() const {
+  return position_mass > 0 ? pull_sum / position_mass : 0.0;
+}
+
 void check_ledger_params(const LedgerParams& p) {
   // Written as !(x in range) so that NaN fails every check.
   if (!(p.distance_ratio > 0.0 && std::isfinite(p.distance_ratio))) {
@@ -67,6 +76,12 @@ void check_ledger_params(const LedgerParams& p) {
   }
   if (!(p.suspicion_threshold >= 0.0 && p.suspicion_threshold <= 1.0)) {
     bad_param("suspicion_threshold", fmt::format("{}", p.suspicion_threshold), "in [0, 1]");
+  }
+  if (!(p.closeness_bound >= 0.0 && p.closeness_bound <= 1.0)) {
+    bad_param("closeness_bound", fmt::format("{}", p.closeness_bound), "in [0, 1]");
+  }
+  if (!(p.pull_bound > 0.0 && std::isfinite(p.pull_bound))) {
+    bad_param("pull_bound", fmt::format("{}", p.pull_bound), "finite and > 0");
   }
   if (p.min_rounds < 0) bad_param("min_rounds", std::to_string(p.min_rounds), ">= 0");
   if (!(p.reward_per_sample >= 0.0 && std::isfinite(p.reward_per_sample))) {
@@ -79,7 +94,7 @@ void check_ledger_params(const LedgerParams& p) {
 
 std::vector<char> judge_round(std::span<const RoundRecord> records, const LedgerParams& params) {
   // With a median of 0 (identical contributions) the bound is 0 and only distance 0 passes.
-  const double bound = params.distance_ratio * median_distance(records);
+  const double bound = params.distance_ratio * median_of(records, &RoundRecord::distance);
   std::vector<char> accepted(records.size(), 0);
   for (size_t i = 0; i < records.size(); ++i) {
     const RoundRecord& r = records[i];
@@ -120,6 +135,11 @@ void Ledger::apply_round(std::span<const RoundRecord> records) {
   }
 
   const std::vector<char> accepted = judge_round(records, params_);
+  // Position evidence is relative to the round: a result that carries noise no honest rank
+  // shares (left over from an attacker, or from a small group) shifts every honest rank's
+  // component along it alike, so the pull is measured from the round's median component.
+  const double median = median_of(records, &RoundRecord::distance);
+  const double median_along = median_of(records, &RoundRecord::along);
   // The even share of a round is 1 / members, so weight * members is 1 for an even contribution.
   const auto members = static_cast<double>(std::count_if(
       records.begin(), records.end(), [](const RoundRecord& r) { return !r.excluded; }));
@@ -144,6 +164,11 @@ void Ledger::apply_round(std::span<const RoundRecord> records) {
     a.samples += r.samples;
     a.weight_sum += r.weight;
     if (finite) a.distance_sum += r.distance;
+    if (finite && median > 0 && std::isfinite(r.along)) {
+      a.position_mass = params_.forgetting * a.position_mass + 1.0;
+      a.closeness_sum = params_.forgetting * a.closeness_sum + r.distance / median;
+      a.pull_sum = params_.forgetting * a.pull_sum + (r.along - median_along) / median;
+    }
     // Forget first, then count this round at full weight.
     a.accepted_mass *= params_.forgetting;
     a.rejected_mass *= params_.forgetting;
@@ -165,13 +190,20 @@ void Ledger::restore_accounts(std::vector<RankAccount> accounts) {
   accounts_ = std::move(accounts);
 }
 
+std::string Ledger::suspicion(const RankAccount& a) const {
+  if (a.rounds < params_.min_rounds) return "";
+  if (a.reputation() < params_.suspicion_threshold) return "rejected in most rounds";
+  if (a.position_mass > 0 && a.mean_closeness() < params_.closeness_bound)
+    return "persistently close to the result";
+  if (a.position_mass > 0 && a.mean_pull() < -params_.pull_bound)
+    return "persistently pulls against the result";
+  return "";
+}
+
 std::vector<int> Ledger::suspects() const {
   std::vector<int> out;
-  for (const RankAccount& a : accounts_) {
-    if (a.rounds >= params_.min_rounds && a.reputation() < params_.suspicion_threshold) {
-      out.push_back(a.rank);
-    }
-  }
+  for (const RankAccount& a : accounts_)
+    if (!suspicion(a).empty()) out.push_back(a.rank);
   return out;
 }
 
@@ -185,20 +217,20 @@ std::string Ledger::report() const {
         finite_rounds > 0
             ? fmt::format("{:.4g}", a.distance_sum / static_cast<double>(finite_rounds))
             : "n/a";
-    fmt::format_to(
-        it,
-        "rank {} ({}): reputation {:.3f}, accepted {} of {} rounds, rejected {} "
-        "(non-finite {}, accused {}), samples {:.6g}, reward {:.6g}, mean distance {}{}\n",
-        a.rank, host_or_unknown(a.host), a.reputation(), a.accepted, a.rounds, a.rejected,
-        a.non_finite, a.accusations, a.samples, a.reward, mean_distance,
-        a.quarantined ? ", quarantined" : "");
+    fmt::format_to(it,
+                   "rank {} ({}): reputation {:.3f}, accepted {} of {} rounds, rejected {} "
+                   "(non-finite {}, accused {}), samples {:.6g}, reward {:.6g}, mean distance {}, "
+                   "closeness {:.3g}, pull {:+.3g}{}\n",
+                   a.rank, host_or_unknown(a.host), a.reputation(), a.accepted, a.rounds,
+                   a.rejected, a.non_finite, a.accusations, a.samples, a.reward, mean_distance,
+                   a.mean_closeness(), a.mean_pull(), a.quarantined ? ", quarantined" : "");
   }
   const std::vector<int> s = suspects();
   out += "suspects: ";
   if (s.empty()) out += "none";
   for (size_t i = 0; i < s.size(); ++i) {
-    fmt::format_to(it, "{}rank {} ({})", i > 0 ? ", " : "", s[i],
-                   host_or_unknown(accounts_[s[i]].host));
+    fmt::format_to(it, "{}rank {} ({}, {})", i > 0 ? ", " : "", s[i],
+                   host_or_unknown(accounts_[s[i]].host), suspicion(accounts_[s[i]]));
   }
   out += '\n';
   return out;

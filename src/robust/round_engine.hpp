@@ -53,9 +53,10 @@ inline std::size_t phase2_size(int n) {
   return std::size_t(n) + 1;
 }
 // Final: per active row its coordinate count (coordinate rules, Bulyan); per row of all rows its
-// squared distance from the result and its non-finite flag.
+// squared distance from the result, its non-finite flag and its inner product with the result;
+// then the result's squared norm.
 inline std::size_t final_size(int n, int n_all) {
-  return std::size_t(n) + 2 * std::size_t(n_all);
+  return std::size_t(n) + 3 * std::size_t(n_all) + 1;
 }
 
 // Sort key of coordinate rules: a non-finite value sorts as +inf.
@@ -104,26 +105,43 @@ struct EightLanes {
 };
 #endif
 
-// Squared distances of rows from a result and their non-finite flags, accumulated block by block
-// in 8 interleaved partial sums per row (lane j % 8, as dot() does over a whole chunk) and combined
-// in a fixed order: the bits do not depend on the block size, which is a multiple of 8.
+// Eight partial sums combined in the fixed order every sum of the engine uses.
+inline double combine_lanes(const double* l) {
+  return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+}
+
+// The rows' position relative to a result, for the ledger: squared distances, non-finite flags and
+// inner products <x_i, r>, plus <r, r>, accumulated block by block in 8 interleaved partial sums
+// per row (lane j % 8, as dot() does over a whole chunk) and combined in a fixed order: the bits
+// do not depend on the block size, which is a multiple of 8.
 template <class R, class T>
 class RowDistances {
  public:
   RowDistances(const ChunkRows<R>& rows, const T* result)
-      : rows_(rows), result_(result), lane_(std::size_t(rows.n()) * 8, 0.0), bad_(rows.n(), 0) {}
+      : rows_(rows),
+        result_(result),
+        lane_(std::size_t(rows.n()) * 8, 0.0),
+        inner_(std::size_t(rows.n()) * 8, 0.0),
+        bad_(rows.n(), 0) {}
   // Coordinates [j0, j0 + b) of every row; j0 is a multiple of 8, and only the last block is short.
   void add_block(std::size_t j0, std::size_t b) {
     int i = 0;
     for (; i + 4 <= rows_.n(); i += 4) add_rows<4>(i, j0, b);
     for (; i < rows_.n(); ++i) add_rows<1>(i, j0, b);
+    const T* c = result_ + j0;
+    std::size_t j = 0;
+    for (; j + 8 <= b; j += 8)
+      for (int l = 0; l < 8; ++l) norm_[l] += double(c[j + l]) * double(c[j + l]);
+    for (int l = 0; j < b; ++j, ++l) norm_[l] += double(c[j]) * double(c[j]);
   }
-  void write(double* distance, double* non_finite) const {
+  // Per row: squared distance, non-finite flag (1 or 0) and <x_i, r>; then <r, r>.
+  void write(double* distance, double* non_finite, double* inner, double* norm) const {
     for (int i = 0; i < rows_.n(); ++i) {
-      const double* l = lane_.data() + std::size_t(i) * 8;
-      distance[i] = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+      distance[i] = combine_lanes(lane_.data() + std::size_t(i) * 8);
       non_finite[i] = bad_[i] ? 1.0 : 0.0;
+      inner[i] = combine_lanes(inner_.data() + std::size_t(i) * 8);
     }
+    *norm = combine_lanes(norm_);
   }
 
  private:
@@ -137,12 +155,13 @@ class RowDistances {
     const R* a[G];
     for (int g = 0; g < G; ++g) a[g] = rows_.rows[first + g] + j0;
     const T* c = result_ + j0;
-    double lane[G][8];
+    double lane[G][8], inner[G][8];
     // x - x is 0 for a finite x and NaN otherwise, and NaN stays in a sum: a branch-free
     // non-finite test that vectorizes with the distances.
     R probe[G][8];
     for (int g = 0; g < G; ++g) {
       std::copy_n(lane_.data() + std::size_t(first + g) * 8, 8, lane[g]);
+      std::copy_n(inner_.data() + std::size_t(first + g) * 8, 8, inner[g]);
       std::fill_n(probe[g], 8, R(0));
     }
     std::size_t j = 0;
@@ -150,10 +169,11 @@ class RowDistances {
     using Wide = typename EightLanes<double>::type;
     using RowLanes = typename EightLanes<R>::type;
     using ResultLanes = typename EightLanes<T>::type;
-    Wide acc[G];
+    Wide acc[G], dot[G];
     RowLanes bad[G];
     for (int g = 0; g < G; ++g) {
       std::memcpy(&acc[g], lane[g], sizeof(Wide));
+      std::memcpy(&dot[g], inner[g], sizeof(Wide));
       std::memcpy(&bad[g], probe[g], sizeof(RowLanes));
     }
     for (; j + 8 <= b; j += 8) {
@@ -164,12 +184,15 @@ class RowDistances {
         RowLanes av;
         std::memcpy(&av, a[g] + j, sizeof av);
         bad[g] += av - av;
-        const Wide t = __builtin_convertvector(av, Wide) - cw;
+        const Wide aw = __builtin_convertvector(av, Wide);
+        const Wide t = aw - cw;
         acc[g] += t * t;
+        dot[g] += aw * cw;
       }
     }
     for (int g = 0; g < G; ++g) {
       std::memcpy(lane[g], &acc[g], sizeof(Wide));
+      std::memcpy(inner[g], &dot[g], sizeof(Wide));
       std::memcpy(probe[g], &bad[g], sizeof(RowLanes));
     }
 #else
@@ -179,6 +202,7 @@ class RowDistances {
           probe[g][l] += a[g][j + l] - a[g][j + l];
           const double t = double(a[g][j + l]) - double(c[j + l]);
           lane[g][l] += t * t;
+          inner[g][l] += double(a[g][j + l]) * double(c[j + l]);
         }
 #endif
     for (int l = 0; j < b; ++j, ++l)
@@ -186,16 +210,19 @@ class RowDistances {
         probe[g][l] += a[g][j] - a[g][j];
         const double t = double(a[g][j]) - double(c[j]);
         lane[g][l] += t * t;
+        inner[g][l] += double(a[g][j]) * double(c[j]);
       }
     for (int g = 0; g < G; ++g) {
       std::copy_n(lane[g], 8, lane_.data() + std::size_t(first + g) * 8);
+      std::copy_n(inner[g], 8, inner_.data() + std::size_t(first + g) * 8);
       for (int l = 0; l < 8; ++l) bad_[first + g] |= probe[g][l] != R(0);
     }
   }
 
   const ChunkRows<R>& rows_;
   const T* result_;
-  std::vector<double> lane_;
+  std::vector<double> lane_, inner_;
+  double norm_[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   std::vector<int> bad_;
 };
 
@@ -717,28 +744,48 @@ void finish_chunk(const Plan& p, const RuleRows<R>& rows, const std::vector<doub
                     [&](int i) { return p.coef[i]; }, 1.0);
       break;
   }
-  if (distances) distances->write(summary + n, summary + n + all.n());
-}
-
-// The outcome of a round from the chunk-summed final summaries.
-inline void finish_outcome(const Plan& p, std::span<const double> total, std::size_t d, int n_all,
-                           RuleOutcome& outcome, std::vector<double>& distance,
-                           std::vector<char>& non_finite) {
-  outcome.weight = p.weight;
-  if (p.coordinate_weights)
-    for (int i = 0; i < p.n; ++i) outcome.weight[i] = d > 0 ? total[i] / double(d) : 0.0;
-  distance.resize(n_all);
-  non_finite.resize(n_all);
-  for (int i = 0; i < n_all; ++i) {
-    non_finite[i] = total[p.n + n_all + i] > 0 ? 1 : 0;
-    distance[i] = non_finite[i] ? kInf : std::sqrt(total[p.n + i]);
+  if (distances) {
+    const int n_all = all.n();
+    distances->write(summary + n, summary + n + n_all, summary + n + 2 * n_all,
+                     summary + n + 3 * n_all);
   }
 }
 
+// Where each row of a round lies relative to the result, in the engine's row order.
+struct RowPositions {
+  std::vector<double> distance;  // Euclidean distance from the result; +inf when non-finite
+  // Signed length of (x_i - r) along r / |r|: negative for a row that pulls against the result's
+  // direction; 0 when non-finite or when r = 0.
+  std::vector<double> along;
+  std::vector<char> non_finite;
+};
+
+// The outcome of a round from the chunk-summed final summaries.
+inline RowPositions finish_outcome(const Plan& p, std::span<const double> total, std::size_t d,
+                                   int n_all, RuleOutcome& outcome) {
+  outcome.weight = p.weight;
+  if (p.coordinate_weights)
+    for (int i = 0; i < p.n; ++i) outcome.weight[i] = d > 0 ? total[i] / double(d) : 0.0;
+  const double* sq = total.data() + p.n;
+  const double* flags = sq + n_all;
+  const double* inner = flags + n_all;
+  const double norm_sq = inner[n_all];
+  const double norm = std::sqrt(norm_sq);
+  RowPositions rows{std::vector<double>(n_all), std::vector<double>(n_all, 0.0),
+                    std::vector<char>(n_all)};
+  for (int i = 0; i < n_all; ++i) {
+    rows.non_finite[i] = flags[i] > 0 ? 1 : 0;
+    rows.distance[i] = rows.non_finite[i] ? kInf : std::sqrt(sq[i]);
+    if (!rows.non_finite[i] && norm > 0 && std::isfinite(norm))
+      rows.along[i] = (inner[i] - norm_sq) / norm;
+  }
+  return rows;
+}
+
 // What a round reports per row (all n_all rows, in input order): the rule's weight (0 for
-// excluded rows), the distance from the result, whether the row had a non-finite value.
+// excluded rows) and the row's position relative to the result.
 struct RoundReport {
-  std::vector<double> weight, distance;
+  std::vector<double> weight, distance, along;
   std::vector<char> non_finite;
 };
 
@@ -755,15 +802,15 @@ inline std::vector<int> engine_order(std::span<const char> active, int n_all, in
 
 // Maps the engine's outcome (active rows first) back to input order.
 inline RoundReport to_report(const std::vector<int>& order, int n_active,
-                             const RuleOutcome& outcome, const std::vector<double>& distance,
-                             const std::vector<char>& non_finite) {
+                             const RuleOutcome& outcome, const RowPositions& rows) {
   const std::size_t n_all = order.size();
   RoundReport r{std::vector<double>(n_all, 0.0), std::vector<double>(n_all),
-                std::vector<char>(n_all)};
+                std::vector<double>(n_all), std::vector<char>(n_all)};
   for (std::size_t k = 0; k < n_all; ++k) {
     if (int(k) < n_active) r.weight[order[k]] = outcome.weight[k];
-    r.distance[order[k]] = distance[k];
-    r.non_finite[order[k]] = non_finite[k];
+    r.distance[order[k]] = rows.distance[k];
+    r.along[order[k]] = rows.along[k];
+    r.non_finite[order[k]] = rows.non_finite[k];
   }
   return r;
 }
@@ -812,10 +859,8 @@ RoundReport run_local(Rule rule, const RuleParams& params, std::span<const R> ro
   }
   if (!report) return {};
   RuleOutcome outcome;
-  std::vector<double> distance;
-  std::vector<char> non_finite;
-  finish_outcome(plan, total, d, n_all, outcome, distance, non_finite);
-  return to_report(order, n, outcome, distance, non_finite);
+  const RowPositions positions = finish_outcome(plan, total, d, n_all, outcome);
+  return to_report(order, n, outcome, positions);
 }
 
 }  // namespace daa::robust::engine

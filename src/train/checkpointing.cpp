@@ -177,7 +177,10 @@ const LedgerSum kLedgerSums[] = {{"/ledger/samples", &RankAccount::samples},
                                  {"/ledger/distance_sum", &RankAccount::distance_sum},
                                  {"/ledger/accepted_mass", &RankAccount::accepted_mass},
                                  {"/ledger/rejected_mass", &RankAccount::rejected_mass},
-                                 {"/ledger/reward", &RankAccount::reward}};
+                                 {"/ledger/reward", &RankAccount::reward},
+                                 {"/ledger/position_mass", &RankAccount::position_mass},
+                                 {"/ledger/closeness_sum", &RankAccount::closeness_sum},
+                                 {"/ledger/pull_sum", &RankAccount::pull_sum}};
 // Every array by world rank that a restart reads back.
 std::vector<std::string> ledger_array_paths() {
   std::vector<std::string> paths{"/ledger/rank", "/ledger/quarantined"};

@@ -120,6 +120,8 @@ RobustTraining::RobustTraining(const core::Config& config, const parallel::Topol
     params.forgetting = config.ledger.forgetting;
     params.suspicion_threshold = config.ledger.suspicion_threshold;
     params.min_rounds = config.ledger.min_rounds;
+    params.closeness_bound = config.ledger.closeness_bound;
+    params.pull_bound = config.ledger.pull_bound;
     params.reward_per_sample = config.ledger.reward_per_sample;
     params.quality_bonus = config.ledger.quality_bonus;
     ledger_.emplace(world.size(), params);
@@ -157,6 +159,7 @@ void RobustTraining::round(std::span<float> values, const Group& group, std::uin
     r.samples = samples;
     r.weight = report.weight[i];
     r.distance = report.distance[i];
+    r.along = report.along[i];
     r.non_finite = report.non_finite[i] != 0;
     r.accused = report.accused[i] != 0;
     r.excluded = excluded_members[i] != 0;

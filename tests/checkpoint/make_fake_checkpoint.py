@@ -342,6 +342,10 @@ def add_ledger(ck, steps):
     ck.array("/ledger/accepted_mass", samples * accepted / rounds, "f8")
     ck.array("/ledger/rejected_mass", samples * rejected / rounds, "f8")
     ck.array("/ledger/reward", reward, "f8")
+    # Honest-looking positions (mean closeness about 1, mean pull about 0) for every rank.
+    ck.array("/ledger/position_mass", rounds.astype(float), "f8")
+    ck.array("/ledger/closeness_sum", rounds * r.uniform(0.9, 1.1, RANKS), "f8")
+    ck.array("/ledger/pull_sum", rounds * r.uniform(-0.05, 0.05, RANKS), "f8")
     ck.text("/ledger/host", "".join(host + "\n" for host in HOSTS))  # as the trainer writes it
     min_rounds, threshold = 10, 0.5
     suspects = np.flatnonzero((rounds >= min_rounds) & (reputation < threshold))

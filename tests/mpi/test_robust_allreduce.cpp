@@ -99,6 +99,7 @@ TEST(RobustAllReduce, ShardedAndReplicatedAgreeBitForBitAndMatchTheHostRule) {
       EXPECT_TRUE(identical_on_all_ranks(sharded));
       EXPECT_EQ(rr.weight, rs.weight);
       EXPECT_EQ(rr.distance, rs.distance);
+      EXPECT_EQ(rr.along, rs.along);
       EXPECT_EQ(rs.disputed_chunks, 0);
       for (char a : rs.accused) EXPECT_EQ(a, 0);
       // Without a ledger to report to: the same bits, no per-row report.
@@ -107,7 +108,8 @@ TEST(RobustAllReduce, ShardedAndReplicatedAgreeBitForBitAndMatchTheHostRule) {
       std::vector<float> quiet = mine;
       const RoundReport rq = sharded_round.reduce(quiet, world(), unreported);
       ASSERT_EQ(std::memcmp(quiet.data(), sharded.data(), d * sizeof(float)), 0);
-      EXPECT_TRUE(rq.weight.empty() && rq.distance.empty() && rq.non_finite.empty());
+      EXPECT_TRUE(rq.weight.empty() && rq.distance.empty() && rq.along.empty() &&
+                  rq.non_finite.empty());
       EXPECT_EQ(rq.disputed_chunks, 0);
       const std::vector<float> all = gather(mine);
       // The distances, accumulated block by block in the rule's pass, against a plain sum (their
@@ -119,6 +121,22 @@ TEST(RobustAllReduce, ShardedAndReplicatedAgreeBitForBitAndMatchTheHostRule) {
           sum += t * t;
         }
         EXPECT_NEAR(rs.distance[std::size_t(i)], std::sqrt(sum), 1e-9 * std::sqrt(sum)) << i;
+      }
+      // The component along the result, (<x_i, r> - <r, r>) / |r|, against plain sums.
+      double norm_sq = 0;
+      for (std::size_t j = 0; j < d; ++j) norm_sq += double(sharded[j]) * double(sharded[j]);
+      for (int i = 0; i < n; ++i) {
+        double inner = 0;
+        for (std::size_t j = 0; j < d; ++j)
+          inner += double(all[std::size_t(i) * d + j]) * double(sharded[j]);
+        if (norm_sq == 0) {
+          EXPECT_EQ(rs.along[std::size_t(i)], 0.0) << i;
+          continue;
+        }
+        const double along = (inner - norm_sq) / std::sqrt(norm_sq);
+        EXPECT_NEAR(rs.along[std::size_t(i)], along,
+                    1e-9 * (std::abs(inner) + norm_sq) / std::sqrt(norm_sq))
+            << i;
       }
       // The host rule on the gathered rows (one chunk, so sums differ only by rounding).
       const std::vector<double> rows(all.begin(), all.end());

@@ -82,6 +82,7 @@ void expect_same_record(const RoundRecord& a, const RoundRecord& b) {
   EXPECT_TRUE(same_bits(a.samples, b.samples));
   EXPECT_TRUE(same_bits(a.weight, b.weight));
   EXPECT_TRUE(same_bits(a.distance, b.distance));
+  EXPECT_TRUE(same_bits(a.along, b.along));
   EXPECT_EQ(a.non_finite, b.non_finite);
   EXPECT_EQ(a.accused, b.accused);
   EXPECT_EQ(a.excluded, b.excluded);
@@ -308,6 +309,78 @@ TEST(LedgerSuspects, ThresholdIsStrictAndOrderAscending) {
   EXPECT_THAT(loose.suspects(), ElementsAre(1, 3));
 }
 
+// ---------------------------------------------------------------- persistent position
+
+RoundRecord at(int rank, double distance, double along) {
+  RoundRecord r = rec(rank, distance);
+  r.along = along;
+  return r;
+}
+
+// Rank 3 sits next to the result every round (ALIE's place beside the honest mean), rank 4 pulls
+// against it (a sign flip's); both pass the per-round distance test, so only their persistent
+// position names them. Honest ranks scatter around closeness 1 and pull 0.
+TEST(LedgerPosition, NamesPersistentlyCloseAndPullingRanks) {
+  LedgerParams p;
+  p.min_rounds = 10;
+  Ledger ledger(5, p);
+  std::mt19937 gen(7);
+  std::uniform_real_distribution<double> spread(0.7, 1.3), side(-0.3, 0.3);
+  for (int round = 0; round < 12; ++round) {
+    std::vector<RoundRecord> records;
+    for (int r = 0; r < 3; ++r) records.push_back(at(r, 10 * spread(gen), 10 * side(gen)));
+    records.push_back(at(3, 2.0, 0.1));
+    records.push_back(at(4, 12.0, -6.0));
+    ledger.apply_round(records);
+    for (int r = 0; r < 5; ++r) EXPECT_EQ(ledger.accounts()[r].rejected, 0) << r;
+    if (round < 9) {
+      EXPECT_THAT(ledger.suspects(), IsEmpty()) << "min_rounds holds them back";
+    }
+  }
+  EXPECT_THAT(ledger.suspects(), ElementsAre(3, 4));
+  const auto& acc = ledger.accounts();
+  EXPECT_EQ(acc[3].position_mass, 12.0);
+  EXPECT_LT(acc[3].mean_closeness(), 0.3);
+  EXPECT_LT(acc[4].mean_pull(), -0.4);
+  for (int r = 0; r < 3; ++r) {
+    EXPECT_NEAR(acc[r].mean_closeness(), 1.0, 0.35) << r;
+    EXPECT_NEAR(acc[r].mean_pull(), 0.0, 0.35) << r;
+  }
+  EXPECT_EQ(ledger.suspicion(acc[3]), "persistently close to the result");
+  EXPECT_EQ(ledger.suspicion(acc[4]), "persistently pulls against the result");
+  EXPECT_EQ(ledger.suspicion(acc[0]), "");
+  EXPECT_THAT(ledger.report(),
+              HasSubstr("suspects: rank 3 (?, persistently close to the result), rank 4 (?, "
+                        "persistently pulls against the result)\n"));
+}
+
+// The position sums: closeness = distance / median distance, pull = (along - median along) /
+// median distance, discounted like the reputation; non-finite rounds and a zero median leave them
+// alone.
+TEST(LedgerPosition, SumsAndForgetting) {
+  LedgerParams p;
+  p.forgetting = 0.5;
+  Ledger ledger(3, p);
+  const std::vector<RoundRecord> first = {at(0, 2.0, -1.0), at(1, 4.0, 2.0), at(2, 6.0, 0.0)};
+  ledger.apply_round(first);  // median 4
+  const std::vector<RoundRecord> second = {at(0, 4.0, 4.0), at(1, 2.0, 0.0), non_finite(2)};
+  ledger.apply_round(second);  // median of {4, 2} = 3
+  const auto& acc = ledger.accounts();
+  EXPECT_DOUBLE_EQ(acc[0].position_mass, 1.5);
+  EXPECT_DOUBLE_EQ(acc[0].closeness_sum, 0.5 * 0.5 + 4.0 / 3.0);
+  // Pulls from the round's median component along: 0 in the first round, 2 in the second.
+  EXPECT_DOUBLE_EQ(acc[0].pull_sum, 0.5 * -0.25 + 2.0 / 3.0);
+  EXPECT_DOUBLE_EQ(acc[0].mean_closeness(), (0.25 + 4.0 / 3.0) / 1.5);
+  EXPECT_DOUBLE_EQ(acc[2].position_mass, 1.0);  // the non-finite round is no position
+  EXPECT_DOUBLE_EQ(acc[2].mean_closeness(), 1.5);
+  Ledger zero(2, LedgerParams{});
+  const std::vector<RoundRecord> same = {at(0, 0.0, 0.0), at(1, 0.0, 0.0)};
+  zero.apply_round(same);
+  EXPECT_EQ(zero.accounts()[0].position_mass, 0.0);
+  EXPECT_EQ(zero.accounts()[0].mean_closeness(), 1.0);
+  EXPECT_EQ(zero.accounts()[0].mean_pull(), 0.0);
+}
+
 // ---------------------------------------------------------------- report
 
 TEST(LedgerReport, LinesAndSuspects) {
@@ -322,12 +395,12 @@ TEST(LedgerReport, LinesAndSuspects) {
   // Rank 1: rep 1/3; reward 1e-3 * 50 * 1/3 = 0.0166667; no finite round, no mean distance.
   EXPECT_EQ(ledger.report(),
             "rank 0 (node01): reputation 0.667, accepted 1 of 1 rounds, rejected 0 (non-finite 0, "
-            "accused 0), samples 100, reward 2.06667, mean distance 0\n"
+            "accused 0), samples 100, reward 2.06667, mean distance 0, closeness 1, pull +0\n"
             "rank 1 (node07): reputation 0.333, accepted 0 of 1 rounds, rejected 1 (non-finite 1, "
-            "accused 0), samples 50, reward 0.0166667, mean distance n/a\n"
-            "suspects: rank 1 (node07)\n");
+            "accused 0), samples 50, reward 0.0166667, mean distance n/a, closeness 1, pull +0\n"
+            "suspects: rank 1 (node07, rejected in most rounds)\n");
   ledger.set_quarantined(1);
-  EXPECT_THAT(ledger.report(), HasSubstr("mean distance n/a, quarantined\n"));
+  EXPECT_THAT(ledger.report(), HasSubstr("pull +0, quarantined\n"));
 }
 
 TEST(LedgerReport, UnknownHostAndNoSuspects) {
@@ -340,7 +413,7 @@ TEST(LedgerReport, UnknownHostAndNoSuspects) {
   EXPECT_THAT(report, HasSubstr("rank 0 (node01): "));
   EXPECT_THAT(report, HasSubstr("rank 1 (node02): "));
   EXPECT_THAT(report, HasSubstr("rank 2 (?): "));
-  EXPECT_THAT(report, HasSubstr("mean distance 2\n"));  // rank 1: 2 / 1
+  EXPECT_THAT(report, HasSubstr("mean distance 2, "));  // rank 1: 2 / 1
   EXPECT_THAT(report, HasSubstr("\nsuspects: none\n"));
 }
 
@@ -368,6 +441,12 @@ TEST(LedgerErrors, ParamsNameTheKey) {
               HasSubstr("[ledger] reward_per_sample = -0.5 must be"));
   EXPECT_THAT(with([](LedgerParams& p) { p.quality_bonus = -1.0; }),
               HasSubstr("[ledger] quality_bonus = -1 must be"));
+  EXPECT_THAT(with([](LedgerParams& p) { p.closeness_bound = 1.5; }),
+              HasSubstr("[ledger] closeness_bound = 1.5 must be in [0, 1]"));
+  EXPECT_THAT(with([](LedgerParams& p) { p.pull_bound = 0.0; }),
+              HasSubstr("[ledger] pull_bound = 0 must be finite and > 0"));
+  EXPECT_THAT(with([](LedgerParams& p) { p.pull_bound = kInf; }),
+              HasSubstr("[ledger] pull_bound = inf must be"));
   EXPECT_NO_THROW(check_ledger_params(LedgerParams{}));
 
   LedgerParams bad;
@@ -402,8 +481,10 @@ TEST(LedgerErrors, DuplicateRankInARound) {
 TEST(LedgerSerialization, RoundTrip) {
   RoundRecord odd = non_finite(7, 12.5);
   odd.accused = true;
+  RoundRecord along = rec(1, 1e300, 0, -0.0);
+  along.along = -3.5;
   const std::vector<RoundRecord> records = {rec(0, 1.25, 64, 0.125), odd, excluded(3, 0.0, 8),
-                                            rec(1, 1e300, 0, -0.0)};
+                                            along};
   const std::vector<RoundRecord> back = deserialize_records(serialize_records(records));
   ASSERT_EQ(back.size(), records.size());
   for (size_t i = 0; i < records.size(); ++i) expect_same_record(back[i], records[i]);

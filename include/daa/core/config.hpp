@@ -149,6 +149,8 @@ struct LedgerConfig {
   double forgetting = 1.0;
   double suspicion_threshold = 0.5;
   int min_rounds = 10;
+  double closeness_bound = 0.5;
+  double pull_bound = 0.25;
   double reward_per_sample = 1e-3;
   double quality_bonus = 1.0;
   bool quarantine = false;  // leave suspects out of aggregation from the next round on

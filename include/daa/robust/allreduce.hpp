@@ -28,17 +28,20 @@ struct RoundOptions {
   // Evaluation only: this rank, as a chunk holder in sharded mode, publishes wrong chunk results
   // (and verdicts on the other holders' results from them) instead of what it computed.
   bool lie_as_owner = false;
-  // The caller reads the report's per-row weight, distance and non_finite (a ledger does). Without
-  // it the round skips the rows' distance pass and leaves those three empty.
+  // The caller reads the report's per-row weight, distance, along and non_finite (a ledger does).
+  // Without it the round skips the rows' distance pass and leaves those four empty.
   bool report_rows = true;
 };
 
 // How the round treated each member, identical on every honest member (empty vectors in
-// allreduce mode, which sees only the sum; weight, distance and non_finite empty without
+// allreduce mode, which sees only the sum; weight, distance, along and non_finite empty without
 // RoundOptions::report_rows).
 struct RoundReport {
   std::vector<double> weight;    // the rule's weight (RuleOutcome), 0 for excluded members
   std::vector<double> distance;  // Euclidean distance of the contribution from the result
+  // Signed length of (contribution - result) along the result's direction: negative for a
+  // contribution that pulls against it; 0 for a non-finite one or a zero result.
+  std::vector<double> along;
   std::vector<char> non_finite;  // the contribution held NaN or Inf
   std::vector<char> accused;     // sharded: a result or verdict that the recomputation refuted
   int disputed_chunks = 0;       // sharded: chunks recomputed because their holders disagreed

@@ -17,13 +17,14 @@ struct RoundRecord {
   double samples = 0;       // training samples behind the contribution
   double weight = 0;        // the rule's weight for it (RuleOutcome::weight), 0 when excluded
   double distance = 0;      // Euclidean distance from the round's result; +inf when non-finite
+  double along = 0;         // signed length of (contribution - result) along the result's direction
   bool non_finite = false;  // contained NaN or Inf
   bool accused = false;     // published a chunk result that verification proved wrong
   bool excluded = false;    // quarantined: in the group but left out of the aggregate
 
   template <class Archive>
   void serialize(Archive& ar, unsigned /*version*/) {
-    ar& rank& samples& weight& distance& non_finite& accused& excluded;
+    ar& rank& samples& weight& distance& along& non_finite& accused& excluded;
   }
 };
 
@@ -38,7 +39,15 @@ struct LedgerParams {
   // reputation = alpha / (alpha + beta), 0.5 before the first round.
   double forgetting = 1.0;
   double suspicion_threshold = 0.5;  // suspects: reputation below this after min_rounds
-  int min_rounds = 10;               // rounds a rank takes part in before it can be suspected
+  // Persistent position (attacks that hide inside the honest spread, such as ALIE, which sits
+  // next to the honest mean, or a sign flip, which points against it): per finite round a rank's
+  // closeness (distance / the round's median distance) and pull ((along - the round's median
+  // along) / the median distance), averaged over its rounds with `forgetting`. Honest ranks average
+  // about 1 and about 0. Also a suspect after min_rounds: mean closeness below closeness_bound, or
+  // mean pull below -pull_bound.
+  double closeness_bound = 0.5;
+  double pull_bound = 0.25;
+  int min_rounds = 10;  // rounds a rank takes part in before it can be suspected
   // reward per round = reward_per_sample * samples * reputation (after this round's update)
   //                  + quality_bonus * weight * (number of non-excluded members), accepted only;
   // the bonus is quality_bonus for a contribution that weighed exactly its even share.
@@ -53,13 +62,18 @@ struct RankAccount {
   std::int64_t rounds = 0, accepted = 0, rejected = 0, accusations = 0, non_finite = 0;
   double samples = 0, weight_sum = 0, distance_sum = 0;  // distance_sum over finite rounds
   double accepted_mass = 0, rejected_mass = 0;           // discounted counts behind alpha, beta
+  // Discounted sums over finite rounds: their count, closeness and pull (LedgerParams).
+  double position_mass = 0, closeness_sum = 0, pull_sum = 0;
   double reward = 0;
   bool quarantined = false;
   double reputation() const;
+  double mean_closeness() const;  // 1 (the honest average) before the first finite round
+  double mean_pull() const;       // 0 before the first finite round
 };
 
 // Throws daa::ConfigError naming the key when a parameter is out of range (distance_ratio <= 0,
-// forgetting outside (0, 1], threshold outside [0, 1], min_rounds < 0, negative rewards).
+// forgetting outside (0, 1], threshold outside [0, 1], min_rounds < 0, negative rewards,
+// closeness_bound outside [0, 1], pull_bound <= 0).
 void check_ledger_params(const LedgerParams& params);
 
 // Accepted (1) or rejected (0) per record of one round, as LedgerParams describes.
@@ -76,8 +90,12 @@ class Ledger {
   // quarantined. Throws daa::Error for a rank outside [0, world_size) or named twice.
   void apply_round(std::span<const RoundRecord> records);
 
-  // Ranks with at least min_rounds rounds and reputation below the threshold, ascending.
+  // Ranks with at least min_rounds rounds and reputation below the threshold or a persistent
+  // position outside the bounds (LedgerParams), ascending.
   std::vector<int> suspects() const;
+  // Why `account` is a suspect ("rejected in most rounds", "persistently close to the result",
+  // "persistently pulls against the result"), or "" when it is not one.
+  std::string suspicion(const RankAccount& account) const;
   void set_quarantined(int rank);
 
   const std::vector<RankAccount>& accounts() const { return accounts_; }
