@@ -258,13 +258,21 @@ RoundReport RobustAllReduce::reduce_sharded(std::span<float> values,
                                });
   engine::Plan plan = engine::plan_after_phase1(rule_, params_, n_act, total);
   std::vector<std::vector<double>> centers(n);
-  std::vector<double> mixed;
+  // NNM's mixtures per chunk, computed once per round for phase 2 and the final phase (keyed by
+  // the rows they came from: a disputed chunk is mixed again from its replicated rows).
+  mixed_.resize(std::size_t(n));
+  mixed_source_.assign(std::size_t(n), nullptr);
+  auto rule_rows = [&](int c, const engine::ChunkRows<float>& x) {
+    const float* source = s.rows_of(c).data();
+    const bool already = mixed_source_[std::size_t(c)] == source;
+    mixed_source_[std::size_t(c)] = source;
+    return engine::rule_rows(plan, x, mixed_[std::size_t(c)], already);
+  };
   if (engine::needs_center(rule_)) {
     total = agree_on_summaries(s, engine::phase2_size(n_act), values, group, report.accused,
                                report.disputed_chunks, [&](int c, double* out) {
                                  const engine::ChunkRows<float> x = s.view(s.rows_of(c), c, n_act);
-                                 engine::phase2(plan, engine::rule_rows(plan, x, mixed), centers[c],
-                                                out);
+                                 engine::phase2(plan, rule_rows(c, x), centers[c], out);
                                });
     engine::plan_after_phase2(plan, total);
   }
@@ -290,10 +298,10 @@ RoundReport RobustAllReduce::reduce_sharded(std::span<float> values,
     if (engine::needs_center(rule_) && centers[c].size() != x.len) {
       // A chunk first replicated in this phase: its center was computed by its holders only.
       std::vector<double> unused(engine::phase2_size(n_act));
-      engine::phase2(plan, engine::rule_rows(plan, x, mixed), centers[c], unused.data());
+      engine::phase2(plan, rule_rows(c, x), centers[c], unused.data());
     }
-    engine::finish_chunk(plan, engine::rule_rows(plan, x, mixed), centers[c], s.view(rows, c, n),
-                         result, report_rows ? summary.data() : nullptr);
+    engine::finish_chunk(plan, rule_rows(c, x), centers[c], s.view(rows, c, n), result,
+                         report_rows ? summary.data() : nullptr);
     if (report_rows) std::memcpy(out.data(), summary.data(), summary_size * sizeof(double));
   };
   std::vector<std::vector<unsigned char>>& held = held_;

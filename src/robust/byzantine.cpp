@@ -14,7 +14,11 @@ void simulate_fault(std::span<float> contribution, const parallel::Communicator&
   if (fault.attack == Attack::none) return;
   const bool moments = needs_honest_moments(fault.attack), copy = needs_honest_copy(fault.attack);
   const std::size_t d = contribution.size();
-  std::vector<float> mean, stddev, honest_copy;
+  // Kept between rounds: fresh vectors of the gradient's size cost page faults every step.
+  static thread_local std::vector<float> mean, stddev, honest_copy, sums;
+  mean.clear();
+  stddev.clear();
+  honest_copy.clear();
   if (moments || copy) {
     const int n = group.size();
     std::vector<int> flags(std::size_t(n), 0);
@@ -31,7 +35,7 @@ void simulate_fault(std::span<float> contribution, const parallel::Communicator&
       // Sums (and, for the spread, sums of squares) over the honest members. Float sums of a few
       // values lose nothing that matters to an attack, at half the traffic of doubles.
       const bool spread = fault.attack == Attack::little_is_enough;
-      std::vector<float> sums((spread ? 2 : 1) * d, 0.0f);
+      sums.assign((spread ? 2 : 1) * d, 0.0f);
       if (!faulty)
         for (std::size_t j = 0; j < d; ++j) {
           sums[j] = contribution[j];

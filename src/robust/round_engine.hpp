@@ -405,15 +405,20 @@ struct RuleRows {
   bool is_mixed = false;
 };
 
+// `mixed_already`: `storage` holds this chunk's mixtures under this plan from an earlier call (a
+// round computes them once per chunk for phase 2 and the final phase).
 template <class R>
-RuleRows<R> rule_rows(const Plan& p, const ChunkRows<R>& x, std::vector<double>& storage) {
+RuleRows<R> rule_rows(const Plan& p, const ChunkRows<R>& x, std::vector<double>& storage,
+                      bool mixed_already = false) {
   RuleRows<R> r;
   r.raw = &x;
   if (p.mix.empty()) return r;
   const int n = p.n;
-  storage.assign(std::size_t(n) * x.len, 0.0);
+  if (!mixed_already) storage.assign(std::size_t(n) * x.len, 0.0);
   for (int i = 0; i < n; ++i) {
     double* y = storage.data() + std::size_t(i) * x.len;
+    r.mixed.rows.push_back(y);
+    if (mixed_already) continue;
     for (int k = 0; k < n; ++k) {  // ascending k: a fixed order of every sum
       const double m = p.mix[i * std::size_t(n) + k];
       if (m == 0.0) continue;
@@ -424,7 +429,6 @@ RuleRows<R> rule_rows(const Plan& p, const ChunkRows<R>& x, std::vector<double>&
         for (std::size_t j = 0; j < x.len; ++j) y[j] += m * double(xk[j]);
       }
     }
-    r.mixed.rows.push_back(y);
   }
   r.mixed.len = x.len;
   r.is_mixed = true;

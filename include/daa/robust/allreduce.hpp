@@ -80,10 +80,13 @@ class RobustAllReduce {
   // Buffers kept between rounds (resizing within capacity touches no memory), so a round does not
   // pay for fresh pages; this makes reduce() not thread-safe, and rounds are collective per rank
   // anyway. received_: the rows of the chunks this rank holds; held_: its results for them;
-  // published_: every primary holder's results.
+  // published_: every primary holder's results; mixed_: NNM's mixtures per chunk.
   mutable std::vector<std::vector<float>> received_;
   mutable std::vector<std::vector<unsigned char>> held_;
   mutable std::vector<unsigned char> published_;
+  // NNM's mixtures of each chunk this rank computes, and the rows they were mixed from.
+  mutable std::vector<std::vector<double>> mixed_;
+  mutable std::vector<const float*> mixed_source_;
 };
 
 }  // namespace daa::robust
