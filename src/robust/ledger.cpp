@@ -6,7 +6,9 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <iterator>
 
 #include "daa/core/error.hpp"
@@ -21,18 +23,38 @@ bool finite_record(const RoundRecord& r) {
   return !r.non_finite && std::isfinite(r.distance);
 }
 
-// The median of `field` over the round's non-excluded finite records; sorting makes it
-// independent of the order the records came in.
-double median_of(std::span<const RoundRecord> records, double RoundRecord::*field) {
+// The median of `field` over the round's non-excluded finite records (of those with `use[i]` set,
+// when `use` is given); sorting makes it independent of the order the records came in.
+double median_of(std::span<const RoundRecord> records, double RoundRecord::*field,
+                 const std::vector<char>* use = nullptr) {
   std::vector<double> d;
   d.reserve(records.size());
-  for (const RoundRecord& r : records) {
+  for (std::size_t i = 0; i < records.size(); ++i) {
+    const RoundRecord& r = records[i];
+    if (use && !(*use)[i]) continue;
     if (!r.excluded && finite_record(r) && std::isfinite(r.*field)) d.push_back(r.*field);
   }
   if (d.empty()) return 0.0;  // nothing finite: every record is rejected anyway
   std::sort(d.begin(), d.end());
   const size_t m = d.size();
   return m % 2 == 1 ? d[m / 2] : 0.5 * (d[m / 2 - 1] + d[m / 2]);
+}
+
+bool same_position(const RoundRecord& a, const RoundRecord& b) {
+  return std::bit_cast<std::uint64_t>(a.distance) == std::bit_cast<std::uint64_t>(b.distance) &&
+         std::bit_cast<std::uint64_t>(a.along) == std::bit_cast<std::uint64_t>(b.along);
+}
+
+// Per record: a finite, non-excluded contribution at exactly the position of another one.
+std::vector<char> duplicates_of(std::span<const RoundRecord> records) {
+  std::vector<char> out(records.size(), 0);
+  for (std::size_t i = 0; i < records.size(); ++i)
+    for (std::size_t k = i + 1; k < records.size(); ++k) {
+      const RoundRecord &a = records[i], &b = records[k];
+      if (a.excluded || b.excluded || !finite_record(a) || !finite_record(b)) continue;
+      if (same_position(a, b)) out[i] = out[k] = 1;
+    }
+  return out;
 }
 
 [[noreturn]] void bad_param(const char* key, const std::string& value, const char* range) {
@@ -135,11 +157,21 @@ void Ledger::apply_round(std::span<const RoundRecord> records) {
   }
 
   const std::vector<char> accepted = judge_round(records, params_);
+  // Contributions that are copies of each other (bit-identical distance and along: honest ranks
+  // with their own data never send the same vector) are no position evidence: a copy of an honest
+  // contribution (mimicry) is indistinguishable from the original, and the copies' weight drags
+  // the result towards them (Krum selects them), so judging them would name the honest original.
+  // They count once in the round's medians and are counted per rank as duplicates.
+  const std::vector<char> duplicate = duplicates_of(records);
+  std::vector<char> representative(records.size(), 1);
+  for (std::size_t i = 0; i < records.size(); ++i)
+    for (std::size_t k = 0; k < i && representative[i]; ++k)
+      if (duplicate[i] && same_position(records[i], records[k])) representative[i] = 0;
   // Position evidence is relative to the round: a result that carries noise no honest rank
   // shares (left over from an attacker, or from a small group) shifts every honest rank's
   // component along it alike, so the pull is measured from the round's median component.
-  const double median = median_of(records, &RoundRecord::distance);
-  const double median_along = median_of(records, &RoundRecord::along);
+  const double median = median_of(records, &RoundRecord::distance, &representative);
+  const double median_along = median_of(records, &RoundRecord::along, &representative);
   // The even share of a round is 1 / members, so weight * members is 1 for an even contribution.
   const auto members = static_cast<double>(std::count_if(
       records.begin(), records.end(), [](const RoundRecord& r) { return !r.excluded; }));
@@ -164,7 +196,8 @@ void Ledger::apply_round(std::span<const RoundRecord> records) {
     a.samples += r.samples;
     a.weight_sum += r.weight;
     if (finite) a.distance_sum += r.distance;
-    if (finite && median > 0 && std::isfinite(r.along)) {
+    a.duplicates += duplicate[i] ? 1 : 0;
+    if (finite && !duplicate[i] && median > 0 && std::isfinite(r.along)) {
       a.position_mass = params_.forgetting * a.position_mass + 1.0;
       a.closeness_sum = params_.forgetting * a.closeness_sum + r.distance / median;
       a.pull_sum = params_.forgetting * a.pull_sum + (r.along - median_along) / median;
@@ -220,10 +253,11 @@ std::string Ledger::report() const {
     fmt::format_to(it,
                    "rank {} ({}): reputation {:.3f}, accepted {} of {} rounds, rejected {} "
                    "(non-finite {}, accused {}), samples {:.6g}, reward {:.6g}, mean distance {}, "
-                   "closeness {:.3g}, pull {:+.3g}{}\n",
+                   "closeness {:.3g}, pull {:+.3g}, duplicates {}{}\n",
                    a.rank, host_or_unknown(a.host), a.reputation(), a.accepted, a.rounds,
                    a.rejected, a.non_finite, a.accusations, a.samples, a.reward, mean_distance,
-                   a.mean_closeness(), a.mean_pull(), a.quarantined ? ", quarantined" : "");
+                   a.mean_closeness(), a.mean_pull(), a.duplicates,
+                   a.quarantined ? ", quarantined" : "");
   }
   const std::vector<int> s = suspects();
   out += "suspects: ";

@@ -115,9 +115,9 @@ inline double combine_lanes(const double* l) {
 // per row (lane j % 8, as dot() does over a whole chunk) and combined in a fixed order: the bits
 // do not depend on the block size, which is a multiple of 8.
 template <class R, class T>
-class RowDistances {
+class RowPositionSums {
  public:
-  RowDistances(const ChunkRows<R>& rows, const T* result)
+  RowPositionSums(const ChunkRows<R>& rows, const T* result)
       : rows_(rows),
         result_(result),
         lane_(std::size_t(rows.n()) * 8, 0.0),
@@ -644,8 +644,8 @@ inline void plan_after_phase2(Plan& p, std::span<const double> total) {
 
 // Final phase of one chunk: the result out[0..len) and, unless `summary` is null (no ledger to
 // report to), the final summary (see final_size). `all` are every row of the chunk (active ones
-// first, in the plan's order, then excluded ones): their distances from the result are measured on
-// the rows as contributed, not mixed, in the same pass as the rule, block by block.
+// first, in the plan's order, then excluded ones): their positions relative to the result are
+// measured on the rows as contributed, not mixed, in the same pass as the rule, block by block.
 template <class R, class T>
 void finish_chunk(const Plan& p, const RuleRows<R>& rows, const std::vector<double>& center,
                   const ChunkRows<R>& all, T* out, double* summary) {
@@ -653,10 +653,10 @@ void finish_chunk(const Plan& p, const RuleRows<R>& rows, const std::vector<doub
   const std::size_t len = all.len;
   double* counts = summary;
   if (counts) std::fill(counts, counts + n, 0.0);
-  std::optional<RowDistances<R, T>> distances;
-  if (summary) distances.emplace(all, out);
+  std::optional<RowPositionSums<R, T>> positions;
+  if (summary) positions.emplace(all, out);
   auto after_block = [&](std::size_t j0, std::size_t b) {
-    if (distances) distances->add_block(j0, b);
+    if (positions) positions->add_block(j0, b);
   };
   auto row = [&](int i, std::size_t j) {
     return rows.is_mixed ? rows.mixed.rows[i][j] : double(rows.raw->rows[i][j]);
@@ -748,9 +748,9 @@ void finish_chunk(const Plan& p, const RuleRows<R>& rows, const std::vector<doub
                     [&](int i) { return p.coef[i]; }, 1.0);
       break;
   }
-  if (distances) {
+  if (positions) {
     const int n_all = all.n();
-    distances->write(summary + n, summary + n + n_all, summary + n + 2 * n_all,
+    positions->write(summary + n, summary + n + n_all, summary + n + 2 * n_all,
                      summary + n + 3 * n_all);
   }
 }

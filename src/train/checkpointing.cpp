@@ -171,7 +171,8 @@ const LedgerCounter kLedgerCounters[] = {{"/ledger/rounds", &RankAccount::rounds
                                          {"/ledger/accepted", &RankAccount::accepted},
                                          {"/ledger/rejected", &RankAccount::rejected},
                                          {"/ledger/accusations", &RankAccount::accusations},
-                                         {"/ledger/non_finite", &RankAccount::non_finite}};
+                                         {"/ledger/non_finite", &RankAccount::non_finite},
+                                         {"/ledger/duplicates", &RankAccount::duplicates}};
 const LedgerSum kLedgerSums[] = {{"/ledger/samples", &RankAccount::samples},
                                  {"/ledger/weight_sum", &RankAccount::weight_sum},
                                  {"/ledger/distance_sum", &RankAccount::distance_sum},

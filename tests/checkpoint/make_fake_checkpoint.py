@@ -333,6 +333,7 @@ def add_ledger(ck, steps):
     ck.array("/ledger/rejected", rejected, "i8")
     ck.array("/ledger/accusations", np.where(faulty, rejected, 0), "i8")
     ck.array("/ledger/non_finite", np.zeros(RANKS), "i8")
+    ck.array("/ledger/duplicates", np.zeros(RANKS), "i8")
     ck.array("/ledger/quarantined", np.zeros(RANKS), "i8")
     ck.array("/ledger/reputation", reputation, "f8")
     ck.array("/ledger/samples", samples, "f8")

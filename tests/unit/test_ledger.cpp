@@ -381,6 +381,40 @@ TEST(LedgerPosition, SumsAndForgetting) {
   EXPECT_EQ(zero.accounts()[0].mean_pull(), 0.0);
 }
 
+// Three ranks send one vector (a mimic pair copying honest rank 0): the copies drag the result
+// next to them (Krum would select one), but a copy is no evidence against anyone, so none of the
+// three is named, they count once in the medians (the honest ranks' pulls stay near 0), and each
+// counts the round as a duplicate. A unique contribution next to the result is still named.
+TEST(LedgerPosition, CopiesAreNoEvidence) {
+  LedgerParams p;
+  p.min_rounds = 5;
+  Ledger ledger(8, p);
+  std::mt19937 gen(11);
+  std::uniform_real_distribution<double> spread(0.8, 1.2), side(-0.2, 0.2);
+  for (int round = 0; round < 20; ++round) {
+    std::vector<RoundRecord> records;
+    const RoundRecord copy = at(0, 1.0, 4.0);  // close, and pulling the result its way
+    for (int r : {0, 3, 6}) {
+      RoundRecord c = copy;
+      c.rank = r;
+      records.push_back(c);
+    }
+    for (int r : {1, 2, 4, 5}) records.push_back(at(r, 10 * spread(gen), 10 * side(gen)));
+    records.push_back(at(7, 2.0, 0.0));  // unique and next to the result: ALIE alone
+    ledger.apply_round(records);
+  }
+  EXPECT_THAT(ledger.suspects(), ElementsAre(7));
+  const auto& acc = ledger.accounts();
+  for (int r : {0, 3, 6}) {
+    EXPECT_EQ(acc[r].duplicates, 20) << r;
+    EXPECT_EQ(acc[r].position_mass, 0.0) << r;
+  }
+  for (int r : {1, 2, 4, 5}) {
+    EXPECT_EQ(acc[r].duplicates, 0) << r;
+    EXPECT_NEAR(acc[r].mean_pull(), 0.0, 0.25) << r;
+  }
+}
+
 // ---------------------------------------------------------------- report
 
 TEST(LedgerReport, LinesAndSuspects) {
@@ -395,12 +429,14 @@ TEST(LedgerReport, LinesAndSuspects) {
   // Rank 1: rep 1/3; reward 1e-3 * 50 * 1/3 = 0.0166667; no finite round, no mean distance.
   EXPECT_EQ(ledger.report(),
             "rank 0 (node01): reputation 0.667, accepted 1 of 1 rounds, rejected 0 (non-finite 0, "
-            "accused 0), samples 100, reward 2.06667, mean distance 0, closeness 1, pull +0\n"
+            "accused 0), samples 100, reward 2.06667, mean distance 0, closeness 1, pull +0, "
+            "duplicates 0\n"
             "rank 1 (node07): reputation 0.333, accepted 0 of 1 rounds, rejected 1 (non-finite 1, "
-            "accused 0), samples 50, reward 0.0166667, mean distance n/a, closeness 1, pull +0\n"
+            "accused 0), samples 50, reward 0.0166667, mean distance n/a, closeness 1, pull +0, "
+            "duplicates 0\n"
             "suspects: rank 1 (node07, rejected in most rounds)\n");
   ledger.set_quarantined(1);
-  EXPECT_THAT(ledger.report(), HasSubstr("pull +0, quarantined\n"));
+  EXPECT_THAT(ledger.report(), HasSubstr("duplicates 0, quarantined\n"));
 }
 
 TEST(LedgerReport, UnknownHostAndNoSuspects) {

@@ -60,6 +60,8 @@ struct RankAccount {
   int rank = 0;
   std::string host;  // set by the caller (gethostname(), obs::host_name()), for the suspects list
   std::int64_t rounds = 0, accepted = 0, rejected = 0, accusations = 0, non_finite = 0;
+  // Rounds in which its contribution was a copy of another rank's (no position evidence then).
+  std::int64_t duplicates = 0;
   double samples = 0, weight_sum = 0, distance_sum = 0;  // distance_sum over finite rounds
   double accepted_mass = 0, rejected_mass = 0;           // discounted counts behind alpha, beta
   // Discounted sums over finite rounds: their count, closeness and pull (LedgerParams).
