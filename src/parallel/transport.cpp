@@ -226,6 +226,36 @@ Transport<M>::host_rows(std::size_t offset_elements, std::size_t rows, std::size
 }
 
 template <class M>
+template <class T, class Ranges, class Exchange>
+TransportStats Transport<M>::staged_exchange(Rows<const T> send, Rows<T> recv, const Ranges& ranges,
+                                             const Exchange& exchange) {
+  TransportStats stats;
+  const T* send_data = send.data();
+  T* recv_data = recv.data();
+  std::vector<RowRange> received;
+  decltype(host_rows<T>(0, 0, 0)) recv_host;
+  if (mode_ == TransportMode::host_staged) {
+    const std::size_t width = send.extent(1);
+    // Both regions first: taking the second may reallocate the buffer under the first.
+    host_rows<T>(0, send.extent(0) + recv.extent(0), width);
+    const auto send_host = host_rows<T>(0, send.extent(0), width);
+    recv_host = host_rows<T>(send.extent(0) * width, recv.extent(0), width);
+    stage(send_host, send, ranges(true), stats.bytes_to_host, stats);
+    received = ranges(false);
+    send_data = send_host.data();
+    recv_data = recv_host.data();
+  }
+  const auto start = Clock::now();
+  exchange(send_data, recv_data);
+  stats.mpi_seconds = seconds_since(start);
+  // Only the rows MPI wrote go back: the rest of `recv` (this rank's own block) is the caller's.
+  if (mode_ == TransportMode::host_staged)
+    stage(recv, recv_host, received, stats.bytes_from_host, stats);
+  total_ += stats;
+  return stats;
+}
+
+template <class M>
 template <class T>
 TransportStats Transport<M>::all_to_all_rows(Rows<const T> send,
                                              std::span<const std::size_t> send_counts,
@@ -239,12 +269,12 @@ TransportStats Transport<M>::all_to_all_rows(Rows<const T> send,
   check_peers(recv_displs.size(), comm_, "recv_displs");
   const std::size_t width = send.extent(1);
   const int skip = skip_self ? comm_.rank() : -1;
-  TransportStats stats;
 #if defined(KOKKOS_ENABLE_CUDA) && DAA_ENABLE_CUDA
   if (mode_ == TransportMode::nccl) {
     if constexpr (!std::is_same_v<T, float>) {
       throw Error("parallel::Transport: nccl mode moves float rows only");
     } else {
+      TransportStats stats;
       std::vector<std::size_t> sc(send_counts.size()), sd(sc.size()), rc(sc.size()), rd(sc.size());
       for (std::size_t p = 0; p < sc.size(); ++p) {
         sc[p] = int(p) == skip ? 0 : send_counts[p] * width;
@@ -265,31 +295,17 @@ TransportStats Transport<M>::all_to_all_rows(Rows<const T> send,
   element_counts(send_displs, width, -1, send_displs_, "parallel::Transport: send displacement");
   element_counts(recv_counts, width, skip, recv_counts_, "parallel::Transport: receive count");
   element_counts(recv_displs, width, -1, recv_displs_, "parallel::Transport: receive displacement");
-  const T* send_data = send.data();
-  T* recv_data = recv.data();
-  std::vector<RowRange> received;
-  decltype(host_rows<T>(0, 0, 0)) recv_host;
-  if (mode_ == TransportMode::host_staged) {
-    // Both regions first: taking the second may reallocate the buffer under the first.
-    host_rows<T>(0, send.extent(0) + recv.extent(0), width);
-    const auto send_host = host_rows<T>(0, send.extent(0), width);
-    recv_host = host_rows<T>(send.extent(0) * width, recv.extent(0), width);
-    stage(send_host, send, moved_ranges(send_counts, send_displs, skip), stats.bytes_to_host,
-          stats);
-    received = moved_ranges(recv_counts, recv_displs, skip);
-    send_data = send_host.data();
-    recv_data = recv_host.data();
-  }
-  const auto start = Clock::now();
-  DAA_MPI_CHECK(MPI_Alltoallv(mpi_buffer(send_data), send_counts_.data(), send_displs_.data(),
-                              mpi_type<T>(), mpi_buffer(recv_data), recv_counts_.data(),
-                              recv_displs_.data(), mpi_type<T>(), comm_.comm()));
-  stats.mpi_seconds = seconds_since(start);
-  // Only the rows MPI wrote go back: the rest of `recv` (this rank's own block) is the caller's.
-  if (mode_ == TransportMode::host_staged)
-    stage(recv, recv_host, received, stats.bytes_from_host, stats);
-  total_ += stats;
-  return stats;
+  return staged_exchange(
+      send, recv,
+      [&](bool sending) {
+        return sending ? moved_ranges(send_counts, send_displs, skip)
+                       : moved_ranges(recv_counts, recv_displs, skip);
+      },
+      [&](const T* send_data, T* recv_data) {
+        DAA_MPI_CHECK(MPI_Alltoallv(mpi_buffer(send_data), send_counts_.data(), send_displs_.data(),
+                                    mpi_type<T>(), mpi_buffer(recv_data), recv_counts_.data(),
+                                    recv_displs_.data(), mpi_type<T>(), comm_.comm()));
+      });
 }
 
 template <class M>
@@ -304,7 +320,6 @@ TransportStats Transport<M>::all_to_all_blocks(Rows<const T> send, const RowBloc
                 "': all_to_all_blocks needs MPI datatypes, which nccl mode does not have");
   const std::size_t width = send.extent(1);
   const int skip = skip_self ? comm_.rank() : -1;
-  TransportStats stats;
   Datatypes owned;
   MPI_Datatype row = MPI_DATATYPE_NULL;
   DAA_MPI_CHECK(
@@ -318,30 +333,17 @@ TransportStats Transport<M>::all_to_all_blocks(Rows<const T> send, const RowBloc
              "parallel::Transport: receive block");
   const std::vector<int> zero(std::size_t(comm_.size()), 0);  // byte displacements
 
-  const T* send_data = send.data();
-  T* recv_data = recv.data();
-  std::vector<RowRange> received;
-  decltype(host_rows<T>(0, 0, 0)) recv_host;
-  if (mode_ == TransportMode::host_staged) {
-    // The host buffers mirror the views row for row, so the same datatypes serve; only the rows
-    // MPI reads go to the host, and only the rows it writes come back.
-    host_rows<T>(0, send.extent(0) + recv.extent(0), width);
-    const auto send_host = host_rows<T>(0, send.extent(0), width);
-    recv_host = host_rows<T>(send.extent(0) * width, recv.extent(0), width);
-    stage(send_host, send, block_ranges(send_blocks, skip), stats.bytes_to_host, stats);
-    received = block_ranges(recv_blocks, skip);
-    send_data = send_host.data();
-    recv_data = recv_host.data();
-  }
-  const auto start = Clock::now();
-  DAA_MPI_CHECK(MPI_Alltoallw(mpi_buffer(send_data), send_counts.data(), zero.data(),
-                              send_types.data(), mpi_buffer(recv_data), recv_counts.data(),
-                              zero.data(), recv_types.data(), comm_.comm()));
-  stats.mpi_seconds = seconds_since(start);
-  if (mode_ == TransportMode::host_staged)
-    stage(recv, recv_host, received, stats.bytes_from_host, stats);
-  total_ += stats;
-  return stats;
+  // Staged, the host buffers mirror the views row for row, so the same datatypes serve.
+  return staged_exchange(
+      send, recv,
+      [&](bool sending) {
+        return sending ? block_ranges(send_blocks, skip) : block_ranges(recv_blocks, skip);
+      },
+      [&](const T* send_data, T* recv_data) {
+        DAA_MPI_CHECK(MPI_Alltoallw(mpi_buffer(send_data), send_counts.data(), zero.data(),
+                                    send_types.data(), mpi_buffer(recv_data), recv_counts.data(),
+                                    zero.data(), recv_types.data(), comm_.comm()));
+      });
 }
 
 template <class M>

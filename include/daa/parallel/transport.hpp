@@ -143,6 +143,13 @@ class Transport {
   const TransportStats& total_stats() const { return total_; }
 
  private:
+  // The exchange of an all-to-all, staged through host_ in host_staged mode: send's rows and
+  // recv's rows as two regions of one buffer, only the rows MPI reads (ranges(true)) copied in and
+  // only those it writes (ranges(false)) copied back. exchange(send_data, recv_data) is the MPI
+  // call; its seconds and the staging's count in the returned stats and in total_.
+  template <class T, class Ranges, class Exchange>
+  TransportStats staged_exchange(Rows<const T> send, Rows<T> recv, const Ranges& ranges,
+                                 const Exchange& exchange);
   template <class T>
   Kokkos::View<T**, Kokkos::LayoutRight, Kokkos::HostSpace, Kokkos::MemoryUnmanaged> host_rows(
       std::size_t offset_elements, std::size_t rows, std::size_t width);
