@@ -199,6 +199,50 @@ TYPED_TEST(DeviceRules, GramMatchesTheHostBitForBit) {
     }
 }
 
+// The host engine's dot() (which GCC's loop vectorizer turns into vector code) against the scalar
+// order it promises, written out here: lane l sums double(a_j) * double(b_j) for j % 8 == l, the
+// tail continues lanes 0, 1, ..., combined as ((0+1)+(2+3))+((4+5)+(6+7)). Bit for bit for every
+// finite result; a NaN result may differ in sign and payload only (x86 returns the first operand's
+// NaN, and the compiler may swap an addition's operands in either form).
+template <class R>
+double reference_dot(const daa::kernels::Matrix<R>& x, int a, int b) {
+  double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (std::size_t j = 0; j < x.extent(1); ++j) {
+    const std::size_t l = j < x.extent(1) / 8 * 8 ? j % 8 : j - x.extent(1) / 8 * 8;
+    lane[l] += double(x(a, j)) * double(x(b, j));
+  }
+  return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}
+
+template <class R>
+void compare_host_gram_with_reference(int n, int d, unsigned seed, bool non_finite) {
+  const auto rows = to_view<R>(random_rows(n, d, seed, non_finite), n, d);
+  daa::kernels::Matrix<double> gram("host_gram", n, n);
+  device::gram_matrix(rows, gram);
+  for (int a = 0; a < n; ++a)
+    for (int b = 0; b < n; ++b) {
+      const double want = reference_dot(rows, a, b), got = gram(a, b);
+      if (std::isnan(want)) {
+        EXPECT_TRUE(std::isnan(got)) << "d = " << d << " (" << a << ", " << b << ")";
+        continue;
+      }
+      EXPECT_EQ(std::bit_cast<std::uint64_t>(got), std::bit_cast<std::uint64_t>(want))
+          << "d = " << d << " (" << a << ", " << b << "): " << got << " vs " << want;
+    }
+}
+
+TEST(HostGram, IsTheEightLaneScalarOrderBitForBit) {
+  std::vector<int> lengths;
+  for (int d = 1; d <= 70; ++d) lengths.push_back(d);
+  lengths.push_back(1000);
+  lengths.push_back((1 << 12) + 3);
+  for (const int d : lengths)
+    for (const bool non_finite : {false, true}) {
+      compare_host_gram_with_reference<double>(5, d, unsigned(d), non_finite);
+      compare_host_gram_with_reference<float>(5, d, unsigned(d), non_finite);
+    }
+}
+
 TYPED_TEST(DeviceRules, RefusesWhatTheKernelsCannotTake) {
   using Space = TypeParam;
   const auto rows =
