@@ -45,16 +45,22 @@ bool same_position(const RoundRecord& a, const RoundRecord& b) {
          std::bit_cast<std::uint64_t>(a.along) == std::bit_cast<std::uint64_t>(b.along);
 }
 
-// Per record: a finite, non-excluded contribution at exactly the position of another one.
-std::vector<char> duplicates_of(std::span<const RoundRecord> records) {
-  std::vector<char> out(records.size(), 0);
+// Per record: `duplicate`, a finite, non-excluded contribution at exactly the position of another
+// one; `representative`, not a later copy of an earlier record (each position counts once).
+struct Copies {
+  std::vector<char> duplicate, representative;
+};
+Copies copies_of(std::span<const RoundRecord> records) {
+  Copies c{std::vector<char>(records.size(), 0), std::vector<char>(records.size(), 1)};
   for (std::size_t i = 0; i < records.size(); ++i)
     for (std::size_t k = i + 1; k < records.size(); ++k) {
       const RoundRecord &a = records[i], &b = records[k];
       if (a.excluded || b.excluded || !finite_record(a) || !finite_record(b)) continue;
-      if (same_position(a, b)) out[i] = out[k] = 1;
+      if (!same_position(a, b)) continue;
+      c.duplicate[i] = c.duplicate[k] = 1;
+      c.representative[k] = 0;
     }
-  return out;
+  return c;
 }
 
 [[noreturn]] void bad_param(const char* key, const std::string& value, const char* range) {
@@ -162,16 +168,13 @@ void Ledger::apply_round(std::span<const RoundRecord> records) {
   // contribution (mimicry) is indistinguishable from the original, and the copies' weight drags
   // the result towards them (Krum selects them), so judging them would name the honest original.
   // They count once in the round's medians and are counted per rank as duplicates.
-  const std::vector<char> duplicate = duplicates_of(records);
-  std::vector<char> representative(records.size(), 1);
-  for (std::size_t i = 0; i < records.size(); ++i)
-    for (std::size_t k = 0; k < i && representative[i]; ++k)
-      if (duplicate[i] && same_position(records[i], records[k])) representative[i] = 0;
+  const Copies copies = copies_of(records);
+  const std::vector<char>& duplicate = copies.duplicate;
   // Position evidence is relative to the round: a result that carries noise no honest rank
   // shares (left over from an attacker, or from a small group) shifts every honest rank's
   // component along it alike, so the pull is measured from the round's median component.
-  const double median = median_of(records, &RoundRecord::distance, &representative);
-  const double median_along = median_of(records, &RoundRecord::along, &representative);
+  const double median = median_of(records, &RoundRecord::distance, &copies.representative);
+  const double median_along = median_of(records, &RoundRecord::along, &copies.representative);
   // The even share of a round is 1 / members, so weight * members is 1 for an even contribution.
   const auto members = static_cast<double>(std::count_if(
       records.begin(), records.end(), [](const RoundRecord& r) { return !r.excluded; }));
